@@ -1,0 +1,1 @@
+"""tl_research: transfer-learning ablations in JAX/Flax NNX."""

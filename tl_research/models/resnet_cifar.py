@@ -1,0 +1,57 @@
+"""CIFAR-style ResNet (He et al. 2016, arXiv 1512.03385, section 4.2): a 3x3 stem and stages of basic blocks.
+
+Depth units: the stem, then every residual block, in order. `stage_sizes=(1, 1, 1)` with width 16 is the
+small network the quickstart uses (4 depth units); (3, 3, 3) is the paper's ResNet-20.
+"""
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from tl_research.models.base import Head, UnitModel
+
+_BN = dict(momentum=0.9, epsilon=1e-5)
+
+
+class Stem(nnx.Module):
+    def __init__(self, in_channels: int, width: int, *, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(in_channels, width, (3, 3), use_bias=False, rngs=rngs)
+        self.bn = nnx.BatchNorm(width, **_BN, rngs=rngs)
+
+    def __call__(self, x):
+        return nnx.relu(self.bn(self.conv(x)))
+
+
+class BasicBlock(nnx.Module):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, *, rngs: nnx.Rngs):
+        self.conv1 = nnx.Conv(in_channels, out_channels, (3, 3), strides=stride, use_bias=False, rngs=rngs)
+        self.bn1 = nnx.BatchNorm(out_channels, **_BN, rngs=rngs)
+        self.conv2 = nnx.Conv(out_channels, out_channels, (3, 3), use_bias=False, rngs=rngs)
+        # Zero-init of the last BN scale makes each block start as the identity (Goyal et al. 2017).
+        self.bn2 = nnx.BatchNorm(out_channels, **_BN, scale_init=nnx.initializers.zeros, rngs=rngs)
+        if stride != 1 or in_channels != out_channels:
+            self.proj = nnx.Conv(in_channels, out_channels, (1, 1), strides=stride, use_bias=False, rngs=rngs)
+            self.proj_bn = nnx.BatchNorm(out_channels, **_BN, rngs=rngs)
+        else:
+            self.proj = None
+            self.proj_bn = None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = nnx.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        shortcut = x if self.proj is None else self.proj_bn(self.proj(x))
+        return nnx.relu(y + shortcut)
+
+
+def build(cfg, num_classes: int, in_channels: int, rngs: nnx.Rngs) -> UnitModel:
+    width = int(cfg.width)
+    units = [Stem(in_channels, width, rngs=rngs)]
+    channels = width
+    for stage, size in enumerate(cfg.stage_sizes):
+        out = width * 2**stage
+        for b in range(size):
+            stride = 2 if (stage > 0 and b == 0) else 1
+            units.append(BasicBlock(channels, out, stride, rngs=rngs))
+            channels = out
+    head = Head(channels, num_classes, dropout=cfg.dropout, pool="avg", rngs=rngs)
+    return UnitModel(units, head)
