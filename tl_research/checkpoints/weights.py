@@ -1,0 +1,181 @@
+"""Model weights as a flat table of named arrays: saving, loading and transferring them into a model.
+
+The interchange format between this codebase's models, its orbax checkpoints and every converter is
+`Weights = {"params": {dotted_path: array}, "batch_stats": {dotted_path: array}}`, where a dotted path is the
+NNX attribute path, e.g. `units.3.conv1.kernel` or `units.0.bn.mean`. A converter is then an explicit table
+from source names to these paths, and loading can report every missing or unexpected tensor by name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from tl_research.models.base import ModelMeta, UnitModel
+
+Weights = dict[str, dict[str, np.ndarray]]
+COLLECTIONS = {"params": nnx.Param, "batch_stats": nnx.BatchStat}
+META_FILE = "meta.json"
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint does not fit the model; the message lists every offending tensor by name."""
+
+
+def _dotted(path) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def flat_state(model: nnx.Module) -> Weights:
+    out: Weights = {}
+    for coll, var_type in COLLECTIONS.items():
+        out[coll] = {_dotted(p): np.asarray(v.get_value())
+                     for p, v in nnx.to_flat_state(nnx.state(model, var_type))}
+    return out
+
+
+def assign(model: nnx.Module, weights: Weights) -> None:
+    """Writes arrays into the model by path (every path must exist; shapes are checked by the caller)."""
+    for coll, var_type in COLLECTIONS.items():
+        table = weights.get(coll, {})
+        flat = nnx.to_flat_state(nnx.state(model, var_type))
+        new = [(p, v.replace(jax.numpy.asarray(table[_dotted(p)], dtype=v.get_value().dtype))
+                if _dotted(p) in table else v) for p, v in flat]
+        nnx.update(model, nnx.from_flat_state(new))
+
+
+def _nest(table: dict[str, np.ndarray]) -> dict:
+    root: dict = {}
+    for key, arr in table.items():
+        node = root
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = np.asarray(arr)
+    return root
+
+
+def _unnest(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(_unnest(v, key))
+        else:
+            out[key] = np.asarray(v)
+    return out
+
+
+def save_weights(directory, weights: Weights | nnx.Module, meta: ModelMeta, extra: dict | None = None):
+    """Writes an orbax checkpoint of the weights plus `meta.json` (the weights' metadata)."""
+    directory = pathlib.Path(directory).absolute()
+    if isinstance(weights, nnx.Module):
+        weights = flat_state(weights)
+    directory.mkdir(parents=True, exist_ok=True)
+    tree = {coll: _nest(table) for coll, table in weights.items() if table}
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(directory / "state", tree, force=True)
+    info = {"meta": meta.to_json(), **(extra or {})}
+    (directory / META_FILE).write_text(json.dumps(info, indent=1))
+
+
+def is_weights_dir(directory) -> bool:
+    d = pathlib.Path(directory)
+    return (d / "state").is_dir() and (d / META_FILE).is_file()
+
+
+def load_weights(directory) -> tuple[Weights, ModelMeta]:
+    directory = pathlib.Path(directory).absolute()
+    if not is_weights_dir(directory):
+        raise FileNotFoundError(f"{directory} holds no weights (expected state/ and {META_FILE})")
+    with ocp.StandardCheckpointer() as ckptr:
+        tree = ckptr.restore(directory / "state")
+    weights = {coll: _unnest(tree.get(coll, {})) for coll in COLLECTIONS}
+    meta = ModelMeta.from_json(json.loads((directory / META_FILE).read_text())["meta"])
+    return weights, meta
+
+
+@dataclasses.dataclass
+class TransferReport:
+    loaded: list[str]
+    head_reinitialised: list[str]
+    adapted: list[str]
+    ignored_source: list[str]
+
+    def summary(self) -> str:
+        parts = [f"{len(self.loaded)} tensors loaded"]
+        if self.head_reinitialised:
+            parts.append(f"head re-initialised ({', '.join(self.head_reinitialised)})")
+        if self.adapted:
+            parts.append(f"adapted: {', '.join(self.adapted)}")
+        if self.ignored_source:
+            parts.append(f"source head dropped: {', '.join(self.ignored_source)}")
+        return "; ".join(parts)
+
+
+def adapt_first_conv(kernel: np.ndarray, in_channels: int) -> np.ndarray:
+    """Adapts an HWIO first-conv kernel to another number of input channels, as timm's adapt_input_conv:
+    to one channel by summing over the source channels (grey = equal parts of R, G, B); to more channels by
+    repeating the source channels and rescaling so the response to a constant image is unchanged."""
+    src_in = kernel.shape[2]
+    if in_channels == 1:
+        return kernel.sum(axis=2, keepdims=True)
+    reps = -(-in_channels // src_in)
+    return np.tile(kernel, (1, 1, reps, 1))[:, :, :in_channels] * (src_in / in_channels)
+
+
+def transfer(model: UnitModel, weights: Weights, *, reinit_head: bool = True,
+             first_conv: str | None = None) -> TransferReport:
+    """Loads `weights` into `model`. Everything must match by name and shape except the head classifier,
+    which keeps the model's fresh (zero) initialisation when `reinit_head` (a new task has new classes).
+    A first conv whose input channels differ is adapted (see adapt_first_conv). Any other difference is an
+    error naming every tensor involved; nothing is loaded in that case."""
+    target = flat_state(model)
+    classifier = model.meta.classifier
+    first_conv = first_conv or model.meta.first_conv
+    is_head = lambda k: k == classifier or k.startswith(classifier + ".")
+    missing, unexpected, mismatched = [], [], []
+    report = TransferReport([], [], [], [])
+    new: Weights = {}
+    for coll in COLLECTIONS:
+        src, tgt = weights.get(coll, {}), target[coll]
+        new[coll] = {}
+        for key, t in tgt.items():
+            if reinit_head and is_head(key):
+                report.head_reinitialised.append(key)
+                continue
+            if key not in src:
+                missing.append(key)
+                continue
+            s = np.asarray(src[key])
+            if s.shape != t.shape:
+                if (key.startswith(first_conv + ".") and key.endswith("kernel") and s.ndim == 4
+                        and s.shape[:2] == t.shape[:2] and s.shape[3] == t.shape[3]):
+                    s = adapt_first_conv(s, t.shape[2])
+                    report.adapted.append(f"{key} {src[key].shape[2]}->{t.shape[2]} input channels")
+                else:
+                    mismatched.append(f"{key} checkpoint {tuple(s.shape)} vs model {tuple(t.shape)}")
+                    continue
+            new[coll][key] = s
+            report.loaded.append(key)
+        for key in src:
+            if key not in tgt:
+                if reinit_head and is_head(key):
+                    report.ignored_source.append(key)
+                else:
+                    unexpected.append(key)
+    if missing or unexpected or mismatched:
+        lines = []
+        for name, items in (("missing in checkpoint", missing), ("unexpected in checkpoint", unexpected),
+                            ("shape mismatch", mismatched)):
+            if items:
+                shown = ", ".join(items[:20]) + (f", ... ({len(items)} in all)" if len(items) > 20 else "")
+                lines.append(f"{name}: {shown}")
+        raise CheckpointMismatch("checkpoint does not fit the model: " + "; ".join(lines))
+    assign(model, new)
+    return report
