@@ -1,0 +1,274 @@
+"""The input pipeline: a TFDS dataset -> random-access data source -> selected examples -> host batches.
+
+Every dataset, built-in or a real TFDS name, takes the same path: `tfds` builder -> `as_data_source`
+(array_record, no TensorFlow) -> the examples a config selects (split, class subset) -> a grain dataset that
+yields fixed-shape uint8 batches. Batch `k` of a run is a pure function of (seed, k), so a resumed run reads
+exactly the batches the uninterrupted run would have. Normalisation and augmentation happen on the device.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+from typing import Callable, Iterator
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from tl_research.data import builtin
+from tl_research.errors import ConfigError
+
+INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
+                  "lanczos": Image.LANCZOS}
+
+
+def default_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        name="mnist_subset",  # a built-in dataset (see data.builtin.BUILDERS) or any TFDS name
+        data_dir="",  # TFDS data dir; "" = TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR)
+        train_split="train",
+        val_split="val",  # any TFDS split string, e.g. "train[90%:]" for datasets without a val split
+        test_split="test",
+        classes=(),  # class subset, relabelled 0..len-1 in this order; () = all classes
+        image_key="image",
+        label_key="label",
+        image_size=0,  # square side after resizing; 0 = the checkpoint's input size, else the dataset's own
+        channels=0,  # 0 = the checkpoint's channels, else the dataset's own; 1 <-> 3 converts
+        interpolation="",  # "" = the checkpoint's, else bilinear
+        crop_pct=0.0,  # resize the shorter side to size / crop_pct, centre-crop size; 0 = checkpoint's or 1
+        batch_size=64,  # global batch size (split over all devices)
+        eval_batch_size=250,
+        cache_mb=512,  # decode a split into memory once when it fits in this many MB (0 = never)
+        threads=2,  # host loading threads
+        prefetch=4,  # batches prepared ahead of the device
+    ))
+
+
+@dataclasses.dataclass
+class Split:
+    """The examples of one split a run uses: record ids into a data source and their (relabelled) labels."""
+
+    source: object
+    indices: np.ndarray
+    labels: np.ndarray
+    images: np.ndarray | None = None  # decoded uint8 images of every selected example, when cached
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclasses.dataclass
+class Dataset:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    class_names: list[str]
+    image_shape: tuple[int, int, int]  # what the model sees: (height, width, channels)
+    load_image: Callable[[dict], np.ndarray]  # record -> uint8 (H, W, C) of image_shape
+
+
+def builder(cfg) -> tfds.core.DatasetBuilder:
+    """The TFDS builder for `data.name`, prepared locally if it is built in."""
+    kwargs = {"data_dir": cfg.data_dir or None}
+    if cfg.name in builtin.BUILDERS:
+        b = builtin.BUILDERS[cfg.name](file_format="array_record", **kwargs)
+        if not b.is_prepared():
+            b.download_and_prepare()
+        return b
+    try:
+        b = tfds.builder(cfg.name, **kwargs)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ConfigError("data.name", cfg.name,
+                          f"a built-in dataset ({', '.join(builtin.BUILDERS)}) or a TFDS dataset name") from None
+    return b
+
+
+def _scan_labels(b, split: str, label_key: str) -> np.ndarray:
+    """Labels of every record of a split. Images are not decoded where the source allows skipping them."""
+    try:
+        src = b.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+        first = src[0] if len(src) else None
+    except Exception:  # sources that encode on the fly (tfds.testing.mock_data) cannot skip decoding
+        src, first = b.as_data_source(split=split), None
+    del first
+    labels = np.empty(len(src), dtype=np.int64)
+    chunk = 1024
+    for start in range(0, len(src), chunk):
+        keys = list(range(start, min(start + chunk, len(src))))
+        for i, rec in zip(keys, src.__getitems__(keys)):
+            labels[i] = int(rec[label_key])
+    return labels
+
+
+def _source(b, split: str, key: str):
+    try:
+        return b.as_data_source(split=split)
+    except Exception as e:  # noqa: BLE001 - TFDS raises several types for a bad split string
+        raise ConfigError(key, split, f"a split of {b.name}: {', '.join(b.info.splits.keys()) or '?'}",
+                          why=str(e).splitlines()[0][:120]) from None
+
+
+def resolve_image_shape(cfg, native_shape, meta) -> tuple[tuple[int, int, int], str, float]:
+    """(height, width, channels), interpolation and crop fraction: the config's, else the checkpoint
+    metadata's, else the dataset's own."""
+    size = cfg.image_size or (meta.input_size[0] if meta and meta.input_size else 0)
+    channels = cfg.channels or (meta.input_size[2] if meta and meta.input_size else 0)
+    native_h, native_w, native_c = native_shape
+    if not size:
+        if native_h is None or native_w is None:
+            raise ConfigError("data.image_size", cfg.image_size,
+                              "a positive size: the images of this dataset have different sizes")
+        h, w = native_h, native_w
+    else:
+        h = w = int(size)
+    c = int(channels or native_c or 3)
+    if c not in (1, 3):
+        raise ConfigError("data.channels", c, "0 (as the data or checkpoint), 1 or 3")
+    interpolation = cfg.interpolation or (meta.interpolation if meta else "") or "bilinear"
+    if interpolation not in INTERPOLATIONS:
+        raise ConfigError("data.interpolation", interpolation, ", ".join(INTERPOLATIONS))
+    crop_pct = cfg.crop_pct or (meta.crop_pct if meta else 0.0) or 1.0
+    return (h, w, c), interpolation, float(crop_pct)
+
+
+def make_image_loader(image_key, shape, interpolation, crop_pct):
+    """record -> uint8 (H, W, C): resize the shorter side to size / crop_pct, centre-crop, fix channels."""
+    h, w, c = shape
+    resample = INTERPOLATIONS[interpolation]
+
+    def load(record: dict) -> np.ndarray:
+        img = np.asarray(record[image_key])
+        if img.ndim == 2:
+            img = img[..., None]
+        if img.shape[:2] != (h, w):
+            pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+            scale = max(h, w) / crop_pct / min(pil.size)
+            new = (max(w, round(pil.size[0] * scale)), max(h, round(pil.size[1] * scale)))
+            pil = pil.resize(new, resample)
+            left, top = (new[0] - w) // 2, (new[1] - h) // 2
+            img = np.asarray(pil.crop((left, top, left + w, top + h)))
+            if img.ndim == 2:
+                img = img[..., None]
+        if img.shape[-1] != c:
+            if c == 3:
+                img = np.repeat(img[..., :1], 3, axis=-1)
+            else:  # ITU-R 601 luma
+                img = np.round(img[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114]))[..., None]
+        return np.ascontiguousarray(img, dtype=np.uint8)
+
+    return load
+
+
+def load(cfg, meta=None) -> Dataset:
+    """Selects the examples of every split. `meta` (a checkpoint's ModelMeta) fills image size, channels,
+    interpolation and crop fraction the config leaves at 0."""
+    b = builder(cfg)
+    features = b.info.features
+    if cfg.label_key not in features or cfg.image_key not in features:
+        key = "data.label_key" if cfg.label_key not in features else "data.image_key"
+        raise ConfigError(key, cfg[key.split(".")[1]], ", ".join(features.keys()))
+    label_feature = features[cfg.label_key]
+    num_all = label_feature.num_classes
+    all_names = list(label_feature.names)
+    classes = tuple(int(c) for c in cfg.classes) if cfg.classes else tuple(range(num_all))
+    bad = [c for c in classes if not 0 <= c < num_all]
+    if bad or len(set(classes)) != len(classes) or len(classes) < 2:
+        raise ConfigError("data.classes", tuple(cfg.classes),
+                          f"two or more distinct class ids in 0..{num_all - 1} of {cfg.name}")
+    relabel = np.full(num_all, -1, dtype=np.int64)
+    relabel[list(classes)] = np.arange(len(classes))
+
+    def split(key: str) -> Split:
+        name = cfg[key.split(".")[1]]
+        src = _source(b, name, key)
+        labels = relabel[_scan_labels(b, name, cfg.label_key)]
+        idx = np.flatnonzero(labels >= 0)
+        if len(idx) == 0:
+            raise ConfigError(key, name, "a split holding examples of data.classes")
+        return Split(src, idx, labels[idx])
+
+    train, val, test = split("data.train_split"), split("data.val_split"), split("data.test_split")
+    shape, interpolation, crop_pct = resolve_image_shape(cfg, features[cfg.image_key].shape, meta)
+    data = Dataset(cfg.name, train, val, test, len(classes), [all_names[c] for c in classes], shape,
+                   make_image_loader(cfg.image_key, shape, interpolation, crop_pct))
+    if cfg.cache_mb:
+        cache_in_memory(data, cfg.cache_mb)
+    return data
+
+
+class EpochSampler:
+    """Position p of the training stream -> an example: a fresh permutation of the split every epoch.
+
+    Deterministic for (seed, epoch), so any batch can be recomputed from its step alone."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
+
+    @functools.lru_cache(maxsize=4)
+    def _perm(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def __call__(self, positions: np.ndarray) -> np.ndarray:
+        epochs, offsets = np.divmod(positions, self.n)
+        return np.array([self._perm(int(e))[o] for e, o in zip(epochs, offsets)], dtype=np.int64)
+
+
+def cache_in_memory(data: Dataset, limit_mb: float) -> None:
+    """Decodes small splits once, so an epoch costs an index lookup instead of PNG decoding."""
+    per_image = int(np.prod(data.image_shape))
+    for split in (data.train, data.val, data.test):
+        if split.images is None and len(split) * per_image <= limit_mb * 2**20:
+            split.images = np.stack([data.load_image(r) for r in
+                                     split.source.__getitems__([int(i) for i in split.indices])])
+
+
+def _read(split: Split, positions: np.ndarray, load_image) -> tuple[np.ndarray, np.ndarray]:
+    if split.images is not None:
+        return split.images[positions], split.labels[positions].astype(np.int32)
+    records = split.source.__getitems__([int(i) for i in split.indices[positions]])
+    return np.stack([load_image(r) for r in records]), split.labels[positions].astype(np.int32)
+
+
+def _local_slice(global_batch: int) -> slice:
+    """This host's part of a global batch (multi-host: each process loads only its own examples)."""
+    n, i = jax.process_count(), jax.process_index()
+    per = global_batch // n
+    return slice(i * per, (i + 1) * per)
+
+
+def train_batches(data: Dataset, batch_size: int, seed: int, start_step: int, num_steps: int,
+                  threads: int = 2, prefetch: int = 4, sampler=None) -> Iterator[dict]:
+    """Batches for steps start_step..num_steps-1: {"image": uint8 (B, H, W, C), "label": int32 (B,)}."""
+    sampler = sampler or EpochSampler(len(data.train), seed)
+    local = _local_slice(batch_size)
+
+    def batch(step: int) -> dict:
+        positions = sampler(np.arange(step * batch_size, (step + 1) * batch_size)[local])
+        images, labels = _read(data.train, positions, data.load_image)
+        return {"image": images, "label": labels}
+
+    ds = grain.MapDataset.range(start_step, num_steps).map(batch)
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))
+    return iter(it)
+
+
+def eval_batches(data: Dataset, split: Split, batch_size: int, threads: int = 2) -> Iterator[dict]:
+    """Fixed-order batches over a whole split, the last one padded; "mask" marks the real examples."""
+    n = len(split)
+    local = _local_slice(batch_size)
+
+    def batch(k: int) -> dict:
+        pos = np.arange(k * batch_size, (k + 1) * batch_size)[local]
+        mask = pos < n
+        images, labels = _read(split, np.where(mask, pos, 0), data.load_image)
+        return {"image": images, "label": np.where(mask, labels, 0).astype(np.int32), "mask": mask}
+
+    num = -(-n // batch_size)
+    ds = grain.MapDataset.range(num).map(batch)
+    return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2)))
