@@ -5,13 +5,15 @@ register here with the metadata their weights expect.
 """
 from __future__ import annotations
 
+import functools
+import json
 from typing import Callable
 
 import jax
 from flax import nnx
 import ml_collections
 
-from tl_research.models import resnet_cifar
+from tl_research.models import efficientnet, mobilenet, resnet, resnet_cifar, vgg, vit
 from tl_research.models.base import ModelMeta, UnitModel
 
 Builder = Callable[..., UnitModel]
@@ -19,6 +21,12 @@ Builder = Callable[..., UnitModel]
 _REGISTRY: dict[str, Builder] = {
     "resnet_cifar": resnet_cifar.build,
 }
+# ImageNet families, one registry name per published weight layout (see docs/pretrained.md).
+for _family in (resnet, vgg, mobilenet, efficientnet, vit):
+    _REGISTRY.update(_family.BUILDERS)
+# What each name's published weights expect of their input (the converters return it with the weights).
+META: dict[str, ModelMeta] = {name: meta for _family in (resnet, vgg, mobilenet, efficientnet, vit)
+                              for name, meta in _family.META.items()}
 
 
 def register(name: str, builder: Builder) -> None:
@@ -35,6 +43,8 @@ def default_config() -> ml_collections.ConfigDict:
         stage_sizes=(1, 1, 1),  # resnet_cifar: residual blocks per stage
         width=16,  # resnet_cifar: channels of the first stage (doubled per stage)
         dropout=0.0,  # head dropout
+        fc_units=4096,  # vgg*: width of fc6/fc7, kept as the last depth unit; 0 drops them ("no top")
+        image_size=224,  # vit_*: input size the position embedding is laid out for (others resample it)
     ))
 
 
@@ -42,7 +52,17 @@ def build(model_cfg, num_classes: int, in_channels: int, seed: int = 0) -> UnitM
     if model_cfg.name not in _REGISTRY:
         from tl_research.errors import ConfigError
         raise ConfigError("model.name", model_cfg.name, ", ".join(names()))
-    return _REGISTRY[model_cfg.name](model_cfg, num_classes, in_channels, nnx.Rngs(params=seed))
+    init = _initialiser(model_cfg.name, model_cfg.to_json(), num_classes, in_channels)
+    return init(jax.random.key(seed))
+
+
+@functools.lru_cache(maxsize=32)
+def _initialiser(name: str, cfg_json: str, num_classes: int, in_channels: int):
+    """One compiled initialiser per architecture (the seed is an input), instead of one eager dispatch and
+    compilation per parameter: runs of a sweep, and with the persistent cache later processes, reuse it."""
+    cfg = ml_collections.ConfigDict(json.loads(cfg_json))
+    builder = _REGISTRY[name]
+    return nnx.jit(lambda key: builder(cfg, num_classes, in_channels, nnx.Rngs(params=key)))
 
 
 def abstract(model_cfg, num_classes: int, in_channels: int) -> UnitModel:

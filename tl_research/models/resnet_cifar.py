@@ -27,8 +27,7 @@ class BasicBlock(nnx.Module):
         self.conv1 = nnx.Conv(in_channels, out_channels, (3, 3), strides=stride, use_bias=False, rngs=rngs)
         self.bn1 = nnx.BatchNorm(out_channels, **_BN, rngs=rngs)
         self.conv2 = nnx.Conv(out_channels, out_channels, (3, 3), use_bias=False, rngs=rngs)
-        # Zero-init of the last BN scale makes each block start as the identity (Goyal et al. 2017).
-        self.bn2 = nnx.BatchNorm(out_channels, **_BN, scale_init=nnx.initializers.zeros, rngs=rngs)
+        self.bn2 = nnx.BatchNorm(out_channels, **_BN, rngs=rngs)
         if stride != 1 or in_channels != out_channels:
             self.proj = nnx.Conv(in_channels, out_channels, (1, 1), strides=stride, use_bias=False, rngs=rngs)
             self.proj_bn = nnx.BatchNorm(out_channels, **_BN, rngs=rngs)

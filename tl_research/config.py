@@ -1,0 +1,237 @@
+"""Configs: the base run config, command-line overrides, sweep axes and run ids.
+
+A config file is a Python module with `get_config(arg) -> ConfigDict` (built from `base_config()`) and,
+optionally, `get_sweep(arg) -> list[dict]`: one dict of {dotted key: value} per run, built with the axis
+helpers below. A config is read once, validated once and passed down.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import itertools
+import json
+import pathlib
+import re
+from typing import Any, Iterable
+
+import ml_collections
+from ml_collections import config_dict
+
+from tl_research import models, schedules
+from tl_research.data import pipeline
+from tl_research.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every key a run understands, with its default. Config files start from this."""
+    c = ml_collections.ConfigDict()
+    c.name = "run"  # the sweep's name: W&B group and default workdir runs/<name>
+    c.seed = 0
+    c.data = pipeline.default_config()
+    c.model = models.default_config()
+    # 'scratch' | 'source' (train config.source first, once per workdir) | a weights or run directory
+    # | 'keras:PATH' | 'torch:PATH' | 'npz:PATH' (converted on the fly)
+    c.init = "scratch"
+    c.source = config_dict.placeholder(ml_collections.ConfigDict)  # the source run, for init='source'
+    c.frozen_depth = config_dict.placeholder(object)  # int k: units 0..k-1 frozen; -1 or 'all': linear probe
+    c.frozen_depth = 0
+    c.schedule = schedules.default_config()
+    c.optimizer = ml_collections.ConfigDict(dict(
+        name="sgd",  # sgd (with momentum) | adam | adamw
+        momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
+        weight_decay=0.0,  # decoupled (Loshchilov & Hutter 2019), times the LR; kernels of trainable units only
+        grad_clip=0.0,  # global gradient norm clip; 0 = off
+    ))
+    c.augment = ()  # ordered on-device augmentation ops, e.g. ("flip", "crop(4)"); see data/augment.py
+    c.train = ml_collections.ConfigDict(dict(
+        steps=0,  # total steps; 0 = from epochs
+        epochs=5.0,
+        log_every=10,
+        eval_every=0,  # steps between validation evals; 0 = once per epoch
+        checkpoint_every=0,  # steps between checkpoints; 0 = at every eval
+        label_smoothing=0.0,
+        early_stopping_patience=0,  # evals without improvement before stopping; 0 = never stop early
+        early_stopping_metric="val_accuracy",  # val_accuracy | val_loss
+        restore_best=True,  # report test metrics at the best validation step (else at the last step)
+    ))
+    c.wandb = ml_collections.ConfigDict(dict(mode="offline", project="tl_research", entity="", tags=()))
+    # How results.csv becomes table.md and plot.png: x axis, one line per series, the metric.
+    c.report = ml_collections.ConfigDict(dict(x="frozen_depth", series=("init",), metric="test_accuracy"))
+    return c
+
+
+# ---------------------------------------------------------------------------------------------- overrides
+
+def _get(config: ml_collections.ConfigDict, key: str):
+    node = config
+    parts = key.split(".")
+    for i, p in enumerate(parts):
+        if not isinstance(node, ml_collections.ConfigDict) or p not in node:
+            parent = ".".join(parts[:i]) or "config"
+            keys = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+            raise ConfigError(key, "?", f"keys of {parent}: {', '.join(keys)}", why="no such key")
+        node = node[p]
+    return node
+
+
+def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+    """config[key] = value for a dotted key that must exist; the value must fit the key's type."""
+    try:
+        old = _get(config, key)
+    except ConfigError as e:
+        raise ConfigError(key, value, e.allowed, why="no such key") from None
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+        node = node[p]
+    if isinstance(value, list):
+        value = tuple(value)
+    if isinstance(old, ml_collections.ConfigDict) and isinstance(value, dict):
+        for k, v in value.items():
+            set_value(config, f"{key}.{k}", v)
+        return
+    try:
+        node[leaf] = value
+    except (TypeError, ValueError) as e:
+        kind = type(old).__name__
+        raise ConfigError(key, value, f"a value of type {kind}", why=str(e).split(".")[0][:80]) from None
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: a Python literal (1, 0.1, (5, 6), True, None) or else the bare string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(config, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+    config = copy_config(config)
+    for key, value in overrides.items():
+        set_value(config, key, value)
+    return config
+
+
+def copy_config(config) -> ml_collections.ConfigDict:
+    out = config.copy_and_resolve_references()
+    out.unlock()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- sweeps
+
+Points = list[dict[str, Any]]
+
+
+def axis(key: str, values: Iterable) -> Points:
+    """One sweep axis: a run per value of `key`."""
+    return [{key: v} for v in values]
+
+
+def product(*axes: Points) -> Points:
+    """Every combination of the axes (the last varies fastest)."""
+    out = []
+    for combo in itertools.product(*axes):
+        point: dict[str, Any] = {}
+        for part in combo:
+            point.update(part)
+        out.append(point)
+    return out
+
+
+def zip_axes(*axes: Points) -> Points:
+    """Axes of equal length, walked together."""
+    lengths = {len(a) for a in axes}
+    if len(lengths) > 1:
+        raise ValueError(f"zip_axes needs axes of equal length, got {sorted(lengths)}")
+    return [{k: v for part in parts for k, v in part.items()} for parts in zip(*axes)]
+
+
+def chain(*axes: Points) -> Points:
+    """The runs of several sweeps, one after the other."""
+    return [dict(p) for a in axes for p in a]
+
+
+def _slug(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return re.sub(r"[^A-Za-z0-9.\-]+", "_", text).strip("_") or "_"
+
+
+def run_id(point: dict[str, Any]) -> str:
+    """A stable, readable id from a run's swept values (order-independent); 'run' for a single run."""
+    if not point:
+        return "run"
+    text = "__".join(f"{k}-{_slug(v)}" for k, v in sorted(point.items()))
+    if len(text) > 150:
+        digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+        text = text[:130] + "__" + digest
+    return text
+
+
+def run_name(point: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(point.items())) or "run"
+
+
+def config_hash(config) -> str:
+    return hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+def load_module(path: str):
+    """Imports a config file by path."""
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise ConfigError("--config", path, "a path to a config file, e.g. configs/quickstart.py[:arg]")
+    spec = importlib.util.spec_from_file_location(f"tl_config_{p.stem}", p)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError("--config", path, "a file defining get_config(arg)")
+    return module
+
+
+def load(spec: str, overrides: dict[str, Any] | None = None):
+    """'configs/X.py[:arg]' + overrides -> (base config, sweep points). Sweep keys are checked here."""
+    path, _, arg = spec.partition(":")
+    module = load_module(path)
+    config = module.get_config(arg or None) if _takes_arg(module.get_config) else module.get_config()
+    config = apply_overrides(config, overrides or {})
+    points: Points = [{}]
+    if hasattr(module, "get_sweep"):
+        points = module.get_sweep(arg or None) if _takes_arg(module.get_sweep) else module.get_sweep()
+        swept = {k for p in points for k in p}
+        for key in overrides or {}:
+            if key in swept:
+                points = [{**p, key: overrides[key]} for p in points]
+        # duplicates would write two rows for one run id
+        seen, unique = set(), []
+        for p in points:
+            rid = run_id(p)
+            if rid not in seen:
+                seen.add(rid)
+                unique.append(p)
+        points = unique
+    for p in points:
+        for key in p:
+            _get(config, key)
+    return config, points
+
+
+def _takes_arg(fn) -> bool:
+    import inspect
+    return len(inspect.signature(fn).parameters) > 0
+
+
+def resolve_frozen_depth(value, num_units: int) -> int:
+    """'all' or -1 -> num_units (a linear probe); k in 0..num_units as is."""
+    if value in ("all", -1):
+        return num_units
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= num_units:
+        raise ConfigError("frozen_depth", value, f"0..{num_units}, -1 or 'all' (this model has {num_units} "
+                                                  "depth units)")
+    return value

@@ -1,0 +1,91 @@
+"""Which parameters train, in which group, and the optimizer built from that.
+
+Freezing is declared, not coded: every parameter gets a label from its name and the config, and the
+optimizer is an `optax.multi_transform` over those labels. `frozen` parameters get no update at all (no
+weight decay either); every trainable group gets its own learning-rate multiplier and regulariser. Labels are
+a pure function of the parameter names and the config.
+"""
+from __future__ import annotations
+
+import re
+
+import optax
+
+from tl_research.errors import ConfigError
+
+FROZEN = "frozen"
+NO_DECAY = "/no_decay"
+_UNIT = re.compile(r"^units\.(\d+)\.")
+
+
+def unit_of(name: str) -> int | None:
+    """The depth unit a parameter belongs to (`units.3.conv.kernel` -> 3); None for the head."""
+    m = _UNIT.match(name)
+    if m:
+        return int(m.group(1))
+    if name.startswith("head."):
+        return None
+    raise ValueError(f"parameter {name!r} belongs to no depth unit and not to the head")
+
+
+def group_of(name: str) -> str:
+    u = unit_of(name)
+    return "head" if u is None else f"unit_{u}"
+
+
+def decays(name: str) -> bool:
+    """Weight decay applies to kernels (conv and dense weights), not to biases or normalisation params."""
+    return name.endswith(".kernel")
+
+
+def labels(names, frozen_depth: int) -> dict[str, str]:
+    """name -> 'frozen' for units below frozen_depth, else its group ('unit_i' or 'head'), with a
+    '/no_decay' suffix for parameters that weight decay leaves alone."""
+    out = {}
+    for n in names:
+        u = unit_of(n)
+        if u is not None and u < frozen_depth:
+            out[n] = FROZEN
+        else:
+            out[n] = group_of(n) + ("" if decays(n) else NO_DECAY)
+    return out
+
+
+def trainable(label_map: dict[str, str]) -> list[str]:
+    return sorted(n for n, lab in label_map.items() if lab != FROZEN)
+
+
+def build_optimizer(opt_cfg, label_map: dict[str, str], lr_multipliers: dict[str, float] | None = None
+                    ) -> optax.GradientTransformation:
+    """An optimizer whose learning rate and momentum are fed in every step (`inject_hyperparams`), so
+    runs that differ only in their schedule share one compiled step.
+
+    Per trainable group g: direction (SGD momentum or Adam) -> + weight_decay * w (decoupled, Loshchilov &
+    Hutter 2019, arXiv 1711.05101; kernels only) -> * -(lr * multiplier[g]).
+    """
+    lr_multipliers = lr_multipliers or {}
+    if opt_cfg.name not in ("sgd", "adam", "adamw"):
+        raise ConfigError("optimizer.name", opt_cfg.name, "sgd, adam, adamw")
+    if opt_cfg.weight_decay < 0:
+        raise ConfigError("optimizer.weight_decay", opt_cfg.weight_decay, "a value >= 0")
+    groups = sorted(set(label_map.values()) - {FROZEN})
+    name, wd = opt_cfg.name, float(opt_cfg.weight_decay)
+    nesterov, b2, eps = bool(opt_cfg.nesterov), float(opt_cfg.b2), float(opt_cfg.eps)
+
+    def make(learning_rate, momentum):
+        transforms = {FROZEN: optax.set_to_zero()}
+        for g in groups:
+            base = g.removesuffix(NO_DECAY)
+            parts = [optax.trace(decay=momentum, nesterov=nesterov) if name == "sgd"
+                     else optax.scale_by_adam(b1=momentum, b2=b2, eps=eps)]
+            if wd > 0 and not g.endswith(NO_DECAY):
+                parts.append(optax.add_decayed_weights(wd))
+            parts.append(optax.scale_by_learning_rate(learning_rate * lr_multipliers.get(base, 1.0)))
+            transforms[g] = optax.chain(*parts)
+        tx = optax.multi_transform(transforms, label_map)
+        if opt_cfg.grad_clip > 0:
+            tx = optax.chain(optax.clip_by_global_norm(float(opt_cfg.grad_clip)), tx)
+        return tx
+
+    default_momentum = float(opt_cfg.momentum if name == "sgd" else opt_cfg.b1)
+    return optax.inject_hyperparams(make)(learning_rate=0.0, momentum=default_momentum)

@@ -1,0 +1,113 @@
+"""Where a run's numbers go: `metrics.jsonl` in the run directory and a Weights & Biases run.
+
+W&B runs offline by default (sync later with `wandb sync DIR/wandb/offline-run-*`); `wandb.mode=online`
+streams, `disabled` turns it off (tests). A W&B failure is reported once and never stops training: the
+local files are the record of truth.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pathlib
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def read_metrics(path) -> list[dict]:
+    path = pathlib.Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class RunTracker:
+    """metrics.jsonl + an optional W&B run for one training run."""
+
+    def __init__(self, run_dir, *, wandb_cfg, group: str, name: str, run_id: str, config: dict,
+                 wandb_dir, resume_step: int = 0):
+        self.path = pathlib.Path(run_dir) / "metrics.jsonl"
+        self._truncate_after(resume_step)
+        self._file = self.path.open("a")
+        self.wandb = None
+        if wandb_cfg.mode != "disabled":
+            self.wandb = _safe(lambda: _init_wandb(wandb_cfg, group, name, run_id, config, wandb_dir),
+                               "init")
+
+    def _truncate_after(self, step: int) -> None:
+        """On resume, drop lines logged after the checkpoint: the resumed run logs them again."""
+        rows = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(self.path)
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        row = {k: _clean(v) for k, v in metrics.items()}
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self.wandb is not None:
+            step = row.get("step")
+            data = {k: v for k, v in metrics.items() if k != "step" and isinstance(v, (int, float))}
+            _safe(lambda: self.wandb.log(data, step=step), "log")
+
+    def finish(self, summary: dict[str, Any], failed: bool = False) -> None:
+        self._file.close()
+        if self.wandb is not None:
+            def close():
+                for k, v in summary.items():
+                    if isinstance(v, (int, float, str)):
+                        self.wandb.summary[k] = v
+                self.wandb.finish(exit_code=1 if failed else 0)
+            _safe(close, "finish")
+
+
+def _init_wandb(cfg, group, name, run_id, config, wandb_dir):
+    import wandb
+    pathlib.Path(wandb_dir).mkdir(parents=True, exist_ok=True)
+    return wandb.init(
+        project=cfg.project, entity=cfg.entity or None, group=group, name=name, id=_wandb_id(group, run_id),
+        dir=str(wandb_dir), config=config, mode=cfg.mode, tags=list(cfg.tags) or None, resume="allow",
+        reinit="finish_previous", settings=wandb.Settings(console="off", silent=True, disable_git=True,
+                                                          x_disable_stats=True))
+
+
+def _wandb_id(group: str, run_id: str) -> str:
+    import hashlib
+    return hashlib.sha1(f"{group}/{run_id}".encode()).hexdigest()[:16]
+
+
+_warned: set[str] = set()
+
+
+def _safe(fn, what: str):
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - W&B must never stop training
+        if what not in _warned:
+            _warned.add(what)
+            log.warning("W&B %s failed (training goes on; metrics.jsonl has everything): %s", what, e)
+        return None
+
+
+def log_sweep_table(wandb_cfg, group: str, wandb_dir, rows: list[dict], name: str = "results") -> None:
+    """At the end of a sweep: the results table as a wandb.Table in a run of its own."""
+    if wandb_cfg.mode == "disabled" or not rows:
+        return
+
+    def go():
+        import wandb
+        run = _init_wandb(wandb_cfg, group, f"{group} results", f"{group}-summary", {}, wandb_dir)
+        columns = sorted({k for r in rows for k in r})
+        table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])
+        run.log({name: table})
+        run.finish()
+
+    _safe(go, "table")

@@ -1,0 +1,431 @@
+"""The training loop: one run of one config, read top to bottom in stages.
+
+    setup      data -> model -> initial weights -> labels/optimizer -> schedule -> mesh
+    state      fresh, or restored from the run's last orbax checkpoint
+    loop       sharded jitted train step; logging, evaluation, early stopping, checkpoints
+    finish     test metrics at the selected step, exported weights, the result row
+
+There is one loop for every strategy: strategies change the labels, the optimizer or the phases, never this
+file's structure. A run is a function of its config and seed: batch k, the dropout key of step k and the LR
+of step k are pure functions of k, so a resumed run ends where the uninterrupted one would have.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from tl_research import config as config_lib
+from tl_research import freezing, models, schedules
+from tl_research.checkpoints import weights as weights_lib
+from tl_research.data import pipeline
+from tl_research.errors import ConfigError
+from tl_research.models.base import ModelMeta
+from tl_research.tracking import RunTracker
+
+RESULT_FILE = "result.json"
+
+
+class TrainingFailed(RuntimeError):
+    """The run cannot go on (e.g. the loss became NaN); the message is the one-line reason."""
+
+
+@dataclasses.dataclass
+class RunResult:
+    status: str  # "done" | "failed"
+    reason: str = ""
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- setup
+
+def enable_compilation_cache(directory=None) -> None:
+    """JAX's persistent compilation cache: a process that compiles a step another process already
+    compiled (a relaunched sweep, a resumed run) loads it from disk."""
+    directory = directory or os.environ.get("TL_RESEARCH_CACHE") or pathlib.Path.home() / ".cache/tl_research"
+    jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(directory) / "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def mesh() -> jax.sharding.Mesh:
+    """All devices on one 'data' axis: batches are split over it, parameters replicated (FSDP would add a
+    'model' axis here and shard the parameter specs)."""
+    return jax.make_mesh((jax.device_count(),), ("data",))
+
+
+def init_weights(init: str, model_name: str, init_path: str | None = None):
+    """(weights, meta) to start from, or (None, None) for scratch."""
+    if init == "scratch":
+        return None, None
+    if init == "source":
+        if not init_path:
+            raise ConfigError("init", init, "'source' only inside a sweep that trains config.source")
+        init = init_path
+    fmt, sep, path = init.partition(":")
+    if sep and fmt in ("keras", "torch", "npz"):
+        from tl_research.checkpoints import convert
+        return convert.convert(fmt, path, model_name)
+    d = pathlib.Path(init)
+    for candidate in (d, d / "weights"):
+        if weights_lib.is_weights_dir(candidate):
+            return weights_lib.load_weights(candidate)
+    raise ConfigError("init", init, "scratch, source, a weights or run directory, keras:PATH, torch:PATH, "
+                                    "npz:PATH", why="no weights found there")
+
+
+def model_meta(model_name: str) -> ModelMeta | None:
+    return getattr(models, "META", {}).get(model_name)
+
+
+def normaliser(meta: ModelMeta | None, channels: int) -> tuple[tuple, np.ndarray, np.ndarray]:
+    meta = meta or ModelMeta()
+    mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)
+    if mean.size != channels:  # e.g. an RGB checkpoint's statistics on grey data
+        mean = np.full(channels, mean.mean(), np.float32)
+        std = np.full(channels, std.mean(), np.float32)
+    return tuple(meta.value_range), mean, std
+
+
+@dataclasses.dataclass
+class Setup:
+    data: pipeline.Dataset
+    model: models.UnitModel
+    meta: ModelMeta
+    frozen_depth: int
+    labels: dict[str, str]
+    total_steps: int
+    steps_per_epoch: int
+    lrs: np.ndarray
+    momenta: np.ndarray
+    transfer_report: str
+
+
+def setup(config, init_path: str | None = None) -> Setup:
+    weights, meta = init_weights(config.init, config.model.name, init_path)
+    meta = meta or model_meta(config.model.name)
+    data = pipeline.load(config.data, meta)
+    model = models.build(config.model, data.num_classes, data.image_shape[2], seed=config.seed)
+    report = "scratch"
+    if weights is not None:
+        report = weights_lib.transfer(model, weights).summary()
+    frozen_depth = config_lib.resolve_frozen_depth(config.frozen_depth, model.num_units)
+    names = list(weights_lib.flat_state(model)["params"])
+    label_map = freezing.labels(names, frozen_depth)
+
+    n_dev = jax.device_count()
+    for key in ("batch_size", "eval_batch_size"):
+        if config.data[key] <= 0 or config.data[key] % n_dev:
+            raise ConfigError(f"data.{key}", config.data[key], f"a positive multiple of the {n_dev} devices")
+    steps_per_epoch = max(1, math.ceil(len(data.train) / config.data.batch_size))
+    total = config.train.steps or math.ceil(config.train.epochs * steps_per_epoch)
+    if total <= 0:
+        raise ConfigError("train.steps", config.train.steps, "a positive number (or train.epochs > 0)")
+    lr_fn = schedules.build(config.schedule, total, steps_per_epoch)
+    mom_fn = schedules.build_momentum(config.schedule, total, steps_per_epoch)
+    steps = jnp.arange(total)
+    lrs = np.asarray(lr_fn(steps), np.float32)
+    default_mom = config.optimizer.momentum if config.optimizer.name == "sgd" else config.optimizer.b1
+    momenta = (np.asarray(mom_fn(steps), np.float32) if mom_fn is not None
+               else np.full(total, default_mom, np.float32))
+    return Setup(data, model, meta or ModelMeta(), frozen_depth, label_map, total, steps_per_epoch, lrs,
+                 momenta, report)
+
+
+# ---------------------------------------------------------------------------------------------- steps
+
+class StepCache:
+    """Compiled steps shared by the runs of a sweep: runs whose steps have the same structure (model,
+    frozen depth, labels, optimizer kind, augmentation) reuse one jitted function and its compilations.
+    The learning rate and momentum are step inputs, so schedules never cause a recompile."""
+
+    def __init__(self):
+        self._steps: dict[Any, "Steps"] = {}
+
+    def get(self, key, build: Callable[[], "Steps"]) -> "Steps":
+        if key not in self._steps:
+            self._steps[key] = build()
+        return self._steps[key]
+
+
+@dataclasses.dataclass
+class Steps:
+    tx: optax.GradientTransformation
+    train: Callable
+    evaluate: Callable
+
+
+def _dotted(path) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def build_steps(graphdef, param_paths: dict, stat_paths: dict, *, frozen_depth: int, label_map: dict,
+                opt_cfg, num_classes: int, label_smoothing: float, value_range, mean, std,
+                augment_ops: tuple, mesh_: jax.sharding.Mesh) -> Steps:
+    tx = freezing.build_optimizer(opt_cfg, label_map)
+    trainable = freezing.trainable(label_map)
+    mean, std = jnp.asarray(mean), jnp.asarray(std)
+    lo, hi = value_range
+
+    def model_of(params, stats):
+        p = nnx.from_flat_state([(param_paths[k], v) for k, v in params.items()])
+        s = nnx.from_flat_state([(stat_paths[k], v) for k, v in stats.items()])
+        return nnx.merge(graphdef, p, s)
+
+    def preprocess(images):
+        x = lo + images.astype(jnp.float32) * ((hi - lo) / 255.0)
+        return (x - mean) / std
+
+    def train_step(state, batch, hp):
+        key = jax.random.fold_in(state["key"], state["step"])
+        k_aug, k_drop = jax.random.split(key)
+        images = preprocess(batch["image"])
+        targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], num_classes), label_smoothing)
+        if augment_ops:
+            from tl_research.data import augment
+            images, targets = augment.apply(augment_ops, images, targets, k_aug)
+        params = state["params"]
+        frozen = {k: v for k, v in params.items() if k not in trainable_set}
+
+        def loss_fn(train_params):
+            model = model_of({**frozen, **train_params}, state["batch_stats"])
+            logits = model(images, train=True, frozen_depth=frozen_depth, dropout_key=k_drop)
+            loss = optax.softmax_cross_entropy(logits, targets).mean()
+            stats = {_dotted(p): v.get_value() for p, v in nnx.to_flat_state(nnx.state(model, nnx.BatchStat))}
+            return loss, (logits, stats)
+
+        (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            {k: params[k] for k in trainable})
+        grads = {**{k: jnp.zeros_like(v) for k, v in frozen.items()}, **grads}
+        opt_state = state["opt_state"]
+        opt_state.hyperparams["learning_rate"] = hp["lr"]
+        opt_state.hyperparams["momentum"] = hp["momentum"]
+        updates, opt_state = tx.update(grads, opt_state, params)
+        # frozen parameters are passed through untouched: bitwise unchanged, whatever the optimizer does
+        new_params = {k: (optax.apply_updates(v, updates[k]) if k in trainable_set else v)
+                      for k, v in params.items()}
+        acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        new_state = dict(state, params=new_params, batch_stats=stats, opt_state=opt_state,
+                         step=state["step"] + 1)
+        return new_state, {"loss": loss, "accuracy": acc}
+
+    def eval_step(params, stats, batch):
+        model = model_of(params, stats)
+        logits = model(preprocess(batch["image"]), train=False)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+        return jnp.argmax(logits, -1), loss
+
+    trainable_set = set(trainable)
+    repl = NamedSharding(mesh_, P())
+    data = NamedSharding(mesh_, P("data"))
+    train = jax.jit(train_step, in_shardings=(repl, data, repl), out_shardings=(repl, repl),
+                    donate_argnums=(0,))
+    evaluate = jax.jit(eval_step, in_shardings=(repl, repl, data), out_shardings=(data, data))
+    return Steps(tx, train, evaluate)
+
+
+def to_device(batch: dict, sharding) -> dict:
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def evaluate(steps: Steps, params, stats, data: pipeline.Dataset, split: pipeline.Split, cfg, sharding
+             ) -> dict[str, Any]:
+    preds, labels, losses = [], [], []
+    for batch in pipeline.eval_batches(data, split, cfg.eval_batch_size, cfg.threads):
+        mask = batch.pop("mask")
+        p, loss = steps.evaluate(params, stats, to_device(batch, sharding))
+        p, loss = np.asarray(jax.device_get(p)), np.asarray(jax.device_get(loss))
+        preds.append(p[mask])
+        losses.append(loss[mask])
+        labels.append(batch["label"][mask])
+    preds, labels, losses = np.concatenate(preds), np.concatenate(labels), np.concatenate(losses)
+    return {"accuracy": float(np.mean(preds == labels)), "loss": float(np.mean(losses)),
+            "preds": preds, "labels": labels}
+
+
+# ---------------------------------------------------------------------------------------------- run
+
+def run(config, run_dir, *, init_path: str | None = None, cache: StepCache | None = None,
+        wandb_dir=None, group: str = "", name: str = "", run_id: str = "run", progress: bool = True,
+        stop_at_step: int | None = None) -> RunResult:
+    """Trains one run into `run_dir` (resuming from its checkpoint if there is one).
+
+    `stop_at_step` ends the process's work after that step's checkpoint without finishing the run, as a
+    kill would (used to test resuming)."""
+    run_dir = pathlib.Path(run_dir).absolute()
+    done = run_dir / RESULT_FILE
+    if done.exists():
+        return RunResult(**json.loads(done.read_text()))
+    t0 = time.time()
+    cache = cache or StepCache()
+    try:
+        return _run(config, run_dir, init_path, cache, wandb_dir or run_dir.parent / "wandb", group or
+                    config.name, name or run_id, run_id, progress, stop_at_step, t0)
+    except (TrainingFailed, weights_lib.CheckpointMismatch) as e:
+        result = RunResult("failed", str(e).splitlines()[0], {"wall_time": round(time.time() - t0, 2)})
+        done.write_text(json.dumps(dataclasses.asdict(result), indent=1))
+        return result
+
+
+def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, progress, stop_at_step, t0):
+    # ---- setup
+    s = setup(config, init_path)
+    mesh_ = mesh()
+    repl, data_sharding = NamedSharding(mesh_, P()), NamedSharding(mesh_, P("data"))
+    graphdef, params_state, stats_state = nnx.split(s.model, nnx.Param, nnx.BatchStat)
+    param_paths = {_dotted(p): p for p, _ in nnx.to_flat_state(params_state)}
+    stat_paths = {_dotted(p): p for p, _ in nnx.to_flat_state(stats_state)}
+    value_range, mean, std = normaliser(s.meta, s.data.image_shape[2])
+    augment_ops = tuple(config.augment)
+    if augment_ops:
+        from tl_research.data import augment
+        augment_ops = augment.parse(augment_ops)
+    key = (graphdef, s.frozen_depth, tuple(sorted(s.labels.items())), config.optimizer.to_json(),
+           s.data.num_classes, float(config.train.label_smoothing), value_range, tuple(mean), tuple(std),
+           augment_ops, tuple(mesh_.devices.flat))
+    steps = cache.get(key, lambda: build_steps(
+        graphdef, param_paths, stat_paths, frozen_depth=s.frozen_depth, label_map=s.labels,
+        opt_cfg=config.optimizer, num_classes=s.data.num_classes,
+        label_smoothing=float(config.train.label_smoothing), value_range=value_range, mean=mean, std=std,
+        augment_ops=augment_ops, mesh_=mesh_))
+
+    # ---- state: fresh, or the last checkpoint
+    params = {_dotted(p): v.get_value() for p, v in nnx.to_flat_state(params_state)}
+    stats = {_dotted(p): v.get_value() for p, v in nnx.to_flat_state(stats_state)}
+    state = {"params": params, "batch_stats": stats, "opt_state": steps.tx.init(params),
+             "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(jax.random.key(config.seed))}
+    state = jax.device_put(state, repl)
+    host = {"best_metric": None, "best_step": 0, "evals_since_best": 0, "stopped_early": False,
+            "best_val_accuracy": None, "best_val_loss": None}
+    ckpt_dir = run_dir / "checkpoints"
+    manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
+        max_to_keep=1, enable_async_checkpointing=False), item_names=("state", "host"))
+    start = 0
+    if manager.latest_step() is not None:
+        start = int(manager.latest_step())
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        restored = manager.restore(start, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), host=ocp.args.JsonRestore()))
+        state, host = restored.state, dict(restored.host)
+    best_dir = run_dir / "best"
+    best = None
+    if start and host["best_step"] and weights_lib.is_weights_dir(best_dir):
+        best = weights_lib.load_weights(best_dir)[0]
+
+    trainable_params = int(sum(np.size(params[k]) for k in freezing.trainable(s.labels)))
+    resolved = config.to_dict()
+    resolved.update(frozen_depth_resolved=s.frozen_depth, num_units=s.model.num_units,
+                    total_steps=s.total_steps, trainable_params=trainable_params,
+                    init_resolved=init_path or config.init)
+    tracker = RunTracker(run_dir, wandb_cfg=config.wandb, group=group, name=name, run_id=run_id,
+                         config=resolved, wandb_dir=wandb_dir, resume_step=start)
+    if start == 0:
+        tracker.log({"step": 0, "event": "start", "transfer": s.transfer_report,
+                     "trainable_params": trainable_params, "total_steps": s.total_steps})
+
+    # ---- loop
+    eval_every = config.train.eval_every or s.steps_per_epoch
+    ckpt_every = config.train.checkpoint_every or eval_every
+    patience = config.train.early_stopping_patience
+    metric_name = config.train.early_stopping_metric
+    if metric_name not in ("val_accuracy", "val_loss"):
+        raise ConfigError("train.early_stopping_metric", metric_name, "val_accuracy, val_loss")
+    track_best = config.train.restore_best or patience > 0
+    batches = pipeline.train_batches(s.data, config.data.batch_size, config.seed, start, s.total_steps,
+                                     config.data.threads, config.data.prefetch)
+    bar = _progress(progress, s.total_steps, start, name)
+    pending: list = []
+    step = start
+    try:
+        for step in range(start + 1, s.total_steps + 1):
+            hp = {"lr": s.lrs[step - 1], "momentum": s.momenta[step - 1]}
+            state, m = steps.train(state, to_device(next(batches), data_sharding), hp)
+            pending.append(m)
+            last = step == s.total_steps
+            if step % config.train.log_every == 0 or last:
+                vals = jax.device_get(pending)
+                pending = []
+                loss = float(np.mean([v["loss"] for v in vals]))
+                if not math.isfinite(loss):
+                    raise TrainingFailed(f"loss became {loss} by step {step} (learning rate "
+                                         f"{float(hp['lr']):.3g})")
+                tracker.log({"step": step, "train_loss": loss,
+                             "train_accuracy": float(np.mean([v["accuracy"] for v in vals])),
+                             "learning_rate": float(hp["lr"]), "momentum": float(hp["momentum"])})
+                if bar:
+                    bar.set_postfix(loss=f"{loss:.3f}")
+            if step % eval_every == 0 or last:
+                val = evaluate(steps, state["params"], state["batch_stats"], s.data, s.data.val, config.data,
+                               data_sharding)
+                tracker.log({"step": step, "val_accuracy": val["accuracy"], "val_loss": val["loss"]})
+                value = val["accuracy"] if metric_name == "val_accuracy" else -val["loss"]
+                if host["best_metric"] is None or value > host["best_metric"]:
+                    host.update(best_metric=value, best_step=step, evals_since_best=0,
+                                best_val_accuracy=val["accuracy"], best_val_loss=val["loss"])
+                    if track_best:
+                        best = jax.device_get({"params": state["params"], "batch_stats": state["batch_stats"]})
+                        weights_lib.save_weights(best_dir, best, s.meta, {"step": step})
+                else:
+                    host["evals_since_best"] += 1
+                    if patience and host["evals_since_best"] >= patience:
+                        host["stopped_early"] = True
+            if step % ckpt_every == 0 or last or host["stopped_early"]:
+                manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                           host=ocp.args.JsonSave(host)), force=True)
+            if bar:
+                bar.update(1)
+            if host["stopped_early"] or (stop_at_step is not None and step >= stop_at_step):
+                break
+    finally:
+        if bar:
+            bar.close()
+        manager.wait_until_finished()
+    if stop_at_step is not None and step >= stop_at_step and step < s.total_steps and not host["stopped_early"]:
+        manager.close()
+        tracker.finish({}, failed=False)
+        return RunResult("interrupted", f"stopped at step {step}")
+    manager.close()
+
+    # ---- finish: test metrics at the selected step, weights for later transfer, the result
+    use_best = config.train.restore_best and best is not None
+    final = jax.device_get({"params": state["params"], "batch_stats": state["batch_stats"]})
+    selected = best if use_best else final
+    sel = jax.device_put(selected, repl)
+    test = evaluate(steps, sel["params"], sel["batch_stats"], s.data, s.data.test, config.data, data_sharding)
+    if use_best:
+        val_acc, val_loss, best_step = host["best_val_accuracy"], host["best_val_loss"], host["best_step"]
+    else:
+        val = evaluate(steps, sel["params"], sel["batch_stats"], s.data, s.data.val, config.data, data_sharding)
+        val_acc, val_loss, best_step = val["accuracy"], val["loss"], step
+    weights_lib.save_weights(run_dir / "weights", selected, s.meta, {"step": best_step})
+    metrics = {
+        "val_accuracy": val_acc, "val_loss": val_loss, "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"], "best_step": best_step, "steps": step,
+        "stopped_early": host["stopped_early"], "trainable_params": trainable_params,
+        "frozen_depth_resolved": s.frozen_depth, "num_units": s.model.num_units,
+        "wall_time": round(time.time() - t0, 2),
+    }
+    tracker.log({"step": step, "event": "end", **{f"final_{k}": v for k, v in metrics.items()}})
+    tracker.finish(metrics)
+    result = RunResult("done", "", metrics)
+    (run_dir / RESULT_FILE).write_text(json.dumps(dataclasses.asdict(result), indent=1))
+    return result
+
+
+def _progress(enabled: bool, total: int, start: int, name: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=start, desc=name[:40], leave=False, dynamic_ncols=True)
