@@ -7,6 +7,7 @@ helpers below. A config is read once, validated once and passed down.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.util
 import itertools
@@ -235,3 +236,69 @@ def resolve_frozen_depth(value, num_units: int) -> int:
         raise ConfigError("frozen_depth", value, f"0..{num_units}, -1 or 'all' (this model has {num_units} "
                                                   "depth units)")
     return value
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+@functools.lru_cache(maxsize=64)
+def _num_units(model_json: str) -> int:
+    cfg = ml_collections.ConfigDict(json.loads(model_json))
+    return models.abstract(cfg, 2, 3).num_units
+
+
+@functools.lru_cache(maxsize=16)
+def _num_classes(name: str, data_dir: str, label_key: str) -> int:
+    cfg = pipeline.default_config()
+    cfg.name, cfg.data_dir, cfg.label_key = name, data_dir, label_key
+    features = pipeline.builder(cfg).info.features
+    if label_key not in features:
+        raise ConfigError("data.label_key", label_key, ", ".join(features.keys()))
+    return features[label_key].num_classes
+
+
+def validate(config, *, prefix: str = "") -> None:
+    """Every check that needs no training: raises ConfigError naming the key before any work starts."""
+    def err(key, value, allowed, why=""):
+        return ConfigError(prefix + key, value, allowed, why)
+
+    try:
+        if config.model.name not in models.names():
+            raise err("model.name", config.model.name, ", ".join(models.names()))
+        units = _num_units(config.model.to_json())
+        resolve_frozen_depth(config.frozen_depth, units)
+        schedules.build(config.schedule, 10**7, 1000)  # the real run length is checked again in setup
+        if config.optimizer.name not in OPTIMIZERS:
+            raise err("optimizer.name", config.optimizer.name, ", ".join(OPTIMIZERS))
+        if config.wandb.mode not in WANDB_MODES:
+            raise err("wandb.mode", config.wandb.mode, ", ".join(WANDB_MODES))
+        if config.train.early_stopping_metric not in ("val_accuracy", "val_loss"):
+            raise err("train.early_stopping_metric", config.train.early_stopping_metric, "val_accuracy, val_loss")
+        if config.train.steps < 0 or (config.train.steps == 0 and config.train.epochs <= 0):
+            raise err("train.steps", config.train.steps, "a positive number of steps, or train.epochs > 0")
+        for key in ("log_every",):
+            if config.train[key] <= 0:
+                raise err(f"train.{key}", config.train[key], "a positive number of steps")
+        if config.augment:
+            from tl_research.data import augment
+            augment.parse(tuple(config.augment))
+        num_classes = _num_classes(config.data.name, config.data.data_dir, config.data.label_key)
+        bad = [c for c in config.data.classes if not (isinstance(c, int) and 0 <= c < num_classes)]
+        if bad or len(set(config.data.classes)) != len(config.data.classes) or len(config.data.classes) == 1:
+            raise err("data.classes", tuple(config.data.classes),
+                      f"() for all, or two or more distinct class ids in 0..{num_classes - 1}")
+        init = config.init
+        fmt, sep, path = init.partition(":")
+        if init == "source":
+            if config.source is None:
+                raise err("init", init, "'source' together with a config.source run config")
+            validate(config.source, prefix=prefix + "source.")
+        elif sep and fmt in ("keras", "torch", "npz"):
+            if not pathlib.Path(path).is_file():
+                raise err("init", init, f"{fmt}:PATH with an existing file", why="file not found")
+        elif init != "scratch" and not pathlib.Path(init).is_dir():
+            raise err("init", init, "scratch, source, a weights or run directory, keras:PATH, torch:PATH, "
+                                    "npz:PATH", why="no such directory")
+    except ConfigError as e:
+        if prefix and not e.key.startswith(prefix):
+            raise ConfigError(prefix + e.key, e.value, e.allowed) from None
+        raise
