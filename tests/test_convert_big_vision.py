@@ -1,0 +1,120 @@
+"""big_vision / AugReg ViT .npz -> Flax: the real ViT-Ti/16 structure (width 192, 12 blocks, 3 heads) at 32px
+against a plain numpy forward pass written from the checkpoint's own arrays."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tl_research.checkpoints.convert import convert, run
+from tl_research.checkpoints.weights import CheckpointMismatch
+from test_convert_common import assert_parity, augreg_vit_npz, load_converted, model_cfg, run_units
+
+TI = dict(width=192, depth=12, heads=3, mlp=768)
+CLASSES = 5
+
+
+def _ln(x, scale, bias, eps=1e-6):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * scale + bias
+
+
+def _gelu_tanh(x):  # flax.linen.gelu, the default (approximate) form the checkpoints were trained with
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def reference_vit(p, x, depth):
+    """(logits, [embedding, block_0 .. block_{depth-1}, final norm]) in float64, AugReg names."""
+    p = {k: v.astype(np.float64) for k, v in p.items()}
+    n, size = x.shape[0], x.shape[1]
+    g = size // 16
+    patches = x.reshape(n, g, 16, g, 16, 3).transpose(0, 1, 3, 2, 4, 5).reshape(n, g * g, 16 * 16 * 3)
+    tokens = patches @ p["embedding/kernel"].reshape(-1, p["embedding/kernel"].shape[-1]) + p["embedding/bias"]
+    h = np.concatenate([np.broadcast_to(p["cls"], (n, 1, tokens.shape[-1])), tokens], axis=1)
+    h = h + p["Transformer/posembed_input/pos_embedding"]
+    outs = [h]
+    for i in range(depth):
+        b = f"Transformer/encoderblock_{i}"
+        a = f"{b}/MultiHeadDotProductAttention_1"
+        y = _ln(h, p[f"{b}/LayerNorm_0/scale"], p[f"{b}/LayerNorm_0/bias"])
+        q, k, v = (np.einsum("ntd,dhk->nthk", y, p[f"{a}/{s}/kernel"]) + p[f"{a}/{s}/bias"]
+                   for s in ("query", "key", "value"))
+        logits = np.einsum("nqhk,nthk->nhqt", q, k) / np.sqrt(q.shape[-1])
+        w = np.exp(logits - logits.max(-1, keepdims=True))
+        w /= w.sum(-1, keepdims=True)
+        o = np.einsum("nhqt,nthk->nqhk", w, v)
+        h = h + np.einsum("nqhk,hkd->nqd", o, p[f"{a}/out/kernel"]) + p[f"{a}/out/bias"]
+        y = _ln(h, p[f"{b}/LayerNorm_2/scale"], p[f"{b}/LayerNorm_2/bias"])
+        m = f"{b}/MlpBlock_3"
+        y = _gelu_tanh(y @ p[f"{m}/Dense_0/kernel"] + p[f"{m}/Dense_0/bias"])
+        h = h + y @ p[f"{m}/Dense_1/kernel"] + p[f"{m}/Dense_1/bias"]
+        outs.append(h)
+    h = _ln(h, p["Transformer/encoder_norm/scale"], p["Transformer/encoder_norm/bias"])
+    outs.append(h)
+    return h[:, 0] @ p["head/kernel"] + p["head/bias"], outs
+
+
+@pytest.fixture(scope="module")
+def augreg_ti(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vit") / "Ti_16-i21k.npz"
+    return path, augreg_vit_npz(path, grid=2, num_classes=CLASSES, **TI)
+
+
+def test_vit_ti16_matches_a_numpy_forward_of_the_checkpoint(augreg_ti):
+    path, p = augreg_ti
+    cfg = model_cfg("vit_ti16", image_size=32)
+    weights, meta = convert("npz", path, "vit_ti16", model_cfg=cfg)
+    assert meta.mean == meta.std == (0.5, 0.5, 0.5) and meta.num_classes == CLASSES
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    ref_logits, ref_units = reference_vit(p, x, TI["depth"])
+    model = load_converted(weights, cfg, CLASSES)
+    assert model.num_units == 14
+    assert_parity(model, x, ref_logits, ref_units)
+
+
+def test_todays_big_vision_names_and_pre_logits(augreg_ti, tmp_path):
+    path, p = augreg_ti
+    cfg = model_cfg("vit_ti16", image_size=32)
+    expected, _ = convert("npz", path, "vit_ti16", model_cfg=cfg)
+    # big_vision's models/vit.py: per-type module numbers, top-level posemb over the patches only (added
+    # before the class token), a params/ prefix; plus a pre_logits layer.
+    rename = {"MultiHeadDotProductAttention_1": "MultiHeadDotProductAttention_0", "LayerNorm_2": "LayerNorm_1",
+              "MlpBlock_3": "MlpBlock_0"}
+    new = {}
+    for k, v in p.items():
+        parts = k.split("/")
+        parts = [rename.get(s, s) for s in parts]
+        new["params/" + "/".join(parts)] = v
+    pos = new.pop("params/Transformer/posembed_input/pos_embedding")
+    new["params/pos_embedding"] = pos[:, 1:]
+    new["params/cls"] = p["cls"] + pos[:, :1]  # the same network: the class token absorbs its posemb
+    new["params/pre_logits/kernel"] = np.zeros((192, 192), np.float32)
+    new["params/pre_logits/bias"] = np.zeros((192,), np.float32)
+    np.savez(tmp_path / "bv.npz", **new)
+    c = run("npz", tmp_path / "bv.npz", "vit_ti16", model_cfg=cfg)
+    assert "pre_logits" in c.summary() and set(c.set_aside) >= {"pre_logits/kernel", "pre_logits/bias"}
+    x = np.random.default_rng(2).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    a, _ = run_units(load_converted(expected, cfg, CLASSES), x)
+    b, _ = run_units(load_converted(c.weights, cfg, CLASSES), x)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_missing_and_extra_tensors_and_posemb_grid_are_named(augreg_ti, tmp_path):
+    path, p = augreg_ti
+    cfg = model_cfg("vit_ti16", image_size=32)
+    q = {k: v for k, v in p.items() if k != "Transformer/encoderblock_7/LayerNorm_2/bias"}
+    np.savez(tmp_path / "missing.npz", **q, **{"Transformer/encoderblock_12/LayerNorm_0/scale": np.ones(192)})
+    with pytest.raises(CheckpointMismatch) as e:
+        convert("npz", tmp_path / "missing.npz", "vit_ti16", model_cfg=cfg)
+    assert "encoderblock_7/LayerNorm_2/bias" in str(e.value) and "encoderblock_12/LayerNorm_0/scale" in str(e.value)
+    with pytest.raises(CheckpointMismatch, match="model.image_size=32"):
+        convert("npz", path, "vit_ti16")  # default image_size 224: a 14x14 grid
+
+
+def test_other_input_sizes_resample_the_position_embedding(augreg_ti):
+    path, _ = augreg_ti
+    cfg = model_cfg("vit_ti16", image_size=32)
+    weights, _ = convert("npz", path, "vit_ti16", model_cfg=cfg)
+    model = load_converted(weights, cfg, CLASSES)
+    logits, units = run_units(model, np.zeros((1, 64, 64, 3), np.float32))
+    assert units[0].shape == (1, 17, 192) and logits.shape == (1, CLASSES) and np.all(np.isfinite(logits))

@@ -1,0 +1,191 @@
+"""Keras applications .h5 files -> Flax: logits and every depth unit match keras.applications models with
+random weights (and random BatchNorm statistics), saved in the legacy layer-named layout of the downloads.
+
+The Keras backend: PyTorch when it is installed, else JAX. The converter never imports Keras, so the backend
+only runs the reference; with JAX, Keras compiles every initializer and op of a model one by one and building
+EfficientNetB0 alone takes most of a minute on two CPU cores, with PyTorch about a second.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch" if importlib.util.find_spec("torch") else "jax")
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+keras = pytest.importorskip("keras")
+
+from keras.src.legacy.saving import legacy_h5_format  # noqa: E402
+
+from tl_research.checkpoints import keras as keras_ckpt  # noqa: E402
+from tl_research.checkpoints.convert import convert, run  # noqa: E402
+from tl_research.checkpoints.weights import CheckpointMismatch, transfer  # noqa: E402
+from test_convert_common import assert_parity, load_converted, model_cfg, preprocess, zeros_model  # noqa: E402
+
+# Keras warns about non-ImageNet input sizes and, on the torch backend, about numpy's copy keyword.
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+CLASSES = 7
+CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
+
+
+def randomize(model, seed=0):
+    """Random weights with O(1) activations and non-trivial BatchNorm statistics."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        values = []
+        for w in layer.weights:
+            shape, name = tuple(w.shape), w.name
+            if name in ("gamma", "moving_variance"):
+                v = rng.uniform(0.5, 1.5, shape)
+            elif name in ("beta", "moving_mean"):
+                v = rng.normal(0, 0.2, shape)
+            elif name == "bias":
+                v = rng.normal(0, 0.1, shape)
+            elif name == "kernel":
+                depthwise = type(layer).__name__ == "DepthwiseConv2D"
+                v = rng.normal(0, 1, shape) / np.sqrt(np.prod(shape[:2] if depthwise else shape[:-1]))
+            elif name == "mean":  # EfficientNet's input Normalization
+                v = rng.uniform(0.3, 0.6, shape)
+            elif name == "variance":
+                v = rng.uniform(0.04, 0.09, shape)
+            else:
+                v = keras.ops.convert_to_numpy(w)
+            values.append(np.asarray(v, np.asarray(keras.ops.convert_to_numpy(w)).dtype))
+        if values:
+            layer.set_weights(values)
+    return model
+
+
+def save_legacy_h5(model, path):
+    """The layout keras.applications downloads: `layer_names`, one group per layer, `weight_names`."""
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    return path
+
+
+def reference(model, names, x):
+    """(logits or None, [outputs of the named layers]) of a Keras model in inference mode."""
+    sub = keras.Model(model.input, [model.get_layer(n).output for n in names] + [model.output])
+    outs = [np.asarray(keras.ops.convert_to_numpy(o)) for o in sub(x, training=False)]
+    return outs[-1], outs[:-1]
+
+
+def _raw(size=32, seed=1):
+    return np.random.default_rng(seed).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+
+
+def _check(kmodel, path, arch, names, keras_input, raw, *, top=True, **cfg):
+    weights, meta = convert("keras", path, arch, model_cfg=model_cfg(arch, **cfg))
+    ref_logits, ref_units = reference(kmodel, names, keras_input)
+    x = preprocess(raw, meta)  # what the metadata prescribes must reproduce Keras' own preprocessing
+    if top:
+        assert meta.num_classes == CLASSES
+        model = load_converted(weights, model_cfg(arch, **cfg), CLASSES)
+    else:
+        model = zeros_model(model_cfg(arch, **cfg), CLASSES)
+        report = transfer(model, weights)
+        assert report.head_reinitialised
+    assert_parity(model, x, ref_logits, ref_units, check_logits=top)
+    return weights, meta
+
+
+def test_resnet50_matches_keras_with_caffe_preprocessing_in_rgb(tmp_path):
+    m = randomize(keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=CLASSES,
+                                              classifier_activation=None))
+    names = ["pool1_pool"] + [f"conv{s + 2}_block{b + 1}_out" for s, n in enumerate((3, 4, 6, 3))
+                              for b in range(n)]
+    raw = _raw()
+    # keras.applications.resnet50.preprocess_input: RGB -> BGR, minus the BGR mean.
+    _, meta = _check(m, save_legacy_h5(m, tmp_path / "resnet50.h5"), "resnet50_keras", names,
+                     raw[..., ::-1] - CAFFE_BGR_MEAN, raw)
+    assert meta.value_range == (0.0, 255.0) and meta.std == (1.0, 1.0, 1.0)
+
+
+def test_mobilenet_v2_matches_keras(tmp_path):
+    m = randomize(keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=CLASSES,
+                                                 classifier_activation=None))
+    layers = {layer.name for layer in m.layers}
+    names = ["Conv1_relu", "expanded_conv_project_BN"]
+    names += [f"block_{i}_add" if f"block_{i}_add" in layers else f"block_{i}_project_BN" for i in range(1, 17)]
+    raw = _raw()
+    _check(m, save_legacy_h5(m, tmp_path / "mobilenet_v2.h5"), "mobilenet_v2_keras", names + ["out_relu"],
+           raw / 127.5 - 1.0, raw)
+
+
+def test_efficientnet_b0_matches_keras_with_its_normalisation_in_the_metadata(tmp_path):
+    m = randomize(keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3), classes=CLASSES,
+                                                    classifier_activation=None))
+    layers = {layer.name for layer in m.layers}
+    names = ["stem_activation"]
+    for s, n in enumerate((1, 2, 2, 3, 3, 4, 1)):
+        for j in range(n):
+            p = f"block{s + 1}{chr(ord('a') + j)}_"
+            names.append(p + "add" if p + "add" in layers else p + "project_bn")
+    raw = _raw()
+    # The Keras model takes 0..255 pixels and normalises inside; the metadata now carries that normalisation.
+    _, meta = _check(m, save_legacy_h5(m, tmp_path / "efficientnetb0.h5"), "efficientnet_b0_keras",
+                     names + ["top_activation"], raw, raw)
+    stored = m.get_layer("normalization").get_weights()
+    np.testing.assert_allclose(meta.mean, stored[0], rtol=1e-6)
+    np.testing.assert_allclose(meta.std, np.sqrt(stored[1]), rtol=1e-6)
+
+
+def test_efficientnet_published_normalisation_is_the_imagenet_std():
+    # The published files store the std as "variance"; keras.applications divides by sqrt twice for them.
+    from tl_research.models import META
+    src = {"normalization/mean": np.array([0.485, 0.456, 0.406], np.float32),
+           "normalization/variance": np.array(keras_ckpt.IMAGENET_STDDEV_RGB, np.float32)}
+    meta, _ = keras_ckpt.efficientnet_normalisation(src, META["efficientnet_b0_keras"])
+    np.testing.assert_allclose(meta.std, (0.229, 0.224, 0.225), rtol=1e-6)
+
+
+def test_vgg16_no_top_matches_keras_and_needs_fc_units_0(tmp_path):
+    m = randomize(keras.applications.VGG16(weights=None, input_shape=(32, 32, 3), include_top=False))
+    raw = _raw()
+    path = save_legacy_h5(m, tmp_path / "vgg16_notop.h5")
+    _check(m, path, "vgg16_keras", [f"block{b}_pool" for b in range(1, 6)], raw[..., ::-1] - CAFFE_BGR_MEAN,
+           raw, top=False, fc_units=0)
+    with pytest.raises(CheckpointMismatch, match=r"missing from the checkpoint: fc1/kernel.*fc_units=0"):
+        convert("keras", path, "vgg16_keras")
+
+
+def test_full_model_h5_and_keras2_weight_names_are_read(tmp_path):
+    m = randomize(keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), include_top=False))
+    legacy = keras_ckpt.read(save_legacy_h5(m, tmp_path / "w.h5"))
+    m.save(tmp_path / "full.h5")  # legacy full-model file: the same groups under model_weights/
+    np.testing.assert_array_equal(keras_ckpt.read(tmp_path / "full.h5")["block_3_depthwise/kernel"],
+                                  legacy["block_3_depthwise/kernel"])
+    # Keras 2 / TF files name datasets "<layer>/depthwise_kernel:0".
+    with h5py.File(tmp_path / "k2.h5", "w") as f:
+        f.attrs["layer_names"] = [b"Conv1"]
+        g = f.create_group("Conv1")
+        g.attrs["weight_names"] = [b"Conv1/depthwise_kernel:0"]
+        g["Conv1/depthwise_kernel:0"] = np.ones((3, 3, 4, 1), np.float32)
+    assert list(keras_ckpt.read(tmp_path / "k2.h5")) == ["Conv1/kernel"]
+
+
+def test_keras3_weights_file_is_refused_with_advice(tmp_path):
+    m = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), include_top=False)
+    m.save_weights(tmp_path / "m.weights.h5")
+    with pytest.raises(ValueError, match="legacy HDF5 layout"):
+        run("keras", tmp_path / "m.weights.h5", "mobilenet_v2_keras")
+
+
+def test_extra_and_missing_layers_are_named(tmp_path):
+    m = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), include_top=False)
+    path = save_legacy_h5(m, tmp_path / "w.h5")
+    with h5py.File(path, "a") as f:
+        f.attrs["layer_names"] = np.array(list(f.attrs["layer_names"]) + [b"extra_conv"], dtype="S")
+        g = f.create_group("extra_conv")
+        g.attrs["weight_names"] = [b"extra_conv/kernel:0"]
+        g["extra_conv/kernel:0"] = np.ones((1, 1, 4, 4), np.float32)
+    with pytest.raises(CheckpointMismatch, match="not map: extra_conv/kernel"):
+        convert("keras", path, "mobilenet_v2_keras")
+    with h5py.File(path, "a") as f:
+        keep = [n for n in f.attrs["layer_names"] if n not in (b"extra_conv", b"block_5_project_BN")]
+        f.attrs["layer_names"] = np.array(keep, dtype="S")
+    with pytest.raises(CheckpointMismatch, match="missing from the checkpoint: block_5_project_BN/gamma"):
+        convert("keras", path, "mobilenet_v2_keras")

@@ -1,0 +1,187 @@
+"""PyTorch state dicts (torchvision / timm names) -> Flax: logits and every depth unit match the reference
+modules of tests/torch_reference.py, from .safetensors and .pth files; errors name the offending tensors."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import torch_reference as R  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+from tl_research.checkpoints import torch as torch_ckpt  # noqa: E402
+from tl_research.checkpoints.convert import convert, run  # noqa: E402
+from tl_research.checkpoints.weights import CheckpointMismatch, transfer  # noqa: E402
+from tl_research.models.base import set_unit_mode  # noqa: E402
+from test_convert_common import (assert_parity, load_converted, model_cfg, preprocess, rel_err,  # noqa: E402
+                                 zeros_model)
+
+CLASSES = 7
+
+
+def _raw(size=32, seed=1):
+    return np.random.default_rng(seed).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+
+
+def _parity(ref, path, arch, raw, **cfg):
+    """Converts `path`, checks the metadata's preprocessing reproduces the reference's, and compares."""
+    weights, meta = convert("torch", path, arch, model_cfg=model_cfg(arch, **cfg))
+    assert meta.num_classes == CLASSES
+    x = preprocess(raw, meta)
+    ref_logits, ref_units = ref.units(torch.from_numpy(x.transpose(0, 3, 1, 2)))
+    model = load_converted(weights, model_cfg(arch, **cfg), CLASSES)
+    assert_parity(model, x, ref_logits.numpy(), [R.nhwc(u) for u in ref_units])
+    return weights
+
+
+@pytest.fixture(scope="module")
+def resnet18_file(tmp_path_factory):
+    ref = R.randomize_(R.ResNet(18, CLASSES), seed=3)
+    path = tmp_path_factory.mktemp("r18") / "resnet18.pth"
+    torch.save(ref.state_dict(), path)
+    return ref, path
+
+
+def test_resnet50_safetensors_matches_torchvision(tmp_path):
+    ref = R.randomize_(R.ResNet(50, CLASSES))
+    save_file(ref.state_dict(), tmp_path / "resnet50.safetensors")
+    _parity(ref, tmp_path / "resnet50.safetensors", "resnet50", _raw())
+
+
+def test_resnet18_pth_matches_torchvision(resnet18_file):
+    ref, path = resnet18_file
+    _parity(ref, path, "resnet18", _raw())
+
+
+def test_vgg16_with_fc_layers_matches_torchvision(tmp_path):
+    # fc6/fc7 narrowed to 64 units to keep the file small; fc6 still reads the full 7x7x512 pooled map
+    # (adaptive pooling from 1x1 at 32px input), so the (C,H,W) -> (H,W,C) row permutation is exercised.
+    ref = R.randomize_(R.VGG16(CLASSES, fc_units=64))
+    save_file(ref.state_dict(), tmp_path / "vgg16.safetensors")
+    _parity(ref, tmp_path / "vgg16.safetensors", "vgg16", _raw(), fc_units=64)
+
+
+def test_vgg16_fc_permutation_at_224_grid():
+    # A non-trivial 7x7 map: position (h, w, c) must meet the torch weight column c*49 + h*7 + w.
+    w = np.arange(3 * 512 * 49, dtype=np.float32).reshape(3, 512 * 49)
+    k = torch_ckpt._fc6_chw_to_hwc(w)
+    h, wi, c = 2, 5, 300
+    assert np.array_equal(k[(h * 7 + wi) * 512 + c], w[:, c * 49 + h * 7 + wi])
+
+
+def test_mobilenet_v2_matches_torchvision(tmp_path):
+    ref = R.randomize_(R.MobileNetV2(CLASSES))
+    save_file(ref.state_dict(), tmp_path / "mobilenet_v2.safetensors")
+    _parity(ref, tmp_path / "mobilenet_v2.safetensors", "mobilenet_v2", _raw())
+
+
+def test_efficientnet_b0_matches_torchvision_and_timm_names(tmp_path):
+    ref = R.randomize_(R.EfficientNetB0(CLASSES))
+    save_file(ref.state_dict(), tmp_path / "tv.safetensors")
+    tv = _parity(ref, tmp_path / "tv.safetensors", "efficientnet_b0", _raw())
+    save_file(R.timm_efficientnet_b0_state_dict(ref), tmp_path / "timm.safetensors")
+    conversion = run("torch", tmp_path / "timm.safetensors", "efficientnet_b0")
+    assert "timm parameter names" in conversion.summary()
+    for coll in ("params", "batch_stats"):
+        assert conversion.weights[coll].keys() == tv[coll].keys()
+        for k, v in tv[coll].items():
+            np.testing.assert_array_equal(conversion.weights[coll][k], v)
+
+
+@pytest.mark.parametrize("depth", [34, 101, 152])
+def test_resnet_tables_cover_every_torchvision_tensor(depth):
+    # Shapes only (meta device: nothing allocated); ResNet-18/50 above check the numbers.
+    with torch.device("meta"):
+        sd = R.ResNet(depth).state_dict()
+    table = torch_ckpt.resnet_table(depth)
+    sources = {r.source for r in table.rows}
+    assert sources == {k for k in sd if not k.endswith("num_batches_tracked")}
+    assert set(table.set_aside) == {k for k in sd if k.endswith("num_batches_tracked")}
+    if depth == 34:  # the basic-block table against the Flax model's own shapes
+        from tl_research.checkpoints.convert import target_shapes
+        target = target_shapes("resnet34", num_classes=1000)
+        for r in table.rows:
+            shape = r.transform(np.broadcast_to(np.float32(0), tuple(sd[r.source].shape))).shape
+            assert target[r.collection][r.target] == shape, r
+
+
+def test_extra_and_missing_tensors_are_named(resnet18_file, tmp_path):
+    ref, _ = resnet18_file
+    sd = dict(ref.state_dict())
+    save_file({**sd, "layer5.0.conv1.weight": torch.zeros(3, 3, 1, 1)}, tmp_path / "extra.safetensors")
+    with pytest.raises(CheckpointMismatch, match=r"not map: layer5\.0\.conv1\.weight"):
+        convert("torch", tmp_path / "extra.safetensors", "resnet18")
+    del sd["layer2.0.bn1.running_var"]
+    save_file(sd, tmp_path / "missing.safetensors")
+    with pytest.raises(CheckpointMismatch, match=r"missing from the checkpoint: layer2\.0\.bn1\.running_var"):
+        convert("torch", tmp_path / "missing.safetensors", "resnet18")
+    sd = dict(ref.state_dict())
+    sd["layer3.1.conv2.weight"] = torch.zeros(256, 256, 1, 1)
+    save_file(sd, tmp_path / "shape.safetensors")
+    with pytest.raises(CheckpointMismatch, match=r"shape mismatch: layer3\.1\.conv2\.weight"):
+        convert("torch", tmp_path / "shape.safetensors", "resnet18")
+
+
+class _Payload:
+    """Unpickling this would create a file: proof that loading ran code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
+
+
+def test_pth_with_arbitrary_objects_is_refused_without_running_them(tmp_path):
+    marker = tmp_path / "code_ran"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "hook": _Payload(str(marker))}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="weights_only"):
+        convert("torch", tmp_path / "evil.pth", "resnet18")
+    assert not marker.exists()
+
+
+def test_training_checkpoint_wrapping_and_dataparallel_prefix_are_unwrapped(resnet18_file, tmp_path):
+    ref, path = resnet18_file
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}, "epoch": 90}
+    torch.save(wrapped, tmp_path / "ckpt.pth.tar.pt")
+    w1, _ = convert("torch", tmp_path / "ckpt.pth.tar.pt", "resnet18")
+    w2, _ = convert("torch", path, "resnet18")
+    np.testing.assert_array_equal(w1["params"]["units.8.conv2.kernel"], w2["params"]["units.8.conv2.kernel"])
+
+
+def test_pth_without_torch_says_how_to_convert_to_safetensors(monkeypatch, tmp_path):
+    (tmp_path / "m.pth").write_bytes(b"not read")
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    with pytest.raises(ImportError, match="safetensors"):
+        torch_ckpt.read(tmp_path / "m.pth")
+
+
+def test_other_class_count_reinitialises_the_head_and_reports_it(resnet18_file):
+    _, path = resnet18_file
+    weights, meta = convert("torch", path, "resnet18")
+    model = zeros_model(model_cfg("resnet18"), num_classes=10)
+    report = transfer(model, weights)
+    assert report.head_reinitialised == ["head.classifier.bias", "head.classifier.kernel"]
+    assert "head re-initialised" in report.summary()
+    assert len(report.loaded) == len(weights["params"]) + len(weights["batch_stats"]) - 2
+    assert model.head.classifier.kernel.shape == (512, 10) and not np.any(model.head.classifier.kernel[...])
+    with pytest.raises(CheckpointMismatch, match=r"head\.classifier\.kernel checkpoint \(512, 7\)"):
+        transfer(zeros_model(model_cfg("resnet18"), num_classes=10), weights, reinit_head=False)
+
+
+def test_grayscale_model_gets_the_first_conv_summed_over_rgb(resnet18_file):
+    ref, path = resnet18_file
+    weights, meta = convert("torch", path, "resnet18")
+    gray = zeros_model(model_cfg("resnet18"), num_classes=CLASSES, in_channels=1)
+    report = transfer(gray, weights)
+    assert report.adapted == ["units.0.conv.kernel 3->1 input channels"]
+    x = np.random.default_rng(2).standard_normal((2, 32, 32, 1)).astype(np.float32)
+    _, ref_units = ref.units(torch.from_numpy(np.repeat(x, 3, axis=3).transpose(0, 3, 1, 2)))
+    # A grey image is equal R, G and B: the summed kernel must give the RGB network's stem output.
+    stem = gray.units[0]
+    set_unit_mode(stem, train=False)
+    assert rel_err(stem(x), R.nhwc(ref_units[0])) < 1e-5
