@@ -65,8 +65,8 @@ def test_long_tailed_follows_the_exponential_profile():
     labels = np.repeat(np.arange(10), 500)
     pos = subsets.long_tailed(labels, imbalance_ratio=100.0, seed=0)
     counts = np.bincount(labels[pos])
-    # CIFAR-10-LT with ratio 100: 500, 299, 179, 107, 64, 38, 22, 13, 8, 5
-    assert counts.tolist() == [500, 299, 179, 107, 64, 38, 22, 13, 8, 5]
+    # CIFAR-10-LT with ratio 100 (one tenth of its 5,000 per class): 5000, 2997, 1796, 1077, 645, 387, 232, ...
+    assert counts.tolist() == [500, 299, 179, 107, 64, 38, 23, 13, 8, 5]
     assert counts[0] / counts[-1] == pytest.approx(100)
     # ratio 1 keeps everything; a smaller n_max scales the profile and nests inside the larger one
     assert len(subsets.long_tailed(labels, 1.0, seed=0)) == 5000
@@ -85,3 +85,79 @@ def test_vtab_split_arithmetic():
         subsets.vtab_positions("train800val200", 999)
     with pytest.raises(ConfigError, match="data.vtab"):
         subsets.vtab_positions("train1000", 5000)
+
+
+# The data config fields, through pipeline.load on the built-in sklearn digits (1,258 training records).
+
+from tl_research.data import pipeline  # noqa: E402
+from tl_research.data.sampling import BalancedSampler  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("tfds"))
+    cfg = pipeline.default_config()
+    cfg.name, cfg.data_dir = "sklearn_digits", d
+    pipeline.builder(cfg)
+    return d
+
+
+def _cfg(data_dir, **fields):
+    cfg = pipeline.default_config()
+    cfg.name, cfg.data_dir, cfg.cache_mb = "sklearn_digits", data_dir, 0
+    cfg.update(fields)
+    return cfg
+
+
+def test_load_draws_nested_subsets_and_records_their_ids(digits_dir):
+    full = pipeline.load(_cfg(digits_dir), seed=0)
+    small = pipeline.load(_cfg(digits_dir, per_class=5), seed=3)
+    big = pipeline.load(_cfg(digits_dir, per_class=20), seed=3)
+    assert np.bincount(small.train.labels).tolist() == [5] * 10
+    np.testing.assert_array_equal(small.train_ids, small.train.indices)
+    assert set(small.train_ids) <= set(big.train_ids) <= set(full.train_ids)
+    # the ids are TFDS record indices of the train split: the labels read there agree
+    records = full.train.source.__getitems__([int(i) for i in small.train_ids])
+    assert [r["label"] for r in records] == small.train.labels.tolist()
+    # val and test are untouched
+    assert len(small.val) == len(full.val) and len(small.test) == len(full.test)
+    # data.subset_seed fixes the subset across run seeds; -1 follows the run seed
+    a = pipeline.load(_cfg(digits_dir, per_class=5, subset_seed=11), seed=1).train_ids
+    b = pipeline.load(_cfg(digits_dir, per_class=5, subset_seed=11), seed=2).train_ids
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(small.train_ids, pipeline.load(_cfg(digits_dir, per_class=5), seed=4).train_ids)
+
+
+def test_load_total_long_tailed_and_class_subset(digits_dir):
+    data = pipeline.load(_cfg(digits_dir, train_examples=100, classes=(3, 1)), seed=0)
+    assert len(data.train) == 100 and set(data.train.labels) == {0, 1}
+    lt = pipeline.load(_cfg(digits_dir, imbalance_ratio=10.0, per_class=50), seed=0)
+    counts = np.bincount(lt.train.labels)
+    assert counts[0] == 50 and counts[-1] == 5 and (np.diff(counts) <= 0).all()
+
+
+def test_vtab_splits_come_from_the_train_split(digits_dir):
+    tune = pipeline.load(_cfg(digits_dir, vtab="train800"), seed=0)
+    assert tune.train.indices.tolist() == list(range(800))
+    assert tune.val.indices.tolist() == list(range(800, 1000))
+    final = pipeline.load(_cfg(digits_dir, vtab="train800val200", classes=(0, 1, 2)), seed=0)
+    assert set(final.train.indices) <= set(range(1000)) and len(final.train) > 250
+    full = pipeline.load(_cfg(digits_dir), seed=0)
+    assert len(final.test) == np.isin(full.test.labels, (0, 1, 2)).sum()
+
+
+def test_balanced_sampler_is_chosen_by_config(digits_dir):
+    data = pipeline.load(_cfg(digits_dir, imbalance_ratio=10.0), seed=0)
+    assert isinstance(pipeline.train_sampler(_cfg(digits_dir, balance="oversample"), data, 0), BalancedSampler)
+    assert isinstance(pipeline.train_sampler(_cfg(digits_dir), data, 0), pipeline.EpochSampler)
+
+
+@pytest.mark.parametrize("field, value", [("per_class", -1), ("imbalance_ratio", 0.5), ("balance", "smote"),
+                                          ("vtab", "val200"), ("subset_seed", -2)])
+def test_bad_fields_fail_before_any_data_is_prepared(tmp_path, field, value):
+    cfg = _cfg(str(tmp_path), **{field: value})
+    with pytest.raises(ConfigError, match=rf"data\.{field}"):
+        pipeline.load(cfg)
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(ConfigError, match=r"data\.per_class"):
+        pipeline.load(_cfg(str(tmp_path), per_class=5, train_examples=50))

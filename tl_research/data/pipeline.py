@@ -19,7 +19,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from tl_research.data import builtin
+from tl_research.data import builtin, folder, subsets
+from tl_research.data.sampling import BalancedSampler
 from tl_research.errors import ConfigError
 
 INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
@@ -28,12 +29,20 @@ INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest
 
 def default_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
-        name="mnist_subset",  # a built-in dataset (see data.builtin.BUILDERS) or any TFDS name
+        name="mnist_subset",  # a built-in dataset (data.builtin.BUILDERS), any TFDS name, or "folder:/path"
         data_dir="",  # TFDS data dir; "" = TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR)
         train_split="train",
         val_split="val",  # any TFDS split string, e.g. "train[90%:]" for datasets without a val split
         test_split="test",
         classes=(),  # class subset, relabelled 0..len-1 in this order; () = all classes
+        # which training examples (data.subsets), drawn after the class subset; nested for one seed
+        train_examples=0,  # a stratified subset of this many examples; 0 = all
+        per_class=0,  # this many examples of every class (with imbalance_ratio: of class 0); 0 = all
+        imbalance_ratio=1.0,  # long-tailed: class c keeps n_max * ratio^(-c / (C - 1)); 1 = balanced
+        subset_seed=-1,  # seed of the subsets above; -1 = the run's seed
+        balance="none",  # "none" | "oversample": draw every class equally often (data.sampling)
+        vtab="",  # "" | "train800" | "train800val200": VTAB-1k; train = those records of train_split,
+        # val = its val200 records (800:1000), test unchanged
         image_key="image",
         label_key="label",
         image_size=0,  # square side after resizing; 0 = the checkpoint's input size, else the dataset's own
@@ -71,11 +80,14 @@ class Dataset:
     class_names: list[str]
     image_shape: tuple[int, int, int]  # what the model sees: (height, width, channels)
     load_image: Callable[[dict], np.ndarray]  # record -> uint8 (H, W, C) of image_shape
+    train_ids: np.ndarray | None = None  # the TFDS record indices (in data.train_split) of the training set
 
 
 def builder(cfg) -> tfds.core.DatasetBuilder:
     """The TFDS builder for `data.name`, prepared locally if it is built in."""
     kwargs = {"data_dir": cfg.data_dir or None}
+    if cfg.name.startswith(folder.PREFIX):
+        return folder.builder(cfg.name[len(folder.PREFIX):], cfg.data_dir or None)
     if cfg.name in builtin.BUILDERS:
         b = builtin.BUILDERS[cfg.name](file_format="array_record", **kwargs)
         if not b.is_prepared():
@@ -89,19 +101,21 @@ def builder(cfg) -> tfds.core.DatasetBuilder:
     return b
 
 
-def _scan_labels(b, split: str, label_key: str) -> np.ndarray:
-    """Labels of every record of a split. Images are not decoded where the source allows skipping them."""
+def _scan_labels(b, split: str, label_key: str, records: np.ndarray | None = None) -> np.ndarray:
+    """Labels of every record of a split (or of `records`, record indices). Images are not decoded where
+    the source allows skipping them."""
     try:
         src = b.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
         first = src[0] if len(src) else None
     except Exception:  # sources that encode on the fly (tfds.testing.mock_data) cannot skip decoding
         src, first = b.as_data_source(split=split), None
     del first
-    labels = np.empty(len(src), dtype=np.int64)
+    records = np.arange(len(src)) if records is None else np.asarray(records)
+    labels = np.empty(len(records), dtype=np.int64)
     chunk = 1024
-    for start in range(0, len(src), chunk):
-        keys = list(range(start, min(start + chunk, len(src))))
-        for i, rec in zip(keys, src.__getitems__(keys)):
+    for start in range(0, len(records), chunk):
+        keys = [int(k) for k in records[start:start + chunk]]
+        for i, rec in enumerate(src.__getitems__(keys), start):
             labels[i] = int(rec[label_key])
     return labels
 
@@ -165,9 +179,54 @@ def make_image_loader(image_key, shape, interpolation, crop_pct):
     return load
 
 
-def load(cfg, meta=None) -> Dataset:
+def check_subset_config(cfg) -> None:
+    """Raises ConfigError for a bad training-subset field, before any data is read or prepared."""
+    for key in ("train_examples", "per_class"):
+        if not isinstance(cfg[key], (int, np.integer)) or cfg[key] < 0:
+            raise ConfigError(f"data.{key}", cfg[key], "a whole number >= 0 (0 = all)")
+    if cfg.train_examples and cfg.per_class and cfg.imbalance_ratio == 1.0:
+        raise ConfigError("data.per_class", cfg.per_class, "0 when data.train_examples is set "
+                          "(per_class sets class 0's size only with data.imbalance_ratio > 1)")
+    if not cfg.imbalance_ratio >= 1.0:
+        raise ConfigError("data.imbalance_ratio", cfg.imbalance_ratio, "a number >= 1 (1 = balanced)")
+    if cfg.balance not in BALANCE:
+        raise ConfigError("data.balance", cfg.balance, ", ".join(BALANCE))
+    if cfg.vtab not in ("", "train800", "train800val200"):
+        raise ConfigError("data.vtab", cfg.vtab, "'' (off), 'train800' (tuning), 'train800val200' (final run)")
+    if not isinstance(cfg.subset_seed, (int, np.integer)) or cfg.subset_seed < -1:
+        raise ConfigError("data.subset_seed", cfg.subset_seed, "-1 (the run's seed) or a seed >= 0")
+
+
+BALANCE = ("none", "oversample")
+
+
+def select_training_examples(cfg, labels: np.ndarray, seed: int) -> np.ndarray:
+    """Positions into a training split's (relabelled) labels that the config keeps: long-tailed first
+    (data.imbalance_ratio, class 0 keeping data.per_class or the smallest class size), then a stratified
+    subset (data.train_examples, or data.per_class when balanced). Sorted; all positions when unset."""
+    seed = seed if cfg.subset_seed == -1 else cfg.subset_seed
+    keep = np.arange(len(labels))
+    if cfg.imbalance_ratio != 1.0:
+        keep = subsets.long_tailed(labels, cfg.imbalance_ratio, seed, n_max=cfg.per_class)
+        if cfg.train_examples:
+            keep = keep[subsets.stratified_nested(labels[keep], total=cfg.train_examples, seed=seed)]
+    elif cfg.train_examples or cfg.per_class:
+        keep = subsets.stratified_nested(labels, total=cfg.train_examples, per_class=cfg.per_class, seed=seed)
+    return keep
+
+
+def train_sampler(cfg, data: "Dataset", seed: int):
+    """The sampler `train_batches` should use for data.balance: an EpochSampler, or a BalancedSampler."""
+    if cfg.balance == "oversample":
+        return BalancedSampler(data.train.labels, seed)
+    return EpochSampler(len(data.train), seed)
+
+
+def load(cfg, meta=None, seed: int = 0) -> Dataset:
     """Selects the examples of every split. `meta` (a checkpoint's ModelMeta) fills image size, channels,
-    interpolation and crop fraction the config leaves at 0."""
+    interpolation and crop fraction the config leaves at 0. `seed` (the run's) draws the training subset
+    when data.subset_seed is -1."""
+    check_subset_config(cfg)
     b = builder(cfg)
     features = b.info.features
     if cfg.label_key not in features or cfg.image_key not in features:
@@ -184,19 +243,27 @@ def load(cfg, meta=None) -> Dataset:
     relabel = np.full(num_all, -1, dtype=np.int64)
     relabel[list(classes)] = np.arange(len(classes))
 
-    def split(key: str) -> Split:
+    def split(key: str, vtab: str = "") -> Split:
         name = cfg[key.split(".")[1]]
         src = _source(b, name, key)
-        labels = relabel[_scan_labels(b, name, cfg.label_key)]
+        records = subsets.vtab_positions(vtab, len(src)) if vtab else np.arange(len(src))
+        labels = relabel[_scan_labels(b, name, cfg.label_key, records if vtab else None)]
         idx = np.flatnonzero(labels >= 0)
         if len(idx) == 0:
             raise ConfigError(key, name, "a split holding examples of data.classes")
-        return Split(src, idx, labels[idx])
+        return Split(src, records[idx], labels[idx])
 
-    train, val, test = split("data.train_split"), split("data.val_split"), split("data.test_split")
+    if cfg.vtab:
+        train, val = split("data.train_split", cfg.vtab), split("data.train_split", "val200")
+    else:
+        train, val = split("data.train_split"), split("data.val_split")
+    test = split("data.test_split")
+    keep = select_training_examples(cfg, train.labels, seed)
+    train = Split(train.source, train.indices[keep], train.labels[keep])
     shape, interpolation, crop_pct = resolve_image_shape(cfg, features[cfg.image_key].shape, meta)
     data = Dataset(cfg.name, train, val, test, len(classes), [all_names[c] for c in classes], shape,
-                   make_image_loader(cfg.image_key, shape, interpolation, crop_pct))
+                   make_image_loader(cfg.image_key, shape, interpolation, crop_pct),
+                   train_ids=train.indices.copy())
     if cfg.cache_mb:
         cache_in_memory(data, cfg.cache_mb)
     return data
