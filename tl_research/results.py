@@ -127,6 +127,11 @@ def plot(summary: pd.DataFrame, x: str, series: tuple[str, ...], metric: str, pa
             g = g.sort_values(x)
             label = ", ".join(f"{k}={v}" for k, v in zip(keys, name if isinstance(name, tuple) else (name,)))
             xs = g[x].astype(str) if g[x].dtype == object else g[x]
+            if len(g) == 1 and len(summary[x].unique()) > 1:  # a reference (e.g. baseB): a level, not a point
+                line = ax.axhline(g["mean"].iloc[0], linestyle="--", label=label or metric)
+                ax.axhspan(g["mean"].iloc[0] - g["std"].iloc[0], g["mean"].iloc[0] + g["std"].iloc[0],
+                           color=line.get_color(), alpha=0.12)
+                continue
             ax.errorbar(xs, g["mean"], yerr=g["std"], marker="o", capsize=3, label=label or metric)
         ax.legend(fontsize=7)
     ax.set_xlabel(x)

@@ -1,0 +1,56 @@
+"""Shared fixtures: offline data prepared once per session, tiny configs, W&B disabled."""
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """The built-in datasets, prepared once into a session folder (never the user's ~/tensorflow_datasets)."""
+    d = tmp_path_factory.mktemp("tfds")
+    from tl_research.data import pipeline
+    for name in ("mnist_subset", "sklearn_digits"):
+        cfg = pipeline.default_config()
+        cfg.name, cfg.data_dir = name, str(d)
+        pipeline.builder(cfg)
+    return str(d)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    from tl_research import trainer
+    trainer.enable_compilation_cache(tmp_path_factory.mktemp("jax_cache"))
+
+
+def tiny(data_dir, **overrides):
+    """A config that trains in a few seconds: a 3-unit ResNet of width 4 on 8x8 sklearn digits."""
+    from tl_research import config as C
+    c = C.base_config()
+    c.name = "test"
+    c.data.name = "sklearn_digits"
+    c.data.data_dir = data_dir
+    c.data.classes = (0, 1, 2, 3, 4)
+    c.data.batch_size = 32
+    c.data.eval_batch_size = 64
+    c.model.stage_sizes = (1, 1)
+    c.model.width = 4
+    c.schedule.lr = 0.1
+    c.train.steps = 12
+    c.train.eval_every = 4
+    c.train.log_every = 2
+    c.wandb.mode = "disabled"
+    for k, v in overrides.items():
+        C.set_value(c, k, v)
+    return c
+
+
+@pytest.fixture
+def tiny_config(data_dir):
+    return lambda **kw: tiny(data_dir, **kw)

@@ -1,0 +1,82 @@
+"""The training loop: resuming a killed run, sharding over 8 devices, failures, early stopping."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tl_research import trainer
+from tl_research.tracking import read_metrics
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_a_killed_run_resumes_and_ends_like_the_uninterrupted_run(tiny_config, tmp_path):
+    cfg = tiny_config(**{"model.dropout": 0.2, "train.checkpoint_every": 4})
+    whole = trainer.run(cfg, tmp_path / "whole", progress=False)
+    part = trainer.run(cfg, tmp_path / "resumed", progress=False, stop_at_step=6)
+    assert part.status == "interrupted"
+    assert not (tmp_path / "resumed" / trainer.RESULT_FILE).exists()
+    resumed = trainer.run(cfg, tmp_path / "resumed", progress=False)
+    assert resumed.status == whole.status == "done"
+    for key in ("val_accuracy", "test_accuracy", "test_loss", "best_step"):
+        assert resumed.metrics[key] == whole.metrics[key], key
+    # the resumed log has each step once, with the uninterrupted run's losses
+    a = [r for r in read_metrics(tmp_path / "whole" / "metrics.jsonl") if "train_loss" in r]
+    b = [r for r in read_metrics(tmp_path / "resumed" / "metrics.jsonl") if "train_loss" in r]
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    np.testing.assert_allclose([r["train_loss"] for r in a], [r["train_loss"] for r in b], rtol=1e-6)
+
+
+def test_metrics_file_has_the_documented_fields(tiny_config, tmp_path):
+    trainer.run(tiny_config(), tmp_path / "r", progress=False)
+    rows = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    train = [r for r in rows if "train_loss" in r]
+    evals = [r for r in rows if "val_accuracy" in r]
+    assert train and all({"step", "train_loss", "learning_rate"} <= set(r) for r in train)
+    assert [r["step"] for r in evals] == [4, 8, 12]
+    assert (tmp_path / "r" / "checkpoints").is_dir() and (tmp_path / "r" / "weights" / "meta.json").exists()
+
+
+def test_a_diverging_run_fails_with_a_one_line_reason(tiny_config, tmp_path):
+    result = trainer.run(tiny_config(**{"schedule.lr": 3e38}), tmp_path / "nan", progress=False)
+    assert result.status == "failed"
+    assert "loss became" in result.reason and "\n" not in result.reason
+
+
+def test_early_stopping_stops_and_reports_the_best_step(tiny_config, tmp_path):
+    # a learning rate of ~0 cannot improve validation accuracy after the first eval
+    cfg = tiny_config(**{"schedule.lr": 1e-9, "train.early_stopping_patience": 2, "train.steps": 40})
+    result = trainer.run(cfg, tmp_path / "es", progress=False)
+    assert result.metrics["stopped_early"] is True
+    assert result.metrics["best_step"] == 4
+    assert result.metrics["steps"] == 12  # two evals without improvement after step 4
+
+
+_SHARDED = r"""
+import json, sys
+sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+import jax
+from conftest import tiny
+from tl_research import trainer
+cfg = tiny({data!r}, **{{"model.dropout": 0.2, "data.batch_size": 32}})
+r = trainer.run(cfg, {out!r}, progress=False)
+print(json.dumps({{"devices": jax.device_count(), "status": r.status}}))
+"""
+
+
+def test_eight_devices_match_one_device(tiny_config, data_dir, tmp_path):
+    one = trainer.run(tiny_config(**{"model.dropout": 0.2}), tmp_path / "one", progress=False)
+    script = _SHARDED.format(root=str(ROOT), tests=str(ROOT / "tests"), data=data_dir, out=str(tmp_path / "eight"))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert info == {"devices": 8, "status": "done"}
+    a = [r["train_loss"] for r in read_metrics(tmp_path / "one" / "metrics.jsonl") if "train_loss" in r]
+    b = [r["train_loss"] for r in read_metrics(tmp_path / "eight" / "metrics.jsonl") if "train_loss" in r]
+    assert len(a) == len(b) == 6
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
