@@ -11,7 +11,7 @@ falls as more source-specific top units stay frozen.
     python launch.py                      # the same as: python launch.py --config configs/quickstart.py
 """
 from tl_research import models
-from tl_research.config import axis, base_config, chain, product
+from tl_research.config import axis, base_config, chain, copy_config, product
 
 
 def get_config():
@@ -32,7 +32,7 @@ def get_config():
     c.train.epochs = 3
     c.train.log_every = 10
 
-    source = c.copy_and_resolve_references()
+    source = copy_config(c)
     source.name = "quickstart-source"
     source.data.classes = (0, 1, 2, 3, 4)
     source.init = "scratch"

@@ -7,6 +7,7 @@ helpers below. A config is read once, validated once and passed down.
 from __future__ import annotations
 
 import ast
+import copy
 import functools
 import hashlib
 import importlib.util
@@ -38,8 +39,8 @@ def base_config() -> ml_collections.ConfigDict:
     # | 'keras:PATH' | 'torch:PATH' | 'npz:PATH' (converted on the fly)
     c.init = "scratch"
     c.source = config_dict.placeholder(ml_collections.ConfigDict)  # the source run, for init='source'
-    c.frozen_depth = config_dict.placeholder(object)  # int k: units 0..k-1 frozen; -1 or 'all': linear probe
-    c.frozen_depth = 0
+    # int k: units 0..k-1 frozen; -1 or 'all': a linear probe. Typed `object` so that both kinds fit.
+    c.frozen_depth = config_dict.FieldReference(0, field_type=object)
     c.schedule = schedules.default_config()
     c.optimizer = ml_collections.ConfigDict(dict(
         name="sgd",  # sgd (with momentum) | adam | adamw
@@ -118,7 +119,9 @@ def apply_overrides(config, overrides: dict[str, Any]) -> ml_collections.ConfigD
 
 
 def copy_config(config) -> ml_collections.ConfigDict:
-    out = config.copy_and_resolve_references()
+    """An independent copy that keeps each field's declared type (copy_and_resolve_references would narrow
+    `frozen_depth` to the type of its current value)."""
+    out = copy.deepcopy(config)
     out.unlock()
     return out
 

@@ -1,0 +1,94 @@
+"""launch.py end to end: a sweep writes its rows once, skips finished runs, survives a failing run, and
+bad input stops it with one line before anything is written."""
+import pathlib
+
+import pytest
+
+import launch
+from tl_research import results
+
+CONFIG = '''
+from tl_research.config import base_config, axis, product, chain, copy_config
+def get_config(arg=None):
+    c = base_config()
+    c.name = "mini"
+    c.data.name = "sklearn_digits"
+    c.data.data_dir = {data_dir!r}
+    c.data.classes = (5, 6, 7, 8, 9)
+    c.data.batch_size = 32
+    c.data.eval_batch_size = 64
+    c.model.stage_sizes = (1, 1)
+    c.model.width = 4
+    c.train.steps = 6
+    c.train.eval_every = 3
+    c.train.log_every = 3
+    c.wandb.mode = "disabled"
+    source = copy_config(c)
+    source.data.classes = (0, 1, 2, 3, 4)
+    c.init = "source"
+    c.source = source
+    c.report.series = ("init",)
+    return c
+def get_sweep(arg=None):
+    return product(axis("seed", [0, 1]), chain(product(axis("init", ["source"]), axis("frozen_depth", [0, "all"])),
+                   [{{"init": "scratch", "frozen_depth": 0, "schedule.lr": 3e38}}]))
+'''
+
+
+@pytest.fixture
+def config_file(tmp_path, data_dir):
+    path = tmp_path / "mini.py"
+    path.write_text(CONFIG.format(data_dir=data_dir))
+    return path
+
+
+def test_sweep_writes_rows_table_plot_and_relaunch_skips(config_file, tmp_path, capsys):
+    workdir = tmp_path / "w"
+    assert launch.main(["--config", str(config_file), "--workdir", str(workdir), "--no_progress"]) == 0
+    rows = results.read_rows(workdir / "results.csv")
+    assert len(rows) == 6 and len({r["run_id"] for r in rows}) == 6
+    done = [r for r in rows if r["status"] == "done"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(done) == 4 and len(failed) == 2  # the diverging scratch runs fail, the sweep goes on
+    assert all("loss became" in r["reason"] for r in failed)
+    for r in done:
+        assert float(r["test_accuracy"]) > 0 and int(r["trainable_params"]) > 0
+        assert {"seed", "init", "frozen_depth", "val_accuracy", "best_step", "wall_time"} <= set(r)
+    assert (workdir / "table.md").read_text().count("±") >= 2
+    assert (workdir / "plot.png").stat().st_size > 1000
+    assert len(list((workdir / "sources").iterdir())) == 1  # one source model, shared by all runs
+    out = capsys.readouterr().out
+    assert out.count("test_accuracy=") == 4
+    # relaunch: nothing re-runs, nothing duplicated
+    before = (workdir / "results.csv").read_text()
+    assert launch.main(["--config", str(config_file), "--workdir", str(workdir), "--no_progress"]) == 0
+    assert "6 of 6 runs already" in capsys.readouterr().out
+    assert (workdir / "results.csv").read_text() == before
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--config.model.name=resnet9000"], "config.model.name='resnet9000' is not allowed; allowed: "),
+    (["--config.frozen_depth=7"], "config.frozen_depth=7"),
+    (["--config.data.name=no_such_dataset"], "config.data.name='no_such_dataset'"),
+    (["--config.schedule.name=zigzag"], "config.schedule.name='zigzag'"),
+    (["--config.data.classes=(3, 12)"], "config.data.classes=(3, 12)"),
+    (["--config.model.widht=3"], "config.model.widht=3 is not allowed (no such key)"),
+])
+def test_bad_input_is_one_line_naming_the_key_and_writes_nothing(config_file, tmp_path, capsys, args, needle):
+    workdir = tmp_path / "bad"
+    code = launch.main(["--config", str(config_file), "--workdir", str(workdir), "--no_progress", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and needle in err and "allowed" in err
+    assert not workdir.exists()
+
+
+def test_a_workdir_of_another_config_is_not_overwritten(config_file, tmp_path, capsys):
+    workdir = tmp_path / "w2"
+    assert launch.main(["--config", str(config_file), "--workdir", str(workdir), "--no_progress",
+                        "--config.train.steps=3"]) == 0
+    before = (workdir / "results.csv").read_text()
+    code = launch.main(["--config", str(config_file), "--workdir", str(workdir), "--no_progress",
+                        "--config.train.steps=4"])
+    assert code == 2 and "different config" in capsys.readouterr().err
+    assert (workdir / "results.csv").read_text() == before
