@@ -70,6 +70,9 @@ def test_vit_ti16_matches_a_numpy_forward_of_the_checkpoint(augreg_ti):
     model = load_converted(weights, cfg, CLASSES)
     assert model.num_units == 14
     assert_parity(model, x, ref_logits, ref_units)
+    # Another input size resamples the 2x2 position grid at run time (here to 4x4).
+    logits, units = run_units(model, np.zeros((1, 64, 64, 3), np.float32))
+    assert units[0].shape == (1, 17, 192) and logits.shape == (1, CLASSES) and np.all(np.isfinite(logits))
 
 
 def test_todays_big_vision_names_and_pre_logits(augreg_ti, tmp_path):
@@ -109,12 +112,3 @@ def test_missing_and_extra_tensors_and_posemb_grid_are_named(augreg_ti, tmp_path
     assert "encoderblock_7/LayerNorm_2/bias" in str(e.value) and "encoderblock_12/LayerNorm_0/scale" in str(e.value)
     with pytest.raises(CheckpointMismatch, match="model.image_size=32"):
         convert("npz", path, "vit_ti16")  # default image_size 224: a 14x14 grid
-
-
-def test_other_input_sizes_resample_the_position_embedding(augreg_ti):
-    path, _ = augreg_ti
-    cfg = model_cfg("vit_ti16", image_size=32)
-    weights, _ = convert("npz", path, "vit_ti16", model_cfg=cfg)
-    model = load_converted(weights, cfg, CLASSES)
-    logits, units = run_units(model, np.zeros((1, 64, 64, 3), np.float32))
-    assert units[0].shape == (1, 17, 192) and logits.shape == (1, CLASSES) and np.all(np.isfinite(logits))

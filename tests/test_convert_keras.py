@@ -26,7 +26,8 @@ from tl_research.checkpoints.weights import CheckpointMismatch, transfer  # noqa
 from test_convert_common import assert_parity, load_converted, model_cfg, preprocess, zeros_model  # noqa: E402
 
 # Keras warns about non-ImageNet input sizes and, on the torch backend, about numpy's copy keyword.
-pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
+              pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 CLASSES = 7
 CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
 
@@ -152,8 +153,13 @@ def test_vgg16_no_top_matches_keras_and_needs_fc_units_0(tmp_path):
         convert("keras", path, "vgg16_keras")
 
 
-def test_full_model_h5_and_keras2_weight_names_are_read(tmp_path):
-    m = randomize(keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), include_top=False))
+@pytest.fixture(scope="module")
+def mobilenet_no_top():
+    return randomize(keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), include_top=False))
+
+
+def test_full_model_h5_and_keras2_weight_names_are_read(mobilenet_no_top, tmp_path):
+    m = mobilenet_no_top
     legacy = keras_ckpt.read(save_legacy_h5(m, tmp_path / "w.h5"))
     m.save(tmp_path / "full.h5")  # legacy full-model file: the same groups under model_weights/
     np.testing.assert_array_equal(keras_ckpt.read(tmp_path / "full.h5")["block_3_depthwise/kernel"],
@@ -167,16 +173,14 @@ def test_full_model_h5_and_keras2_weight_names_are_read(tmp_path):
     assert list(keras_ckpt.read(tmp_path / "k2.h5")) == ["Conv1/kernel"]
 
 
-def test_keras3_weights_file_is_refused_with_advice(tmp_path):
-    m = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), include_top=False)
-    m.save_weights(tmp_path / "m.weights.h5")
+def test_keras3_weights_file_is_refused_with_advice(mobilenet_no_top, tmp_path):
+    mobilenet_no_top.save_weights(tmp_path / "m.weights.h5")
     with pytest.raises(ValueError, match="legacy HDF5 layout"):
         run("keras", tmp_path / "m.weights.h5", "mobilenet_v2_keras")
 
 
-def test_extra_and_missing_layers_are_named(tmp_path):
-    m = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), include_top=False)
-    path = save_legacy_h5(m, tmp_path / "w.h5")
+def test_extra_and_missing_layers_are_named(mobilenet_no_top, tmp_path):
+    path = save_legacy_h5(mobilenet_no_top, tmp_path / "w.h5")
     with h5py.File(path, "a") as f:
         f.attrs["layer_names"] = np.array(list(f.attrs["layer_names"]) + [b"extra_conv"], dtype="S")
         g = f.create_group("extra_conv")
