@@ -14,6 +14,7 @@ from flax import nnx
 import ml_collections
 
 from tl_research.models import efficientnet, mobilenet, resnet, resnet_cifar, vgg, vit
+from tl_research.errors import ConfigError
 from tl_research.models.base import ModelMeta, UnitModel
 
 Builder = Callable[..., UnitModel]
@@ -50,10 +51,10 @@ def default_config() -> ml_collections.ConfigDict:
 
 def build(model_cfg, num_classes: int, in_channels: int, seed: int = 0) -> UnitModel:
     if model_cfg.name not in _REGISTRY:
-        from tl_research.errors import ConfigError
         raise ConfigError("model.name", model_cfg.name, ", ".join(names()))
-    init = _initialiser(model_cfg.name, model_cfg.to_json(), num_classes, in_channels)
-    return init(jax.random.key(seed))
+    graphdef, state = _initialiser(model_cfg.name, model_cfg.to_json(), num_classes, in_channels)(
+        jax.random.key(seed))
+    return nnx.merge(graphdef, state)
 
 
 @functools.lru_cache(maxsize=32)
@@ -62,12 +63,17 @@ def _initialiser(name: str, cfg_json: str, num_classes: int, in_channels: int):
     compilation per parameter: runs of a sweep, and with the persistent cache later processes, reuse it."""
     cfg = ml_collections.ConfigDict(json.loads(cfg_json))
     builder = _REGISTRY[name]
-    return nnx.jit(lambda key: builder(cfg, num_classes, in_channels, nnx.Rngs(params=key)))
+    # Initialisation runs once: XLA's cheapest optimisation level compiles it several times faster.
+    return jax.jit(lambda key: nnx.split(builder(cfg, num_classes, in_channels, nnx.Rngs(params=key))),
+                   compiler_options={"xla_backend_optimization_level": 0})
 
 
 def abstract(model_cfg, num_classes: int, in_channels: int) -> UnitModel:
     """The model with shapes only (no arrays allocated): for counting units and validating configs."""
-    return nnx.eval_shape(lambda: build(model_cfg, num_classes, in_channels))
+    if model_cfg.name not in _REGISTRY:
+        raise ConfigError("model.name", model_cfg.name, ", ".join(names()))
+    builder = _REGISTRY[model_cfg.name]
+    return nnx.eval_shape(lambda: builder(model_cfg, num_classes, in_channels, nnx.Rngs(params=0)))
 
 
 __all__ = ["ModelMeta", "UnitModel", "build", "abstract", "register", "names", "default_config"]
