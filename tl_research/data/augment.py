@@ -28,8 +28,8 @@ into one matrix and the image is resampled once, bilinearly, with zeros outside 
 mean, as images are normalised); whole-pixel shifts and flips land on pixel centres and are exact.
 
 Randomness: `apply` splits its key into one key per example (`jax.random.split`), draws each example's
-random numbers from its own key and runs the ops under `vmap`. With `jax_threefry_partitionable` on, the result for a key is the same whether the batch is
-on one device or sharded over many.
+random numbers from its own key and runs the ops under `vmap`. With `jax_threefry_partitionable` on, the
+result for a key is the same whether the batch is on one device or sharded over many.
 """
 from __future__ import annotations
 

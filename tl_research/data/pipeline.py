@@ -1,9 +1,10 @@
 """The input pipeline: a TFDS dataset -> random-access data source -> selected examples -> host batches.
 
-Every dataset, built-in or a real TFDS name, takes the same path: `tfds` builder -> `as_data_source`
-(array_record, no TensorFlow) -> the examples a config selects (split, class subset) -> a grain dataset that
-yields fixed-shape uint8 batches. Batch `k` of a run is a pure function of (seed, k), so a resumed run reads
-exactly the batches the uninterrupted run would have. Normalisation and augmentation happen on the device.
+Every dataset, built-in, a real TFDS name or the user's folder, takes the same path: `tfds` builder ->
+`as_data_source` (array_record, no TensorFlow) -> the examples a config selects (split, class subset, then
+the training subset: data.subsets) -> a grain dataset that yields fixed-shape uint8 batches. Batch `k` of
+a run is a pure function of (seed, k), so a resumed run reads exactly the batches the uninterrupted run
+would have. Normalisation and augmentation happen on the device.
 """
 from __future__ import annotations
 
@@ -179,6 +180,9 @@ def make_image_loader(image_key, shape, interpolation, crop_pct):
     return load
 
 
+BALANCE = ("none", "oversample")
+
+
 def check_subset_config(cfg) -> None:
     """Raises ConfigError for a bad training-subset field, before any data is read or prepared."""
     for key in ("train_examples", "per_class"):
@@ -195,9 +199,6 @@ def check_subset_config(cfg) -> None:
         raise ConfigError("data.vtab", cfg.vtab, "'' (off), 'train800' (tuning), 'train800val200' (final run)")
     if not isinstance(cfg.subset_seed, (int, np.integer)) or cfg.subset_seed < -1:
         raise ConfigError("data.subset_seed", cfg.subset_seed, "-1 (the run's seed) or a seed >= 0")
-
-
-BALANCE = ("none", "oversample")
 
 
 def select_training_examples(cfg, labels: np.ndarray, seed: int) -> np.ndarray:

@@ -14,7 +14,8 @@ from tl_research.errors import ConfigError
 
 # The VTAB-1k protocol (Zhai et al. 2019, arXiv 1910.04867): 1,000 training examples. Tune on train800 /
 # val200, make the final run on train800val200 and report the test split. Here as [start, stop) record
-# ranges of a TFDS train split (the VTAB repository's own val200 of each task is in data.vtab).
+# ranges of one TFDS train split, for any dataset. The benchmark's own splits of its 19 tasks (val200 often
+# from another split) are in tl_research.data.vtab.
 VTAB_SPLITS: dict[str, tuple[int, int]] = {"train800": (0, 800), "val200": (800, 1000),
                                            "train800val200": (0, 1000)}
 
@@ -37,6 +38,8 @@ def proportional_allocation(counts: np.ndarray, total: int) -> np.ndarray:
     """
     counts = np.asarray(counts, dtype=np.int64)
     n = int(counts.sum())
+    if total >= n:
+        return counts.copy()
     alloc = np.zeros(len(counts), dtype=np.int64)
     for k in range(1, int(total) + 1):
         # deficit * N in integers: k * n_c - a_c * N, exact for any size
