@@ -78,3 +78,11 @@ def test_the_ladder_is_registered_and_loads_through_the_pipeline(tmp_path, few_d
     cfg.name, cfg.data_dir, cfg.classes, cfg.per_class = "mnist_m", str(tmp_path), (5, 6, 7, 8, 9), 10
     data = pipeline.load(cfg, seed=0)
     assert data.image_shape == (28, 28, 3) and len(data.train) == 50 and data.num_classes == 5
+
+
+def test_either_module_may_be_imported_first():
+    import subprocess
+    import sys
+    code = ("import tl_research.data.domains; from tl_research.data import builtin; "
+            "assert set(builtin.BUILDERS) >= {'mnist_subset', 'mnist_m', 'digits_upsampled', 'mnist_inverted'}")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).parents[1], timeout=120)

@@ -126,8 +126,6 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "sklearn_digits": SklearnDigits,
 }
 
-# The target-domain ladder (data.domains) derives from the builders above, so it registers itself here,
-# after them.
-from tl_research.data import domains  # noqa: E402
-
-BUILDERS.update(domains.BUILDERS)
+# The target-domain ladder (data.domains) derives from the builders above; importing it adds its builders
+# to BUILDERS (it does so itself, so either module may be imported first).
+from tl_research.data import domains  # noqa: E402,F401

@@ -135,3 +135,4 @@ class DigitsUpsampled(builtin.SklearnDigits):
 
 
 BUILDERS = {"digits_upsampled": DigitsUpsampled, "mnist_inverted": MnistInverted, "mnist_m": MnistM}
+builtin.BUILDERS.update(BUILDERS)
