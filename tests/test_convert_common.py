@@ -155,6 +155,7 @@ def test_cli_writes_a_weights_dir_with_metadata(tmp_path, capsys):
     assert main([str(src), "--arch", "vit_ti16", "--out", str(out), "--image-size", "32"]) == 0
     printed = capsys.readouterr().out
     assert "tensors converted" in printed and "source classifier: 5 classes" in printed
+    assert "not loaded" not in printed  # nothing to set aside in this file
     weights, meta = load_weights(out)
     assert meta.num_classes == 5 and meta.mean == (0.5, 0.5, 0.5) and meta.first_conv == "units.0.patch"
     assert weights["params"]["units.0.pos_embed"].shape == (1, 5, 192)

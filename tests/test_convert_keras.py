@@ -153,6 +153,33 @@ def test_vgg16_no_top_matches_keras_and_needs_fc_units_0(tmp_path):
         convert("keras", path, "vgg16_keras")
 
 
+def test_vgg16_fc_layers_follow_keras_flatten_order(tmp_path):
+    # VGG16-with-top only accepts 224px (15 GFLOPs an image), so the fc part is checked on its own: Keras'
+    # Flatten of the 7x7x512 map -> fc1 -> fc2 -> predictions (narrowed to 64 units), converted by the
+    # vgg16_keras table's rows and run through the Flax fc unit and head.
+    from flax import nnx
+
+    from tl_research.models import vgg
+    inp = keras.Input((7, 7, 512))
+    x = keras.layers.Flatten(name="flatten")(inp)
+    x = keras.layers.Dense(64, activation="relu", name="fc1")(x)
+    x = keras.layers.Dense(64, activation="relu", name="fc2")(x)
+    m = randomize(keras.Model(inp, keras.layers.Dense(CLASSES, name="predictions")(x)))
+    source = keras_ckpt.read(save_legacy_h5(m, tmp_path / "fc.h5"))
+    fc = vgg.FullyConnected(512, 64, rngs=nnx.Rngs(0))
+    head = nnx.Linear(64, CLASSES, rngs=nnx.Rngs(0))
+    targets = {"units.5.fc6.kernel": fc.fc6.kernel, "units.5.fc6.bias": fc.fc6.bias,
+               "units.5.fc7.kernel": fc.fc7.kernel, "units.5.fc7.bias": fc.fc7.bias,
+               "head.classifier.kernel": head.kernel, "head.classifier.bias": head.bias}
+    rows = [r for r in keras_ckpt.vgg16_table(64).rows if r.target in targets]
+    assert sorted(r.source for r in rows) == sorted(source)
+    for r in rows:
+        targets[r.target].set_value(r.transform(source[r.source]))
+    x = np.random.default_rng(3).standard_normal((2, 7, 7, 512)).astype(np.float32)
+    expected = keras.ops.convert_to_numpy(m(x))
+    np.testing.assert_allclose(np.asarray(head(fc(x))), expected, rtol=1e-4, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def mobilenet_no_top():
     return randomize(keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), include_top=False))

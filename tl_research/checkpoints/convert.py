@@ -26,6 +26,7 @@ import json
 import pathlib
 from typing import Callable
 
+import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -130,8 +131,6 @@ def abstract_model(arch: str, model_cfg=None, *, num_classes: int = 1000, in_cha
 
 @functools.lru_cache(maxsize=8)
 def _abstract(arch: str, cfg_json: str, num_classes: int, in_channels: int):
-    import ml_collections
-
     from tl_research import models
     cfg = ml_collections.ConfigDict(json.loads(cfg_json))
     cfg.name = arch
@@ -225,7 +224,8 @@ def run(fmt: str, path, arch: str, *, model_cfg=None) -> Conversion:
     if arch not in reader.ARCHS:
         raise ValueError(f"no {reader.NAME} converter for architecture {arch!r}; "
                          f"allowed: {', '.join(reader.ARCHS)}")
-    cfg = model_cfg.copy_and_resolve_references() if model_cfg is not None else models.default_config()
+    # A plain, unfrozen copy: the caller's config (possibly a FrozenConfigDict) is left untouched.
+    cfg = ml_collections.ConfigDict(model_cfg.to_dict()) if model_cfg is not None else models.default_config()
     cfg.name = arch
     source = reader.read(path)
     table, meta, notes = reader.table(arch, source, cfg)
@@ -236,7 +236,8 @@ def run(fmt: str, path, arch: str, *, model_cfg=None) -> Conversion:
     weights, loaded, no_classifier = apply_table(source, table, target, meta.classifier)
     if num_classes:
         meta = dataclasses.replace(meta, num_classes=num_classes)
-    return Conversion(weights, meta, loaded, dict(table.set_aside), no_classifier, list(notes))
+    set_aside = {k: why for k, why in table.set_aside.items() if k in source}
+    return Conversion(weights, meta, loaded, set_aside, no_classifier, list(notes))
 
 
 def convert(fmt: str, path, arch: str, *, model_cfg=None) -> tuple[Weights, ModelMeta]:

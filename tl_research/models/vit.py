@@ -8,8 +8,8 @@ LayerNorm on its own, so freezing every block can still leave that normalisation
 
 The position embedding is laid out for `model.image_size` (224 by default: a 14x14 grid plus the class
 token, the layout of the published checkpoints). An input of another size bilinearly resamples the grid part
-at run time (big_vision resamples at load time with the same order-1 interpolation, up to corner
-alignment), so a converted checkpoint loads unchanged and runs at any multiple of 16.
+at run time (big_vision resamples at load time with the same order-1 interpolation, up to how the grid
+corners are aligned), so a converted checkpoint loads unchanged and runs at any multiple of 16.
 
 The MLP uses tanh-approximated GELU, as flax's `nn.gelu` that trained these checkpoints.
 """
@@ -52,7 +52,7 @@ def resample_pos_embed(pos: jax.Array, h: int, w: int) -> jax.Array:
     if (g, g) == (h, w):
         return pos
     grid = pos[:, 1:].reshape(1, g, g, -1)
-    grid = jax.image.resize(grid, (1, h, w, grid.shape[-1]), method="bilinear")
+    grid = jax.image.resize(grid, (1, h, w, grid.shape[-1]), method="bilinear", antialias=False)
     return jnp.concatenate([pos[:, :1], grid.reshape(1, h * w, -1)], axis=1)
 
 
