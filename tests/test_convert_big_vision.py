@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from tl_research.checkpoints.convert import convert, run
-from tl_research.checkpoints.weights import CheckpointMismatch
-from test_convert_common import assert_parity, augreg_vit_npz, load_converted, model_cfg, run_units
+from tl_research.checkpoints.weights import CheckpointMismatch, transfer
+from test_convert_common import assert_parity, augreg_vit_npz, load_converted, model_cfg, run_units, zeros_model
 
 TI = dict(width=192, depth=12, heads=3, mlp=768)
 CLASSES = 5
@@ -95,11 +95,18 @@ def test_todays_big_vision_names_and_pre_logits(augreg_ti, tmp_path):
     new["params/pre_logits/bias"] = np.zeros((192,), np.float32)
     np.savez(tmp_path / "bv.npz", **new)
     c = run("npz", tmp_path / "bv.npz", "vit_ti16", model_cfg=cfg)
-    assert "pre_logits" in c.summary() and set(c.set_aside) >= {"pre_logits/kernel", "pre_logits/bias"}
+    # pre_logits and the classifier reading it are set aside together; the head starts fresh.
+    assert set(c.set_aside) == {"pre_logits/kernel", "pre_logits/bias", "head/kernel", "head/bias"}
+    assert c.no_classifier and "pre_logits" in c.summary()
+    assert c.weights["params"].keys() == expected["params"].keys() - {"head.classifier.kernel",
+                                                                      "head.classifier.bias"}
+    model = zeros_model(cfg, CLASSES)
+    transfer(model, c.weights)
     x = np.random.default_rng(2).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
-    a, _ = run_units(load_converted(expected, cfg, CLASSES), x)
-    b, _ = run_units(load_converted(c.weights, cfg, CLASSES), x)
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    _, a = run_units(load_converted(expected, cfg, CLASSES), x)
+    _, b = run_units(model, x)
+    for ua, ub in zip(a, b):
+        np.testing.assert_allclose(ua, ub, rtol=1e-5, atol=1e-5)
 
 
 def test_missing_and_extra_tensors_and_posemb_grid_are_named(augreg_ti, tmp_path):

@@ -118,6 +118,10 @@ def test_extra_and_missing_tensors_are_named(resnet18_file, tmp_path):
     save_file(sd, tmp_path / "missing.safetensors")
     with pytest.raises(CheckpointMismatch, match=r"missing from the checkpoint: layer2\.0\.bn1\.running_var"):
         convert("torch", tmp_path / "missing.safetensors", "resnet18")
+    sd = {k: v for k, v in ref.state_dict().items() if k != "fc.bias"}  # a head is all or nothing
+    save_file(sd, tmp_path / "half_head.safetensors")
+    with pytest.raises(CheckpointMismatch, match=r"missing from the checkpoint: fc\.bias"):
+        convert("torch", tmp_path / "half_head.safetensors", "resnet18")
     sd = dict(ref.state_dict())
     sd["layer3.1.conv2.weight"] = torch.zeros(256, 256, 1, 1)
     save_file(sd, tmp_path / "shape.safetensors")

@@ -18,7 +18,7 @@ position embedding is top-level `pos_embedding` and covers only the N patches (i
 token is prepended, which is the same as a zero position embedding for the class token), and keys may carry a
 `params/` prefix. Only class-token models (`pool_type="tok"`) convert; a `pre_logits` layer (the tanh
 "representation" layer of the original i21k checkpoints) belongs to the source head and is set aside by
-name, as vit_jax does when fine-tuning.
+name together with the classifier that reads it, as vit_jax does when fine-tuning.
 """
 from __future__ import annotations
 
@@ -108,9 +108,12 @@ def table(arch: str, source: dict[str, np.ndarray], model_cfg) -> tuple[Table, M
         raise ValueError("the checkpoint has no class token ('cls'): only pool_type='tok' ViTs convert; "
                          "global-average-pool or MAP-head big_vision models are not supported")
     notes = []
-    if "pre_logits/kernel" in source:
-        notes.append("pre_logits (representation layer) set aside with the source head")
     t = vit_table(vit.VARIANTS[arch[len("vit_"):-2]][1])
+    if "pre_logits/kernel" in source:  # the source classifier reads pre_logits' output: it goes with it
+        t.rows = [r for r in t.rows if not r.target.startswith("head.")]
+        for k in ("head/kernel", "head/bias"):
+            t.set_aside[k] = "source classifier on top of pre_logits (dropped with it)"
+        notes.append("pre_logits (representation layer) and the classifier on top of it set aside")
     pos = source.get(POS)
     grid = int(model_cfg.get("image_size", 224)) // vit.PATCH
     if pos is not None and pos.shape[1] != 1 + grid * grid:

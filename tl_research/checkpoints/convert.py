@@ -153,7 +153,9 @@ def apply_table(source: dict[str, np.ndarray], table: Table,
     Returns (weights, loaded target paths, whether the source classifier was absent)."""
     used = {r.source for r in table.rows}
     unmapped = sorted(k for k in source if k not in used and k not in table.set_aside)
-    missing = [r.source for r in table.rows if r.source not in source and not r.optional]
+    # Optional rows (the classifier) are all or nothing: a classifier without its bias is a broken file.
+    has_optional = any(r.optional and r.source in source for r in table.rows)
+    missing = [r.source for r in table.rows if r.source not in source and (has_optional or not r.optional)]
     weights: Weights = {coll: {} for coll in COLLECTIONS}
     mismatched, unknown = [], []
     for r in table.rows:
