@@ -64,8 +64,9 @@ def test_frozen_prefix_gets_no_gradient():
 
     def loss(model, frozen_depth):
         return (model(x, train=True, frozen_depth=frozen_depth) ** 2).sum()
-    frozen = nnx.grad(loss)(m, 2)
-    full = nnx.grad(loss)(m, 0)
+    grad = nnx.jit(nnx.grad(loss), static_argnums=1)  # one compilation instead of one per eager op
+    frozen = grad(m, 2)
+    full = grad(m, 0)
     assert float(jnp.abs(frozen.units[0].conv.kernel.get_value()).sum()) == 0.0
     assert float(jnp.abs(frozen.units[1].conv1.kernel.get_value()).sum()) == 0.0
     assert float(jnp.abs(frozen.units[2].conv1.kernel.get_value()).sum()) > 0.0

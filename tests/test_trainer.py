@@ -80,3 +80,17 @@ def test_eight_devices_match_one_device(tiny_config, data_dir, tmp_path):
     b = [r["train_loss"] for r in read_metrics(tmp_path / "eight" / "metrics.jsonl") if "train_loss" in r]
     assert len(a) == len(b) == 6
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def test_imbalanced_run_records_its_examples_weights_and_per_class_metrics(tiny_config, tmp_path):
+    cfg = tiny_config(**{"data.imbalance_ratio": 10.0, "data.per_class": 60, "train.class_weights": "inverse",
+                         "train.steps": 4})
+    result = trainer.run(cfg, tmp_path / "lt", progress=False)
+    assert result.status == "done", result.reason
+    ids = np.load(tmp_path / "lt" / "train_ids.npy")
+    assert len(ids) == len(set(ids.tolist())) < 5 * 60  # long-tailed: class 0 keeps 60, the others fewer
+    detail = json.loads((tmp_path / "lt" / "test_metrics.json").read_text())
+    confusion = np.array(detail["confusion"])
+    assert confusion.shape == (5, 5) and len(detail["per_class_recall"]) == 5
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(result.metrics["test_accuracy"])
+    assert 0 <= result.metrics["test_balanced_accuracy"] <= 1 and 0 <= result.metrics["test_macro_f1"] <= 1

@@ -56,6 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
         eval_every=0,  # steps between validation evals; 0 = once per epoch
         checkpoint_every=0,  # steps between checkpoints; 0 = at every eval
         label_smoothing=0.0,
+        class_weights="none",  # loss weight per class: none | inverse (frequency) | effective (Cui et al. 2019)
         early_stopping_patience=0,  # evals without improvement before stopping; 0 = never stop early
         early_stopping_metric="val_accuracy",  # val_accuracy | val_loss
         restore_best=True,  # report test metrics at the best validation step (else at the last step)
@@ -281,6 +282,9 @@ def validate(config, *, prefix: str = "") -> None:
         for key in ("log_every",):
             if config.train[key] <= 0:
                 raise err(f"train.{key}", config.train[key], "a positive number of steps")
+        if config.train.class_weights not in ("none", "inverse", "effective"):
+            raise err("train.class_weights", config.train.class_weights, "none, inverse, effective")
+        pipeline.check_subset_config(config.data)
         if config.augment:
             from tl_research.data import augment
             augment.parse(tuple(config.augment))

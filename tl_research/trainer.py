@@ -30,7 +30,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from tl_research import config as config_lib
 from tl_research import freezing, models, schedules
 from tl_research.checkpoints import weights as weights_lib
-from tl_research.data import pipeline
+from tl_research import metrics as metrics_lib
+from tl_research.data import pipeline, sampling
 from tl_research.errors import ConfigError
 from tl_research.models.base import ModelMeta
 from tl_research.tracking import RunTracker
@@ -110,13 +111,14 @@ class Setup:
     steps_per_epoch: int
     lrs: np.ndarray
     momenta: np.ndarray
+    class_weights: np.ndarray
     transfer_report: str
 
 
 def setup(config, init_path: str | None = None) -> Setup:
     weights, meta = init_weights(config.init, config.model.name, init_path)
     meta = meta or model_meta(config.model.name)
-    data = pipeline.load(config.data, meta)
+    data = pipeline.load(config.data, meta, seed=config.seed)
     model = models.build(config.model, data.num_classes, data.image_shape[2], seed=config.seed)
     report = "scratch"
     if weights is not None:
@@ -140,8 +142,10 @@ def setup(config, init_path: str | None = None) -> Setup:
     default_mom = config.optimizer.momentum if config.optimizer.name == "sgd" else config.optimizer.b1
     momenta = (np.asarray(mom_fn(steps), np.float32) if mom_fn is not None
                else np.full(total, default_mom, np.float32))
+    counts = np.bincount(data.train.labels, minlength=data.num_classes)
+    class_w = sampling.class_weights(counts, config.train.class_weights, key="train.class_weights")
     return Setup(data, model, meta or ModelMeta(), frozen_depth, label_map, total, steps_per_epoch, lrs,
-                 momenta, report)
+                 momenta, np.asarray(class_w, np.float32), report)
 
 
 # ---------------------------------------------------------------------------------------------- steps
@@ -202,7 +206,8 @@ def build_steps(graphdef, param_paths: dict, stat_paths: dict, *, frozen_depth: 
         def loss_fn(train_params):
             model = model_of({**frozen, **train_params}, state["batch_stats"])
             logits = model(images, train=True, frozen_depth=frozen_depth, dropout_key=k_drop)
-            loss = optax.softmax_cross_entropy(logits, targets).mean()
+            # per-example weight from the class weights (mixup targets weigh their classes pro rata)
+            loss = (optax.softmax_cross_entropy(logits, targets) * (targets @ hp["class_weights"])).mean()
             stats = {_dotted(p): v.get_value() for p, v in nnx.to_flat_state(nnx.state(model, nnx.BatchStat))}
             return loss, (logits, stats)
 
@@ -344,13 +349,16 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
         raise ConfigError("train.early_stopping_metric", metric_name, "val_accuracy, val_loss")
     track_best = config.train.restore_best or patience > 0
     batches = pipeline.train_batches(s.data, config.data.batch_size, config.seed, start, s.total_steps,
-                                     config.data.threads, config.data.prefetch)
+                                     config.data.threads, config.data.prefetch,
+                                     sampler=pipeline.train_sampler(config.data, s.data, config.seed))
+    if s.data.train_ids is not None:
+        np.save(run_dir / "train_ids.npy", s.data.train_ids)  # the drawn training examples (TFDS record ids)
     bar = _progress(progress, s.total_steps, start, name)
     pending: list = []
     step = start
     try:
         for step in range(start + 1, s.total_steps + 1):
-            hp = {"lr": s.lrs[step - 1], "momentum": s.momenta[step - 1]}
+            hp = {"lr": s.lrs[step - 1], "momentum": s.momenta[step - 1], "class_weights": s.class_weights}
             state, m = steps.train(state, to_device(next(batches), data_sharding), hp)
             pending.append(m)
             last = step == s.total_steps
@@ -410,9 +418,13 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
         val = evaluate(steps, sel["params"], sel["batch_stats"], s.data, s.data.val, config.data, data_sharding)
         val_acc, val_loss, best_step = val["accuracy"], val["loss"], step
     weights_lib.save_weights(run_dir / "weights", selected, s.meta, {"step": best_step})
+    detail = metrics_lib.classification_metrics(test["preds"], test["labels"], s.data.num_classes)
+    (run_dir / "test_metrics.json").write_text(json.dumps(
+        {**detail, "class_names": s.data.class_names}, indent=1))  # incl. the confusion matrix
     metrics = {
         "val_accuracy": val_acc, "val_loss": val_loss, "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"], "best_step": best_step, "steps": step,
+        "test_loss": test["loss"], "test_balanced_accuracy": detail["balanced_accuracy"],
+        "test_macro_f1": detail["macro_f1"], "best_step": best_step, "steps": step,
         "stopped_early": host["stopped_early"], "trainable_params": trainable_params,
         "frozen_depth_resolved": s.frozen_depth, "num_units": s.model.num_units,
         "wall_time": round(time.time() - t0, 2),
