@@ -67,7 +67,7 @@ def mesh() -> jax.sharding.Mesh:
     return jax.make_mesh((jax.device_count(),), ("data",))
 
 
-def init_weights(init: str, model_name: str, init_path: str | None = None):
+def init_weights(init: str, model_cfg, init_path: str | None = None):
     """(weights, meta) to start from, or (None, None) for scratch."""
     if init == "scratch":
         return None, None
@@ -78,7 +78,7 @@ def init_weights(init: str, model_name: str, init_path: str | None = None):
     fmt, sep, path = init.partition(":")
     if sep and fmt in ("keras", "torch", "npz"):
         from tl_research.checkpoints import convert
-        return convert.convert(fmt, path, model_name)
+        return convert.convert(fmt, path, model_cfg.name, model_cfg=model_cfg)
     d = pathlib.Path(init)
     for candidate in (d, d / "weights"):
         if weights_lib.is_weights_dir(candidate):
@@ -116,7 +116,7 @@ class Setup:
 
 
 def setup(config, init_path: str | None = None) -> Setup:
-    weights, meta = init_weights(config.init, config.model.name, init_path)
+    weights, meta = init_weights(config.init, config.model, init_path)
     meta = meta or model_meta(config.model.name)
     data = pipeline.load(config.data, meta, seed=config.seed)
     model = models.build(config.model, data.num_classes, data.image_shape[2], seed=config.seed)
