@@ -355,7 +355,7 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
         np.save(run_dir / "train_ids.npy", s.data.train_ids)  # the drawn training examples (TFDS record ids)
     bar = _progress(progress, s.total_steps, start, name)
     pending: list = []
-    step = start
+    step, val = start, None
     try:
         for step in range(start + 1, s.total_steps + 1):
             hp = {"lr": s.lrs[step - 1], "momentum": s.momenta[step - 1], "class_weights": s.class_weights}
@@ -415,7 +415,9 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
     if use_best:
         val_acc, val_loss, best_step = host["best_val_accuracy"], host["best_val_loss"], host["best_step"]
     else:
-        val = evaluate(steps, sel["params"], sel["batch_stats"], s.data, s.data.val, config.data, data_sharding)
+        if val is None:  # the last step's eval already measured these weights, unless nothing ran here
+            val = evaluate(steps, sel["params"], sel["batch_stats"], s.data, s.data.val, config.data,
+                           data_sharding)
         val_acc, val_loss, best_step = val["accuracy"], val["loss"], step
     weights_lib.save_weights(run_dir / "weights", selected, s.meta, {"step": best_step})
     detail = metrics_lib.classification_metrics(test["preds"], test["labels"], s.data.num_classes)

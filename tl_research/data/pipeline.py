@@ -107,10 +107,10 @@ def _scan_labels(b, split: str, label_key: str, records: np.ndarray | None = Non
     the source allows skipping them."""
     try:
         src = b.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
-        first = src[0] if len(src) else None
+        if len(src):
+            src[0]  # probe: fails where the source cannot skip decoding
     except Exception:  # sources that encode on the fly (tfds.testing.mock_data) cannot skip decoding
-        src, first = b.as_data_source(split=split), None
-    del first
+        src = b.as_data_source(split=split)
     records = np.arange(len(src)) if records is None else np.asarray(records)
     labels = np.empty(len(records), dtype=np.int64)
     chunk = 1024
