@@ -51,18 +51,20 @@ def main():
     rng = np.random.default_rng(0)
     batch = trainer.to_device({"image": rng.integers(0, 255, (args.batch, args.image, args.image, 1), np.uint8),
                                "label": rng.integers(0, 5, args.batch).astype(np.int32)}, data)
-    hp = {"lr": np.float32(0.01), "momentum": np.float32(0.9)}
+    hp = {"lr": np.float32(0.01), "momentum": np.float32(0.9), "class_weights": np.ones(5, np.float32)}
     runners = {}
     for d in depths:
         labels = freezing.labels(list(params), d)
-        steps = trainer.build_steps(graphdef, pp, sp, frozen_depth=d, label_map=labels, opt_cfg=cfg.optimizer,
-                                    num_classes=5, label_smoothing=0.0, value_range=(0.0, 1.0),
-                                    mean=np.array([0.5], np.float32), std=np.array([0.5], np.float32),
-                                    augment_ops=(), mesh_=mesh)
-        state = jax.device_put({"params": jax.tree.map(jnp.copy, params), "batch_stats": jax.tree.map(jnp.copy, stats), "opt_state": steps.tx.init(params),
+        tx, train = trainer.build_train(graphdef, pp, sp, frozen_depth=d, label_map=labels, opt_cfg=cfg.optimizer,
+                                        num_classes=5, label_smoothing=0.0, value_range=(0.0, 1.0),
+                                        mean=np.array([0.5], np.float32), std=np.array([0.5], np.float32),
+                                        augment_ops=(), mesh_=mesh)
+        steps = trainer.Steps(tx, train, None)
+        state = jax.device_put({"params": jax.tree.map(jnp.copy, params), "batch_stats": jax.tree.map(jnp.copy, stats),
+                                "opt_state": tx.init(params),
                                 "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(jax.random.key(0))},
                                repl)
-        state, m = steps.train(state, batch, hp)  # compile
+        state, m = steps.train(state, batch, hp, {})  # compile
         jax.block_until_ready(m)
         runners[d] = [steps, state]
     times = {d: [] for d in depths}
@@ -71,7 +73,7 @@ def main():
             steps, state = runners[d]
             t = time.perf_counter()
             for _ in range(args.steps):
-                state, m = steps.train(state, batch, hp)
+                state, m = steps.train(state, batch, hp, {})
             jax.block_until_ready(m)
             times[d].append((time.perf_counter() - t) / args.steps)
             runners[d][1] = state

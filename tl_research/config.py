@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import ml_collections
 from ml_collections import config_dict
 
-from tl_research import models, schedules
+from tl_research import models, schedules, strategies
 from tl_research.data import pipeline
 from tl_research.errors import ConfigError
 
@@ -42,6 +42,8 @@ def base_config() -> ml_collections.ConfigDict:
     # int k: units 0..k-1 frozen; -1 or 'all': a linear probe. Typed `object` so that both kinds fit.
     c.frozen_depth = config_dict.FieldReference(0, field_type=object)
     c.schedule = schedules.default_config()
+    # how the run fine-tunes: phases (two_phase, gradual_unfreezing), discriminative LRs, regulariser, BN
+    c.strategy = strategies.default_config()
     c.optimizer = ml_collections.ConfigDict(dict(
         name="sgd",  # sgd (with momentum) | adam | adamw
         momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
@@ -60,6 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
         early_stopping_patience=0,  # evals without improvement before stopping; 0 = never stop early
         early_stopping_metric="val_accuracy",  # val_accuracy | val_loss
         restore_best=True,  # report test metrics at the best validation step (else at the last step)
+        eval_test=False,  # also evaluate test at every eval (a test-accuracy curve; never used for selection)
     ))
     c.wandb = ml_collections.ConfigDict(dict(mode="offline", project="tl_research", entity="", tags=()))
     # How results.csv becomes table.md and plot.png: x axis, one line per series, the metric.
@@ -271,6 +274,7 @@ def validate(config, *, prefix: str = "") -> None:
         units = _num_units(config.model.to_json())
         resolve_frozen_depth(config.frozen_depth, units)
         schedules.build(config.schedule, 10**7, 1000)  # the real run length is checked again in setup
+        strategies.check(config)
         if config.optimizer.name not in OPTIMIZERS:
             raise err("optimizer.name", config.optimizer.name, ", ".join(OPTIMIZERS))
         if config.wandb.mode not in WANDB_MODES:

@@ -55,13 +55,14 @@ def trainable(label_map: dict[str, str]) -> list[str]:
     return sorted(n for n, lab in label_map.items() if lab != FROZEN)
 
 
-def build_optimizer(opt_cfg, label_map: dict[str, str], lr_multipliers: dict[str, float] | None = None
-                    ) -> optax.GradientTransformation:
+def build_optimizer(opt_cfg, label_map: dict[str, str], lr_multipliers: dict[str, float] | None = None,
+                    weight_decay: float | None = None) -> optax.GradientTransformation:
     """An optimizer whose learning rate and momentum are fed in every step (`inject_hyperparams`), so
     runs that differ only in their schedule share one compiled step.
 
     Per trainable group g: direction (SGD momentum or Adam) -> + weight_decay * w (decoupled, Loshchilov &
-    Hutter 2019, arXiv 1711.05101; kernels only) -> * -(lr * multiplier[g]).
+    Hutter 2019, arXiv 1711.05101; kernels only) -> * -(lr * multiplier[g]). `weight_decay` overrides
+    opt_cfg.weight_decay (a strategy with another regulariser turns it off).
     """
     lr_multipliers = lr_multipliers or {}
     if opt_cfg.name not in ("sgd", "adam", "adamw"):
@@ -69,7 +70,8 @@ def build_optimizer(opt_cfg, label_map: dict[str, str], lr_multipliers: dict[str
     if opt_cfg.weight_decay < 0:
         raise ConfigError("optimizer.weight_decay", opt_cfg.weight_decay, "a value >= 0")
     groups = sorted(set(label_map.values()) - {FROZEN})
-    name, wd = opt_cfg.name, float(opt_cfg.weight_decay)
+    name = opt_cfg.name
+    wd = float(opt_cfg.weight_decay if weight_decay is None else weight_decay)
     nesterov, b2, eps = bool(opt_cfg.nesterov), float(opt_cfg.b2), float(opt_cfg.eps)
 
     def make(learning_rate, momentum):

@@ -28,7 +28,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tl_research import config as config_lib
-from tl_research import freezing, models, schedules
+from tl_research import freezing, models, strategies
 from tl_research.checkpoints import weights as weights_lib
 from tl_research import metrics as metrics_lib
 from tl_research.data import pipeline, sampling
@@ -105,14 +105,16 @@ class Setup:
     data: pipeline.Dataset
     model: models.UnitModel
     meta: ModelMeta
-    frozen_depth: int
-    labels: dict[str, str]
+    frozen_depth: int  # of the run's last phase
+    param_names: list[str]
+    plan: strategies.Plan
     total_steps: int
     steps_per_epoch: int
-    lrs: np.ndarray
-    momenta: np.ndarray
     class_weights: np.ndarray
     transfer_report: str
+
+    def labels(self, phase: strategies.Phase) -> dict[str, str]:
+        return freezing.labels(self.param_names, phase.frozen_depth)
 
 
 def setup(config, init_path: str | None = None) -> Setup:
@@ -125,7 +127,6 @@ def setup(config, init_path: str | None = None) -> Setup:
         report = weights_lib.transfer(model, weights).summary()
     frozen_depth = config_lib.resolve_frozen_depth(config.frozen_depth, model.num_units)
     names = list(weights_lib.flat_state(model)["params"])
-    label_map = freezing.labels(names, frozen_depth)
 
     n_dev = jax.device_count()
     for key in ("batch_size", "eval_batch_size"):
@@ -135,30 +136,25 @@ def setup(config, init_path: str | None = None) -> Setup:
     total = config.train.steps or math.ceil(config.train.epochs * steps_per_epoch)
     if total <= 0:
         raise ConfigError("train.steps", config.train.steps, "a positive number (or train.epochs > 0)")
-    lr_fn = schedules.build(config.schedule, total, steps_per_epoch)
-    mom_fn = schedules.build_momentum(config.schedule, total, steps_per_epoch)
-    steps = jnp.arange(total)
-    lrs = np.asarray(lr_fn(steps), np.float32)
-    default_mom = config.optimizer.momentum if config.optimizer.name == "sgd" else config.optimizer.b1
-    momenta = (np.asarray(mom_fn(steps), np.float32) if mom_fn is not None
-               else np.full(total, default_mom, np.float32))
+    plan = strategies.plan(config, num_units=model.num_units, frozen_depth=frozen_depth, total_steps=total,
+                           steps_per_epoch=steps_per_epoch)
     counts = np.bincount(data.train.labels, minlength=data.num_classes)
     class_w = sampling.class_weights(counts, config.train.class_weights, key="train.class_weights")
-    return Setup(data, model, meta or ModelMeta(), frozen_depth, label_map, total, steps_per_epoch, lrs,
-                 momenta, np.asarray(class_w, np.float32), report)
+    return Setup(data, model, meta or ModelMeta(), plan.phases[-1].frozen_depth, names, plan, total,
+                 steps_per_epoch, np.asarray(class_w, np.float32), report)
 
 
 # ---------------------------------------------------------------------------------------------- steps
 
 class StepCache:
-    """Compiled steps shared by the runs of a sweep: runs whose steps have the same structure (model,
-    frozen depth, labels, optimizer kind, augmentation) reuse one jitted function and its compilations.
-    The learning rate and momentum are step inputs, so schedules never cause a recompile."""
+    """Compiled steps shared by the runs of a sweep (and the phases of a run): steps with the same structure
+    (model, frozen depth, labels, optimizer, regulariser, augmentation) reuse one jitted function and its
+    compilations. The learning rate and momentum are step inputs, so schedules never cause a recompile."""
 
     def __init__(self):
-        self._steps: dict[Any, "Steps"] = {}
+        self._steps: dict[Any, Any] = {}
 
-    def get(self, key, build: Callable[[], "Steps"]) -> "Steps":
+    def get(self, key, build: Callable[[], Any]):
         if key not in self._steps:
             self._steps[key] = build()
         return self._steps[key]
@@ -167,32 +163,59 @@ class StepCache:
 @dataclasses.dataclass
 class Steps:
     tx: optax.GradientTransformation
-    train: Callable
-    evaluate: Callable
+    train: Callable  # (state, batch, hp, anchor) -> (state, metrics)
+    evaluate: Callable  # (params, stats, batch) -> (predictions, per-example loss)
 
 
 def _dotted(path) -> str:
     return ".".join(str(p) for p in path)
 
 
-def build_steps(graphdef, param_paths: dict, stat_paths: dict, *, frozen_depth: int, label_map: dict,
-                opt_cfg, num_classes: int, label_smoothing: float, value_range, mean, std,
-                augment_ops: tuple, mesh_: jax.sharding.Mesh) -> Steps:
-    tx = freezing.build_optimizer(opt_cfg, label_map)
-    trainable = freezing.trainable(label_map)
-    mean, std = jnp.asarray(mean), jnp.asarray(std)
-    lo, hi = value_range
-
+def _merger(graphdef, param_paths: dict, stat_paths: dict):
     def model_of(params, stats):
         p = nnx.from_flat_state([(param_paths[k], v) for k, v in params.items()])
         s = nnx.from_flat_state([(stat_paths[k], v) for k, v in stats.items()])
         return nnx.merge(graphdef, p, s)
+    return model_of
+
+
+def _preprocessor(value_range, mean, std):
+    mean, std = jnp.asarray(mean), jnp.asarray(std)
+    lo, hi = value_range
 
     def preprocess(images):
         x = lo + images.astype(jnp.float32) * ((hi - lo) / 255.0)
         return (x - mean) / std
+    return preprocess
 
-    def train_step(state, batch, hp):
+
+def build_eval(graphdef, param_paths: dict, stat_paths: dict, *, value_range, mean, std,
+               mesh_: jax.sharding.Mesh) -> Callable:
+    model_of, preprocess = _merger(graphdef, param_paths, stat_paths), _preprocessor(value_range, mean, std)
+
+    def eval_step(params, stats, batch):
+        model = model_of(params, stats)
+        logits = model(preprocess(batch["image"]), train=False)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+        return jnp.argmax(logits, -1), loss
+
+    repl, data = NamedSharding(mesh_, P()), NamedSharding(mesh_, P("data"))
+    return jax.jit(eval_step, in_shardings=(repl, repl, data), out_shardings=(data, data))
+
+
+def build_train(graphdef, param_paths: dict, stat_paths: dict, *, frozen_depth: int, label_map: dict,
+                opt_cfg, num_classes: int, label_smoothing: float, value_range, mean, std,
+                augment_ops: tuple, mesh_: jax.sharding.Mesh, lr_multipliers: dict | None = None,
+                weight_decay: float | None = None, l2sp: tuple[float, float] | None = None,
+                update_stats: bool = True) -> tuple[optax.GradientTransformation, Callable]:
+    """(optimizer, jitted train step) for one phase: units below `frozen_depth` get no gradient and no
+    update; `l2sp = (alpha, beta)` adds the L2-SP penalty against the `anchor` weights given to each step."""
+    tx = freezing.build_optimizer(opt_cfg, label_map, lr_multipliers, weight_decay)
+    trainable = freezing.trainable(label_map)
+    trainable_set = set(trainable)
+    model_of, preprocess = _merger(graphdef, param_paths, stat_paths), _preprocessor(value_range, mean, std)
+
+    def train_step(state, batch, hp, anchor):
         key = jax.random.fold_in(state["key"], state["step"])
         k_aug, k_drop = jax.random.split(key)
         images = preprocess(batch["image"])
@@ -205,13 +228,17 @@ def build_steps(graphdef, param_paths: dict, stat_paths: dict, *, frozen_depth: 
 
         def loss_fn(train_params):
             model = model_of({**frozen, **train_params}, state["batch_stats"])
-            logits = model(images, train=True, frozen_depth=frozen_depth, dropout_key=k_drop)
+            logits = model(images, train=True, frozen_depth=frozen_depth, update_stats=update_stats,
+                           dropout_key=k_drop)
             # per-example weight from the class weights (mixup targets weigh their classes pro rata)
             loss = (optax.softmax_cross_entropy(logits, targets) * (targets @ hp["class_weights"])).mean()
+            objective = loss
+            if l2sp is not None:
+                objective = loss + strategies.l2_sp_penalty(train_params, anchor, *l2sp)
             stats = {_dotted(p): v.get_value() for p, v in nnx.to_flat_state(nnx.state(model, nnx.BatchStat))}
-            return loss, (logits, stats)
+            return objective, (loss, logits, stats)
 
-        (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        (_, (loss, logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             {k: params[k] for k in trainable})
         grads = {**{k: jnp.zeros_like(v) for k, v in frozen.items()}, **grads}
         opt_state = state["opt_state"]
@@ -226,19 +253,26 @@ def build_steps(graphdef, param_paths: dict, stat_paths: dict, *, frozen_depth: 
                          step=state["step"] + 1)
         return new_state, {"loss": loss, "accuracy": acc}
 
-    def eval_step(params, stats, batch):
-        model = model_of(params, stats)
-        logits = model(preprocess(batch["image"]), train=False)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-        return jnp.argmax(logits, -1), loss
-
-    trainable_set = set(trainable)
-    repl = NamedSharding(mesh_, P())
-    data = NamedSharding(mesh_, P("data"))
-    train = jax.jit(train_step, in_shardings=(repl, data, repl), out_shardings=(repl, repl),
+    repl, data = NamedSharding(mesh_, P()), NamedSharding(mesh_, P("data"))
+    train = jax.jit(train_step, in_shardings=(repl, data, repl, repl), out_shardings=(repl, repl),
                     donate_argnums=(0,))
-    evaluate = jax.jit(eval_step, in_shardings=(repl, repl, data), out_shardings=(data, data))
-    return Steps(tx, train, evaluate)
+    return tx, train
+
+
+def carry_over(old, new):
+    """The optimizer state for a new phase: groups that trained before keep their state (momentum, Adam
+    moments and step count); groups just unfrozen start from the fresh state in `new`."""
+    if isinstance(new, optax.MultiTransformState):
+        return new._replace(inner_states={
+            g: (old.inner_states[g] if g in old.inner_states and g != freezing.FROZEN else s)
+            for g, s in new.inner_states.items()})
+    if isinstance(new, tuple) and hasattr(new, "_fields"):
+        return type(new)(*(carry_over(o, n) for o, n in zip(old, new)))
+    if isinstance(new, (tuple, list)):
+        return type(new)(carry_over(o, n) for o, n in zip(old, new))
+    if isinstance(new, dict):
+        return {k: carry_over(old[k], v) for k, v in new.items()}
+    return old
 
 
 def to_device(batch: dict, sharding) -> dict:
@@ -287,6 +321,7 @@ def run(config, run_dir, *, init_path: str | None = None, cache: StepCache | Non
 def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, progress, stop_at_step, t0):
     # ---- setup
     s = setup(config, init_path)
+    plan = s.plan
     mesh_ = mesh()
     repl, data_sharding = NamedSharding(mesh_, P()), NamedSharding(mesh_, P("data"))
     graphdef, params_state, stats_state = nnx.split(s.model, nnx.Param, nnx.BatchStat)
@@ -297,29 +332,46 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
     if augment_ops:
         from tl_research.data import augment
         augment_ops = augment.parse(augment_ops)
-    key = (graphdef, s.frozen_depth, tuple(sorted(s.labels.items())), config.optimizer.to_json(),
-           s.data.num_classes, float(config.train.label_smoothing), value_range, tuple(mean), tuple(std),
-           augment_ops, tuple(mesh_.devices.flat))
-    steps = cache.get(key, lambda: build_steps(
-        graphdef, param_paths, stat_paths, frozen_depth=s.frozen_depth, label_map=s.labels,
-        opt_cfg=config.optimizer, num_classes=s.data.num_classes,
-        label_smoothing=float(config.train.label_smoothing), value_range=value_range, mean=mean, std=std,
-        augment_ops=augment_ops, mesh_=mesh_))
+    devices = tuple(mesh_.devices.flat)
+    evaluate_fn = cache.get(("eval", graphdef, value_range, tuple(mean), tuple(std), devices), lambda: build_eval(
+        graphdef, param_paths, stat_paths, value_range=value_range, mean=mean, std=std, mesh_=mesh_))
 
-    # ---- state: fresh, or the last checkpoint
+    def steps_for(phase: strategies.Phase) -> Steps:
+        labels = s.labels(phase)
+        key = ("train", graphdef, phase.frozen_depth, tuple(sorted(labels.items())), config.optimizer.to_json(),
+               tuple(sorted(plan.lr_multipliers.items())), plan.weight_decay, plan.l2sp, plan.update_stats,
+               s.data.num_classes, float(config.train.label_smoothing), value_range, tuple(mean), tuple(std),
+               augment_ops, devices)
+        tx, train = cache.get(key, lambda: build_train(
+            graphdef, param_paths, stat_paths, frozen_depth=phase.frozen_depth, label_map=labels,
+            opt_cfg=config.optimizer, num_classes=s.data.num_classes,
+            label_smoothing=float(config.train.label_smoothing), value_range=value_range, mean=mean, std=std,
+            augment_ops=augment_ops, mesh_=mesh_, lr_multipliers=plan.lr_multipliers,
+            weight_decay=plan.weight_decay, l2sp=plan.l2sp, update_stats=plan.update_stats))
+        return Steps(tx, train, evaluate_fn)
+
+    def trainable_count(phase: strategies.Phase) -> int:
+        return int(sum(np.size(params[k]) for k in freezing.trainable(s.labels(phase))))
+
+    # ---- state: fresh, or the last checkpoint. The state saved after step t has the optimizer structure of
+    # the phase of step index t (phase switches happen before the checkpoint of a phase's last step).
     params = {_dotted(p): v.get_value() for p, v in nnx.to_flat_state(params_state)}
     stats = {_dotted(p): v.get_value() for p, v in nnx.to_flat_state(stats_state)}
+    # L2-SP's anchor: the starting (transferred) weights of the units, a pure function of the config
+    anchor = jax.device_put(jax.device_get({k: v for k, v in params.items() if not k.startswith("head.")}
+                                           if plan.l2sp else {}), repl)  # a copy: the state is donated
+    ckpt_dir = run_dir / "checkpoints"
+    manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
+        max_to_keep=1, enable_async_checkpointing=False), item_names=("state", "host"))
+    start = int(manager.latest_step()) if manager.latest_step() is not None else 0
+    phase_i = plan.phase_index(start)
+    steps = steps_for(plan.phases[phase_i])
     state = {"params": params, "batch_stats": stats, "opt_state": steps.tx.init(params),
              "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(jax.random.key(config.seed))}
     state = jax.device_put(state, repl)
     host = {"best_metric": None, "best_step": 0, "evals_since_best": 0, "stopped_early": False,
-            "best_val_accuracy": None, "best_val_loss": None}
-    ckpt_dir = run_dir / "checkpoints"
-    manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
-        max_to_keep=1, enable_async_checkpointing=False), item_names=("state", "host"))
-    start = 0
-    if manager.latest_step() is not None:
-        start = int(manager.latest_step())
+            "best_val_accuracy": None, "best_val_loss": None, "best_seen_test_accuracy": None, "phases": []}
+    if start:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         restored = manager.restore(start, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), host=ocp.args.JsonRestore()))
@@ -329,16 +381,20 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
     if start and host["best_step"] and weights_lib.is_weights_dir(best_dir):
         best = weights_lib.load_weights(best_dir)[0]
 
-    trainable_params = int(sum(np.size(params[k]) for k in freezing.trainable(s.labels)))
+    trainable_params = trainable_count(plan.phases[-1])
     resolved = config.to_dict()
     resolved.update(frozen_depth_resolved=s.frozen_depth, num_units=s.model.num_units,
                     total_steps=s.total_steps, trainable_params=trainable_params,
-                    init_resolved=init_path or config.init)
+                    init_resolved=init_path or config.init,
+                    phases=[dataclasses.asdict(p) for p in plan.phases])
     tracker = RunTracker(run_dir, wandb_cfg=config.wandb, group=group, name=name, run_id=run_id,
                          config=resolved, wandb_dir=wandb_dir, resume_step=start)
     if start == 0:
         tracker.log({"step": 0, "event": "start", "transfer": s.transfer_report,
                      "trainable_params": trainable_params, "total_steps": s.total_steps})
+        tracker.log({"step": 0, "event": "phase_start", "phase": 1, "phase_name": plan.phases[0].name,
+                     "frozen_depth": plan.phases[0].frozen_depth,
+                     "trainable_params": trainable_count(plan.phases[0])})
 
     # ---- loop
     eval_every = config.train.eval_every or s.steps_per_epoch
@@ -348,6 +404,7 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
     if metric_name not in ("val_accuracy", "val_loss"):
         raise ConfigError("train.early_stopping_metric", metric_name, "val_accuracy, val_loss")
     track_best = config.train.restore_best or patience > 0
+    eval_test = bool(config.train.eval_test)
     batches = pipeline.train_batches(s.data, config.data.batch_size, config.seed, start, s.total_steps,
                                      config.data.threads, config.data.prefetch,
                                      sampler=pipeline.train_sampler(config.data, s.data, config.seed))
@@ -355,14 +412,21 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
         np.save(run_dir / "train_ids.npy", s.data.train_ids)  # the drawn training examples (TFDS record ids)
     bar = _progress(progress, s.total_steps, start, name)
     pending: list = []
-    step, val = start, None
+    step, val, test = start, None, None
+
+    def run_eval(split):
+        return evaluate(steps, state["params"], state["batch_stats"], s.data, split, config.data, data_sharding)
+
     try:
         for step in range(start + 1, s.total_steps + 1):
-            hp = {"lr": s.lrs[step - 1], "momentum": s.momenta[step - 1], "class_weights": s.class_weights}
-            state, m = steps.train(state, to_device(next(batches), data_sharding), hp)
+            phase = plan.phases[phase_i]
+            last_phase = phase_i == len(plan.phases) - 1
+            hp = {"lr": plan.lrs[step - 1], "momentum": plan.momenta[step - 1],
+                  "class_weights": s.class_weights}
+            state, m = steps.train(state, to_device(next(batches), data_sharding), hp, anchor)
             pending.append(m)
             last = step == s.total_steps
-            if step % config.train.log_every == 0 or last:
+            if step % config.train.log_every == 0 or last or step == phase.end:
                 vals = jax.device_get(pending)
                 pending = []
                 loss = float(np.mean([v["loss"] for v in vals]))
@@ -371,13 +435,21 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
                                          f"{float(hp['lr']):.3g})")
                 tracker.log({"step": step, "train_loss": loss,
                              "train_accuracy": float(np.mean([v["accuracy"] for v in vals])),
-                             "learning_rate": float(hp["lr"]), "momentum": float(hp["momentum"])})
+                             "learning_rate": float(hp["lr"]), "momentum": float(hp["momentum"]),
+                             "phase": phase_i + 1})
                 if bar:
                     bar.set_postfix(loss=f"{loss:.3f}")
-            if step % eval_every == 0 or last:
-                val = evaluate(steps, state["params"], state["batch_stats"], s.data, s.data.val, config.data,
-                               data_sharding)
-                tracker.log({"step": step, "val_accuracy": val["accuracy"], "val_loss": val["loss"]})
+            val = test = None
+            if step % eval_every == 0 or last or step == phase.end:
+                val = run_eval(s.data.val)
+                record = {"step": step, "val_accuracy": val["accuracy"], "val_loss": val["loss"]}
+                if eval_test:  # a test curve (e.g. steps to reach an accuracy); never used for selection
+                    test = run_eval(s.data.test)
+                    record.update(test_accuracy=test["accuracy"], test_loss=test["loss"])
+                    seen = host["best_seen_test_accuracy"]
+                    host["best_seen_test_accuracy"] = max(seen, test["accuracy"]) if seen is not None \
+                        else test["accuracy"]
+                tracker.log(record)
                 value = val["accuracy"] if metric_name == "val_accuracy" else -val["loss"]
                 if host["best_metric"] is None or value > host["best_metric"]:
                     host.update(best_metric=value, best_step=step, evals_since_best=0,
@@ -385,11 +457,27 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
                     if track_best:
                         best = jax.device_get({"params": state["params"], "batch_stats": state["batch_stats"]})
                         weights_lib.save_weights(best_dir, best, s.meta, {"step": step})
-                else:
+                elif last_phase:  # patience runs out only in the last phase: earlier phases always finish
                     host["evals_since_best"] += 1
                     if patience and host["evals_since_best"] >= patience:
                         host["stopped_early"] = True
-            if step % ckpt_every == 0 or last or host["stopped_early"]:
+            if step == phase.end and not last_phase:
+                # the phase's end: its metrics, then the next phase's steps and optimizer state
+                test = test or run_eval(s.data.test)
+                ended = {"phase": phase_i + 1, "name": phase.name, "step": step,
+                         "val_accuracy": val["accuracy"], "val_loss": val["loss"],
+                         "test_accuracy": test["accuracy"]}
+                host["phases"] = list(host["phases"]) + [ended]
+                tracker.log({"step": step, "event": "phase_end", **{f"phase_{k}": v for k, v in ended.items()}})
+                phase_i += 1
+                nxt = plan.phases[phase_i]
+                steps = steps_for(nxt)
+                state["opt_state"] = jax.device_put(
+                    carry_over(state["opt_state"], steps.tx.init(state["params"])), repl)
+                host["evals_since_best"] = 0
+                tracker.log({"step": step, "event": "phase_start", "phase": phase_i + 1, "phase_name": nxt.name,
+                             "frozen_depth": nxt.frozen_depth, "trainable_params": trainable_count(nxt)})
+            if step % ckpt_every == 0 or last or host["stopped_early"] or step == phase.end:
                 manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                            host=ocp.args.JsonSave(host)), force=True)
             if bar:
@@ -411,7 +499,12 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
     final = jax.device_get({"params": state["params"], "batch_stats": state["batch_stats"]})
     selected = best if use_best else final
     sel = jax.device_put(selected, repl)
-    test = evaluate(steps, sel["params"], sel["batch_stats"], s.data, s.data.test, config.data, data_sharding)
+    final_test = test  # evaluated at the last step run, if it was
+    if use_best and host["best_step"] == step and final_test is not None:
+        tested = final_test  # the best step is the last one, evaluated already
+    else:
+        tested = evaluate(steps, sel["params"], sel["batch_stats"], s.data, s.data.test, config.data,
+                          data_sharding)
     if use_best:
         val_acc, val_loss, best_step = host["best_val_accuracy"], host["best_val_loss"], host["best_step"]
     else:
@@ -420,17 +513,26 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
                            data_sharding)
         val_acc, val_loss, best_step = val["accuracy"], val["loss"], step
     weights_lib.save_weights(run_dir / "weights", selected, s.meta, {"step": best_step})
-    detail = metrics_lib.classification_metrics(test["preds"], test["labels"], s.data.num_classes)
+    detail = metrics_lib.classification_metrics(tested["preds"], tested["labels"], s.data.num_classes)
     (run_dir / "test_metrics.json").write_text(json.dumps(
         {**detail, "class_names": s.data.class_names}, indent=1))  # incl. the confusion matrix
     metrics = {
-        "val_accuracy": val_acc, "val_loss": val_loss, "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"], "test_balanced_accuracy": detail["balanced_accuracy"],
+        "val_accuracy": val_acc, "val_loss": val_loss, "test_accuracy": tested["accuracy"],
+        "test_loss": tested["loss"], "test_balanced_accuracy": detail["balanced_accuracy"],
         "test_macro_f1": detail["macro_f1"], "best_step": best_step, "steps": step,
         "stopped_early": host["stopped_early"], "trainable_params": trainable_params,
         "frozen_depth_resolved": s.frozen_depth, "num_units": s.model.num_units,
         "wall_time": round(time.time() - t0, 2),
     }
+    if eval_test:
+        if final_test is None:
+            final_test = evaluate(steps, state["params"], state["batch_stats"], s.data, s.data.test, config.data,
+                                  data_sharding)
+        metrics.update(final_test_accuracy=final_test["accuracy"],
+                       best_seen_test_accuracy=max(host["best_seen_test_accuracy"] or 0.0, final_test["accuracy"]))
+    for ended in host["phases"]:  # e.g. two_phase: the head-only phase's metrics next to the final ones
+        for k in ("val_accuracy", "test_accuracy", "step"):
+            metrics[f"phase{ended['phase']}_{k}"] = ended[k]
     tracker.log({"step": step, "event": "end", **{f"final_{k}": v for k, v in metrics.items()}})
     tracker.finish(metrics)
     result = RunResult("done", "", metrics)
