@@ -2,6 +2,9 @@
 
     python launch.py                                       # the quickstart sweep (configs/quickstart.py)
     python launch.py --config configs/X.py[:arg] [--config.key=value ...] [--workdir DIR]
+    python launch.py --config configs/X.py --lr_range_test [...]   # LR range test of the config's base run
+
+Flags: --retry_failed (rerun failed runs), --no_progress (no progress bars).
 
 Outputs land in DIR (default runs/<config name>): results.csv, table.md, table.tex, plot.png, one folder per
 run (config.json, metrics.jsonl, checkpoints/, weights/) and wandb/. Relaunching the same command resumes:
@@ -39,11 +42,11 @@ def parse_args(argv: list[str]):
             if not eq:
                 raise ConfigError(name[2:], None, f"{name}=VALUE")
             overrides[name[len("--config."):]] = parse_value(value)
-        elif name in ("--retry_failed", "--no_progress"):
+        elif name in ("--retry_failed", "--no_progress", "--lr_range_test"):
             flags.add(name[2:])
         else:
             raise ConfigError("command line", arg, "--config PATH[:ARG], --config.KEY=VALUE, --workdir DIR, "
-                                                   "--retry_failed, --no_progress")
+                                                   "--retry_failed, --no_progress, --lr_range_test")
     return spec, workdir, overrides, flags
 
 
@@ -58,9 +61,12 @@ def main(argv: list[str]) -> int:
         base, points = config_lib.load(spec, overrides)
         workdir = pathlib.Path(workdir or pathlib.Path("runs") / base.name)
         trainer.enable_compilation_cache()
+        progress = "no_progress" not in flags and sys.stderr.isatty()
+        if "lr_range_test" in flags:
+            sweep.range_test(base, workdir, progress=progress)
+            return 0
         print(f"{base.name}: {len(points)} run(s) into {workdir}")
-        rows = sweep.run_sweep(base, points, workdir, progress="no_progress" not in flags and sys.stderr.isatty(),
-                               retry_failed="retry_failed" in flags)
+        rows = sweep.run_sweep(base, points, workdir, progress=progress, retry_failed="retry_failed" in flags)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

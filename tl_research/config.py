@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import ml_collections
 from ml_collections import config_dict
 
-from tl_research import models, schedules, strategies
+from tl_research import lr_range, models, schedules, strategies
 from tl_research.data import pipeline
 from tl_research.errors import ConfigError
 
@@ -64,6 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
         restore_best=True,  # report test metrics at the best validation step (else at the last step)
         eval_test=False,  # also evaluate test at every eval (a test-accuracy curve; never used for selection)
     ))
+    c.lr_range = lr_range.default_config()  # launch.py --lr_range_test: see tl_research/lr_range.py
     c.wandb = ml_collections.ConfigDict(dict(mode="offline", project="tl_research", entity="", tags=()))
     # How results.csv becomes table.md and plot.png: x axis, one line per series, the metric.
     c.report = ml_collections.ConfigDict(dict(x="frozen_depth", series=("init",), metric="test_accuracy"))
@@ -275,6 +276,7 @@ def validate(config, *, prefix: str = "") -> None:
         resolve_frozen_depth(config.frozen_depth, units)
         schedules.build(config.schedule, 10**7, 1000)  # the real run length is checked again in setup
         strategies.check(config)
+        lr_range.check(config.lr_range)
         if config.optimizer.name not in OPTIMIZERS:
             raise err("optimizer.name", config.optimizer.name, ", ".join(OPTIMIZERS))
         if config.wandb.mode not in WANDB_MODES:

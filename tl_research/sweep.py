@@ -119,6 +119,24 @@ def run_sweep(base, points, workdir, *, progress: bool = True, retry_failed: boo
     return rows
 
 
+def range_test(base, workdir, *, progress: bool = True, echo=print) -> dict:
+    """The LR range test of a sweep's base config into DIR/lr_range_test (training its source model first,
+    into the same place the sweep will look for it)."""
+    from tl_research import lr_range
+    workdir = pathlib.Path(workdir).absolute()
+    config_lib.validate(base)
+    init_path = None
+    cache = trainer.StepCache()
+    if base.init == "source":
+        echo(f"training source model {config_lib.config_hash(base.source)} (once per workdir)")
+        src, reason = train_source(config_lib.copy_config(base.source), workdir, cache, progress)
+        if reason:
+            raise ConfigError("source", "(the source run)", "a source config that trains", why=reason)
+        init_path = str(src / "weights")
+    return lr_range.run(base, workdir / lr_range.OUT, init_path=init_path, cache=cache, progress=progress,
+                        echo=echo)
+
+
 def _get(cfg, key):
     node = cfg
     for p in key.split("."):
