@@ -67,7 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.lr_range = lr_range.default_config()  # launch.py --lr_range_test: see tl_research/lr_range.py
     c.wandb = ml_collections.ConfigDict(dict(mode="offline", project="tl_research", entity="", tags=()))
     # How results.csv becomes table.md and plot.png: x axis, one line per series, the metric.
-    c.report = ml_collections.ConfigDict(dict(x="frozen_depth", series=("init",), metric="test_accuracy"))
+    # kind 'schedules' adds the per-schedule table of results.schedule_table (runs need train.eval_test).
+    c.report = ml_collections.ConfigDict(dict(x="frozen_depth", series=("init",), metric="test_accuracy",
+                                              kind="grid"))
     return c
 
 

@@ -151,4 +151,79 @@ def write_report(workdir, report_cfg, rows: list[dict]) -> str:
     (workdir / "table.md").write_text(md)
     (workdir / "table.tex").write_text(to_latex(summary, metric, x))
     plot(summary, x, series, metric, workdir / "plot.png")
+    if report_cfg.get("kind", "grid") == "schedules":
+        table = schedule_table(workdir, rows, by=x)
+        extra = frame_to_markdown(table, "Per schedule, at the peak LR chosen on validation accuracy: test "
+                                         "accuracy (best seen during training, final, at the best validation "
+                                         "step) and steps to reach the constant LR's best")
+        md = md + "\n" + extra
+        (workdir / "table.md").write_text(md)
+        if not table.empty:
+            with (workdir / "table.tex").open("a") as f:
+                f.write("\n" + table.to_latex(index=False))
     return md
+
+
+# ---------------------------------------------------------------------------------------------- schedules
+
+def _first_step_reaching(run_dir: pathlib.Path, target: float) -> int | None:
+    """The first evaluated step whose test accuracy reaches `target` (from the run's metrics.jsonl)."""
+    from tl_research.tracking import read_metrics
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    for r in read_metrics(path):
+        if "test_accuracy" in r and "event" not in r and r["test_accuracy"] >= target - 1e-9:
+            return int(r["step"])
+    return None
+
+
+def schedule_table(workdir, rows: list[dict], *, by: str = "frozen_depth", schedule_key: str = "schedule.name",
+                   lr_key: str = "schedule.lr", reference: str = "constant") -> pd.DataFrame:
+    """Per schedule (and `by` value): the peak LR chosen on validation accuracy (mean over seeds), then at
+    that LR the best test accuracy seen during training, the final and the best-validation-step test
+    accuracy, and the steps each run needed to reach the best test accuracy the reference (constant) LR
+    reached (Smith 2017's comparison: the same accuracy in fewer steps). Runs need train.eval_test."""
+    df = frame([r for r in rows if r.get("status") == "done"])
+    need = {schedule_key, lr_key, "val_accuracy", "best_seen_test_accuracy", "final_test_accuracy"}
+    if df.empty or not need <= set(df.columns):
+        return pd.DataFrame()
+    by_keys = [by] if by in df.columns else []
+    chosen = []
+    for key, g in df.groupby([schedule_key, *by_keys], dropna=False):
+        lr = g.groupby(lr_key)["val_accuracy"].mean().idxmax()
+        chosen.append(g[g[lr_key] == lr])
+    chosen = pd.concat(chosen)
+    targets = {}
+    for key, g in chosen[chosen[schedule_key] == reference].groupby(by_keys or [schedule_key]):
+        targets[key if by_keys else None] = g["best_seen_test_accuracy"].mean()
+    out = []
+    for key, g in chosen.groupby([schedule_key, *by_keys], dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        target = targets.get(key[1] if by_keys else None)
+        reached = [_first_step_reaching(pathlib.Path(workdir) / rid, target) if target is not None else None
+                   for rid in g["run_id"]]
+        hit = [s for s in reached if s is not None]
+        row = {schedule_key: key[0], **({by: key[1]} if by_keys else {}), "lr": g[lr_key].iloc[0],
+               "best_seen_test": _mean_std(g["best_seen_test_accuracy"]),
+               "final_test": _mean_std(g["final_test_accuracy"]),
+               "test_at_best_val": _mean_std(g["test_accuracy"]),
+               f"steps_to_{reference}_best": (f"{np.mean(hit):.0f}" + ("" if len(hit) == len(reached)
+                                                                        else f" ({len(hit)}/{len(reached)} runs)"))
+               if hit else "not reached",
+               "total_steps": int(g["steps"].max()), "n": len(g)}
+        out.append(row)
+    return pd.DataFrame(out).sort_values([*by_keys, schedule_key]).reset_index(drop=True)
+
+
+def _mean_std(s: pd.Series) -> str:
+    return f"{s.mean():.3f} ± {s.std(ddof=1) if len(s) > 1 else 0.0:.3f}"
+
+
+def frame_to_markdown(df: pd.DataFrame, title: str = "") -> str:
+    if df.empty:
+        return "(no finished runs)\n"
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in r.values) + " |" for _, r in df.iterrows()]
+    return (f"{title}\n\n" if title else "") + "\n".join(lines) + "\n"
