@@ -134,9 +134,11 @@ def setup(config, init_path: str | None = None) -> Setup:
     weights, meta = init_weights(config.init, config.model, init_path)
     meta = meta or model_meta(config.model.name)
     data = pipeline.load(config.data, meta, seed=config.seed)
-    model = models.build(config.model, data.num_classes, data.image_shape[2], seed=config.seed)
-    report = "scratch"
-    if weights is not None:
+    if weights is None:
+        model = models.build(config.model, data.num_classes, data.image_shape[2], seed=config.seed)
+        report = "scratch"
+    else:  # every array comes from the checkpoint but the head, which starts at zero either way
+        model = models.zeros(config.model, data.num_classes, data.image_shape[2])
         report = weights_lib.transfer(model, weights).summary()
     frozen_depth = config_lib.resolve_frozen_depth(config.frozen_depth, model.num_units)
     names = list(weights_lib.flat_state(model)["params"])
