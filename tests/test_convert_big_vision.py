@@ -119,3 +119,21 @@ def test_missing_and_extra_tensors_and_posemb_grid_are_named(augreg_ti, tmp_path
     assert "encoderblock_7/LayerNorm_2/bias" in str(e.value) and "encoderblock_12/LayerNorm_0/scale" in str(e.value)
     with pytest.raises(CheckpointMismatch, match="model.image_size=32"):
         convert("npz", path, "vit_ti16")  # default image_size 224: a 14x14 grid
+
+
+def test_vit_traces_on_batch_sharded_input_under_the_trainers_mesh():
+    # The trainer's mesh has explicit axes: the class token must take the batch's sharding to be concatenated
+    # to the patches (a converted ViT failed its first train step on this). Tracing is enough to tell.
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from tl_research import models, trainer
+    mesh = trainer.mesh()
+    graphdef, state = nnx.split(models.abstract(model_cfg("vit_ti16", image_size=32), CLASSES, 3))
+    state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=NamedSharding(mesh, P())), state)
+    x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32, sharding=NamedSharding(mesh, P("data")))
+    forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x, train=True, frozen_depth=0))
+    logits = forward.trace(state, x).out_info
+    assert logits.shape == (2, CLASSES)

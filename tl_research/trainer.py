@@ -91,20 +91,35 @@ def model_meta(model_name: str) -> ModelMeta | None:
     return getattr(models, "META", {}).get(model_name)
 
 
+def _channel_stats(meta: ModelMeta, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = np.asarray(meta.mean, np.float64), np.asarray(meta.std, np.float64)
+    if mean.size != channels:  # e.g. an RGB checkpoint's statistics on grey data
+        mean, std = np.full(channels, mean.mean()), np.full(channels, std.mean())
+    return mean, std
+
+
 def normaliser(meta: ModelMeta | None, channels: int) -> tuple[tuple, np.ndarray, np.ndarray]:
     meta = meta or ModelMeta()
-    mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)
-    if mean.size != channels:  # e.g. an RGB checkpoint's statistics on grey data
-        mean = np.full(channels, mean.mean(), np.float32)
-        std = np.full(channels, std.mean(), np.float32)
-    return tuple(meta.value_range), mean, std
+    mean, std = _channel_stats(meta, channels)
+    return tuple(meta.value_range), mean.astype(np.float32), std.astype(np.float32)
+
+
+def run_meta(meta: ModelMeta, data: pipeline.Dataset) -> ModelMeta:
+    """The metadata of the weights a run exports: the input it trained on, the normalisation it applied
+    and its classes, so that a later run started from them (init=<run dir>) reads the same data the same
+    way. Names and provenance stay the starting checkpoint's."""
+    mean, std = _channel_stats(meta, data.image_shape[2])
+    return dataclasses.replace(
+        meta, input_size=tuple(int(d) for d in data.image_shape), value_range=tuple(map(float, meta.value_range)),
+        mean=tuple(map(float, mean)), std=tuple(map(float, std)), interpolation=data.interpolation,
+        crop_pct=float(data.crop_pct), num_classes=int(data.num_classes))
 
 
 @dataclasses.dataclass
 class Setup:
     data: pipeline.Dataset
     model: models.UnitModel
-    meta: ModelMeta
+    meta: ModelMeta  # the run's: what it feeds the model (run_meta), exported with its weights
     frozen_depth: int  # of the run's last phase
     param_names: list[str]
     plan: strategies.Plan
@@ -121,9 +136,11 @@ def setup(config, init_path: str | None = None) -> Setup:
     weights, meta = init_weights(config.init, config.model, init_path)
     meta = meta or model_meta(config.model.name)
     data = pipeline.load(config.data, meta, seed=config.seed)
-    model = models.build(config.model, data.num_classes, data.image_shape[2], seed=config.seed)
-    report = "scratch"
-    if weights is not None:
+    if weights is None:
+        model = models.build(config.model, data.num_classes, data.image_shape[2], seed=config.seed)
+        report = "scratch"
+    else:  # every array comes from the checkpoint but the head, which starts at zero either way
+        model = models.zeros(config.model, data.num_classes, data.image_shape[2])
         report = weights_lib.transfer(model, weights).summary()
     frozen_depth = config_lib.resolve_frozen_depth(config.frozen_depth, model.num_units)
     names = list(weights_lib.flat_state(model)["params"])
@@ -140,8 +157,8 @@ def setup(config, init_path: str | None = None) -> Setup:
                            steps_per_epoch=steps_per_epoch)
     counts = np.bincount(data.train.labels, minlength=data.num_classes)
     class_w = sampling.class_weights(counts, config.train.class_weights, key="train.class_weights")
-    return Setup(data, model, meta or ModelMeta(), plan.phases[-1].frozen_depth, names, plan, total,
-                 steps_per_epoch, np.asarray(class_w, np.float32), report)
+    return Setup(data, model, run_meta(meta or ModelMeta(), data), plan.phases[-1].frozen_depth, names, plan,
+                 total, steps_per_epoch, np.asarray(class_w, np.float32), report)
 
 
 # ---------------------------------------------------------------------------------------------- steps

@@ -106,11 +106,17 @@ class TransferReport:
     head_reinitialised: list[str]
     adapted: list[str]
     ignored_source: list[str]
+    # (classes of the checkpoint's classifier or None when it has none, classes of the model's)
+    head_classes: tuple[int | None, int] | None = None
 
     def summary(self) -> str:
         parts = [f"{len(self.loaded)} tensors loaded"]
         if self.head_reinitialised:
-            parts.append(f"head re-initialised ({', '.join(self.head_reinitialised)})")
+            head = f"head re-initialised ({', '.join(self.head_reinitialised)})"
+            if self.head_classes:
+                src, new = self.head_classes
+                head += f" for {new} classes" + (f", the checkpoint's {src}-class head not loaded" if src else "")
+            parts.append(head)
         if self.adapted:
             parts.append(f"adapted: {', '.join(self.adapted)}")
         if self.ignored_source:
@@ -177,5 +183,11 @@ def transfer(model: UnitModel, weights: Weights, *, reinit_head: bool = True,
                 shown = ", ".join(items[:20]) + (f", ... ({len(items)} in all)" if len(items) > 20 else "")
                 lines.append(f"{name}: {shown}")
         raise CheckpointMismatch("checkpoint does not fit the model: " + "; ".join(lines))
+    if report.head_reinitialised:
+        src_kernel = weights.get("params", {}).get(classifier + ".kernel")
+        model_kernel = target["params"].get(classifier + ".kernel")
+        if model_kernel is not None:
+            report.head_classes = (None if src_kernel is None else int(np.shape(src_kernel)[-1]),
+                                   int(model_kernel.shape[-1]))
     assign(model, new)
     return report

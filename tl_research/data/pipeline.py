@@ -82,6 +82,8 @@ class Dataset:
     image_shape: tuple[int, int, int]  # what the model sees: (height, width, channels)
     load_image: Callable[[dict], np.ndarray]  # record -> uint8 (H, W, C) of image_shape
     train_ids: np.ndarray | None = None  # the TFDS record indices (in data.train_split) of the training set
+    interpolation: str = "bilinear"  # how load_image resizes
+    crop_pct: float = 1.0  # the centre crop load_image takes
 
 
 def builder(cfg) -> tfds.core.DatasetBuilder:
@@ -264,7 +266,7 @@ def load(cfg, meta=None, seed: int = 0) -> Dataset:
     shape, interpolation, crop_pct = resolve_image_shape(cfg, features[cfg.image_key].shape, meta)
     data = Dataset(cfg.name, train, val, test, len(classes), [all_names[c] for c in classes], shape,
                    make_image_loader(cfg.image_key, shape, interpolation, crop_pct),
-                   train_ids=train.indices.copy())
+                   train_ids=train.indices.copy(), interpolation=interpolation, crop_pct=crop_pct)
     if cfg.cache_mb:
         cache_in_memory(data, cfg.cache_mb)
     return data

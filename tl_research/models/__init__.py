@@ -10,6 +10,7 @@ import json
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 import ml_collections
 
@@ -76,4 +77,12 @@ def abstract(model_cfg, num_classes: int, in_channels: int) -> UnitModel:
     return nnx.eval_shape(lambda: builder(model_cfg, num_classes, in_channels, nnx.Rngs(params=0)))
 
 
-__all__ = ["ModelMeta", "UnitModel", "build", "abstract", "register", "names", "default_config"]
+def zeros(model_cfg, num_classes: int, in_channels: int) -> UnitModel:
+    """The model with every array zero, allocated without running its initialisers: the model to load a
+    checkpoint into, where every array but the head is overwritten and the head starts at zero anyway
+    (base.Head), so a random initialisation would be computed only to be thrown away."""
+    graphdef, state = nnx.split(abstract(model_cfg, num_classes, in_channels))
+    return nnx.merge(graphdef, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state))
+
+
+__all__ = ["ModelMeta", "UnitModel", "build", "abstract", "zeros", "register", "names", "default_config"]

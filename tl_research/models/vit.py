@@ -42,7 +42,10 @@ class Embedding(nnx.Module):
         x = self.patch(x)
         n, h, w, c = x.shape
         x = x.reshape(n, h * w, c)
-        x = jnp.concatenate([jnp.broadcast_to(self.cls[...], (n, 1, c)), x], axis=1)
+        # The class token takes the batch's sharding: under an explicit-sharding mesh (the trainer's) a
+        # replicated token cannot be concatenated to batch-sharded patches.
+        cls = jnp.broadcast_to(self.cls[...], (n, 1, c), out_sharding=jax.typeof(x).sharding)
+        x = jnp.concatenate([cls, x], axis=1)
         return x + resample_pos_embed(self.pos_embed[...], h, w)
 
 
