@@ -33,6 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = "run"  # the sweep's name: W&B group and default workdir runs/<name>
     c.seed = 0
+    c.label = ""  # a free-form name for a run's variant (e.g. a strategy recipe); tables can group by it
     c.data = pipeline.default_config()
     c.model = models.default_config()
     # 'scratch' | 'source' (train config.source first, once per workdir) | a weights or run directory
