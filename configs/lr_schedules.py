@@ -1,8 +1,8 @@
 """Learning-rate schedules: schedule x peak LR x frozen depth, on the built-in MNIST digits, offline.
 
-Source: the quickstart's small ResNet trained on digits 0-4 (once per workdir). Target: digits 5-9 for 3
-epochs, fine-tuning everything (frozen depth 0) or the top two units (2), with each schedule of
-tl_research.schedules at two peak LRs and 2 seeds. Test accuracy is also measured at every eval
+Source: the quickstart's small ResNet trained on digits 0-4 (once per workdir). Target: digits 5-9, 200
+training examples per class, 4 epochs (80 steps), fine-tuning everything (frozen depth 0) or the top two
+units (frozen depth 2), with each schedule of tl_research.schedules at two peak LRs and 2 seeds. Test accuracy is also measured at every eval
 (train.eval_test) so the table can count the steps each schedule needs to reach the constant LR's best.
 
     python launch.py --config configs/lr_schedules.py            # ~9 min on 2 CPU cores
@@ -29,7 +29,8 @@ def get_config():
     c.name = "lr_schedules"
     c.data.name = "mnist_subset"
     c.data.classes = (5, 6, 7, 8, 9)
-    c.data.batch_size = 64
+    c.data.per_class = 200  # 1,000 training examples: 20 steps per epoch
+    c.data.batch_size = 50
     c.data.eval_batch_size = 250
     c.model.name = "resnet_cifar"
     c.model.stage_sizes = (1, 1, 1)
@@ -38,17 +39,19 @@ def get_config():
     c.optimizer.momentum = 0.9
     c.optimizer.weight_decay = 5e-4
     c.schedule.lr = 0.1
-    c.schedule.step_size_epochs = 0.75  # cyclical: two whole cycles in 3 epochs
+    c.schedule.step_size_epochs = 1.0  # cyclical: two whole cycles in 4 epochs
     c.schedule.mode = "triangular2"
     c.schedule.milestones = (0.5, 0.75)
-    c.train.epochs = 3
-    c.train.eval_every = 20
+    c.train.epochs = 4
+    c.train.eval_every = 16
     c.train.log_every = 10
     c.train.eval_test = True
 
     source = copy_config(c)  # the quickstart's source: same hash, same recipe
     source.name = "lr_schedules-source"
     source.data.classes = (0, 1, 2, 3, 4)
+    source.data.per_class = 0
+    source.data.batch_size = 64
     source.init = "scratch"
     source.schedule.name = "constant"
     source.schedule.lr = 0.05

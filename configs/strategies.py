@@ -5,7 +5,7 @@ Source: the quickstart's small ResNet trained on digits 0-4 (once per workdir). 
 
     feature_extraction  frozen base, new head                       (lr 0.1)
     fine_tune           everything trains, weight decay 5e-4         (lr 0.03)
-    two_phase           head alone for 2 epochs at 0.1, then everything at 0.003 (LP-FT)
+    two_phase           head alone for 2 epochs at 0.1, then everything at 0.01 (LP-FT)
     gradual_unfreezing  one more unit from the top every 2 epochs, slanted triangular LR (ULMFiT)
     discriminative      fine_tune with lr(unit) = lr(unit above) / 2.6
     l2_sp               fine_tune with L2-SP (alpha = beta = 0.01) instead of weight decay
@@ -22,7 +22,7 @@ from tl_research.config import axis, base_config, copy_config, product, zip_axes
 VARIANTS = {
     "feature_extraction": {"strategy.name": "feature_extraction", "schedule.lr": 0.1},
     "fine_tune": {"schedule.lr": 0.03},
-    "two_phase": {"strategy.name": "two_phase", "schedule.lr": 0.003},
+    "two_phase": {"strategy.name": "two_phase", "schedule.lr": 0.01},
     "gradual_unfreezing": {"strategy.name": "gradual_unfreezing", "schedule.name": "slanted_triangular",
                            "schedule.lr": 0.03},
     "discriminative": {"strategy.lr_decay": 2.6, "schedule.lr": 0.03},

@@ -73,7 +73,8 @@ def summarise(rows: list[dict], x: str, series: tuple[str, ...], metric: str) ->
         return pd.DataFrame()
     ignore = set(FIRST_COLUMNS) | {"seed", "steps", "stopped_early", "num_units", "frozen_depth_resolved",
                                    "val_loss", "test_loss", metric}
-    metric_like = {c for c in df.columns if c.endswith(("_accuracy", "_loss", "_f1", "_time", "similarity"))}
+    metric_like = {c for c in df.columns if c.endswith(("_accuracy", "_loss", "_f1", "_time", "similarity"))
+                   or c.startswith("phase")}  # per-phase metrics of multi-phase strategies
     keys = [c for c in df.columns if c not in ignore and c not in metric_like and c not in (x, *series)]
     group = [k for k in (*series, *keys, x) if k in df.columns]
     if not group:
@@ -91,7 +92,12 @@ def to_markdown(summary: pd.DataFrame, metric: str, x: str) -> str:
     rowkeys = [c for c in summary.columns if c not in ("mean", "std", "count", x)]
     cell = summary.apply(lambda r: f"{r['mean']:.3f} ± {r['std']:.3f}" + (f" ({int(r['count'])})"), axis=1)
     wide = summary.assign(cell=cell)
-    if x in summary.columns and rowkeys:
+    # one column per x value, unless every row would fill just one of them (x names variants whose other
+    # keys differ anyway, e.g. strategy labels): then one row per x value
+    rows_per_x = summary.groupby(rowkeys, dropna=False)[x].nunique() if x in summary.columns and rowkeys else None
+    if rows_per_x is not None and rows_per_x.max() == 1 and summary[x].nunique() > 2:
+        wide = wide[[x, *rowkeys, "cell"]].rename(columns={"cell": metric})
+    elif x in summary.columns and rowkeys:
         wide = wide.pivot_table(index=rowkeys, columns=x, values="cell", aggfunc="first").reset_index()
         wide.columns = [str(c) if c not in rowkeys else c for c in wide.columns]
         wide = wide.rename(columns={str(c): f"{x}={c}" for c in summary[x].unique()})
@@ -135,6 +141,8 @@ def plot(summary: pd.DataFrame, x: str, series: tuple[str, ...], metric: str, pa
             ax.errorbar(xs, g["mean"], yerr=g["std"], marker="o", capsize=3, label=label or metric)
         ax.legend(fontsize=7)
     ax.set_xlabel(x)
+    if not summary.empty and x in summary.columns and summary[x].dtype == object:
+        ax.tick_params(axis="x", labelrotation=30)  # category names (e.g. strategy labels)
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     fig.tight_layout()
