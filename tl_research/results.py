@@ -202,9 +202,10 @@ def schedule_table(workdir, rows: list[dict], *, by: str = "frozen_depth", sched
         lr = g.groupby(lr_key)["val_accuracy"].mean().idxmax()
         chosen.append(g[g[lr_key] == lr])
     chosen = pd.concat(chosen)
-    targets = {}
+    targets = {}  # the reference schedule's best test accuracy, per `by` value
     for key, g in chosen[chosen[schedule_key] == reference].groupby(by_keys or [schedule_key]):
-        targets[key if by_keys else None] = g["best_seen_test_accuracy"].mean()
+        key = key if isinstance(key, tuple) else (key,)
+        targets[key[0] if by_keys else None] = g["best_seen_test_accuracy"].mean()
     out = []
     for key, g in chosen.groupby([schedule_key, *by_keys], dropna=False):
         key = key if isinstance(key, tuple) else (key,)
