@@ -251,13 +251,10 @@ def _num_units(model_json: str) -> int:
 
 
 @functools.lru_cache(maxsize=16)
-def _num_classes(name: str, data_dir: str, label_key: str) -> int:
+def _num_classes(name: str, data_dir: str, label_key: str, image_key: str) -> int:
     cfg = pipeline.default_config()
-    cfg.name, cfg.data_dir, cfg.label_key = name, data_dir, label_key
-    features = pipeline.builder(cfg).info.features
-    if label_key not in features:
-        raise ConfigError("data.label_key", label_key, ", ".join(features.keys()))
-    return features[label_key].num_classes
+    cfg.name, cfg.data_dir, cfg.label_key, cfg.image_key = name, data_dir, label_key, image_key
+    return pipeline.num_classes(cfg)
 
 
 def validate(config, *, prefix: str = "") -> None:
@@ -288,7 +285,8 @@ def validate(config, *, prefix: str = "") -> None:
         if config.augment:
             from tl_research.data import augment
             augment.parse(tuple(config.augment))
-        num_classes = _num_classes(config.data.name, config.data.data_dir, config.data.label_key)
+        num_classes = _num_classes(config.data.name, config.data.data_dir, config.data.label_key,
+                                   config.data.image_key)
         bad = [c for c in config.data.classes if not (isinstance(c, int) and 0 <= c < num_classes)]
         if bad or len(set(config.data.classes)) != len(config.data.classes) or len(config.data.classes) == 1:
             raise err("data.classes", tuple(config.data.classes),
