@@ -64,6 +64,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.wandb = ml_collections.ConfigDict(dict(mode="offline", project="tl_research", entity="", tags=()))
     # How results.csv becomes table.md and plot.png: x axis, one line per series, the metric.
     c.report = ml_collections.ConfigDict(dict(x="frozen_depth", series=("init",), metric="test_accuracy"))
+    # The tables of table.md / table.tex, in order (results.REPORT_TABLES): "mean" (mean ± std per setting),
+    # "gain" (metric minus the report.baseline runs', paired by seed), "similarity" (report.x values ordered
+    # by domain similarity, with its rank correlation to the metric).
+    c.report.tables = ("mean",)
+    c.report.baseline = ""  # "KEY=VALUE" of a report.series key, e.g. "init=scratch": the runs gains are over
+    # Cui et al. 2018's domain similarity of each run's target data to its source model's training data, on the
+    # source model's features (tl_research.domain_similarity): a results column; cached in the workdir.
+    c.report.similarity = False
+    c.report.similarity_gamma = 0.01  # sim = exp(-gamma * EMD)
     return c
 
 

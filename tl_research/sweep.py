@@ -9,19 +9,21 @@ import time
 import traceback
 
 from tl_research import config as config_lib
-from tl_research import results, tracking, trainer
+from tl_research import domain_similarity, results, tracking, trainer
 from tl_research.errors import ConfigError
 
 log = logging.getLogger(__name__)
 RESULTS = "results.csv"
 
 
-def run_configs(base, points):
-    """(run id, swept values, run config) per point; every one validated."""
+def run_configs(base, points, workdir="."):
+    """(run id, swept values, run config) per point; every one validated, and the report's keys."""
+    results.check_report(base.report, points)
     out = []
     for point in points:
         cfg = config_lib.apply_overrides(base, point)
         config_lib.validate(cfg)
+        domain_similarity.check(cfg, workdir)
         out.append((config_lib.run_id(point), point, cfg))
     return out
 
@@ -67,7 +69,7 @@ def train_source(source_cfg, workdir: pathlib.Path, cache, progress: bool) -> tu
 def run_sweep(base, points, workdir, *, progress: bool = True, retry_failed: bool = False,
               echo=print) -> list[dict]:
     workdir = pathlib.Path(workdir).absolute()
-    runs = run_configs(base, points)  # every check before any work
+    runs = run_configs(base, points, workdir)  # every check before any work
     workdir.mkdir(parents=True, exist_ok=True)
     _check_workdir(workdir, runs)
     csv_path = workdir / RESULTS
@@ -114,9 +116,32 @@ def run_sweep(base, points, workdir, *, progress: bool = True, retry_failed: boo
         shown = f"test_accuracy={metric:.4f}" if isinstance(metric, float) else result.reason
         echo(f"[{i}/{len(todo)}] {config_lib.run_name(point)}: {result.status} {shown} "
              f"({row['wall_time']:.1f}s)")
+    if base.report.similarity:
+        _record_similarity(runs, workdir, csv_path, base.report.similarity_gamma, echo)
     rows = results.read_rows(csv_path)
     tracking.log_sweep_table(base.wandb, base.name, workdir / "wandb", rows)
     return rows
+
+
+def _record_similarity(runs, workdir, csv_path, gamma: float, echo) -> None:
+    """Adds the domain_similarity column to the finished runs that start from a source model (measured once
+    per (source, target data) and cached in the workdir, so a relaunch only reads it back)."""
+    rows = results.read_rows(csv_path)
+    done = {r["run_id"] for r in rows if r["status"] == "done"}
+    try:
+        sims, measurer = domain_similarity.for_runs([(rid, cfg) for rid, _, cfg in runs if rid in done],
+                                                    workdir, gamma)
+    except Exception as e:  # noqa: BLE001 - the trained runs' results and report still count
+        log.warning("domain similarity not measured: %s", e)
+        (workdir / "similarity_error.txt").write_text(traceback.format_exc())
+        return
+    for r in rows:
+        if r["run_id"] in sims:
+            r["domain_similarity"] = sims[r["run_id"]]
+    results.write_rows(csv_path, rows)
+    if measurer.computed:
+        echo(f"domain similarity: {measurer.computed} (source, target) pair(s) measured, {measurer.cached} "
+             f"read from {workdir / domain_similarity.CACHE_DIR}")
 
 
 def _get(cfg, key):
