@@ -26,7 +26,6 @@ def get_config(arg=None):
     c.wandb.mode = "disabled"
     source = copy_config(c)
     source.data.classes = (0, 1, 2, 3, 4)
-    source.train.steps = 20
     c.init = "source"
     c.source = source
     c.frozen_depth = "all"
@@ -55,7 +54,12 @@ def config_file(tmp_path, data_dir):
 def test_sweep_column_is_cached_and_the_command_agrees(config_file, tmp_path, capsys):
     workdir = tmp_path / "w"
     args = ["--config", str(config_file), "--workdir", str(workdir), "--no_progress"]
+    assert launch.main([*args, "--config.report.similarity=False", "--config.report.tables=('mean',)"]) == 0
+    assert "domain_similarity" not in results.read_rows(workdir / "results.csv")[0]
+    # switched on after the sweep: measured for the finished runs, nothing retrained
     assert launch.main(args) == 0
+    out = capsys.readouterr().out
+    assert "4 of 4 runs already" in out and "2 (source, target) pair(s) measured" in out
     rows = {(r["data.classes"], r["init"]): r for r in results.read_rows(workdir / "results.csv")}
     same, other = float(rows[SAME, "source"]["domain_similarity"]), float(rows[OTHER, "source"]["domain_similarity"])
     assert same == pytest.approx(1.0, abs=1e-6)  # identical class means: EMD 0
@@ -67,7 +71,6 @@ def test_sweep_column_is_cached_and_the_command_agrees(config_file, tmp_path, ca
     assert "by domain similarity" in table and "gain over init=scratch" in table
     first_line = [line for line in table.splitlines() if line.startswith(f"| {SAME}")][0]
     assert "| 1.0000 |" in first_line  # most similar first
-    assert "pair(s) measured" in capsys.readouterr().out
 
     # a relaunch reads the cache: nothing measured, files untouched, the column kept
     stamps = [p.stat().st_mtime_ns for p in cached]

@@ -13,7 +13,8 @@ def _csv(row: dict) -> dict:
 
 def _row(init, per_class, seed, acc, frozen_depth=0):
     return _csv({"run_id": f"{init}-{frozen_depth}-{per_class}-{seed}", "status": "done", "init": init,
-                 "frozen_depth": frozen_depth, "data.per_class": per_class, "seed": seed, "test_accuracy": acc})
+                 "frozen_depth": frozen_depth, "data.per_class": per_class, "seed": seed, "test_accuracy": acc,
+                 "train.steps": 40 + 2 * per_class})  # zipped with the data size
 
 
 def _report(**kw):
@@ -34,6 +35,8 @@ def test_gain_is_paired_by_seed_and_x_and_a_single_x_baseline_is_a_level():
     assert cells[("all", 10)] == pytest.approx((0.025, 0.05 / 2 ** 0.5, 2))
     assert cells[("0", 1)] == pytest.approx((0.15, 0.0, 1))  # the failed run is left out
     assert len(cells) == 3 and set(g["init"]) == {"source"}
+    assert "train.steps" not in g and "train.steps" not in results.summarise(rows, "data.per_class", ("init",),
+                                                                             "test_accuracy")
     md = results.to_markdown(g, "test_accuracy gain over init=scratch", "data.per_class")
     assert "| source | all | 0.250 ± 0.071 (2) | 0.025 ± 0.035 (2) |" in md
 

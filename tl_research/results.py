@@ -75,6 +75,7 @@ def summarise(rows: list[dict], x: str, series: tuple[str, ...], metric: str) ->
                                    "val_loss", "test_loss", metric}
     metric_like = {c for c in df.columns if c.endswith(("_accuracy", "_loss", "_f1", "_time", "similarity"))}
     keys = [c for c in df.columns if c not in ignore and c not in metric_like and c not in (x, *series)]
+    keys = [c for c in keys if not _follows(df, c, x)]  # zipped with x (e.g. steps per data size): part of x
     group = [k for k in (*series, *keys, x) if k in df.columns]
     if not group:
         df["_all"] = "all"
@@ -206,6 +207,13 @@ def _setting_keys(df: pd.DataFrame, metric: str) -> list[str]:
     return [c for c in df.columns if c not in ignore and c not in metric_like]
 
 
+def _follows(df: pd.DataFrame, key: str, x: str) -> bool:
+    """Whether swept `key` varies, but only with x (zipped with it, e.g. train.steps with data.per_class)."""
+    if x not in df.columns or key == x or df[key].nunique(dropna=False) <= 1:
+        return False
+    return bool((df.groupby(x, dropna=False)[key].nunique(dropna=False) <= 1).all())
+
+
 def _is(column: pd.Series, value: str) -> pd.Series:
     """column == value, for a value given as text (report.baseline) and a column read from results.csv."""
     match = column.astype(str) == value
@@ -231,7 +239,7 @@ def gains(rows: list[dict], x: str, series: tuple[str, ...], metric: str, baseli
         return pd.DataFrame()
     # paired on what the baseline runs vary in (seed, x, ...); what they hold fixed (scratch runs at
     # frozen_depth 0, a single x) defines the baseline and applies to every run
-    keys = [c for c in _setting_keys(df, metric) if c not in series]
+    keys = [c for c in _setting_keys(df, metric) if c not in series and not _follows(df, c, x)]
     pair = [c for c in keys if base[c].nunique(dropna=False) > 1]
     reference = base.groupby(pair, dropna=False)[metric].mean().rename("_baseline").reset_index() if pair else \
         pd.DataFrame({"_baseline": [base[metric].mean()]})

@@ -29,12 +29,14 @@ def run_configs(base, points, workdir="."):
 
 
 def _check_workdir(workdir: pathlib.Path, runs) -> None:
-    """A run directory already holding a different config is never overwritten or mixed into."""
+    """A run directory already holding a different config is never overwritten or mixed into. The report
+    block is left out: it changes how results are tabulated (or measured after the fact: report.similarity),
+    not what a run trains."""
     for rid, _, cfg in runs:
         existing = workdir / rid / "config.json"
         if existing.exists():
-            old = json.loads(existing.read_text())
-            new = json.loads(cfg.to_json())
+            old = {k: v for k, v in json.loads(existing.read_text()).items() if k != "report"}
+            new = {k: v for k, v in json.loads(cfg.to_json()).items() if k != "report"}
             if old != new:
                 diff = [k for k in sorted(set(_flat(old)) | set(_flat(new))) if _flat(old).get(k) != _flat(new).get(k)]
                 raise ConfigError("--workdir", str(workdir), "a new workdir, or the config its runs were made with",
