@@ -6,8 +6,9 @@ Source: the quickstart's small ResNet trained from scratch on MNIST digits 0-4, 
 Target: digits 5-9 (relabelled 0-4) with 1, 5, 10, 25, 100 and 350 (= all) training examples per class, a
 seeded stratified subset per seed (nested: the 5-shot subset holds the 1-shot one), the same subset for every
 arm of a seed. Arms (report series init x frozen_depth): linear probe (source, all 4 units frozen), partial
-fine-tune (source, stem + first block frozen), full fine-tune (source, nothing frozen) and scratch. Steps grow with the data (40 at 1 per class to 150 at 350),
-cosine decay, batch 32; 3 seeds.
+fine-tune (source, stem + first block frozen), full fine-tune (source, nothing frozen) and scratch. Steps grow
+with the data (40 at 1 per class to 150 at 350: a fixed short budget leaves scratch under-trained on the larger
+sets and inflates the gain there), cosine decay, batch 32; 3 seeds.
 
 table.md first holds the gain of each transfer arm over scratch per data size (paired by seed: the same
 subset), then the accuracies themselves; plot.png the accuracies.
