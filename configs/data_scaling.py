@@ -13,7 +13,7 @@ sets and inflates the gain there), cosine decay, batch 32; 3 seeds.
 table.md first holds the gain of each transfer arm over scratch per data size (paired by seed: the same
 subset), then the accuracies themselves; plot.png the accuracies.
 
-    python launch.py --config configs/data_scaling.py            # 72 runs + 1 source, about 9 min on 2 CPU cores
+    python launch.py --config configs/data_scaling.py            # 72 runs + 1 source: 8 min 9 s on 2 busy CPU cores
 
 Trend measured here (3 seeds; the tables are in README): fine-tuning from the source gains most with little
 data, +0.19 to +0.28 test accuracy over scratch at 1-10 examples per class (most at 5; at 1 every arm is poor

@@ -14,7 +14,7 @@ measured once per target and seed, cached in WORKDIR/similarity/). table.md firs
 to least similar with each arm's accuracy and the rank / linear correlation between similarity and accuracy,
 then the usual table.
 
-    python launch.py --config configs/domain_similarity.py       # 24 runs + 1 source, about 4 min on 2 CPU cores
+    python launch.py --config configs/domain_similarity.py       # 24 runs + 1 source: 3 min 21 s on 2 busy CPU cores
     python -m tl_research.domain_similarity --config configs/domain_similarity.py   # the similarities alone
 
 Trend measured here (3 seeds; the tables are in README): the measured similarity ranks the same-domain target

@@ -233,7 +233,7 @@ def main(argv: list[str]) -> int:
         args = parse_args(argv)
         base, points = config_lib.load(args["config"], args["overrides"])
         workdir = pathlib.Path(args["workdir"] or pathlib.Path("runs") / base.name).absolute()
-        runs = sweep.run_configs(base, points)
+        runs = sweep.run_configs(base, points, workdir)
         fixed = source_from_run_dir(args["source"]) if args["source"] else None
         pairs: dict[str, dict] = {}
         for rid, _, cfg in runs:

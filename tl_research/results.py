@@ -170,11 +170,11 @@ def check_report(report_cfg, points: list[dict]) -> None:
     if "similarity" in tables and not report_cfg.get("similarity", False):
         raise ConfigError("report.tables", tables, "'similarity' together with report.similarity=True")
     if "gain" in tables:
-        key, eq, value = str(report_cfg.baseline).partition("=")
+        key, eq, value = str(report_cfg.get("baseline", "")).partition("=")
         values = {str(p[key]) for p in points if key in p}
         if not eq or key not in report_cfg.series or (values and value not in values):
             shown = sorted(values) if values else "a value of it"
-            raise ConfigError("report.baseline", report_cfg.baseline,
+            raise ConfigError("report.baseline", report_cfg.get("baseline", ""),
                               f"KEY=VALUE with KEY one of report.series ({', '.join(report_cfg.series)}) and "
                               f"VALUE one the sweep gives it ({shown}), e.g. init=scratch")
 

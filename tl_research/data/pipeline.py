@@ -159,10 +159,14 @@ def num_classes(cfg) -> int:
     return label_spec(cfg, builder(cfg)).num_classes
 
 
-def _num_examples(b, split: str, key: str) -> int:
+def _num_examples(b, split: str, name: str) -> int:
     if split in b.info.splits:
         return int(b.info.splits[split].num_examples)
-    return len(_source(b, split, key))  # metadata not at hand (e.g. tfds.testing.mock_data)
+    try:  # metadata not at hand (e.g. tfds.testing.mock_data)
+        return len(b.as_data_source(split=split))
+    except Exception as e:  # noqa: BLE001 - TFDS raises several types for a dataset that is not prepared
+        raise ConfigError("data.name", name, f"a task whose TFDS dataset ({b.name}) is prepared in array_record "
+                          "format under the TFDS data dir", why=str(e).splitlines()[0][:120]) from None
 
 
 def split_strings(cfg, b) -> dict[str, str]:
@@ -178,7 +182,7 @@ def split_strings(cfg, b) -> dict[str, str]:
     for key, value in values.items():
         if value not in vtab_lib.SPLITS:
             raise ConfigError(key, value, f"a split of the VTAB task {cfg.name}: {', '.join(vtab_lib.SPLITS)}")
-    counts = {n: _num_examples(b, n, "data.name") for n in task.base_splits()}
+    counts = {n: _num_examples(b, n, cfg.name) for n in task.base_splits()}
     out = {}
     for key, value in values.items():
         try:
