@@ -68,7 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
     # "gain" (metric minus the report.baseline runs', paired by seed), "similarity" (report.x values ordered
     # by domain similarity, with its rank correlation to the metric).
     c.report.tables = ("mean",)
-    c.report.baseline = ""  # "KEY=VALUE" of a report.series key, e.g. "init=scratch": the runs gains are over
+    c.report.baseline = ""  # for "gain": the runs gains are measured against, "KEY=VALUE" with KEY in series
     # Cui et al. 2018's domain similarity of each run's target data to its source model's training data, on the
     # source model's features (tl_research.domain_similarity): a results column; cached in the workdir.
     c.report.similarity = False

@@ -132,14 +132,14 @@ class Measurer:
 
     def emd(self, source: Source, target_data, seed: int) -> dict:
         """{"emd", "source", "target", ...} for the training images of `target_data` (drawn with `seed`)."""
+        if not weights_lib.is_weights_dir(source.weights_dir):
+            raise ConfigError("init", str(source.weights_dir), _RUN_DIR, why="no source weights there")
         path = self.cache_dir / f"{self.pair_key(source, target_data, seed)}.json"
         if path.exists():
             self.cached += 1
             return json.loads(path.read_text())
         from tl_research import similarity
         from tl_research.data import pipeline
-        if not weights_lib.is_weights_dir(source.weights_dir):
-            raise ConfigError("init", str(source.weights_dir), _RUN_DIR, why="no source weights there")
         extractor, meta, (h, w, c), (src_means, src_counts) = self._source(source)
         target = config_lib.copy_config(target_data)
         target.channels = c  # the source model's input: its channels and, for square inputs, its size
