@@ -63,7 +63,7 @@ def get_config():
     c.report.x = "frozen_depth"
     c.report.series = ("schedule.name", "schedule.lr")
     c.report.metric = "test_accuracy"
-    c.report.kind = "schedules"
+    c.report.tables = ("mean", "schedules")
     return c
 
 

@@ -94,3 +94,11 @@ def test_imbalanced_run_records_its_examples_weights_and_per_class_metrics(tiny_
     assert confusion.shape == (5, 5) and len(detail["per_class_recall"]) == 5
     assert np.trace(confusion) / confusion.sum() == pytest.approx(result.metrics["test_accuracy"])
     assert 0 <= result.metrics["test_balanced_accuracy"] <= 1 and 0 <= result.metrics["test_macro_f1"] <= 1
+
+
+def test_a_run_with_on_device_augmentation_trains(tiny_config, tmp_path):
+    cfg = tiny_config(augment=("flip", "crop(2)", "mixup(0.2)"), **{"train.steps": 4, "train.eval_every": 4})
+    result = trainer.run(cfg, tmp_path / "aug", progress=False)
+    assert result.status == "done", result.reason
+    losses = [r["train_loss"] for r in read_metrics(tmp_path / "aug" / "metrics.jsonl") if "train_loss" in r]
+    assert len(losses) == 2 and all(np.isfinite(losses))

@@ -1,3 +1,6 @@
+import contextlib
+from unittest import mock
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -74,3 +77,119 @@ def test_registry_matches_the_tfds_builders(tmp_path):
                 for record in b.as_data_source(split="train"):
                     if all(len(v) for v in record.get("objects", {"": [0]}).values()):
                         assert isinstance(task.label(record), int), task.name
+
+
+def _vtab_config(tmp_path, task, **kw):
+    from tl_research.data import pipeline
+    cfg = pipeline.default_config()
+    cfg.name, cfg.data_dir, cfg.image_size, cfg.cache_mb = f"vtab:{task}", str(tmp_path), 16, 0
+    for k, v in kw.items():
+        cfg[k] = v
+    return cfg
+
+
+class _Batched:
+    """A mock_data source with a working `__getitems__` (TFDS 4.9's mock binds it without `self`)."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, key):
+        return self.source[key]
+
+    def __getitems__(self, keys):
+        return [self.source[int(k)] for k in keys]
+
+
+@contextlib.contextmanager
+def _mock_tfds(tmp_path, num_examples):
+    with tfds.testing.mock_data(num_examples=num_examples, data_dir=str(tmp_path)):
+        mocked = tfds.core.DatasetBuilder.as_data_source
+        with mock.patch.object(tfds.core.DatasetBuilder, "as_data_source",
+                               lambda self, *a, **kw: _Batched(mocked(self, *a, **kw))):
+            yield
+
+
+def test_derived_label_tasks_load_through_the_pipeline_by_name(tmp_path):
+    """Mock TFDS records (random, in each builder's real feature layout) go through pipeline.load."""
+    from tl_research.data import pipeline
+    with _mock_tfds(tmp_path, num_examples=10):
+        data = pipeline.load(_vtab_config(tmp_path, "dsprites_location", image_size=64, cache_mb=64))
+        assert data.num_classes == 16 and data.image_shape == (64, 64, 1)
+        records = data.train.source.__getitems__([int(i) for i in data.train.indices])
+        assert data.train.labels.tolist() == [int(r["label_x_position"]) // 2 for r in records]  # 32 -> 16 bins
+        assert set(np.unique(data.train.images)) == {0, 255}  # sprites scaled by 255 as the benchmark does
+
+        norb = pipeline.load(_vtab_config(tmp_path, "smallnorb_elevation"))
+        records = norb.test.source.__getitems__([int(i) for i in norb.test.indices])
+        assert norb.num_classes == 9 and norb.test.labels.tolist() == [int(r["label_elevation"]) for r in records]
+
+        kitti = pipeline.load(_vtab_config(tmp_path, "kitti_distance", classes=(0, 1, 2, 3)))
+        assert kitti.num_classes == 4 and kitti.image_shape == (16, 16, 3) and len(kitti.train) == 10
+
+        # random CLEVR scenes hold 5..49 objects, outside the task's 3..10: a clear error, not a wrong label
+        with pytest.raises(ConfigError, match=r"data\.name='vtab:clevr_count'.*gives label"):
+            pipeline.load(_vtab_config(tmp_path, "clevr_count"))
+        with pytest.raises(ConfigError, match=r"data\.name='vtab:clevr_cnt'.*vtab:clevr_count"):
+            pipeline.load(_vtab_config(tmp_path, "clevr_cnt"))
+
+
+class _Scenes:
+    """A data source of hand-made CLEVR records for one split string of absolute slices: record k of TFDS
+    split "train" holds 3 + k % 8 objects, of "validation" 3 + (k + 5) % 8."""
+
+    SIZES = {"train": 2500, "validation": 300}
+
+    def __init__(self, split):
+        import re
+        self.keys = []
+        for part in split.split("+"):
+            name, a, b = re.fullmatch(r"(\w+)(?:\[(\d*):(\d*)\])?", part).groups()
+            self.keys += [(name, k) for k in range(int(a or 0), int(b or self.SIZES[name]))]
+
+    def __len__(self):
+        return len(self.keys)
+
+    def __getitem__(self, i):
+        name, k = self.keys[i]
+        n = 3 + (k + (5 if name == "validation" else 0)) % 8
+        return {"image": np.full((6, 6, 3), k % 256, np.uint8),
+                "objects": {"size": np.zeros(n, np.int64), "pixel_coords": np.ones((n, 3), np.float32)}}
+
+    def __getitems__(self, keys):
+        return [self[int(k)] for k in keys]
+
+
+def test_a_vtab_task_uses_its_own_and_the_protocol_splits(tmp_path):
+    from tl_research.data import pipeline
+    requested = []
+
+    def as_data_source(self, split, decoders=None, **kwargs):
+        requested.append(split)
+        return _Scenes(split)
+
+    train_label = lambda k: k % 8  # 3 + k % 8 objects -> label k % 8
+    with tfds.testing.mock_data(as_data_source_fn=as_data_source, data_dir=str(tmp_path)):
+        data = pipeline.load(_vtab_config(tmp_path, "clevr_count", image_size=6))
+        assert data.num_classes == 8 and data.class_names == [str(c) for c in range(8)]
+        # train[:90%] / train[90%:] / validation, cut as the benchmark does
+        assert {"train[:2250]", "train[2250:2500]", "validation[:300]"} <= set(requested)
+        assert data.train.labels.tolist() == [train_label(k) for k in range(2250)]
+        assert data.val.labels.tolist() == [train_label(k) for k in range(2250, 2500)]
+        assert data.test.labels.tolist() == [(k + 5) % 8 for k in range(300)]
+
+        tune = pipeline.load(_vtab_config(tmp_path, "clevr_count", image_size=6, vtab="train800"))
+        assert tune.train.labels.tolist() == [train_label(k) for k in range(800)]
+        assert tune.val.labels.tolist() == [train_label(k) for k in range(2250, 2450)]  # val200
+        final = pipeline.load(_vtab_config(tmp_path, "clevr_count", image_size=6,
+                                           train_split="train800val200", val_split="val200"))
+        assert final.train.labels.tolist() == [train_label(k) for k in [*range(800), *range(2250, 2450)]]
+        assert len(final.test) == 300
+
+        with pytest.raises(ConfigError, match=r"data\.val_split='validation'.*train800"):
+            pipeline.load(_vtab_config(tmp_path, "clevr_count", val_split="validation"))
+        with pytest.raises(ConfigError, match=r"data\.label_key='label_x'.*'objects'"):
+            pipeline.load(_vtab_config(tmp_path, "clevr_count", label_key="label_x"))

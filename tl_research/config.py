@@ -68,9 +68,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.lr_range = lr_range.default_config()  # launch.py --lr_range_test: see tl_research/lr_range.py
     c.wandb = ml_collections.ConfigDict(dict(mode="offline", project="tl_research", entity="", tags=()))
     # How results.csv becomes table.md and plot.png: x axis, one line per series, the metric.
-    # kind 'schedules' adds the per-schedule table of results.schedule_table (runs need train.eval_test).
-    c.report = ml_collections.ConfigDict(dict(x="frozen_depth", series=("init",), metric="test_accuracy",
-                                              kind="grid"))
+    c.report = ml_collections.ConfigDict(dict(x="frozen_depth", series=("init",), metric="test_accuracy"))
+    # The tables of table.md / table.tex, in order (results.REPORT_TABLES): "mean" (mean ± std per setting),
+    # "gain" (metric minus the report.baseline runs', paired by seed), "similarity" (report.x values ordered
+    # by domain similarity, with its rank correlation to the metric), "schedules" (per schedule: the LR chosen
+    # on validation, best/final test accuracy, steps to reach the constant LR's best; needs train.eval_test).
+    c.report.tables = ("mean",)
+    c.report.baseline = ""  # for "gain": the runs gains are measured against, "KEY=VALUE" with KEY in series
+    # Cui et al. 2018's domain similarity of each run's target data to its source model's training data, on the
+    # source model's features (tl_research.domain_similarity): a results column; cached in the workdir.
+    c.report.similarity = False
+    c.report.similarity_gamma = 0.01  # sim = exp(-gamma * EMD)
     return c
 
 
@@ -258,13 +266,10 @@ def _num_units(model_json: str) -> int:
 
 
 @functools.lru_cache(maxsize=16)
-def _num_classes(name: str, data_dir: str, label_key: str) -> int:
+def _num_classes(name: str, data_dir: str, label_key: str, image_key: str) -> int:
     cfg = pipeline.default_config()
-    cfg.name, cfg.data_dir, cfg.label_key = name, data_dir, label_key
-    features = pipeline.builder(cfg).info.features
-    if label_key not in features:
-        raise ConfigError("data.label_key", label_key, ", ".join(features.keys()))
-    return features[label_key].num_classes
+    cfg.name, cfg.data_dir, cfg.label_key, cfg.image_key = name, data_dir, label_key, image_key
+    return pipeline.num_classes(cfg)
 
 
 def validate(config, *, prefix: str = "") -> None:
@@ -297,7 +302,8 @@ def validate(config, *, prefix: str = "") -> None:
         if config.augment:
             from tl_research.data import augment
             augment.parse(tuple(config.augment))
-        num_classes = _num_classes(config.data.name, config.data.data_dir, config.data.label_key)
+        num_classes = _num_classes(config.data.name, config.data.data_dir, config.data.label_key,
+                                   config.data.image_key)
         bad = [c for c in config.data.classes if not (isinstance(c, int) and 0 <= c < num_classes)]
         if bad or len(set(config.data.classes)) != len(config.data.classes) or len(config.data.classes) == 1:
             raise err("data.classes", tuple(config.data.classes),

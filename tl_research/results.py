@@ -76,6 +76,7 @@ def summarise(rows: list[dict], x: str, series: tuple[str, ...], metric: str) ->
     metric_like = {c for c in df.columns if c.endswith(("_accuracy", "_loss", "_f1", "_time", "similarity"))
                    or c.startswith("phase")}  # per-phase metrics of multi-phase strategies
     keys = [c for c in df.columns if c not in ignore and c not in metric_like and c not in (x, *series)]
+    keys = [c for c in keys if not _follows(df, c, x)]  # zipped with x (e.g. steps per data size): part of x
     group = [k for k in (*series, *keys, x) if k in df.columns]
     if not group:
         df["_all"] = "all"
@@ -155,20 +156,10 @@ def write_report(workdir, report_cfg, rows: list[dict]) -> str:
     workdir = pathlib.Path(workdir)
     x, series, metric = report_cfg.x, tuple(report_cfg.series), report_cfg.metric
     summary = summarise(rows, x, series, metric)
-    md = to_markdown(summary, metric, x)
+    md, tex = report_tables(report_cfg, rows, summary, workdir=workdir)
     (workdir / "table.md").write_text(md)
-    (workdir / "table.tex").write_text(to_latex(summary, metric, x))
+    (workdir / "table.tex").write_text(tex)
     plot(summary, x, series, metric, workdir / "plot.png")
-    if report_cfg.get("kind", "grid") == "schedules":
-        table = schedule_table(workdir, rows, by=x)
-        extra = frame_to_markdown(table, "Per schedule, at the peak LR chosen on validation accuracy: test "
-                                         "accuracy (best seen during training, final, at the best validation "
-                                         "step) and steps to reach the constant LR's best")
-        md = md + "\n" + extra
-        (workdir / "table.md").write_text(md)
-        if not table.empty:
-            with (workdir / "table.tex").open("a") as f:
-                f.write("\n" + table.to_latex(index=False))
     return md
 
 
@@ -236,3 +227,157 @@ def frame_to_markdown(df: pd.DataFrame, title: str = "") -> str:
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(v) for v in r.values) + " |" for _, r in df.iterrows()]
     return (f"{title}\n\n" if title else "") + "\n".join(lines) + "\n"
+# ---------------------------------------------------------------------------------------------- more tables
+
+REPORT_TABLES = ("mean", "gain", "similarity", "schedules")
+SIMILARITY = "domain_similarity"
+
+
+def check_report(report_cfg, points: list[dict]) -> None:
+    """ConfigError for report.tables / report.baseline before any run starts."""
+    from tl_research.errors import ConfigError
+    tables = tuple(report_cfg.get("tables", ("mean",)))
+    if not tables or any(t not in REPORT_TABLES for t in tables):
+        raise ConfigError("report.tables", tables, f"a non-empty tuple of {', '.join(REPORT_TABLES)}")
+    if "similarity" in tables and not report_cfg.get("similarity", False):
+        raise ConfigError("report.tables", tables, "'similarity' together with report.similarity=True")
+    if "gain" in tables:
+        key, eq, value = str(report_cfg.get("baseline", "")).partition("=")
+        values = {str(p[key]) for p in points if key in p}
+        if not eq or key not in report_cfg.series or (values and value not in values):
+            shown = sorted(values) if values else "a value of it"
+            raise ConfigError("report.baseline", report_cfg.get("baseline", ""),
+                              f"KEY=VALUE with KEY one of report.series ({', '.join(report_cfg.series)}) and "
+                              f"VALUE one the sweep gives it ({shown}), e.g. init=scratch")
+
+
+def report_tables(report_cfg, rows: list[dict], summary: pd.DataFrame, workdir=".") -> tuple[str, str]:
+    """(Markdown, LaTeX) of the tables report.tables lists, in order (`workdir` holds the runs' folders)."""
+    x, series, metric = report_cfg.x, tuple(report_cfg.series), report_cfg.metric
+    md, tex = [], []
+    for name in report_cfg.get("tables", ("mean",)):
+        if name == "mean":
+            md.append(to_markdown(summary, metric, x))
+            tex.append(to_latex(summary, metric, x))
+        elif name == "gain":
+            label = f"{metric} gain over {report_cfg.baseline}"
+            table = gains(rows, x, series, metric, report_cfg.baseline)
+            md.append(to_markdown(table, label, x))
+            tex.append(to_latex(table, label, x))
+        elif name == "similarity":
+            table = by_similarity(rows, x, series, metric)
+            md.append(similarity_markdown(table, x, metric))
+            tex.append(table.to_latex(index=False, escape=True, na_rep="") if not table.empty else "")
+        elif name == "schedules":
+            table = schedule_table(workdir, rows, by=x)
+            md.append(frame_to_markdown(table, "Per schedule, at the peak LR chosen on validation accuracy: test "
+                                               "accuracy (best seen during training, final, at the best "
+                                               "validation step) and steps to reach the constant LR's best"))
+            tex.append(table.to_latex(index=False) if not table.empty else "")
+    return "\n".join(md), "\n".join(tex)
+
+
+def _setting_keys(df: pd.DataFrame, metric: str) -> list[str]:
+    """The columns that describe a run's setting (swept keys, seed included), as summarise() chooses them."""
+    ignore = set(FIRST_COLUMNS) | {"steps", "stopped_early", "num_units", "frozen_depth_resolved", "val_loss",
+                                   "test_loss", metric}
+    metric_like = {c for c in df.columns if c.endswith(("_accuracy", "_loss", "_f1", "_time", "similarity"))
+                   or c.startswith("phase")}
+    return [c for c in df.columns if c not in ignore and c not in metric_like]
+
+
+def _follows(df: pd.DataFrame, key: str, x: str) -> bool:
+    """Whether swept `key` varies, but only with x (zipped with it, e.g. train.steps with data.per_class)."""
+    if x not in df.columns or key == x or df[key].nunique(dropna=False) <= 1:
+        return False
+    return bool((df.groupby(x, dropna=False)[key].nunique(dropna=False) <= 1).all())
+
+
+def _is(column: pd.Series, value: str) -> pd.Series:
+    """column == value, for a value given as text (report.baseline) and a column read from results.csv."""
+    match = column.astype(str) == value
+    number = pd.to_numeric(pd.Series([value]), errors="coerce")[0]
+    if not pd.isna(number):
+        match |= pd.to_numeric(column, errors="coerce") == number
+    return match
+
+
+def gains(rows: list[dict], x: str, series: tuple[str, ...], metric: str, baseline: str) -> pd.DataFrame:
+    """The gain of each setting over the baseline runs (report.baseline = "KEY=VALUE", e.g. init=scratch):
+    metric(run) - metric(the baseline run with the same seed, x and other keys the baseline varies in), then
+    mean, std and count over seeds, laid out as summarise() lays out the metric. A key the baseline runs hold
+    fixed is not matched: a baseline at a single x value (a reference, like baseB) is the baseline at every
+    x."""
+    df = frame([r for r in rows if r.get("status") == "done"])
+    key, _, value = baseline.partition("=")
+    if df.empty or metric not in df or key not in df:
+        return pd.DataFrame()
+    is_base = _is(df[key], value)
+    base, other = df[is_base], df[~is_base]
+    if base.empty or other.empty:
+        return pd.DataFrame()
+    # paired on what the baseline runs vary in (seed, x, ...); what they hold fixed (scratch runs at
+    # frozen_depth 0, a single x) defines the baseline and applies to every run
+    keys = [c for c in _setting_keys(df, metric) if c not in series and not _follows(df, c, x)]
+    pair = [c for c in keys if base[c].nunique(dropna=False) > 1]
+    reference = base.groupby(pair, dropna=False)[metric].mean().rename("_baseline").reset_index() if pair else \
+        pd.DataFrame({"_baseline": [base[metric].mean()]})
+    paired = other.merge(reference, on=pair, how="inner") if pair else other.assign(_baseline=reference.iloc[0, 0])
+    paired["_gain"] = paired[metric] - paired["_baseline"]
+    group = [k for k in (*series, *[c for c in keys if c not in ("seed", x)], x) if k in paired.columns]
+    out = paired.groupby(group, dropna=False)["_gain"].agg(["mean", "std", "count"]).reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def _rank_correlation(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(Spearman's rho, Pearson's r); NaN with fewer than 3 points or a constant side."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    if len(a) < 3 or a.std() == 0 or b.std() == 0:
+        return math.nan, math.nan
+    rank = lambda v: pd.Series(v).rank().to_numpy()  # average ranks for ties
+    return float(np.corrcoef(rank(a), rank(b))[0, 1]), float(np.corrcoef(a, b)[0, 1])
+
+
+def by_similarity(rows: list[dict], x: str, series: tuple[str, ...], metric: str) -> pd.DataFrame:
+    """One row per value of x (the target data), most similar to the source first: its mean domain
+    similarity and, per series setting, the metric as 'mean ± std (n)'; then the rank (Spearman) and linear
+    (Pearson) correlation between similarity and the mean metric over the x values, per series setting."""
+    df = frame([r for r in rows if r.get("status") == "done"])
+    if df.empty or metric not in df or SIMILARITY not in df or x not in df:
+        return pd.DataFrame()
+    sims = pd.to_numeric(df[SIMILARITY], errors="coerce").groupby(df[x]).mean().dropna()
+    if sims.empty:
+        return pd.DataFrame()
+    summary = summarise(rows, x, series, metric)
+    labels = [c for c in summary.columns if c not in ("mean", "std", "count", x)]
+    if labels:
+        summary["_setting"] = summary[labels].astype(str).apply(
+            lambda r: ", ".join(f"{k}={v}" for k, v in zip(labels, r)), axis=1)
+    else:
+        summary["_setting"] = metric
+    order = sims.sort_values(ascending=False)
+    table = pd.DataFrame({x: order.index, SIMILARITY: [f"{v:.4f}" for v in order.values]})
+    correlations = {}
+    for setting, g in summary.groupby("_setting", sort=False):
+        g = g.set_index(x)
+        table[setting] = [f"{g.loc[v, 'mean']:.3f} ± {g.loc[v, 'std']:.3f} ({int(g.loc[v, 'count'])})"
+                          if v in g.index else "" for v in order.index]
+        correlations[setting] = _rank_correlation(order.values, [g["mean"].get(v, math.nan) for v in order.index])
+    for i, name in enumerate(("Spearman ρ", "Pearson r")):
+        table.loc[len(table)] = [f"{name} (similarity, mean)", ""] + [
+            "" if math.isnan(c[i]) else f"{c[i]:+.2f}" for c in correlations.values()]
+    return table
+
+
+def similarity_markdown(table: pd.DataFrame, x: str, metric: str) -> str:
+    if table.empty:
+        return "(no finished runs with a domain_similarity)\n"
+    header = (f"{metric} by domain similarity to the source (exp(-gamma * EMD) of class-mean source-model "
+              f"features, Cui et al. 2018), most similar first\n\n")
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in r.values) + " |" for _, r in table.iterrows()]
+    return header + "\n".join(lines) + "\n"

@@ -9,30 +9,34 @@ import time
 import traceback
 
 from tl_research import config as config_lib
-from tl_research import results, tracking, trainer
+from tl_research import domain_similarity, results, tracking, trainer
 from tl_research.errors import ConfigError
 
 log = logging.getLogger(__name__)
 RESULTS = "results.csv"
 
 
-def run_configs(base, points):
-    """(run id, swept values, run config) per point; every one validated."""
+def run_configs(base, points, workdir="."):
+    """(run id, swept values, run config) per point; every one validated, and the report's keys."""
+    results.check_report(base.report, points)
     out = []
     for point in points:
         cfg = config_lib.apply_overrides(base, point)
         config_lib.validate(cfg)
+        domain_similarity.check(cfg, workdir)
         out.append((config_lib.run_id(point), point, cfg))
     return out
 
 
 def _check_workdir(workdir: pathlib.Path, runs) -> None:
-    """A run directory already holding a different config is never overwritten or mixed into."""
+    """A run directory already holding a different config is never overwritten or mixed into. The report
+    block is left out: it changes how results are tabulated (or measured after the fact: report.similarity),
+    not what a run trains."""
     for rid, _, cfg in runs:
         existing = workdir / rid / "config.json"
         if existing.exists():
-            old = json.loads(existing.read_text())
-            new = json.loads(cfg.to_json())
+            old = {k: v for k, v in json.loads(existing.read_text()).items() if k != "report"}
+            new = {k: v for k, v in json.loads(cfg.to_json()).items() if k != "report"}
             if old != new:
                 diff = [k for k in sorted(set(_flat(old)) | set(_flat(new))) if _flat(old).get(k) != _flat(new).get(k)]
                 raise ConfigError("--workdir", str(workdir), "a new workdir, or the config its runs were made with",
@@ -67,7 +71,7 @@ def train_source(source_cfg, workdir: pathlib.Path, cache, progress: bool) -> tu
 def run_sweep(base, points, workdir, *, progress: bool = True, retry_failed: bool = False,
               echo=print) -> list[dict]:
     workdir = pathlib.Path(workdir).absolute()
-    runs = run_configs(base, points)  # every check before any work
+    runs = run_configs(base, points, workdir)  # every check before any work
     workdir.mkdir(parents=True, exist_ok=True)
     _check_workdir(workdir, runs)
     csv_path = workdir / RESULTS
@@ -114,6 +118,8 @@ def run_sweep(base, points, workdir, *, progress: bool = True, retry_failed: boo
         shown = f"test_accuracy={metric:.4f}" if isinstance(metric, float) else result.reason
         echo(f"[{i}/{len(todo)}] {config_lib.run_name(point)}: {result.status} {shown} "
              f"({row['wall_time']:.1f}s)")
+    if base.report.similarity:
+        _record_similarity(runs, workdir, csv_path, base.report.similarity_gamma, echo)
     rows = results.read_rows(csv_path)
     tracking.log_sweep_table(base.wandb, base.name, workdir / "wandb", rows)
     return rows
@@ -135,6 +141,27 @@ def range_test(base, workdir, *, progress: bool = True, echo=print) -> dict:
         init_path = str(src / "weights")
     return lr_range.run(base, workdir / lr_range.OUT, init_path=init_path, cache=cache, progress=progress,
                         echo=echo)
+
+
+def _record_similarity(runs, workdir, csv_path, gamma: float, echo) -> None:
+    """Adds the domain_similarity column to the finished runs that start from a source model (measured once
+    per (source, target data) and cached in the workdir, so a relaunch only reads it back)."""
+    rows = results.read_rows(csv_path)
+    done = {r["run_id"] for r in rows if r["status"] == "done"}
+    try:
+        sims, measurer = domain_similarity.for_runs([(rid, cfg) for rid, _, cfg in runs if rid in done],
+                                                    workdir, gamma)
+    except Exception as e:  # noqa: BLE001 - the trained runs' results and report still count
+        log.warning("domain similarity not measured: %s", e)
+        (workdir / "similarity_error.txt").write_text(traceback.format_exc())
+        return
+    for r in rows:
+        if r["run_id"] in sims:
+            r["domain_similarity"] = sims[r["run_id"]]
+    results.write_rows(csv_path, rows)
+    if measurer.computed:
+        echo(f"domain similarity: {measurer.computed} (source, target) pair(s) measured, {measurer.cached} "
+             f"read from {workdir / domain_similarity.CACHE_DIR}")
 
 
 def _get(cfg, key):

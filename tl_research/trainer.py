@@ -64,7 +64,9 @@ def enable_compilation_cache(directory=None) -> None:
 def mesh() -> jax.sharding.Mesh:
     """All devices on one 'data' axis: batches are split over it, parameters replicated (FSDP would add a
     'model' axis here and shard the parameter specs)."""
-    return jax.make_mesh((jax.device_count(),), ("data",))
+    # Auto axes: shardings follow the jit in/out specs and XLA propagates the rest (the default axis type
+    # of make_mesh is Explicit in current JAX, under which per-example ops such as vmapped augmentation fail)
+    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def init_weights(init: str, model_cfg, init_path: str | None = None):

@@ -1,8 +1,9 @@
 """The input pipeline: a TFDS dataset -> random-access data source -> selected examples -> host batches.
 
-Every dataset, built-in, a real TFDS name or the user's folder, takes the same path: `tfds` builder ->
-`as_data_source` (array_record, no TensorFlow) -> the examples a config selects (split, class subset, then
-the training subset: data.subsets) -> a grain dataset that yields fixed-shape uint8 batches. Batch `k` of
+Every dataset, built-in, a real TFDS name, a VTAB-1k task or the user's folder, takes the same path:
+`tfds` builder -> `as_data_source` (array_record, no TensorFlow) -> the examples a config selects (split,
+class subset, then the training subset: data.subsets) -> a grain dataset that yields fixed-shape uint8
+batches. Batch `k` of
 a run is a pure function of (seed, k), so a resumed run reads exactly the batches the uninterrupted run
 would have. Normalisation and augmentation happen on the device.
 """
@@ -20,7 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from tl_research.data import builtin, folder, subsets
+from tl_research.data import builtin, folder, subsets, vtab as vtab_lib
 from tl_research.data.sampling import BalancedSampler
 from tl_research.errors import ConfigError
 
@@ -30,7 +31,9 @@ INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest
 
 def default_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
-        name="mnist_subset",  # a built-in dataset (data.builtin.BUILDERS), any TFDS name, or "folder:/path"
+        # a built-in dataset (data.builtin.BUILDERS), any TFDS name, "vtab:TASK" (data.vtab.VTAB_TASKS) or
+        # "folder:/path" (a folder with one subfolder of images per class; data.folder)
+        name="mnist_subset",
         data_dir="",  # TFDS data dir; "" = TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR)
         train_split="train",
         val_split="val",  # any TFDS split string, e.g. "train[90%:]" for datasets without a val split
@@ -43,7 +46,7 @@ def default_config() -> ml_collections.ConfigDict:
         subset_seed=-1,  # seed of the subsets above; -1 = the run's seed
         balance="none",  # "none" | "oversample": draw every class equally often (data.sampling)
         vtab="",  # "" | "train800" | "train800val200": VTAB-1k; train = those records of train_split,
-        # val = its val200 records (800:1000), test unchanged
+        # val = its val200 records (800:1000), test unchanged; for a vtab:TASK, the task's own 1k splits
         image_key="image",
         label_key="label",
         image_size=0,  # square side after resizing; 0 = the checkpoint's input size, else the dataset's own
@@ -86,6 +89,19 @@ class Dataset:
     crop_pct: float = 1.0  # the centre crop load_image takes
 
 
+VTAB_PREFIX = "vtab:"
+
+
+def vtab_task(cfg) -> vtab_lib.VtabTask | None:
+    """The VTAB-1k task `data.name = "vtab:TASK"` names, else None."""
+    if not cfg.name.startswith(VTAB_PREFIX):
+        return None
+    task = vtab_lib.VTAB_TASKS.get(cfg.name[len(VTAB_PREFIX):])
+    if task is None:
+        raise ConfigError("data.name", cfg.name, ", ".join(VTAB_PREFIX + t for t in vtab_lib.VTAB_TASKS))
+    return task
+
+
 def builder(cfg) -> tfds.core.DatasetBuilder:
     """The TFDS builder for `data.name`, prepared locally if it is built in."""
     kwargs = {"data_dir": cfg.data_dir or None}
@@ -96,19 +112,94 @@ def builder(cfg) -> tfds.core.DatasetBuilder:
         if not b.is_prepared():
             b.download_and_prepare()
         return b
+    task = vtab_task(cfg)
     try:
-        b = tfds.builder(cfg.name, **kwargs)
+        b = tfds.builder(task.tfds_name if task else cfg.name, **kwargs)
     except tfds.core.registered.DatasetNotFoundError:
-        raise ConfigError("data.name", cfg.name,
-                          f"a built-in dataset ({', '.join(builtin.BUILDERS)}) or a TFDS dataset name") from None
+        raise ConfigError("data.name", cfg.name, f"a built-in dataset ({', '.join(builtin.BUILDERS)}), a TFDS "
+                          "dataset name, vtab:TASK or folder:PATH") from None
     return b
 
 
-def _scan_labels(b, split: str, label_key: str, records: np.ndarray | None = None) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class LabelSpec:
+    """Where a dataset's images and labels come from: record fields, or a VTAB task's derived label."""
+
+    num_classes: int
+    names: list[str]
+    image_key: str
+    label_of: Callable[[dict], int]  # record -> label in 0..num_classes-1
+    pixel_scale: int = 1
+
+
+def label_spec(cfg, b) -> LabelSpec:
+    """The images and labels `cfg` (data config) reads from builder `b`; ConfigError for a missing field."""
+    features = b.info.features
+    task = vtab_task(cfg)
+    if task is not None:
+        # the task defines its fields; data.image_key / data.label_key may only repeat them
+        for key, own in (("image_key", task.image_key), ("label_key", task.label_key)):
+            if cfg[key] not in (own, default_config()[key]):
+                raise ConfigError(f"data.{key}", cfg[key], f"{own!r} (set by the task {cfg.name})")
+        feature = features[task.label_key]
+        names = (list(feature.names) if task.label_fn is None and hasattr(feature, "names")
+                 else [str(c) for c in range(task.num_classes)])
+        return LabelSpec(task.num_classes, names, task.image_key, task.label, task.pixel_scale)
+    if cfg.label_key not in features or cfg.image_key not in features:
+        key = "data.label_key" if cfg.label_key not in features else "data.image_key"
+        raise ConfigError(key, cfg[key.split(".")[1]], ", ".join(features.keys()))
+    feature = features[cfg.label_key]
+    if not isinstance(feature, tfds.features.ClassLabel):
+        raise ConfigError("data.label_key", cfg.label_key, ", ".join(
+            k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)), why="not a class label")
+    label_key = cfg.label_key
+    return LabelSpec(feature.num_classes, list(feature.names), cfg.image_key, lambda r: int(r[label_key]))
+
+
+def num_classes(cfg) -> int:
+    """Number of classes of the dataset `cfg` (data config) names, before any data.classes subset."""
+    return label_spec(cfg, builder(cfg)).num_classes
+
+
+def _num_examples(b, split: str, name: str) -> int:
+    if split in b.info.splits:
+        return int(b.info.splits[split].num_examples)
+    try:  # metadata not at hand (e.g. tfds.testing.mock_data)
+        return len(b.as_data_source(split=split))
+    except Exception as e:  # noqa: BLE001 - TFDS raises several types for a dataset that is not prepared
+        raise ConfigError("data.name", name, f"a task whose TFDS dataset ({b.name}) is prepared in array_record "
+                          "format under the TFDS data dir", why=str(e).splitlines()[0][:120]) from None
+
+
+def split_strings(cfg, b) -> dict[str, str]:
+    """The TFDS split string of each split key (data.train_split, data.val_split, data.test_split). For a VTAB
+    task, the keys name the task's splits (vtab.SPLITS), turned here into absolute TFDS split strings."""
+    keys = ("data.train_split", "data.val_split", "data.test_split")
+    values = {k: cfg[k.split(".")[1]] for k in keys}
+    task = vtab_task(cfg)
+    if task is None:
+        return values
+    if cfg.vtab:  # the protocol's own splits rather than records 0:800 / 800:1000 of one split
+        values.update({"data.train_split": cfg.vtab, "data.val_split": "val200"})
+    for key, value in values.items():
+        if value not in vtab_lib.SPLITS:
+            raise ConfigError(key, value, f"a split of the VTAB task {cfg.name}: {', '.join(vtab_lib.SPLITS)}")
+    counts = {n: _num_examples(b, n, cfg.name) for n in task.base_splits()}
+    out = {}
+    for key, value in values.items():
+        try:
+            out[key] = task.split(value, counts)
+        except ValueError as e:
+            raise ConfigError(key, value, "train, val, test", why=str(e)) from None
+    return out
+
+
+def _scan_labels(b, split: str, label_of: Callable[[dict], int], records: np.ndarray | None = None,
+                 image_key: str = "image") -> np.ndarray:
     """Labels of every record of a split (or of `records`, record indices). Images are not decoded where
     the source allows skipping them."""
     try:
-        src = b.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+        src = b.as_data_source(split=split, decoders={image_key: tfds.decode.SkipDecoding()})
         if len(src):
             src[0]  # probe: fails where the source cannot skip decoding
     except Exception:  # sources that encode on the fly (tfds.testing.mock_data) cannot skip decoding
@@ -119,7 +210,7 @@ def _scan_labels(b, split: str, label_key: str, records: np.ndarray | None = Non
     for start in range(0, len(records), chunk):
         keys = [int(k) for k in records[start:start + chunk]]
         for i, rec in enumerate(src.__getitems__(keys), start):
-            labels[i] = int(rec[label_key])
+            labels[i] = label_of(rec)
     return labels
 
 
@@ -154,13 +245,16 @@ def resolve_image_shape(cfg, native_shape, meta) -> tuple[tuple[int, int, int], 
     return (h, w, c), interpolation, float(crop_pct)
 
 
-def make_image_loader(image_key, shape, interpolation, crop_pct):
-    """record -> uint8 (H, W, C): resize the shorter side to size / crop_pct, centre-crop, fix channels."""
+def make_image_loader(image_key, shape, interpolation, crop_pct, pixel_scale: int = 1):
+    """record -> uint8 (H, W, C): scale the pixel values (binary 0/1 images to 0/255), resize the shorter
+    side to size / crop_pct, centre-crop, fix channels."""
     h, w, c = shape
     resample = INTERPOLATIONS[interpolation]
 
     def load(record: dict) -> np.ndarray:
         img = np.asarray(record[image_key])
+        if pixel_scale != 1:
+            img = np.minimum(img.astype(np.int32) * pixel_scale, 255).astype(np.uint8)
         if img.ndim == 2:
             img = img[..., None]
         if img.shape[:2] != (h, w):
@@ -231,13 +325,9 @@ def load(cfg, meta=None, seed: int = 0) -> Dataset:
     when data.subset_seed is -1."""
     check_subset_config(cfg)
     b = builder(cfg)
-    features = b.info.features
-    if cfg.label_key not in features or cfg.image_key not in features:
-        key = "data.label_key" if cfg.label_key not in features else "data.image_key"
-        raise ConfigError(key, cfg[key.split(".")[1]], ", ".join(features.keys()))
-    label_feature = features[cfg.label_key]
-    num_all = label_feature.num_classes
-    all_names = list(label_feature.names)
+    spec = label_spec(cfg, b)
+    split_names = split_strings(cfg, b)
+    num_all, all_names = spec.num_classes, spec.names
     classes = tuple(int(c) for c in cfg.classes) if cfg.classes else tuple(range(num_all))
     bad = [c for c in classes if not 0 <= c < num_all]
     if bad or len(set(classes)) != len(classes) or len(classes) < 2:
@@ -247,26 +337,31 @@ def load(cfg, meta=None, seed: int = 0) -> Dataset:
     relabel[list(classes)] = np.arange(len(classes))
 
     def split(key: str, vtab: str = "") -> Split:
-        name = cfg[key.split(".")[1]]
+        name = split_names[key]
         src = _source(b, name, key)
         records = subsets.vtab_positions(vtab, len(src)) if vtab else np.arange(len(src))
-        labels = relabel[_scan_labels(b, name, cfg.label_key, records if vtab else None)]
+        raw = _scan_labels(b, name, spec.label_of, records if vtab else None, spec.image_key)
+        bad = raw[(raw < 0) | (raw >= num_all)]
+        if len(bad):
+            raise ConfigError("data.name", cfg.name, f"a dataset whose labels lie in 0..{num_all - 1}",
+                              why=f"split {name} gives label {int(bad[0])}")
+        labels = relabel[raw]
         idx = np.flatnonzero(labels >= 0)
         if len(idx) == 0:
             raise ConfigError(key, name, "a split holding examples of data.classes")
         return Split(src, records[idx], labels[idx])
 
-    if cfg.vtab:
+    if cfg.vtab and vtab_task(cfg) is None:
         train, val = split("data.train_split", cfg.vtab), split("data.train_split", "val200")
     else:
         train, val = split("data.train_split"), split("data.val_split")
     test = split("data.test_split")
     keep = select_training_examples(cfg, train.labels, seed)
     train = Split(train.source, train.indices[keep], train.labels[keep])
-    shape, interpolation, crop_pct = resolve_image_shape(cfg, features[cfg.image_key].shape, meta)
+    shape, interpolation, crop_pct = resolve_image_shape(cfg, b.info.features[spec.image_key].shape, meta)
+    load_image = make_image_loader(spec.image_key, shape, interpolation, crop_pct, spec.pixel_scale)
     data = Dataset(cfg.name, train, val, test, len(classes), [all_names[c] for c in classes], shape,
-                   make_image_loader(cfg.image_key, shape, interpolation, crop_pct),
-                   train_ids=train.indices.copy(), interpolation=interpolation, crop_pct=crop_pct)
+                   load_image, train_ids=train.indices.copy(), interpolation=interpolation, crop_pct=crop_pct)
     if cfg.cache_mb:
         cache_in_memory(data, cfg.cache_mb)
     return data

@@ -14,6 +14,11 @@ absolute TFDS split strings, e.g. for cifar100 (train 50,000 examples):
     train800 = "train[:800]", val200 = "train[45000:45200]", train800val200 = "train[:800]+train[45000:45200]"
 
 (`data.vtab` in the pipeline is the simpler same-split variant for any dataset: records 0:800 / 800:1000.)
+
+In a config, `data.name = "vtab:TASK"` loads a task through the pipeline (derived labels included), e.g.
+`vtab:clevr_count`; `data.train_split` / `val_split` / `test_split` then name the task's splits (SPLITS:
+"train", "val", "test" by default, "train800" / "val200" / "train800val200" for VTAB-1k), and
+`data.vtab = "train800"` or `"train800val200"` selects the protocol's train and val200 splits.
 """
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ import numpy as np
 from tl_research.errors import ConfigError
 
 GROUPS = ("natural", "specialized", "structured")
+# The split names a task answers to: its own train / val / test and the VTAB-1k protocol's.
+SPLITS = ("train", "val", "test", "trainval", "train800", "val200", "train800val200")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,12 +48,26 @@ class VtabTask:
     label_fn: Callable[[dict], int] | None = None  # record -> label, for derived labels
     benchmark_version: str = ""  # the TFDS version range the benchmark pinned (current TFDS may lack it)
     image_key: str = "image"
+    pixel_scale: int = 1  # dSprites stores binary 0/1 images; the benchmark multiplies them by 255
 
     def label(self, record: dict) -> int:
         """The task's label of one TFDS record (as `tfds.data_source` returns it)."""
         if self.label_fn is not None:
             return int(self.label_fn(record))
         return int(record[self.label_key])
+
+    def base_splits(self) -> list[str]:
+        """The TFDS splits the task's train, val and test are cut from, e.g. ["train", "test"]."""
+        names = [_SPLIT_RE.match(s).group(1) for s in (self.train, self.val, self.test)]
+        return sorted(set(names))
+
+    def split(self, name: str, num_examples: dict[str, int]) -> str:
+        """One of SPLITS as an absolute TFDS split string (see `splits`)."""
+        if name not in SPLITS:
+            raise ValueError(f"{self.name}: unknown split {name!r}; allowed: {', '.join(SPLITS)}")
+        if name in ("train", "val", "test"):
+            return _fmt(*_resolve(getattr(self, name), num_examples))
+        return self.splits(num_examples)[name]
 
     def splits(self, num_examples: dict[str, int]) -> dict[str, str]:
         """Absolute TFDS split strings of train, val, test, trainval and the VTAB-1k train800, val200 and
@@ -115,9 +136,10 @@ def _binned(key: str, num_values: int, num_classes: int) -> Callable[[dict], int
 
 
 def _task(name, tfds_name, group, num_classes, label_key="label", train="train", val="validation",
-          test="test", label_fn=None):
+          test="test", label_fn=None, pixel_scale=1):
     tfds_name, _, version = tfds_name.partition(":")
-    return VtabTask(name, tfds_name, group, num_classes, label_key, train, val, test, label_fn, version)
+    return VtabTask(name, tfds_name, group, num_classes, label_key, train, val, test, label_fn, version,
+                    pixel_scale=pixel_scale)
 
 
 VTAB_TASKS: dict[str, VtabTask] = {t.name: t for t in [
@@ -144,10 +166,10 @@ VTAB_TASKS: dict[str, VtabTask] = {t.name: t for t in [
     _task("dmlab", "dmlab:2.0.1", "structured", 6),
     _task("dsprites_location", "dsprites:2.*.*", "structured", 16, label_key="label_x_position",
           train="train[:80%]", val="train[80%:90%]", test="train[90%:]",
-          label_fn=_binned("label_x_position", 32, 16)),
+          label_fn=_binned("label_x_position", 32, 16), pixel_scale=255),
     _task("dsprites_orientation", "dsprites:2.*.*", "structured", 16, label_key="label_orientation",
           train="train[:80%]", val="train[80%:90%]", test="train[90%:]",
-          label_fn=_binned("label_orientation", 40, 16)),
+          label_fn=_binned("label_orientation", 40, 16), pixel_scale=255),
     _task("kitti_distance", "kitti:3.*.*", "structured", 4, label_key="objects",
           label_fn=_kitti_closest_vehicle_distance),
     _task("smallnorb_azimuth", "smallnorb:2.*.*", "structured", 18, label_key="label_azimuth",

@@ -1,0 +1,125 @@
+"""The domain_similarity column of a sweep (report.similarity) and the command: Cui et al.'s similarity on
+the source model's features, 1 for the source's own training data, measured once and cached in the workdir."""
+import json
+import math
+
+import pytest
+
+import launch
+from tl_research import domain_similarity, results
+
+CONFIG = '''
+from tl_research.config import base_config, axis, product, chain, copy_config
+def get_config(arg=None):
+    c = base_config()
+    c.name = "sim"
+    c.data.name = "sklearn_digits"
+    c.data.data_dir = {data_dir!r}
+    c.data.classes = (5, 6, 7, 8, 9)
+    c.data.batch_size = 32
+    c.data.eval_batch_size = 64
+    c.model.stage_sizes = (1, 1)
+    c.model.width = 4
+    c.train.steps = 6
+    c.train.eval_every = 3
+    c.train.log_every = 3
+    c.wandb.mode = "disabled"
+    source = copy_config(c)
+    source.data.classes = (0, 1, 2, 3, 4)
+    c.init = "source"
+    c.source = source
+    c.frozen_depth = "all"
+    c.report.x = "data.classes"
+    c.report.series = ("init",)
+    c.report.similarity = True
+    c.report.tables = ("similarity", "gain", "mean")
+    c.report.baseline = "init=scratch"
+    return c
+def get_sweep(arg=None):
+    # the source's own data (classes 0-4, its seed) and new classes; transfer and scratch
+    return product(axis("data.classes", [(0, 1, 2, 3, 4), (5, 6, 7, 8, 9)]),
+                   [{{"init": "source"}}, {{"init": "scratch", "frozen_depth": 0}}])
+'''
+
+SAME, OTHER = "(0, 1, 2, 3, 4)", "(5, 6, 7, 8, 9)"
+
+
+@pytest.fixture
+def config_file(tmp_path, data_dir):
+    path = tmp_path / "sim.py"
+    path.write_text(CONFIG.format(data_dir=data_dir))
+    return path
+
+
+def test_sweep_column_is_cached_and_the_command_agrees(config_file, tmp_path, capsys):
+    workdir = tmp_path / "w"
+    args = ["--config", str(config_file), "--workdir", str(workdir), "--no_progress"]
+    assert launch.main([*args, "--config.report.similarity=False", "--config.report.tables=('mean',)"]) == 0
+    assert "domain_similarity" not in results.read_rows(workdir / "results.csv")[0]
+    # switched on after the sweep: measured for the finished runs, nothing retrained
+    assert launch.main(args) == 0
+    out = capsys.readouterr().out
+    assert "4 of 4 runs already" in out and "2 (source, target) pair(s) measured" in out
+    rows = {(r["data.classes"], r["init"]): r for r in results.read_rows(workdir / "results.csv")}
+    same, other = float(rows[SAME, "source"]["domain_similarity"]), float(rows[OTHER, "source"]["domain_similarity"])
+    assert same == pytest.approx(1.0, abs=1e-6)  # identical class means: EMD 0
+    assert 0 < other < same
+    assert rows[SAME, "scratch"]["domain_similarity"] == rows[OTHER, "scratch"]["domain_similarity"] == ""
+    cached = sorted((workdir / "similarity").glob("*.json"))
+    assert len(cached) == 2  # one per (source, target data)
+    table = (workdir / "table.md").read_text()
+    assert "by domain similarity" in table and "gain over init=scratch" in table
+    first_line = [line for line in table.splitlines() if line.startswith(f"| {SAME}")][0]
+    assert "| 1.0000 |" in first_line  # most similar first
+
+    # a relaunch reads the cache: nothing measured, files untouched, the column kept
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    assert launch.main(args) == 0
+    assert "pair(s) measured" not in capsys.readouterr().out
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
+    again = {(r["data.classes"], r["init"]): r for r in results.read_rows(workdir / "results.csv")}
+    assert float(again[OTHER, "source"]["domain_similarity"]) == other
+
+    # the command reads the same cache; gamma is applied on reading
+    out = tmp_path / "sims.json"
+    assert domain_similarity.main(["--config", str(config_file), "--workdir", str(workdir), "--gamma", "0.1",
+                                   "--out", str(out)]) == 0
+    assert "0 measured, 2 from" in capsys.readouterr().out
+    measured = {tuple(r["target"]["classes"]): r for r in json.loads(out.read_text())}
+    far = measured[(5, 6, 7, 8, 9)]
+    assert math.exp(-0.01 * far["emd"]) == pytest.approx(other, abs=1e-6)
+    assert far["similarity"] == pytest.approx(math.exp(-0.1 * far["emd"]))
+
+    # --source: the same model named by its directory, measured afresh into another workdir: the same EMDs
+    source_dir = next((workdir / "sources").iterdir())
+    assert domain_similarity.main(["--config", str(config_file), "--workdir", str(tmp_path / "w2"),
+                                   "--source", str(source_dir)]) == 0
+    assert "2 measured, 0 from" in capsys.readouterr().out
+    fresh = {tuple(r["target"]["classes"]): r for r in json.loads((tmp_path / "w2" / "similarity.json").read_text())}
+    assert fresh[(5, 6, 7, 8, 9)]["emd"] == pytest.approx(far["emd"], rel=1e-5)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--config.init=torch:{weights}", "--config.report.tables=('mean',)"],
+     "config.report.similarity=True is not allowed (init=torch:"),
+    (["--config.report.tables=('similarity',)", "--config.report.similarity=False"], "config.report.tables="),
+    (["--config.report.baseline=init=pretrained"], "config.report.baseline='init=pretrained'"),
+])
+def test_bad_report_settings_stop_before_any_work(config_file, tmp_path, capsys, args, needle):
+    weights = tmp_path / "resnet.pth"
+    weights.write_bytes(b"")
+    workdir = tmp_path / "bad"
+    assert launch.main(["--config", str(config_file), "--workdir", str(workdir), "--no_progress",
+                        *[a.format(weights=weights) for a in args]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and needle in err and len(err.splitlines()) == 1
+    assert not (workdir / "results.csv").exists()
+
+
+def test_command_refuses_a_source_without_its_run(config_file, tmp_path, capsys):
+    assert domain_similarity.main(["--config", str(config_file), "--workdir", str(tmp_path / "w"),
+                                   "--source", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "config.--source=" in err and "run directory" in err
+    assert domain_similarity.main(["--config", str(config_file), "--gamma", "-1"]) == 2
+    assert "config.--gamma=-1.0" in capsys.readouterr().err

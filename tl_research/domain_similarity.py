@@ -1,0 +1,281 @@
+"""Cui et al. 2018's domain similarity of a run's target data to the data its source model was trained on,
+measured with that source model: the `domain_similarity` column of a sweep (`report.similarity = True`) and
+a command.
+
+    python -m tl_research.domain_similarity --config configs/X.py[:arg] [--config.KEY=VALUE ...]
+        [--workdir DIR] [--source DIR] [--gamma 0.01] [--out FILE]
+
+Targets are the distinct data configs of the config's runs. The source model is `--source DIR` for every
+target (a run directory holding config.json and weights/, e.g. WORKDIR/sources/<hash> or WORKDIR/<run id>), or
+else each run's own: `init='source'` (trained into WORKDIR/sources/ first if it is not there yet, as
+launch.py would) or `init=` a run directory. Runs from scratch have no source model; converted checkpoints
+(keras:, torch:, npz:, a weights directory outside a run) carry no record of their training data, so there
+is nothing to compare with: both are refused by the command and by `report.similarity`.
+
+What is measured (similarity.py): the source model's class-mean penultimate features over its own training
+examples (the source run's data config and seed) and over the target's training examples (the run's data
+config and seed, so its training subset if it has one), target images brought to the source's input size and
+channels; classes weighted by their image counts; sim = exp(-gamma * EMD), gamma = 0.01 as in the paper.
+
+Each (source, target) EMD is cached as JSON in WORKDIR/similarity/, so a relaunched sweep or the command after
+a sweep recomputes nothing; gamma is applied when reading, so changing it is free. Prints a table, most
+similar first, and writes JSON (--out, default WORKDIR/similarity.json).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import pathlib
+import sys
+from typing import Any
+
+import ml_collections
+
+from tl_research import config as config_lib
+from tl_research.checkpoints import weights as weights_lib
+from tl_research.errors import ConfigError
+
+log = logging.getLogger(__name__)
+CACHE_DIR = "similarity"
+DEFAULT_GAMMA = 0.01
+# data config fields that do not change which images a split holds or how they look
+_LOADER_KEYS = ("data_dir", "val_split", "test_split", "balance", "batch_size", "eval_batch_size", "cache_mb",
+                "threads", "prefetch")
+_RUN_DIR = "a run directory holding config.json and weights/ (e.g. WORKDIR/sources/<hash> or WORKDIR/<run id>)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A source model and what it was trained on."""
+
+    weights_dir: pathlib.Path
+    model: Any  # model config
+    data: Any  # data config of its training run
+    seed: int  # its run's seed (draws its training subset, if any)
+
+
+def source_from_run_dir(path, key: str = "--source") -> Source:
+    """The source model of a run directory (or of its weights/ directory); ConfigError naming `key` else."""
+    d = pathlib.Path(path)
+    for run_dir in (d, d.parent):
+        if (run_dir / "config.json").is_file() and weights_lib.is_weights_dir(run_dir / "weights"):
+            run = ml_collections.ConfigDict(json.loads((run_dir / "config.json").read_text()))
+            return Source((run_dir / "weights").absolute(), run.model, run.data, int(run.seed))
+    raise ConfigError(key, str(path), _RUN_DIR, why="no run config and weights there")
+
+
+def source_of(cfg, workdir) -> Source | None:
+    """The source model run config `cfg` starts from (None from scratch). For init='source' it is the
+    workdir's source model, which may not be trained yet."""
+    init = cfg.init
+    if init == "scratch":
+        return None
+    if init == "source":
+        d = pathlib.Path(workdir).absolute() / "sources" / config_lib.config_hash(cfg.source)
+        return Source(d / "weights", cfg.source.model, cfg.source.data, int(cfg.source.seed))
+    fmt, sep, _ = init.partition(":")
+    if sep and fmt in ("keras", "torch", "npz"):
+        raise ConfigError("report.similarity", True, "runs from scratch, init='source' or init=" + _RUN_DIR,
+                          why=f"init={init} records no training data to compare with")
+    try:
+        return source_from_run_dir(init, key="init")
+    except ConfigError:
+        raise ConfigError("report.similarity", True, "runs from scratch, init='source' or init=" + _RUN_DIR,
+                          why=f"init={init} records no training data to compare with") from None
+
+
+def data_key(data_cfg, seed: int) -> dict:
+    """What decides the training images a data config selects: its fields, and the seed of its training
+    subset when it draws one."""
+    d = {k: v for k, v in data_cfg.to_dict().items() if k not in _LOADER_KEYS}
+    subset = data_cfg.train_examples or data_cfg.per_class or data_cfg.imbalance_ratio != 1.0
+    d["subset_seed"] = (seed if data_cfg.subset_seed == -1 else int(data_cfg.subset_seed)) if subset else None
+    return d
+
+
+def _digest(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Measurer:
+    """Measures and caches EMDs. Keeps each source model's feature extractor and class means for the process,
+    and each (source, target) EMD as a JSON file in `cache_dir`."""
+
+    def __init__(self, cache_dir):
+        self.cache_dir = pathlib.Path(cache_dir)
+        self._sources: dict[str, tuple] = {}
+        self.computed = self.cached = 0
+
+    def _source_key(self, source: Source) -> dict:
+        meta = source.weights_dir / weights_lib.META_FILE
+        return {"weights": str(source.weights_dir), "written": os.stat(meta).st_mtime_ns,
+                "data": data_key(source.data, source.seed)}
+
+    def pair_key(self, source: Source, target_data, seed: int) -> str:
+        return _digest([self._source_key(source), data_key(target_data, seed)])
+
+    def _source(self, source: Source):
+        from tl_research.data import pipeline
+        from tl_research.features import FeatureExtractor
+        key = _digest(self._source_key(source))
+        if key not in self._sources:
+            weights, meta = weights_lib.load_weights(source.weights_dir)
+            data = pipeline.load(source.data, meta, seed=source.seed)
+            extractor = FeatureExtractor(source.model, weights, meta, data.image_shape[2])
+            means = extractor.class_means(data, data.train, source.data.eval_batch_size, source.data.threads)
+            self._sources[key] = (extractor, meta, data.image_shape, means)
+        return self._sources[key]
+
+    def emd(self, source: Source, target_data, seed: int) -> dict:
+        """{"emd", "source", "target", ...} for the training images of `target_data` (drawn with `seed`)."""
+        if not weights_lib.is_weights_dir(source.weights_dir):
+            raise ConfigError("init", str(source.weights_dir), _RUN_DIR, why="no source weights there")
+        path = self.cache_dir / f"{self.pair_key(source, target_data, seed)}.json"
+        if path.exists():
+            self.cached += 1
+            return json.loads(path.read_text())
+        from tl_research import similarity
+        from tl_research.data import pipeline
+        extractor, meta, (h, w, c), (src_means, src_counts) = self._source(source)
+        target = config_lib.copy_config(target_data)
+        target.channels = c  # the source model's input: its channels and, for square inputs, its size
+        if h == w:
+            target.image_size = h
+        data = pipeline.load(target, meta, seed=seed)
+        means, counts = extractor.class_means(data, data.train, target.eval_batch_size, target.threads)
+        result = {
+            "emd": similarity.earth_movers_distance(src_means, src_counts, means, counts),
+            "source": {"weights": str(source.weights_dir), "data": source.data.name,
+                       "classes": list(source.data.classes), "images": int(src_counts.sum())},
+            "target": {**data_key(target_data, seed), "images": int(counts.sum())},
+        }
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1, default=str))
+        os.replace(tmp, path)
+        self.computed += 1
+        return result
+
+
+def similarity_of(emd: float, gamma: float) -> float:
+    """exp(-gamma * EMD) (Cui et al. 2018)."""
+    return math.exp(-gamma * emd)
+
+
+def check(cfg, workdir) -> None:
+    """ConfigError before any work when `report.similarity` is on and the run's source cannot be compared."""
+    if cfg.report.similarity:
+        source_of(cfg, workdir)
+        if not cfg.report.similarity_gamma > 0:
+            raise ConfigError("report.similarity_gamma", cfg.report.similarity_gamma, "a number > 0 (0.01)")
+
+
+def for_runs(runs, workdir, gamma: float) -> tuple[dict[str, float], Measurer]:
+    """{run id: domain similarity} for the (run id, run config) pairs that start from a source model."""
+    measurer = Measurer(pathlib.Path(workdir) / CACHE_DIR)
+    out = {}
+    for rid, cfg in runs:
+        source = source_of(cfg, workdir)
+        if source is not None:
+            out[rid] = similarity_of(measurer.emd(source, cfg.data, cfg.seed)["emd"], gamma)
+    return out, measurer
+
+
+# ---------------------------------------------------------------------------------------------- command
+
+USAGE = __doc__
+
+
+def parse_args(argv: list[str]) -> dict:
+    from tl_research.config import parse_value
+    args = {"config": None, "workdir": None, "source": None, "gamma": DEFAULT_GAMMA, "out": None, "overrides": {}}
+    it = iter(argv)
+    for arg in it:
+        if arg in ("-h", "--help"):
+            print(USAGE)
+            sys.exit(0)
+        name, eq, value = arg.partition("=")
+        if name.startswith("--config."):
+            if not eq:
+                raise ConfigError(name[2:], None, f"{name}=VALUE")
+            args["overrides"][name[len("--config."):]] = parse_value(value)
+            continue
+        if name not in ("--config", "--workdir", "--source", "--gamma", "--out"):
+            raise ConfigError("command line", arg, "--config PATH[:ARG], --config.KEY=VALUE, --workdir DIR, "
+                                                   "--source DIR, --gamma G, --out FILE")
+        if not eq:
+            value = next(it, None)
+            if value is None:
+                raise ConfigError(name, None, "a value after the flag")
+        args[name[2:]] = value
+    if args["config"] is None:
+        raise ConfigError("--config", None, "a config file whose runs name the target data, e.g. "
+                                            "configs/domain_similarity.py")
+    try:
+        args["gamma"] = float(args["gamma"])
+    except ValueError:
+        args["gamma"] = -1.0
+    if not args["gamma"] > 0:
+        raise ConfigError("--gamma", args["gamma"], "a number > 0 (Cui et al.: 0.01)")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("absl", "jax._src.xla_bridge", "orbax", "tensorflow_datasets"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    from tl_research import sweep, trainer
+    try:
+        args = parse_args(argv)
+        base, points = config_lib.load(args["config"], args["overrides"])
+        workdir = pathlib.Path(args["workdir"] or pathlib.Path("runs") / base.name).absolute()
+        runs = sweep.run_configs(base, points, workdir)
+        fixed = source_from_run_dir(args["source"]) if args["source"] else None
+        pairs: dict[str, dict] = {}
+        for rid, _, cfg in runs:
+            source = fixed or source_of(cfg, workdir)
+            if source is None:
+                continue
+            key = _digest([str(source.weights_dir), data_key(cfg.data, cfg.seed)])
+            pairs.setdefault(key, {"source": source, "cfg": cfg, "run_ids": []})["run_ids"].append(rid)
+        if not pairs:
+            raise ConfigError("--source", None, _RUN_DIR, why="every run of the config starts from scratch")
+        trainer.enable_compilation_cache()
+        measurer = Measurer(workdir / CACHE_DIR)
+        rows = []
+        for pair in pairs.values():
+            source, cfg = pair["source"], pair["cfg"]
+            if not weights_lib.is_weights_dir(source.weights_dir) and cfg.init == "source" and fixed is None:
+                print(f"training source model {source.weights_dir.parent.name} into {workdir / 'sources'}")
+                sweep.train_source(config_lib.copy_config(cfg.source), workdir, trainer.StepCache(),
+                                   progress=sys.stderr.isatty())
+            result = measurer.emd(source, cfg.data, cfg.seed)
+            rows.append({**result, "similarity": similarity_of(result["emd"], args["gamma"]),
+                         "gamma": args["gamma"], "run_ids": pair["run_ids"]})
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rows.sort(key=lambda r: -r["similarity"])
+    out = pathlib.Path(args["out"] or workdir / "similarity.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1, default=str))
+    print(f"domain similarity exp(-{args['gamma']} * EMD), source model features (Cui et al. 2018); "
+          f"{measurer.computed} measured, {measurer.cached} from {workdir / CACHE_DIR}")
+    print("| similarity | EMD | target | classes | subset seed | images | source |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        t = r["target"]
+        print(f"| {r['similarity']:.4f} | {r['emd']:.3f} | {t['name']} | {tuple(t['classes']) or 'all'} | "
+              f"{'' if t['subset_seed'] is None else t['subset_seed']} | {t['images']} | "
+              f"{r['source']['data']} {tuple(r['source']['classes']) or ''} |")
+    print(f"json: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.exit(main(sys.argv[1:]))
