@@ -2,16 +2,21 @@
 
 Source: the quickstart's small ResNet trained on digits 0-4 (once per workdir). Target: digits 5-9, 200
 training examples per class, 4 epochs (80 steps), fine-tuning everything (frozen depth 0) or the top two
-units (frozen depth 2), with each schedule of tl_research.schedules at two peak LRs and 2 seeds. Test accuracy is also measured at every eval
-(train.eval_test) so the table can count the steps each schedule needs to reach the constant LR's best.
+units (frozen depth 2), with each schedule of tl_research.schedules at two peak LRs and 2 seeds. Test
+accuracy is also measured at every eval (train.eval_test), so the table can count the steps each schedule
+needs to reach the constant LR's best.
 
-    python launch.py --config configs/lr_schedules.py            # ~9 min on 2 CPU cores
+    python launch.py --config configs/lr_schedules.py            # 11 min on 2 busy CPU cores
 
 table.md then holds, per schedule and frozen depth, the peak LR chosen on validation accuracy, the best test
 accuracy seen during training, the final one, the one at the best validation step, and the steps to reach
-the constant LR's best test accuracy (Smith 2017's comparison). Trend to expect: the annealing and cyclical
-schedules (one_cycle, cosine, cyclical, slanted_triangular) end above a constant LR and reach its best
-accuracy in fewer steps; the gap is small for the partial fine-tune (fewer parameters move).
+the constant LR's best test accuracy (Smith 2017's comparison). What it showed here (2 seeds): every
+schedule that anneals or cycles ends above the constant LR when everything is fine-tuned (final test
+accuracy: cosine .973, one_cycle .968, step .967, slanted_triangular .951, cyclical .944 vs constant .921),
+each from a peak LR (0.1) that validation rejects for the constant LR. The constant LR's best (.939, mean
+over seeds) is reached by step 56 (step), 64 (cyclical, slanted_triangular) or 72 (cosine, one_cycle) of
+80, while one of the two constant runs never reaches it: a small-scale echo of Smith's result. With two
+units frozen the spread is within noise (.963-.967 vs .958).
 
 To take cyclical bounds from an LR range test first:
 

@@ -1,7 +1,7 @@
 """Fine-tuning strategies from one source checkpoint, on a small target set, offline.
 
 Source: the quickstart's small ResNet trained on digits 0-4 (once per workdir). Target: digits 5-9 with
-100 training examples per class (the regime where the choice of strategy matters), 160 steps, 3 seeds:
+100 training examples per class, 160 steps (16 epochs), 3 seeds:
 
     feature_extraction  frozen base, new head                       (lr 0.1)
     fine_tune           everything trains, weight decay 5e-4         (lr 0.03)
@@ -11,11 +11,17 @@ Source: the quickstart's small ResNet trained on digits 0-4 (once per workdir). 
     l2_sp               fine_tune with L2-SP (alpha = beta = 0.01) instead of weight decay
     bn_source           fine_tune keeping the source BatchNorm statistics
 
-    python launch.py --config configs/strategies.py               # ~5 min on 2 CPU cores
+    python launch.py --config configs/strategies.py               # 6 min 44 s on 2 CPU cores
 
-Trend to expect: every strategy that fine-tunes beats feature extraction on this target (the source's top
-features are specific to digits 0-4); two_phase and gradual unfreezing start from a trained head and match
-or beat plain fine-tuning; L2-SP and weight decay are within noise of each other at this scale.
+What it showed here (test accuracy, mean ± std over 3 seeds): fine_tune .969 ± .006, l2_sp .971 ± .003,
+gradual_unfreezing .965 ± .008, two_phase .951 ± .007 (its head-only phase alone: .666-.684),
+discriminative .933 ± .008, feature_extraction .817 ± .017, bn_source .475 ± .193. Every strategy that
+fine-tunes beats feature extraction by 12-15 points (the source's top features are specific to digits 0-4);
+L2-SP and weight decay are within noise of each other; with 160 steps, recipes that hold the lower units
+back (two_phase's low LR, discriminative LRs) give up a little against plain fine-tuning at this small
+scale. Keeping the source BatchNorm statistics while every unit trains at this LR is unstable (the loss
+rises in the first 20 steps and some seeds never recover): train with batch statistics, or freeze the
+units whose statistics must stay.
 """
 from tl_research.config import axis, base_config, copy_config, product, zip_axes
 

@@ -103,7 +103,7 @@ def to_markdown(summary: pd.DataFrame, metric: str, x: str) -> str:
         wide.columns = [str(c) if c not in rowkeys else c for c in wide.columns]
         wide = wide.rename(columns={str(c): f"{x}={c}" for c in summary[x].unique()})
     else:
-        wide = wide[[*rowkeys, *([x] if x in summary.columns else []), "cell"]]
+        wide = wide[[*rowkeys, *([x] if x in summary.columns else []), "cell"]].rename(columns={"cell": metric})
     header = f"{metric}: mean ± std over seeds (n runs)\n\n"
     cols = list(wide.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
