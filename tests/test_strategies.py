@@ -112,6 +112,7 @@ def test_two_phase_trains_the_head_alone_then_switches_at_the_boundary(tiny_conf
     starts = [(r["step"], r["phase"], r["trainable_params"]) for r in rows if r.get("event") == "phase_start"]
     assert starts == [(0, 1, head), (4, 2, head + sum(v for k, v in sizes.items() if k != "head"))]
     assert whole.metrics["phase1_step"] == 4
+    assert whole.metrics["strategy_resolved"] == "two_phase, phases at 4, no weight decay"
 
     # phase 1 is exactly a 4-step linear probe at the head schedule's LR
     probe = _run(tiny_config(**{**common, "strategy.name": "feature_extraction", "train.steps": 4,

@@ -72,7 +72,7 @@ def summarise(rows: list[dict], x: str, series: tuple[str, ...], metric: str) ->
     if df.empty or metric not in df:
         return pd.DataFrame()
     ignore = set(FIRST_COLUMNS) | {"seed", "steps", "stopped_early", "num_units", "frozen_depth_resolved",
-                                   "val_loss", "test_loss", metric}
+                                   "strategy_resolved", "val_loss", "test_loss", metric}
     metric_like = {c for c in df.columns if c.endswith(("_accuracy", "_loss", "_f1", "_time", "similarity"))
                    or c.startswith("phase")}  # per-phase metrics of multi-phase strategies
     keys = [c for c in df.columns if c not in ignore and c not in metric_like and c not in (x, *series)]
@@ -280,7 +280,7 @@ def report_tables(report_cfg, rows: list[dict], summary: pd.DataFrame, workdir="
 def _setting_keys(df: pd.DataFrame, metric: str) -> list[str]:
     """The columns that describe a run's setting (swept keys, seed included), as summarise() chooses them."""
     ignore = set(FIRST_COLUMNS) | {"steps", "stopped_early", "num_units", "frozen_depth_resolved", "val_loss",
-                                   "test_loss", metric}
+                                   "strategy_resolved", "test_loss", metric}
     metric_like = {c for c in df.columns if c.endswith(("_accuracy", "_loss", "_f1", "_time", "similarity"))
                    or c.startswith("phase")}
     return [c for c in df.columns if c not in ignore and c not in metric_like]

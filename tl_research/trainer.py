@@ -541,6 +541,8 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
         "test_macro_f1": detail["macro_f1"], "best_step": best_step, "steps": step,
         "stopped_early": host["stopped_early"], "trainable_params": trainable_params,
         "frozen_depth_resolved": s.frozen_depth, "num_units": s.model.num_units,
+        # the strategy in one cell (its keys are columns of their own only where a sweep varies them)
+        "strategy_resolved": _strategy_summary(config.strategy, plan),
         "wall_time": round(time.time() - t0, 2),
     }
     if eval_test:
@@ -557,6 +559,19 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
     result = RunResult("done", "", metrics)
     (run_dir / RESULT_FILE).write_text(json.dumps(dataclasses.asdict(result), indent=1))
     return result
+
+
+def _strategy_summary(cfg, plan: strategies.Plan) -> str:
+    parts = [cfg.name]
+    if len(plan.phases) > 1:
+        parts.append("phases at " + "/".join(str(p.start) for p in plan.phases[1:]))
+    if cfg.lr_decay != 1:
+        parts.append(f"lr_decay {cfg.lr_decay:g}")
+    parts.append(f"l2_sp {plan.l2sp[0]:g}/{plan.l2sp[1]:g}" if plan.l2sp else
+                 f"weight_decay {plan.weight_decay:g}" if plan.weight_decay else "no weight decay")
+    if not plan.update_stats:
+        parts.append("source BN statistics")
+    return ", ".join(parts)
 
 
 def _progress(enabled: bool, total: int, start: int, name: str):
