@@ -19,7 +19,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from tl_research import config as C, freezing, models, trainer  # noqa: E402
@@ -41,11 +40,7 @@ def main():
     model = models.build(cfg.model, 5, 1)
     n = model.num_units
     depths = sorted({0, n // 2, n})
-    graphdef, p_state, s_state = nnx.split(model, nnx.Param, nnx.BatchStat)
-    pp = {trainer._dotted(p): p for p, _ in nnx.to_flat_state(p_state)}
-    sp = {trainer._dotted(p): p for p, _ in nnx.to_flat_state(s_state)}
-    params = {trainer._dotted(p): v.get_value() for p, v in nnx.to_flat_state(p_state)}
-    stats = {trainer._dotted(p): v.get_value() for p, v in nnx.to_flat_state(s_state)}
+    graphdef, pp, sp, params, stats = trainer.split_model(model)
     mesh = trainer.mesh()
     repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     rng = np.random.default_rng(0)

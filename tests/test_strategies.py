@@ -3,7 +3,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from conftest import tiny
@@ -167,11 +166,7 @@ def _step_fixture(**kw):
     cfg.optimizer.momentum = 0.0
     model = models.build(cfg.model, 5, 1)
     model.head.classifier.kernel.set_value(jax.random.normal(jax.random.key(3), model.head.classifier.kernel.shape))
-    graphdef, p_state, s_state = nnx.split(model, nnx.Param, nnx.BatchStat)
-    pp = {trainer._dotted(p): p for p, _ in nnx.to_flat_state(p_state)}
-    sp = {trainer._dotted(p): p for p, _ in nnx.to_flat_state(s_state)}
-    params = {trainer._dotted(p): v.get_value() for p, v in nnx.to_flat_state(p_state)}
-    stats = {trainer._dotted(p): v.get_value() for p, v in nnx.to_flat_state(s_state)}
+    graphdef, pp, sp, params, stats = trainer.split_model(model)
     mesh = trainer.mesh()
     frozen_depth = kw.pop("frozen_depth", 0)
     labels = freezing.labels(list(params), frozen_depth)

@@ -10,7 +10,6 @@ What Cui et al. 2018's domain similarity (tl_research.similarity) and linear eva
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -31,13 +30,12 @@ class FeatureExtractor:
         model = models.build(model_cfg, 2, in_channels)
         weights_lib.transfer(model, weights)
         graphdef, state = nnx.split(model)
-        (lo, hi), mean, std = trainer.normaliser(self.meta, in_channels)
+        preprocess = trainer.preprocessor(*trainer.normaliser(self.meta, in_channels))  # as the trainer does
         pool = model.head.pool
 
         def features(state, images):
             m = nnx.merge(graphdef, state)
-            x = lo + images.astype(jnp.float32) * ((hi - lo) / 255.0)  # as the trainer preprocesses
-            return global_pool(m.features((x - mean) / std, train=False), pool)
+            return global_pool(m.features(preprocess(images), train=False), pool)
 
         self._state = state
         self._features = jax.jit(features)

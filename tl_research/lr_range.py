@@ -29,10 +29,8 @@ import math
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tl_research.errors import ConfigError
@@ -105,42 +103,24 @@ def run(config, out_dir, *, init_path: str | None = None, cache=None, progress: 
     s = trainer.setup(config, init_path)
     phase = s.plan.phases[-1]
     mesh_ = trainer.mesh()
-    repl, data_sharding = NamedSharding(mesh_, P()), NamedSharding(mesh_, P("data"))
-    graphdef, params_state, stats_state = nnx.split(s.model, nnx.Param, nnx.BatchStat)
-    param_paths = {trainer._dotted(p): p for p, _ in nnx.to_flat_state(params_state)}
-    stat_paths = {trainer._dotted(p): p for p, _ in nnx.to_flat_state(stats_state)}
-    value_range, mean, std = trainer.normaliser(s.meta, s.data.image_shape[2])
-    augment_ops = ()
-    if config.augment:
-        from tl_research.data import augment
-        augment_ops = augment.parse(tuple(config.augment))
-    tx, train = (cache or trainer.StepCache()).get(("lr_range", graphdef, phase.frozen_depth, config.to_json()),
-                                                   lambda: trainer.build_train(
-        graphdef, param_paths, stat_paths, frozen_depth=phase.frozen_depth, label_map=s.labels(phase),
-        opt_cfg=config.optimizer, num_classes=s.data.num_classes,
-        label_smoothing=float(config.train.label_smoothing), value_range=value_range, mean=mean, std=std,
-        augment_ops=augment_ops, mesh_=mesh_, lr_multipliers=s.plan.lr_multipliers,
-        weight_decay=s.plan.weight_decay, l2sp=s.plan.l2sp, update_stats=s.plan.update_stats))
-    params = {trainer._dotted(p): v.get_value() for p, v in nnx.to_flat_state(params_state)}
-    stats = {trainer._dotted(p): v.get_value() for p, v in nnx.to_flat_state(stats_state)}
-    anchor = jax.device_put(jax.device_get({k: v for k, v in params.items() if not k.startswith("head.")}
-                                           if s.plan.l2sp else {}), repl)
-    state = jax.device_put({"params": params, "batch_stats": stats, "opt_state": tx.init(params),
-                            "step": jnp.zeros((), jnp.int32),
-                            "key": jax.random.key_data(jax.random.key(config.seed))}, repl)
+    prog = trainer.Program(s, config, mesh_, cache or trainer.StepCache())
+    steps = prog.steps(phase)  # the very step the run's last phase trains with
+    state = prog.fresh_state(steps.tx)
+    data_sharding = NamedSharding(mesh_, P("data"))
     lrs = exponential_lrs(float(cfg.min_lr), float(cfg.max_lr), int(cfg.steps))
     batches = pipeline.train_batches(s.data, config.data.batch_size, config.seed, 0, len(lrs), config.data.threads,
                                      config.data.prefetch,
                                      sampler=pipeline.train_sampler(config.data, s.data, config.seed))
     momentum = float(s.plan.momenta[0])
-    losses, best, diverged = [], math.inf, False
+    losses, best, diverged, avg = [], math.inf, False, 0.0
     bar = trainer._progress(progress, len(lrs), 0, "lr range test")
     for t, lr in enumerate(lrs):
         hp = {"lr": lr, "momentum": np.float32(momentum), "class_weights": s.class_weights}
-        state, m = train(state, trainer.to_device(next(batches), data_sharding), hp, anchor)
+        state, m = steps.train(state, trainer.to_device(next(batches), data_sharding), hp, prog.anchor)
         loss = float(jax.device_get(m["loss"]))
         losses.append(loss if math.isfinite(loss) else math.inf)
-        smoothed = smooth(losses, float(cfg.smoothing))[-1]
+        avg = cfg.smoothing * avg + (1 - cfg.smoothing) * losses[-1]  # smooth()'s recursion, one step
+        smoothed = avg / (1 - cfg.smoothing ** (t + 1))
         best = min(best, smoothed)
         if bar:
             bar.update(1)

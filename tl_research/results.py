@@ -71,11 +71,7 @@ def summarise(rows: list[dict], x: str, series: tuple[str, ...], metric: str) ->
     df = frame([r for r in rows if r.get("status") == "done"])
     if df.empty or metric not in df:
         return pd.DataFrame()
-    ignore = set(FIRST_COLUMNS) | {"seed", "steps", "stopped_early", "num_units", "frozen_depth_resolved",
-                                   "strategy_resolved", "val_loss", "test_loss", metric}
-    metric_like = {c for c in df.columns if c.endswith(("_accuracy", "_loss", "_f1", "_time", "similarity"))
-                   or c.startswith("phase")}  # per-phase metrics of multi-phase strategies
-    keys = [c for c in df.columns if c not in ignore and c not in metric_like and c not in (x, *series)]
+    keys = [c for c in _setting_keys(df, metric) if c not in ("seed", x, *series)]
     keys = [c for c in keys if not _follows(df, c, x)]  # zipped with x (e.g. steps per data size): part of x
     group = [k for k in (*series, *keys, x) if k in df.columns]
     if not group:
@@ -104,13 +100,7 @@ def to_markdown(summary: pd.DataFrame, metric: str, x: str) -> str:
         wide = wide.rename(columns={str(c): f"{x}={c}" for c in summary[x].unique()})
     else:
         wide = wide[[*rowkeys, *([x] if x in summary.columns else []), "cell"]].rename(columns={"cell": metric})
-    header = f"{metric}: mean ± std over seeds (n runs)\n\n"
-    cols = list(wide.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-    for _, r in wide.iterrows():
-        lines.append("| " + " | ".join("" if (isinstance(v, float) and math.isnan(v)) else str(v)
-                                        for v in r.values) + " |")
-    return header + "\n".join(lines) + "\n"
+    return frame_to_markdown(wide, f"{metric}: mean ± std over seeds (n runs)")
 
 
 def to_latex(summary: pd.DataFrame, metric: str, x: str) -> str:
@@ -225,8 +215,11 @@ def frame_to_markdown(df: pd.DataFrame, title: str = "") -> str:
         return "(no finished runs)\n"
     cols = list(df.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in r.values) + " |" for _, r in df.iterrows()]
+    lines += ["| " + " | ".join("" if (isinstance(v, float) and math.isnan(v)) else str(v) for v in r.values)
+              + " |" for _, r in df.iterrows()]
     return (f"{title}\n\n" if title else "") + "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------------------------- more tables
 
 REPORT_TABLES = ("mean", "gain", "similarity", "schedules")
@@ -278,7 +271,8 @@ def report_tables(report_cfg, rows: list[dict], summary: pd.DataFrame, workdir="
 
 
 def _setting_keys(df: pd.DataFrame, metric: str) -> list[str]:
-    """The columns that describe a run's setting (swept keys, seed included), as summarise() chooses them."""
+    """The columns that describe a run's setting (swept keys, seed included): not results, not metrics (per-
+    phase metrics of multi-phase strategies included)."""
     ignore = set(FIRST_COLUMNS) | {"steps", "stopped_early", "num_units", "frozen_depth_resolved", "val_loss",
                                    "strategy_resolved", "test_loss", metric}
     metric_like = {c for c in df.columns if c.endswith(("_accuracy", "_loss", "_f1", "_time", "similarity"))
@@ -375,9 +369,5 @@ def by_similarity(rows: list[dict], x: str, series: tuple[str, ...], metric: str
 def similarity_markdown(table: pd.DataFrame, x: str, metric: str) -> str:
     if table.empty:
         return "(no finished runs with a domain_similarity)\n"
-    header = (f"{metric} by domain similarity to the source (exp(-gamma * EMD) of class-mean source-model "
-              f"features, Cui et al. 2018), most similar first\n\n")
-    cols = list(table.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in r.values) + " |" for _, r in table.iterrows()]
-    return header + "\n".join(lines) + "\n"
+    return frame_to_markdown(table, f"{metric} by domain similarity to the source (exp(-gamma * EMD) of "
+                                    f"class-mean source-model features, Cui et al. 2018), most similar first")

@@ -198,7 +198,8 @@ def _merger(graphdef, param_paths: dict, stat_paths: dict):
     return model_of
 
 
-def _preprocessor(value_range, mean, std):
+def preprocessor(value_range, mean, std):
+    """uint8 images -> the model's input: scaled to the value range, then normalised by mean and std."""
     mean, std = jnp.asarray(mean), jnp.asarray(std)
     lo, hi = value_range
 
@@ -210,7 +211,7 @@ def _preprocessor(value_range, mean, std):
 
 def build_eval(graphdef, param_paths: dict, stat_paths: dict, *, value_range, mean, std,
                mesh_: jax.sharding.Mesh) -> Callable:
-    model_of, preprocess = _merger(graphdef, param_paths, stat_paths), _preprocessor(value_range, mean, std)
+    model_of, preprocess = _merger(graphdef, param_paths, stat_paths), preprocessor(value_range, mean, std)
 
     def eval_step(params, stats, batch):
         model = model_of(params, stats)
@@ -232,7 +233,7 @@ def build_train(graphdef, param_paths: dict, stat_paths: dict, *, frozen_depth: 
     tx = freezing.build_optimizer(opt_cfg, label_map, lr_multipliers, weight_decay)
     trainable = freezing.trainable(label_map)
     trainable_set = set(trainable)
-    model_of, preprocess = _merger(graphdef, param_paths, stat_paths), _preprocessor(value_range, mean, std)
+    model_of, preprocess = _merger(graphdef, param_paths, stat_paths), preprocessor(value_range, mean, std)
 
     def train_step(state, batch, hp, anchor):
         key = jax.random.fold_in(state["key"], state["step"])
@@ -313,6 +314,66 @@ def evaluate(steps: Steps, params, stats, data: pipeline.Dataset, split: pipelin
             "preds": preds, "labels": labels}
 
 
+def split_model(model: nnx.Module):
+    """(graphdef, param paths, stat paths, params, batch stats): the model as flat dicts keyed by dotted
+    names, the form the compiled steps take."""
+    graphdef, params_state, stats_state = nnx.split(model, nnx.Param, nnx.BatchStat)
+    param_paths = {_dotted(p): p for p, _ in nnx.to_flat_state(params_state)}
+    stat_paths = {_dotted(p): p for p, _ in nnx.to_flat_state(stats_state)}
+    params = {_dotted(p): v.get_value() for p, v in nnx.to_flat_state(params_state)}
+    stats = {_dotted(p): v.get_value() for p, v in nnx.to_flat_state(stats_state)}
+    return graphdef, param_paths, stat_paths, params, stats
+
+
+class Program:
+    """What a run executes: the model split into flat dicts, the eval step, one train step per phase (from
+    the cache, so phases and runs of the same structure share compilations) and L2-SP's anchor."""
+
+    def __init__(self, s: Setup, config, mesh_: jax.sharding.Mesh, cache: StepCache):
+        self.s, self.config, self.mesh, self.cache = s, config, mesh_, cache
+        self.graphdef, self.param_paths, self.stat_paths, self.params, self.stats = split_model(s.model)
+        self.sizes = {k: int(np.size(v)) for k, v in self.params.items()}
+        self.value_range, self.mean, self.std = normaliser(s.meta, s.data.image_shape[2])
+        self.augment_ops = tuple(config.augment)
+        if self.augment_ops:
+            from tl_research.data import augment
+            self.augment_ops = augment.parse(self.augment_ops)
+        self.devices = tuple(mesh_.devices.flat)
+        self.repl = NamedSharding(mesh_, P())
+        self.evaluate = cache.get(
+            ("eval", self.graphdef, self.value_range, tuple(self.mean), tuple(self.std), self.devices),
+            lambda: build_eval(self.graphdef, self.param_paths, self.stat_paths, value_range=self.value_range,
+                               mean=self.mean, std=self.std, mesh_=mesh_))
+        # L2-SP's anchor: the starting (transferred) weights of the units, a pure function of the config; a
+        # copy, since the state that starts from the same arrays is donated to the train step
+        self.anchor = jax.device_put(jax.device_get(
+            {k: v for k, v in self.params.items() if not k.startswith("head.")} if s.plan.l2sp else {}), self.repl)
+
+    def steps(self, phase: strategies.Phase) -> Steps:
+        s, plan, cfg = self.s, self.s.plan, self.config
+        labels = s.labels(phase)
+        key = ("train", self.graphdef, phase.frozen_depth, tuple(sorted(labels.items())), cfg.optimizer.to_json(),
+               tuple(sorted(plan.lr_multipliers.items())), plan.weight_decay, plan.l2sp, plan.update_stats,
+               s.data.num_classes, float(cfg.train.label_smoothing), self.value_range, tuple(self.mean),
+               tuple(self.std), self.augment_ops, self.devices)
+        tx, train = self.cache.get(key, lambda: build_train(
+            self.graphdef, self.param_paths, self.stat_paths, frozen_depth=phase.frozen_depth, label_map=labels,
+            opt_cfg=cfg.optimizer, num_classes=s.data.num_classes, label_smoothing=float(cfg.train.label_smoothing),
+            value_range=self.value_range, mean=self.mean, std=self.std, augment_ops=self.augment_ops,
+            mesh_=self.mesh, lr_multipliers=plan.lr_multipliers, weight_decay=plan.weight_decay, l2sp=plan.l2sp,
+            update_stats=plan.update_stats))
+        return Steps(tx, train, self.evaluate)
+
+    def fresh_state(self, tx: optax.GradientTransformation) -> dict:
+        """The state at step 0, replicated over the mesh."""
+        return jax.device_put({"params": self.params, "batch_stats": self.stats, "opt_state": tx.init(self.params),
+                               "step": jnp.zeros((), jnp.int32),
+                               "key": jax.random.key_data(jax.random.key(self.config.seed))}, self.repl)
+
+    def trainable_count(self, phase: strategies.Phase) -> int:
+        return sum(self.sizes[k] for k in freezing.trainable(self.s.labels(phase)))
+
+
 # ---------------------------------------------------------------------------------------------- run
 
 def run(config, run_dir, *, init_path: str | None = None, cache: StepCache | None = None,
@@ -343,51 +404,17 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
     plan = s.plan
     mesh_ = mesh()
     repl, data_sharding = NamedSharding(mesh_, P()), NamedSharding(mesh_, P("data"))
-    graphdef, params_state, stats_state = nnx.split(s.model, nnx.Param, nnx.BatchStat)
-    param_paths = {_dotted(p): p for p, _ in nnx.to_flat_state(params_state)}
-    stat_paths = {_dotted(p): p for p, _ in nnx.to_flat_state(stats_state)}
-    value_range, mean, std = normaliser(s.meta, s.data.image_shape[2])
-    augment_ops = tuple(config.augment)
-    if augment_ops:
-        from tl_research.data import augment
-        augment_ops = augment.parse(augment_ops)
-    devices = tuple(mesh_.devices.flat)
-    evaluate_fn = cache.get(("eval", graphdef, value_range, tuple(mean), tuple(std), devices), lambda: build_eval(
-        graphdef, param_paths, stat_paths, value_range=value_range, mean=mean, std=std, mesh_=mesh_))
-
-    def steps_for(phase: strategies.Phase) -> Steps:
-        labels = s.labels(phase)
-        key = ("train", graphdef, phase.frozen_depth, tuple(sorted(labels.items())), config.optimizer.to_json(),
-               tuple(sorted(plan.lr_multipliers.items())), plan.weight_decay, plan.l2sp, plan.update_stats,
-               s.data.num_classes, float(config.train.label_smoothing), value_range, tuple(mean), tuple(std),
-               augment_ops, devices)
-        tx, train = cache.get(key, lambda: build_train(
-            graphdef, param_paths, stat_paths, frozen_depth=phase.frozen_depth, label_map=labels,
-            opt_cfg=config.optimizer, num_classes=s.data.num_classes,
-            label_smoothing=float(config.train.label_smoothing), value_range=value_range, mean=mean, std=std,
-            augment_ops=augment_ops, mesh_=mesh_, lr_multipliers=plan.lr_multipliers,
-            weight_decay=plan.weight_decay, l2sp=plan.l2sp, update_stats=plan.update_stats))
-        return Steps(tx, train, evaluate_fn)
-
-    def trainable_count(phase: strategies.Phase) -> int:
-        return int(sum(np.size(params[k]) for k in freezing.trainable(s.labels(phase))))
+    prog = Program(s, config, mesh_, cache)
 
     # ---- state: fresh, or the last checkpoint. The state saved after step t has the optimizer structure of
     # the phase of step index t (phase switches happen before the checkpoint of a phase's last step).
-    params = {_dotted(p): v.get_value() for p, v in nnx.to_flat_state(params_state)}
-    stats = {_dotted(p): v.get_value() for p, v in nnx.to_flat_state(stats_state)}
-    # L2-SP's anchor: the starting (transferred) weights of the units, a pure function of the config
-    anchor = jax.device_put(jax.device_get({k: v for k, v in params.items() if not k.startswith("head.")}
-                                           if plan.l2sp else {}), repl)  # a copy: the state is donated
     ckpt_dir = run_dir / "checkpoints"
     manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
         max_to_keep=1, enable_async_checkpointing=False), item_names=("state", "host"))
     start = int(manager.latest_step()) if manager.latest_step() is not None else 0
     phase_i = plan.phase_index(start)
-    steps = steps_for(plan.phases[phase_i])
-    state = {"params": params, "batch_stats": stats, "opt_state": steps.tx.init(params),
-             "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(jax.random.key(config.seed))}
-    state = jax.device_put(state, repl)
+    steps = prog.steps(plan.phases[phase_i])
+    state = prog.fresh_state(steps.tx)
     host = {"best_metric": None, "best_step": 0, "evals_since_best": 0, "stopped_early": False,
             "best_val_accuracy": None, "best_val_loss": None, "best_seen_test_accuracy": None, "phases": []}
     if start:
@@ -400,7 +427,7 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
     if start and host["best_step"] and weights_lib.is_weights_dir(best_dir):
         best = weights_lib.load_weights(best_dir)[0]
 
-    trainable_params = trainable_count(plan.phases[-1])
+    trainable_params = prog.trainable_count(plan.phases[-1])
     resolved = config.to_dict()
     resolved.update(frozen_depth_resolved=s.frozen_depth, num_units=s.model.num_units,
                     total_steps=s.total_steps, trainable_params=trainable_params,
@@ -413,7 +440,7 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
                      "trainable_params": trainable_params, "total_steps": s.total_steps})
         tracker.log({"step": 0, "event": "phase_start", "phase": 1, "phase_name": plan.phases[0].name,
                      "frozen_depth": plan.phases[0].frozen_depth,
-                     "trainable_params": trainable_count(plan.phases[0])})
+                     "trainable_params": prog.trainable_count(plan.phases[0])})
 
     # ---- loop
     eval_every = config.train.eval_every or s.steps_per_epoch
@@ -442,7 +469,7 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
             last_phase = phase_i == len(plan.phases) - 1
             hp = {"lr": plan.lrs[step - 1], "momentum": plan.momenta[step - 1],
                   "class_weights": s.class_weights}
-            state, m = steps.train(state, to_device(next(batches), data_sharding), hp, anchor)
+            state, m = steps.train(state, to_device(next(batches), data_sharding), hp, prog.anchor)
             pending.append(m)
             last = step == s.total_steps
             if step % config.train.log_every == 0 or last or step == phase.end:
@@ -490,12 +517,12 @@ def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, prog
                 tracker.log({"step": step, "event": "phase_end", **{f"phase_{k}": v for k, v in ended.items()}})
                 phase_i += 1
                 nxt = plan.phases[phase_i]
-                steps = steps_for(nxt)
+                steps = prog.steps(nxt)
                 state["opt_state"] = jax.device_put(
                     carry_over(state["opt_state"], steps.tx.init(state["params"])), repl)
                 host["evals_since_best"] = 0
                 tracker.log({"step": step, "event": "phase_start", "phase": phase_i + 1, "phase_name": nxt.name,
-                             "frozen_depth": nxt.frozen_depth, "trainable_params": trainable_count(nxt)})
+                             "frozen_depth": nxt.frozen_depth, "trainable_params": prog.trainable_count(nxt)})
             if step % ckpt_every == 0 or last or host["stopped_early"] or step == phase.end:
                 manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                            host=ocp.args.JsonSave(host)), force=True)
