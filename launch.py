@@ -4,7 +4,10 @@
     python launch.py --config configs/X.py[:arg] [--config.key=value ...] [--workdir DIR]
     python launch.py --config configs/X.py --lr_range_test [...]   # LR range test of the config's base run
 
-Flags: --retry_failed (rerun failed runs), --no_progress (no progress bars).
+Flags: --retry_failed (rerun failed runs), --no_progress (no progress bars), -h/--help. The command line is
+absl flags with the config read by ml_collections' config_flags (tl_research/command_line.py): an override is
+typed by its key's type (--config.train.steps=100, --config.data.classes="(0, 1)"), and an override of a key
+the config's sweep varies replaces the sweep's values for that key. Bad input is one `error:` line, exit code 2.
 
 Outputs land in DIR (default runs/<config name>): results.csv, table.md, table.tex, plot.png, one folder per
 run (config.json, metrics.jsonl, checkpoints/, weights/) and wandb/. Relaunching the same command resumes:
@@ -14,59 +17,41 @@ from __future__ import annotations
 
 import logging
 import os
-import pathlib
 import sys
 
+from absl import flags
+
 USAGE = __doc__
+FLAG_LIST = ("--config PATH[:ARG], --config.KEY=VALUE, --workdir DIR, --retry_failed, --no_progress, "
+             "--lr_range_test, -h/--help")
 
 
-def parse_args(argv: list[str]):
-    from tl_research.config import parse_value
-    from tl_research.errors import ConfigError
-    spec, workdir, overrides, flags = "configs/quickstart.py", None, {}, set()
-    it = iter(argv)
-    for arg in it:
-        if arg in ("-h", "--help"):
-            print(USAGE)
-            sys.exit(0)
-        name, eq, value = arg.partition("=")
-        if not eq and name in ("--config", "--workdir"):
-            value = next(it, None)
-            if value is None:
-                raise ConfigError(name, None, "a value after the flag")
-        if name == "--config":
-            spec = value
-        elif name == "--workdir":
-            workdir = value
-        elif name.startswith("--config."):
-            if not eq:
-                raise ConfigError(name[2:], None, f"{name}=VALUE")
-            overrides[name[len("--config."):]] = parse_value(value)
-        elif name in ("--retry_failed", "--no_progress", "--lr_range_test"):
-            flags.add(name[2:])
-        else:
-            raise ConfigError("command line", arg, "--config PATH[:ARG], --config.KEY=VALUE, --workdir DIR, "
-                                                   "--retry_failed, --no_progress, --lr_range_test")
-    return spec, workdir, overrides, flags
+def define_flags(fv) -> None:
+    """launch.py's own flags; --config and --workdir come from tl_research.command_line."""
+    flags.DEFINE_bool("retry_failed", False, "rerun the runs that failed", flag_values=fv)
+    flags.DEFINE_bool("no_progress", False, "no progress bars", flag_values=fv)
+    flags.DEFINE_bool("lr_range_test", False, "an LR range test of the config's base run", flag_values=fv)
 
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "jax._src.xla_bridge", "orbax", "tensorflow_datasets"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    from tl_research import config as config_lib, results, sweep, trainer
+    from tl_research import command_line, results, sweep, trainer
     from tl_research.errors import ConfigError
     try:
-        spec, workdir, overrides, flags = parse_args(argv)
-        base, points = config_lib.load(spec, overrides)
-        workdir = pathlib.Path(workdir or pathlib.Path("runs") / base.name)
+        cli = command_line.parse(argv, define_flags, usage=USAGE, default_config="configs/quickstart.py",
+                                 flag_list=FLAG_LIST)
+        if cli is None:  # --help
+            return 0
+        base, points, workdir = cli.config, cli.points, cli.workdir
         trainer.enable_compilation_cache()
-        progress = "no_progress" not in flags and sys.stderr.isatty()
-        if "lr_range_test" in flags:
+        progress = not cli.flags.no_progress and sys.stderr.isatty()
+        if cli.flags.lr_range_test:
             sweep.range_test(base, workdir, progress=progress)
             return 0
         print(f"{base.name}: {len(points)} run(s) into {workdir}")
-        rows = sweep.run_sweep(base, points, workdir, progress=progress, retry_failed="retry_failed" in flags)
+        rows = sweep.run_sweep(base, points, workdir, progress=progress, retry_failed=cli.flags.retry_failed)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

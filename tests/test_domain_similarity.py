@@ -6,7 +6,7 @@ import math
 import pytest
 
 import launch
-from tl_research import domain_similarity, results
+from tl_research import results, similarity_command
 
 CONFIG = '''
 from tl_research.config import base_config, axis, product, chain, copy_config
@@ -82,7 +82,7 @@ def test_sweep_column_is_cached_and_the_command_agrees(config_file, tmp_path, ca
 
     # the command reads the same cache; gamma is applied on reading
     out = tmp_path / "sims.json"
-    assert domain_similarity.main(["--config", str(config_file), "--workdir", str(workdir), "--gamma", "0.1",
+    assert similarity_command.main(["--config", str(config_file), "--workdir", str(workdir), "--gamma", "0.1",
                                    "--out", str(out)]) == 0
     assert "0 measured, 2 from" in capsys.readouterr().out
     measured = {tuple(r["target"]["classes"]): r for r in json.loads(out.read_text())}
@@ -92,7 +92,7 @@ def test_sweep_column_is_cached_and_the_command_agrees(config_file, tmp_path, ca
 
     # --source: the same model named by its directory, measured afresh into another workdir: the same EMDs
     source_dir = next((workdir / "sources").iterdir())
-    assert domain_similarity.main(["--config", str(config_file), "--workdir", str(tmp_path / "w2"),
+    assert similarity_command.main(["--config", str(config_file), "--workdir", str(tmp_path / "w2"),
                                    "--source", str(source_dir)]) == 0
     assert "2 measured, 0 from" in capsys.readouterr().out
     fresh = {tuple(r["target"]["classes"]): r for r in json.loads((tmp_path / "w2" / "similarity.json").read_text())}
@@ -117,9 +117,9 @@ def test_bad_report_settings_stop_before_any_work(config_file, tmp_path, capsys,
 
 
 def test_command_refuses_a_source_without_its_run(config_file, tmp_path, capsys):
-    assert domain_similarity.main(["--config", str(config_file), "--workdir", str(tmp_path / "w"),
+    assert similarity_command.main(["--config", str(config_file), "--workdir", str(tmp_path / "w"),
                                    "--source", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "config.--source=" in err and "run directory" in err
-    assert domain_similarity.main(["--config", str(config_file), "--gamma", "-1"]) == 2
+    assert similarity_command.main(["--config", str(config_file), "--gamma", "-1"]) == 2
     assert "config.--gamma=-1.0" in capsys.readouterr().err

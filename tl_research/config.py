@@ -1,13 +1,15 @@
 """Configs: the base run config, command-line overrides, sweep axes and run ids.
 
-A config file is a Python module with `get_config(arg) -> ConfigDict` (built from `base_config()`) and,
-optionally, `get_sweep(arg) -> list[dict]`: one dict of {dotted key: value} per run, built with the axis
-helpers below. A config is read once, validated once and passed down.
+A config file is a Python module with `get_config(arg=None) -> ConfigDict` (built from `base_config()`) and,
+optionally, `get_sweep(arg=None) -> list[dict]`: one dict of {dotted key: value} per run, built with the axis
+helpers below. Both are called with the ARG of `--config FILE:ARG`, or with no argument
+(tl_research/command_line.py reads the command line). A config is read once, validated once and passed down.
 """
 from __future__ import annotations
 
 import ast
 import copy
+import difflib
 import functools
 import hashlib
 import importlib.util
@@ -84,24 +86,25 @@ def base_config() -> ml_collections.ConfigDict:
 
 # ---------------------------------------------------------------------------------------------- overrides
 
-def _get(config: ml_collections.ConfigDict, key: str):
+def _get(config: ml_collections.ConfigDict, key: str, value: Any = "?"):
+    """config[key] for a dotted key; ConfigError naming the closest existing key (a typo's likely target,
+    matched as ConfigDict's own KeyError suggests one) and the keys around it otherwise."""
     node = config
     parts = key.split(".")
     for i, p in enumerate(parts):
         if not isinstance(node, ml_collections.ConfigDict) or p not in node:
             parent = ".".join(parts[:i]) or "config"
             keys = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-            raise ConfigError(key, "?", f"keys of {parent}: {', '.join(keys)}", why="no such key")
+            close = difflib.get_close_matches(p, keys, n=1)
+            closest = f"{'.'.join([*parts[:i], close[0]])} (the closest) or " if close else ""
+            raise ConfigError(key, value, f"{closest}a key of {parent}: {', '.join(keys)}", why="no such key")
         node = node[p]
     return node
 
 
 def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
     """config[key] = value for a dotted key that must exist; the value must fit the key's type."""
-    try:
-        old = _get(config, key)
-    except ConfigError as e:
-        raise ConfigError(key, value, e.allowed, why="no such key") from None
+    old = _get(config, key, value)
     *parents, leaf = key.split(".")
     node = config
     for p in parents:
@@ -203,31 +206,31 @@ def config_hash(config) -> str:
 # ---------------------------------------------------------------------------------------------- files
 
 def load_module(path: str):
-    """Imports a config file by path."""
+    """Imports a config file by path; ConfigError when there is none or it defines no get_config."""
     p = pathlib.Path(path)
     if not p.is_file():
-        raise ConfigError("--config", path, "a path to a config file, e.g. configs/quickstart.py[:arg]")
+        raise ConfigError("--config", path, "a path to a config file, e.g. configs/quickstart.py[:arg]",
+                          why="no such file")
     spec = importlib.util.spec_from_file_location(f"tl_config_{p.stem}", p)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
-        raise ConfigError("--config", path, "a file defining get_config(arg)")
+        raise ConfigError("--config", path, "a file defining get_config(arg=None)")
     return module
 
 
-def load(spec: str, overrides: dict[str, Any] | None = None):
-    """'configs/X.py[:arg]' + overrides -> (base config, sweep points). Sweep keys are checked here."""
-    path, _, arg = spec.partition(":")
-    module = load_module(path)
-    config = module.get_config(arg or None) if _takes_arg(module.get_config) else module.get_config()
-    config = apply_overrides(config, overrides or {})
+def sweep_points(module, arg: str | None, config, overrides: dict[str, Any]) -> Points:
+    """The runs of a config file: its get_sweep(arg) points ([{}], one run, without one). A command-line
+    override of a swept key replaces the sweep's values for that key (the user asked for that value); the
+    points' keys must exist in `config`."""
     points: Points = [{}]
     if hasattr(module, "get_sweep"):
-        points = module.get_sweep(arg or None) if _takes_arg(module.get_sweep) else module.get_sweep()
+        # called as config_flags calls get_config: with the ':arg' string if the spec has one
+        points = module.get_sweep(*([] if arg is None else [arg]))
         swept = {k for p in points for k in p}
-        for key in overrides or {}:
+        for key, value in overrides.items():
             if key in swept:
-                points = [{**p, key: overrides[key]} for p in points]
+                points = [{**p, key: value} for p in points]
         # duplicates would write two rows for one run id
         seen, unique = set(), []
         for p in points:
@@ -239,12 +242,7 @@ def load(spec: str, overrides: dict[str, Any] | None = None):
     for p in points:
         for key in p:
             _get(config, key)
-    return config, points
-
-
-def _takes_arg(fn) -> bool:
-    import inspect
-    return len(inspect.signature(fn).parameters) > 0
+    return points
 
 
 def resolve_frozen_depth(value, num_units: int) -> int:

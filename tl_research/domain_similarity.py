@@ -1,16 +1,11 @@
 """Cui et al. 2018's domain similarity of a run's target data to the data its source model was trained on,
-measured with that source model: the `domain_similarity` column of a sweep (`report.similarity = True`) and
-a command.
+measured with that source model: the `domain_similarity` column of a sweep (`report.similarity = True`), and
+what the command `python -m tl_research.similarity_command` measures.
 
-    python -m tl_research.domain_similarity --config configs/X.py[:arg] [--config.KEY=VALUE ...]
-        [--workdir DIR] [--source DIR] [--gamma 0.01] [--out FILE]
-
-Targets are the distinct data configs of the config's runs. The source model is `--source DIR` for every
-target (a run directory holding config.json and weights/, e.g. WORKDIR/sources/<hash> or WORKDIR/<run id>), or
-else each run's own: `init='source'` (trained into WORKDIR/sources/ first if it is not there yet, as
-launch.py would) or `init=` a run directory. Runs from scratch have no source model; converted checkpoints
-(keras:, torch:, npz:, a weights directory outside a run) carry no record of their training data, so there
-is nothing to compare with: both are refused by the command and by `report.similarity`.
+A run's source model is its own: `init='source'` (the workdir's source model, WORKDIR/sources/<hash>) or
+`init=` a run directory (config.json and weights/). Runs from scratch have no source model; converted
+checkpoints (keras:, torch:, npz:, a weights directory outside a run) carry no record of their training data,
+so there is nothing to compare with: both are refused by `report.similarity` and by the command.
 
 What is measured (similarity.py): the source model's class-mean penultimate features over its own training
 examples (the source run's data config and seed) and over the target's training examples (the run's data
@@ -18,8 +13,7 @@ config and seed, so its training subset if it has one), target images brought to
 channels; classes weighted by their image counts; sim = exp(-gamma * EMD), gamma = 0.01 as in the paper.
 
 Each (source, target) EMD is cached as JSON in WORKDIR/similarity/, so a relaunched sweep or the command after
-a sweep recomputes nothing; gamma is applied when reading, so changing it is free. Prints a table, most
-similar first, and writes JSON (--out, default WORKDIR/similarity.json).
+a sweep recomputes nothing; gamma is applied when reading, so changing it is free.
 """
 from __future__ import annotations
 
@@ -30,7 +24,6 @@ import logging
 import math
 import os
 import pathlib
-import sys
 from typing import Any
 
 import ml_collections
@@ -45,7 +38,7 @@ DEFAULT_GAMMA = 0.01
 # data config fields that do not change which images a split holds or how they look
 _LOADER_KEYS = ("data_dir", "val_split", "test_split", "balance", "batch_size", "eval_batch_size", "cache_mb",
                 "threads", "prefetch")
-_RUN_DIR = "a run directory holding config.json and weights/ (e.g. WORKDIR/sources/<hash> or WORKDIR/<run id>)"
+RUN_DIR = "a run directory holding config.json and weights/ (e.g. WORKDIR/sources/<hash> or WORKDIR/<run id>)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +58,7 @@ def source_from_run_dir(path, key: str = "--source") -> Source:
         if (run_dir / "config.json").is_file() and weights_lib.is_weights_dir(run_dir / "weights"):
             run = ml_collections.ConfigDict(json.loads((run_dir / "config.json").read_text()))
             return Source((run_dir / "weights").absolute(), run.model, run.data, int(run.seed))
-    raise ConfigError(key, str(path), _RUN_DIR, why="no run config and weights there")
+    raise ConfigError(key, str(path), RUN_DIR, why="no run config and weights there")
 
 
 def source_of(cfg, workdir) -> Source | None:
@@ -79,12 +72,12 @@ def source_of(cfg, workdir) -> Source | None:
         return Source(d / "weights", cfg.source.model, cfg.source.data, int(cfg.source.seed))
     fmt, sep, _ = init.partition(":")
     if sep and fmt in ("keras", "torch", "npz"):
-        raise ConfigError("report.similarity", True, "runs from scratch, init='source' or init=" + _RUN_DIR,
+        raise ConfigError("report.similarity", True, "runs from scratch, init='source' or init=" + RUN_DIR,
                           why=f"init={init} records no training data to compare with")
     try:
         return source_from_run_dir(init, key="init")
     except ConfigError:
-        raise ConfigError("report.similarity", True, "runs from scratch, init='source' or init=" + _RUN_DIR,
+        raise ConfigError("report.similarity", True, "runs from scratch, init='source' or init=" + RUN_DIR,
                           why=f"init={init} records no training data to compare with") from None
 
 
@@ -133,7 +126,7 @@ class Measurer:
     def emd(self, source: Source, target_data, seed: int) -> dict:
         """{"emd", "source", "target", ...} for the training images of `target_data` (drawn with `seed`)."""
         if not weights_lib.is_weights_dir(source.weights_dir):
-            raise ConfigError("init", str(source.weights_dir), _RUN_DIR, why="no source weights there")
+            raise ConfigError("init", str(source.weights_dir), RUN_DIR, why="no source weights there")
         path = self.cache_dir / f"{self.pair_key(source, target_data, seed)}.json"
         if path.exists():
             self.cached += 1
@@ -183,99 +176,3 @@ def for_runs(runs, workdir, gamma: float) -> tuple[dict[str, float], Measurer]:
         if source is not None:
             out[rid] = similarity_of(measurer.emd(source, cfg.data, cfg.seed)["emd"], gamma)
     return out, measurer
-
-
-# ---------------------------------------------------------------------------------------------- command
-
-USAGE = __doc__
-
-
-def parse_args(argv: list[str]) -> dict:
-    from tl_research.config import parse_value
-    args = {"config": None, "workdir": None, "source": None, "gamma": DEFAULT_GAMMA, "out": None, "overrides": {}}
-    it = iter(argv)
-    for arg in it:
-        if arg in ("-h", "--help"):
-            print(USAGE)
-            sys.exit(0)
-        name, eq, value = arg.partition("=")
-        if name.startswith("--config."):
-            if not eq:
-                raise ConfigError(name[2:], None, f"{name}=VALUE")
-            args["overrides"][name[len("--config."):]] = parse_value(value)
-            continue
-        if name not in ("--config", "--workdir", "--source", "--gamma", "--out"):
-            raise ConfigError("command line", arg, "--config PATH[:ARG], --config.KEY=VALUE, --workdir DIR, "
-                                                   "--source DIR, --gamma G, --out FILE")
-        if not eq:
-            value = next(it, None)
-            if value is None:
-                raise ConfigError(name, None, "a value after the flag")
-        args[name[2:]] = value
-    if args["config"] is None:
-        raise ConfigError("--config", None, "a config file whose runs name the target data, e.g. "
-                                            "configs/domain_similarity.py")
-    try:
-        args["gamma"] = float(args["gamma"])
-    except ValueError:
-        args["gamma"] = -1.0
-    if not args["gamma"] > 0:
-        raise ConfigError("--gamma", args["gamma"], "a number > 0 (Cui et al.: 0.01)")
-    return args
-
-
-def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("absl", "jax._src.xla_bridge", "orbax", "tensorflow_datasets"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    from tl_research import sweep, trainer
-    try:
-        args = parse_args(argv)
-        base, points = config_lib.load(args["config"], args["overrides"])
-        workdir = pathlib.Path(args["workdir"] or pathlib.Path("runs") / base.name).absolute()
-        runs = sweep.run_configs(base, points, workdir)
-        fixed = source_from_run_dir(args["source"]) if args["source"] else None
-        pairs: dict[str, dict] = {}
-        for rid, _, cfg in runs:
-            source = fixed or source_of(cfg, workdir)
-            if source is None:
-                continue
-            key = _digest([str(source.weights_dir), data_key(cfg.data, cfg.seed)])
-            pairs.setdefault(key, {"source": source, "cfg": cfg, "run_ids": []})["run_ids"].append(rid)
-        if not pairs:
-            raise ConfigError("--source", None, _RUN_DIR, why="every run of the config starts from scratch")
-        trainer.enable_compilation_cache()
-        measurer = Measurer(workdir / CACHE_DIR)
-        rows = []
-        for pair in pairs.values():
-            source, cfg = pair["source"], pair["cfg"]
-            if not weights_lib.is_weights_dir(source.weights_dir) and cfg.init == "source" and fixed is None:
-                print(f"training source model {source.weights_dir.parent.name} into {workdir / 'sources'}")
-                sweep.train_source(config_lib.copy_config(cfg.source), workdir, trainer.StepCache(),
-                                   progress=sys.stderr.isatty())
-            result = measurer.emd(source, cfg.data, cfg.seed)
-            rows.append({**result, "similarity": similarity_of(result["emd"], args["gamma"]),
-                         "gamma": args["gamma"], "run_ids": pair["run_ids"]})
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    rows.sort(key=lambda r: -r["similarity"])
-    out = pathlib.Path(args["out"] or workdir / "similarity.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=1, default=str))
-    print(f"domain similarity exp(-{args['gamma']} * EMD), source model features (Cui et al. 2018); "
-          f"{measurer.computed} measured, {measurer.cached} from {workdir / CACHE_DIR}")
-    print("| similarity | EMD | target | classes | subset seed | images | source |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        t = r["target"]
-        print(f"| {r['similarity']:.4f} | {r['emd']:.3f} | {t['name']} | {tuple(t['classes']) or 'all'} | "
-              f"{'' if t['subset_seed'] is None else t['subset_seed']} | {t['images']} | "
-              f"{r['source']['data']} {tuple(r['source']['classes']) or ''} |")
-    print(f"json: {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.exit(main(sys.argv[1:]))
