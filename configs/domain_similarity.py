@@ -15,7 +15,7 @@ to least similar with each arm's accuracy and the rank / linear correlation betw
 then the usual table.
 
     python launch.py --config configs/domain_similarity.py       # 24 runs + 1 source: 3 min 21 s on 2 busy CPU cores
-    python -m tl_research.domain_similarity --config configs/domain_similarity.py   # the similarities alone
+    python -m tl_research.similarity_command --config configs/domain_similarity.py   # the similarities alone
 
 Trend measured here (3 seeds; the tables are in README): the measured similarity ranks the same-domain target
 (MNIST 5-9, 0.976) and the upsampled scikit-learn digits (0.962) first, as the ladder was built, but MNIST-M

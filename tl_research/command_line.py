@@ -57,6 +57,7 @@ def parse(argv: list[str], define: Callable[[flags.FlagValues], None], *, usage:
     if first.config is None:
         raise ConfigError("--config", None, "--config FILE[:ARG], a config file whose runs the command reads")
     path, colon, arg = first.config.partition(":")
+    arg = arg if colon else None  # config_flags passes get_config an argument only after a colon
     module = config_lib.load_module(path)
     fv = flags.FlagValues()
     try:
@@ -66,12 +67,12 @@ def parse(argv: list[str], define: Callable[[flags.FlagValues], None], *, usage:
             sys_argv=["prog", *argv]))
         positional = fv(["prog", *argv])[1:]
     except _PARSE_ERRORS as e:
-        raise _refusal(e, fv, argv, flag_list, module, arg if colon else None, rest) from None
+        raise _refusal(e, fv, argv, flag_list, module, arg, rest) from None
     if positional:
         raise ConfigError("command line", positional[0], flag_list, why="not a flag")
     config = fv.config
     overrides = config_flags.get_override_values(fv["config"])
-    points = config_lib.sweep_points(module, arg if colon else None, config, overrides)
+    points = config_lib.sweep_points(module, arg, config, overrides)
     return CommandLine(config, points, pathlib.Path(fv.workdir or pathlib.Path("runs") / config.name), fv)
 
 
