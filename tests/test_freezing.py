@@ -71,3 +71,18 @@ def test_frozen_prefix_gets_no_gradient():
     assert float(jnp.abs(frozen.units[1].conv1.kernel.get_value()).sum()) == 0.0
     assert float(jnp.abs(frozen.units[2].conv1.kernel.get_value()).sum()) > 0.0
     assert float(jnp.abs(full.units[0].conv.kernel.get_value()).sum()) > 0.0
+
+
+def test_adamw_is_not_a_second_name_for_adam():
+    import ml_collections
+    from tl_research import config as config_lib
+    from tl_research.errors import ConfigError
+    cfg = config_lib.base_config()
+    cfg.optimizer.name = "adamw"
+    with pytest.raises(ConfigError, match=r"optimizer\.name='adamw'.*allowed: sgd, adam$"):
+        config_lib.validate(cfg)
+    opt = ml_collections.ConfigDict(cfg.optimizer.to_dict())
+    with pytest.raises(ConfigError, match=r"optimizer\.name='adamw' .*AdamW.*allowed: sgd, adam$"):
+        freezing.build_optimizer(opt, {"head.classifier.kernel": "head"})
+    opt.name, opt.weight_decay = "adam", 0.1  # AdamW: Adam's direction plus decoupled decay
+    assert freezing.build_optimizer(opt, {"head.classifier.kernel": "head"}) is not None

@@ -37,3 +37,12 @@ def test_agrees_with_scikit_learn():
     assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(labels, preds))
     assert m["macro_f1"] == pytest.approx(skm.f1_score(labels, preds, average="macro"))
     assert m["confusion"] == skm.confusion_matrix(labels, preds, labels=range(5)).tolist()
+
+
+def test_ids_outside_the_classes_and_empty_input():
+    # scikit-learn would silently drop an id outside labels=range(num_classes); here it is an error
+    with pytest.raises(ValueError, match="class ids must lie in 0..2"):
+        classification_metrics(np.array([0, 3]), np.array([0, 1]), num_classes=3)
+    m = classification_metrics(np.array([], int), np.array([], int), num_classes=2)
+    assert m == {"accuracy": 0.0, "balanced_accuracy": 0.0, "macro_f1": 0.0, "per_class_recall": [None, None],
+                 "confusion": [[0, 0], [0, 0]]}

@@ -26,7 +26,7 @@ from tl_research import lr_range, models, schedules, strategies
 from tl_research.data import pipeline
 from tl_research.errors import ConfigError
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam")  # as freezing.OPTIMIZERS: adam with weight_decay > 0 is AdamW
 WANDB_MODES = ("offline", "online", "disabled")
 
 
@@ -48,7 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
     # how the run fine-tunes: phases (two_phase, gradual_unfreezing), discriminative LRs, regulariser, BN
     c.strategy = strategies.default_config()
     c.optimizer = ml_collections.ConfigDict(dict(
-        name="sgd",  # sgd (with momentum) | adam | adamw
+        name="sgd",  # sgd (with momentum) | adam (AdamW when weight_decay > 0: the decay is decoupled)
         momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
         weight_decay=0.0,  # decoupled (Loshchilov & Hutter 2019), times the LR; kernels of trainable units only
         grad_clip=0.0,  # global gradient norm clip; 0 = off

@@ -13,6 +13,9 @@ import optax
 
 from tl_research.errors import ConfigError
 
+# One name per optimizer: Adam with optimizer.weight_decay > 0 is AdamW, since the decay here is always
+# decoupled (added after Adam's scaling), so a separate "adamw" would be the same optimizer under two names.
+OPTIMIZERS = ("sgd", "adam")
 FROZEN = "frozen"
 NO_DECAY = "/no_decay"
 _UNIT = re.compile(r"^units\.(\d+)\.")
@@ -61,12 +64,13 @@ def build_optimizer(opt_cfg, label_map: dict[str, str], lr_multipliers: dict[str
     runs that differ only in their schedule share one compiled step.
 
     Per trainable group g: direction (SGD momentum or Adam) -> + weight_decay * w (decoupled, Loshchilov &
-    Hutter 2019, arXiv 1711.05101; kernels only) -> * -(lr * multiplier[g]). `weight_decay` overrides
-    opt_cfg.weight_decay (a strategy with another regulariser turns it off).
+    Hutter 2019, arXiv 1711.05101; kernels only: `adam` with weight decay is AdamW) -> * -(lr * multiplier[g]).
+    `weight_decay` overrides opt_cfg.weight_decay (a strategy with another regulariser turns it off).
     """
     lr_multipliers = lr_multipliers or {}
-    if opt_cfg.name not in ("sgd", "adam", "adamw"):
-        raise ConfigError("optimizer.name", opt_cfg.name, "sgd, adam, adamw")
+    if opt_cfg.name not in OPTIMIZERS:
+        why = "adam with optimizer.weight_decay > 0 is AdamW" if opt_cfg.name == "adamw" else ""
+        raise ConfigError("optimizer.name", opt_cfg.name, ", ".join(OPTIMIZERS), why)
     if opt_cfg.weight_decay < 0:
         raise ConfigError("optimizer.weight_decay", opt_cfg.weight_decay, "a value >= 0")
     groups = sorted(set(label_map.values()) - {FROZEN})

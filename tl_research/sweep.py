@@ -8,6 +8,8 @@ import pathlib
 import time
 import traceback
 
+from flax.traverse_util import flatten_dict
+
 from tl_research import config as config_lib
 from tl_research import domain_similarity, results, tracking, trainer
 from tl_research.errors import ConfigError
@@ -38,19 +40,10 @@ def _check_workdir(workdir: pathlib.Path, runs) -> None:
             old = {k: v for k, v in json.loads(existing.read_text()).items() if k != "report"}
             new = {k: v for k, v in json.loads(cfg.to_json()).items() if k != "report"}
             if old != new:
-                diff = [k for k in sorted(set(_flat(old)) | set(_flat(new))) if _flat(old).get(k) != _flat(new).get(k)]
+                old, new = flatten_dict(old, sep="."), flatten_dict(new, sep=".")
+                diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
                 raise ConfigError("--workdir", str(workdir), "a new workdir, or the config its runs were made with",
                                   why=f"run {rid} there has a different config ({', '.join(diff[:5])})")
-
-
-def _flat(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
 
 
 def source_dir(workdir: pathlib.Path, source_cfg) -> pathlib.Path:

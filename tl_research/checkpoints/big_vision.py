@@ -26,7 +26,7 @@ import pathlib
 
 import numpy as np
 
-from tl_research.checkpoints.convert import Table
+from tl_research.checkpoints.table import Table
 from tl_research.models import vit
 from tl_research.models.base import ModelMeta
 

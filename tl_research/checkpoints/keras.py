@@ -22,7 +22,7 @@ import pathlib
 
 import numpy as np
 
-from tl_research.checkpoints.convert import Table, identity, keras_depthwise, reverse_input_channels
+from tl_research.checkpoints.table import Table, identity, keras_depthwise, reverse_input_channels
 from tl_research.models import efficientnet, mobilenet, resnet, vgg
 from tl_research.models.base import ModelMeta
 

@@ -26,7 +26,7 @@ import pathlib
 
 import numpy as np
 
-from tl_research.checkpoints.convert import Table, torch_conv, torch_linear
+from tl_research.checkpoints.table import Table, torch_conv, torch_linear
 from tl_research.models import efficientnet, mobilenet, resnet, vgg
 from tl_research.models.base import ModelMeta
 

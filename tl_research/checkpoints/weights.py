@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from tl_research.models.base import ModelMeta, UnitModel
 
@@ -49,35 +50,14 @@ def assign(model: nnx.Module, weights: Weights) -> None:
         nnx.update(model, nnx.from_flat_state(new))
 
 
-def _nest(table: dict[str, np.ndarray]) -> dict:
-    root: dict = {}
-    for key, arr in table.items():
-        node = root
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = np.asarray(arr)
-    return root
-
-
-def _unnest(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
-    out = {}
-    for k, v in tree.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict):
-            out.update(_unnest(v, key))
-        else:
-            out[key] = np.asarray(v)
-    return out
-
-
 def save_weights(directory, weights: Weights | nnx.Module, meta: ModelMeta, extra: dict | None = None):
     """Writes an orbax checkpoint of the weights plus `meta.json` (the weights' metadata)."""
     directory = pathlib.Path(directory).absolute()
     if isinstance(weights, nnx.Module):
         weights = flat_state(weights)
     directory.mkdir(parents=True, exist_ok=True)
-    tree = {coll: _nest(table) for coll, table in weights.items() if table}
+    tree = {coll: unflatten_dict({k: np.asarray(v) for k, v in table.items()}, sep=".")
+            for coll, table in weights.items() if table}
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(directory / "state", tree, force=True)
     info = {"meta": meta.to_json(), **(extra or {})}
@@ -95,7 +75,8 @@ def load_weights(directory) -> tuple[Weights, ModelMeta]:
         raise FileNotFoundError(f"{directory} holds no weights (expected state/ and {META_FILE})")
     with ocp.StandardCheckpointer() as ckptr:
         tree = ckptr.restore(directory / "state")
-    weights = {coll: _unnest(tree.get(coll, {})) for coll in COLLECTIONS}
+    weights = {coll: {k: np.asarray(v) for k, v in flatten_dict(tree.get(coll, {}), sep=".").items()}
+               for coll in COLLECTIONS}
     meta = ModelMeta.from_json(json.loads((directory / META_FILE).read_text())["meta"])
     return weights, meta
 

@@ -2,7 +2,8 @@
 
 Each is a `tfds.core.GeneratorBasedBuilder` that writes array_record files with images stored as PNG bytes,
 so preparing and reading them needs neither TensorFlow nor a network. They are prepared on first use
-(`data.prepare`) and then read through `tfds.data_source` like any other TFDS dataset.
+(`data.prepare`) and then read through `tfds.data_source` like any other TFDS dataset. Their names are
+registered in `data.registry`, with the domain ladder that derives from them (`data.domains`).
 
 Splits are fixed and stratified (independent of any run's seed), so every run of a sweep sees the same
 train/val/test examples.
@@ -119,13 +120,3 @@ class SklearnDigits(_ArrayImageBuilder):
         d = load_digits()
         images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
         return images, d.target.astype(np.int64)
-
-
-BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
-    "mnist_subset": MnistSubset,
-    "sklearn_digits": SklearnDigits,
-}
-
-# The target-domain ladder (data.domains) derives from the builders above; importing it adds its builders
-# to BUILDERS (it does so itself, so either module may be imported first).
-from tl_research.data import domains  # noqa: E402,F401

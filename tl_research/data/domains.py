@@ -132,7 +132,3 @@ class DigitsUpsampled(builtin.SklearnDigits):
     def _arrays(self):
         images, labels = super()._arrays()
         return np.stack([upsample_digit(im) for im in images]), labels
-
-
-BUILDERS = {"digits_upsampled": DigitsUpsampled, "mnist_inverted": MnistInverted, "mnist_m": MnistM}
-builtin.BUILDERS.update(BUILDERS)

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from tl_research.data import builtin, folder, subsets, vtab as vtab_lib
+from tl_research.data import folder, registry, subsets, vtab as vtab_lib
 from tl_research.data.sampling import BalancedSampler
 from tl_research.errors import ConfigError
 
@@ -31,7 +31,7 @@ INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest
 
 def default_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
-        # a built-in dataset (data.builtin.BUILDERS), any TFDS name, "vtab:TASK" (data.vtab.VTAB_TASKS) or
+        # a built-in dataset (data.registry.BUILDERS), any TFDS name, "vtab:TASK" (data.vtab.VTAB_TASKS) or
         # "folder:/path" (a folder with one subfolder of images per class; data.folder)
         name="mnist_subset",
         data_dir="",  # TFDS data dir; "" = TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR)
@@ -107,8 +107,8 @@ def builder(cfg) -> tfds.core.DatasetBuilder:
     kwargs = {"data_dir": cfg.data_dir or None}
     if cfg.name.startswith(folder.PREFIX):
         return folder.builder(cfg.name[len(folder.PREFIX):], cfg.data_dir or None)
-    if cfg.name in builtin.BUILDERS:
-        b = builtin.BUILDERS[cfg.name](file_format="array_record", **kwargs)
+    if cfg.name in registry.BUILDERS:
+        b = registry.BUILDERS[cfg.name](file_format="array_record", **kwargs)
         if not b.is_prepared():
             b.download_and_prepare()
         return b
@@ -116,7 +116,7 @@ def builder(cfg) -> tfds.core.DatasetBuilder:
     try:
         b = tfds.builder(task.tfds_name if task else cfg.name, **kwargs)
     except tfds.core.registered.DatasetNotFoundError:
-        raise ConfigError("data.name", cfg.name, f"a built-in dataset ({', '.join(builtin.BUILDERS)}), a TFDS "
+        raise ConfigError("data.name", cfg.name, f"a built-in dataset ({', '.join(registry.BUILDERS)}), a TFDS "
                           "dataset name, vtab:TASK or folder:PATH") from None
     return b
 
