@@ -4,7 +4,6 @@ import importlib.util
 import json
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,12 +11,13 @@ import pytest
 from tl_research import schedules as S
 from tl_research.errors import ConfigError
 
-REL = 1e-6  # float32 arithmetic
+REL = 1e-6  # the tolerance set when schedules ran in float32; float64 on the host meets it
 
 
 def at(schedule, *steps):
     """The schedule at the given steps, evaluated as one int32 array. Padded to a fixed length so that
-    eager JAX reuses its per-shape compiled primitives across tests (keeps the file fast)."""
+    eager JAX (optax's formulas, in float64) reuses its per-shape compiled primitives across tests (keeps
+    the file fast)."""
     n = len(steps)
     padded = np.zeros(-(-n // 256) * 256, np.int32)
     padded[:n] = steps
@@ -177,6 +177,14 @@ def test_sgdr_restarts_exact_at_large_steps_and_fractional_periods():
                                                   0.5 * (1 + math.cos(math.pi * 0.5 / 20.25))], rtol=1e-5)
 
 
+def test_sgdr_restart_on_a_whole_step_that_float_sums_miss():
+    # Periods 125 * 2.2^i start at 125, 400, 1005, 2336, but the float64 sums of the periods give
+    # 1005.0000000000001 and 2336.0000000000005: the restarts must still fall on steps 1005 and 2336
+    # (peak), not leave those steps as the last of the previous period (about 0).
+    sched = S.cosine_restarts(1.0, 125, 2.2)
+    np.testing.assert_array_equal(at(sched, 125, 400, 1005, 2336), [1.0, 1.0, 1.0, 1.0])
+
+
 def test_sgdr_matches_a_loop_reference():
     lr, first, mult, decay, alpha = 1.0, 3, 1.7, 0.8, 0.05
     sched = S.cosine_restarts(lr, first, mult, decay, alpha)
@@ -262,14 +270,18 @@ def test_build_every_name_finite_positive(name, warmup):
         assert values[warmup] == pytest.approx(at(unwarmed, 0)[0], rel=1e-6)
 
 
-def test_build_every_name_under_jit():
-    # One jitted function over all schedules (one compilation keeps the file fast).
+def test_build_every_name_host_float64_any_step_form():
+    # Schedules are host functions (the trainer precomputes them per step): float64 NumPy shaped like the
+    # step, the same whether the steps come as one array, as Python ints or as NumPy / JAX scalars.
     T = 200
     schedules = [build_example(name, 7, T)[1] for name in S.NAMES]
-    steps = jnp.arange(256, dtype=jnp.int32)
-    jitted = np.asarray(jax.jit(lambda t: jnp.stack([s(t) for s in schedules]))(steps))
-    eager = np.stack([at(s, *range(256)) for s in schedules])
-    np.testing.assert_allclose(jitted, eager, rtol=1e-5)
+    steps = np.arange(0, 256, 9)
+    for s in schedules:
+        whole = s(steps)
+        assert isinstance(whole, np.ndarray) and whole.dtype == np.float64 and whole.shape == steps.shape
+        one_by_one = [s(int(t)) for t in steps] + [s(np.int64(t)) for t in steps] + [s(jnp.int32(t))
+                                                                                        for t in steps]
+        np.testing.assert_allclose(np.reshape(one_by_one, (3, -1)), np.stack([whole] * 3), rtol=1e-12)
 
 
 def test_build_uses_the_config_fields():

@@ -1,8 +1,16 @@
-"""Learning-rate schedules: small pure functions, each returning an optax schedule (step -> learning rate).
+"""Learning-rate schedules (step -> learning rate), built from optax where optax has the schedule.
 
-Every schedule accepts a Python/NumPy/JAX scalar step or an array of steps (``schedule(jnp.arange(T))``)
-and is jit-traceable; its hyper-parameters are static Python numbers. Steps before 0 are treated as 0.
-Formulas follow /work/shared/REFERENCES.md ("Learning-rate schedules") and cite their papers.
+The trainer precomputes every schedule on the host, once per run, over ``np.arange(total_steps)``
+(``strategies._schedule_arrays``) and feeds each step its float32 value. So a schedule here is a host
+function: it accepts a Python/NumPy/JAX scalar step or an array of steps and returns NumPy float64 of the
+same shape, evaluating optax's formulas in float64 (``jax.enable_x64``). Double precision is what keeps
+the small values near the end of a cosine (1 + cos(~pi)) and the restarts of long SGDR runs exact, with
+no precision tricks. Steps before 0 are treated as 0. Formulas follow /work/shared/REFERENCES.md
+("Learning-rate schedules") and cite their papers.
+
+Only Smith's cyclical schedule is written by hand (optax has no triangular / triangular2 / exp_range).
+The 1cycle LR and momentum are optax anneals joined at PyTorch's phase ends, and SGDR is optax's cosine
+per period with the periods located on the host (see ``cosine_restarts`` for why not ``sgdr_schedule``).
 
 The trainer uses only the config-facing part: ``NAMES``, ``default_config()``, ``build()`` and
 ``build_momentum()``. ``build`` validates the ``config.schedule`` block and raises
@@ -20,13 +28,14 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from ml_collections import config_dict
 
 from tl_research.errors import ConfigError
 
 __all__ = [
-    "NAMES", "MODES", "ANNEALS", "RANGE_TEST_NAMES",
+    "NAMES", "MODES", "ANNEALS", "RANGE_TEST_NAMES", "Schedule",
     "constant", "cosine", "step", "cyclical", "one_cycle", "one_cycle_momentum", "slanted_triangular",
     "cosine_restarts", "with_warmup", "default_config", "build", "build_momentum",
 ]
@@ -37,15 +46,26 @@ ANNEALS = ("cos", "linear")
 # Schedules whose bounds (lower and upper LR) can come from an LR range test.
 RANGE_TEST_NAMES = ("cyclical", "one_cycle", "slanted_triangular")
 
-
-def _float_dtype():
-    # float32 unless jax_enable_x64 is on.
-    return jax.dtypes.canonicalize_dtype(jnp.float64)
+# step (scalar or array) -> value, float64 NumPy of the step's shape.
+Schedule = Callable[..., np.ndarray]
 
 
-def _steps(count) -> jax.Array:
-    """The step(s) as floats, clipped below at 0 (a negative step reads as step 0)."""
-    return jnp.maximum(jnp.asarray(count, dtype=_float_dtype()), 0.0)
+def _steps(count) -> np.ndarray:
+    """The step(s) as float64, clipped below at 0 (a negative step reads as step 0)."""
+    return np.maximum(np.asarray(count, dtype=np.float64), 0.0)
+
+
+def _on_host(fn: optax.Schedule) -> Schedule:
+    """An optax schedule evaluated in float64 on the host, shaped like its step (optax's constant
+    returns a scalar for any step)."""
+
+    def schedule(count):
+        t = _steps(count)
+        with jax.enable_x64(True):
+            out = np.asarray(fn(jnp.asarray(t)), dtype=np.float64)
+        return np.broadcast_to(out, t.shape).copy()
+
+    return schedule
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -53,63 +73,41 @@ def _steps(count) -> jax.Array:
 # ----------------------------------------------------------------------------------------------------
 
 
-def constant(lr: float) -> optax.Schedule:
-    """Constant learning rate: ``lr(t) = lr``.
-
-    Unlike ``optax.constant_schedule`` the result has the shape of the step (an array of steps gives an
-    array of learning rates).
-    """
-
-    def schedule(count):
-        return jnp.full(jnp.shape(count), lr, dtype=_float_dtype())
-
-    return schedule
+def constant(lr: float) -> Schedule:
+    """Constant learning rate: ``lr(t) = lr`` (``optax.constant_schedule``, shaped like the step)."""
+    return _on_host(optax.constant_schedule(lr))
 
 
-def cosine(total_steps: int, lr: float, alpha: float = 0.0) -> optax.Schedule:
+def cosine(total_steps: int, lr: float, alpha: float = 0.0) -> Schedule:
     """Cosine annealing without restarts (Loshchilov & Hutter 2017, SGDR, arXiv 1608.03983, eq. 5).
 
     ``lr(t) = lr * (alpha + (1 - alpha) * (1 + cos(pi * min(t, T) / T)) / 2)`` with ``T = total_steps``:
-    ``lr`` at t = 0, decaying to ``alpha * lr`` at t = T and staying there.
+    ``lr`` at t = 0, decaying to ``alpha * lr`` at t = T and staying there
+    (``optax.cosine_decay_schedule``).
     """
     if total_steps < 1:
         raise ValueError(f"cosine: total_steps must be >= 1, got {total_steps}")
-
-    def schedule(count):
-        t = jnp.minimum(_steps(count), total_steps)
-        w_start, w_end = _cos_weights(t, total_steps)
-        return lr * (w_start + alpha * w_end)  # = lr * (alpha + (1 - alpha) * (1 + cos) / 2)
-
-    return schedule
+    return _on_host(optax.cosine_decay_schedule(lr, total_steps, alpha))
 
 
-def step(lr: float, milestones: Sequence[int], factor: float = 0.1) -> optax.Schedule:
+def step(lr: float, milestones: Sequence[int], factor: float = 0.1) -> Schedule:
     """Step decay (as in He et al. 2016, ResNet, arXiv 1512.03385: divide the LR by 10 at fixed steps).
 
     ``lr(t) = lr * factor^k`` where ``k = #{m in milestones : t >= m}``: the LR is multiplied by
     ``factor`` at each milestone step (the milestone step itself already uses the new LR, as PyTorch's
-    MultiStepLR). ``milestones`` are strictly increasing step indices.
+    MultiStepLR and ``optax.piecewise_constant_schedule``). ``milestones`` are strictly increasing step
+    indices.
     """
     milestones = tuple(milestones)
     if any(b <= a for a, b in zip(milestones, milestones[1:])):
         raise ValueError(f"step: milestones must be strictly increasing, got {milestones}")
-    # The values lr * factor^k, computed once in Python double precision.
-    values = [lr * factor**k for k in range(len(milestones) + 1)]
-
-    def schedule(count):
-        t = _steps(count)
-        out = jnp.full(jnp.shape(t), values[0], dtype=t.dtype)
-        for k, m in enumerate(milestones):
-            out = jnp.where(t >= m, values[k + 1], out)
-        return out
-
-    return schedule
+    return _on_host(optax.piecewise_constant_schedule(lr, {m: factor for m in milestones}))
 
 
 def cyclical(base_lr: float, max_lr: float, step_size: float, mode: str = "triangular",
-             gamma: float = 1.0) -> optax.Schedule:
+             gamma: float = 1.0) -> Schedule:
     """Cyclical learning rate (Smith 2017, "Cyclical Learning Rates for Training Neural Networks",
-    arXiv 1506.01186).
+    arXiv 1506.01186). Written by hand: optax has no cyclical schedule.
 
     With half-cycle length ``s = step_size`` (in steps)::
 
@@ -125,56 +123,43 @@ def cyclical(base_lr: float, max_lr: float, step_size: float, mode: str = "trian
         raise ValueError(f"cyclical: mode must be one of {MODES}, got {mode!r}")
     if step_size <= 0:
         raise ValueError(f"cyclical: step_size must be > 0, got {step_size}")
+    scales = {"triangular": lambda t, cycle: 1.0,
+              "triangular2": lambda t, cycle: 0.5 ** (cycle - 1.0),
+              "exp_range": lambda t, cycle: np.power(gamma, t)}
 
     def schedule(count):
         t = _steps(count)
-        cycle = jnp.floor(1.0 + t / (2.0 * step_size))
-        x = jnp.abs(t / step_size - 2.0 * cycle + 1.0)
-        if mode == "triangular":
-            scale = 1.0
-        elif mode == "triangular2":
-            scale = 1.0 / 2.0 ** (cycle - 1.0)
-        else:
-            scale = jnp.power(jnp.asarray(gamma, t.dtype), t)
-        return base_lr + (max_lr - base_lr) * jnp.maximum(0.0, 1.0 - x) * scale
+        cycle = np.floor(1.0 + t / (2.0 * step_size))
+        x = np.abs(t / step_size - 2.0 * cycle + 1.0)
+        return base_lr + (max_lr - base_lr) * np.maximum(0.0, 1.0 - x) * scales[mode](t, cycle)
 
     return schedule
 
 
-def _cos_weights(done, length):
-    """``(w, 1 - w)`` with ``w = (1 + cos(pi * done / length)) / 2``, both accurate in float32.
-
-    ``w = cos^2(theta)`` and ``1 - w = sin^2(theta)`` with ``theta = pi/2 * done / length``, and in the
-    second half the same with ``pi/2 * (length - done) / length`` and the roles swapped. A cosine anneal
-    ``end + (start - end) * w`` then becomes ``start * w + end * (1 - w)``: a sum of two non-negative
-    terms, so tiny values at either end keep their relative precision (no 1 + cos(~pi) cancellation).
-    """
-    first = 2.0 * done <= length
-    theta = 0.5 * jnp.pi * jnp.where(first, done, length - done) / length
-    c, s = jnp.square(jnp.cos(theta)), jnp.square(jnp.sin(theta))
-    return jnp.where(first, c, s), jnp.where(first, s, c)
-
-
-def _anneal(anneal: str) -> Callable:
-    """PyTorch OneCycleLR's interpolation from ``start`` to ``end`` at ``pct = done / length``:
-    cos: ``end + (start - end) / 2 * (cos(pi pct) + 1)``; linear: ``(end - start) * pct + start``.
-    Both are written so that their ends keep full float32 precision (pct = 1 gives exactly ``end``)."""
+def _anneal(start: float, end: float, length: float, anneal: str) -> optax.Schedule:
+    """PyTorch OneCycleLR's interpolation from ``start`` (step 0) to ``end`` (step ``length``, then held):
+    cos: ``end + (start - end) / 2 * (cos(pi pct) + 1)``; linear: ``(end - start) * pct + start``,
+    ``pct = t / length``. Both are optax schedules (``cosine_decay_schedule`` of ``start - end`` shifted
+    by ``end``, which allows either direction and a zero end; ``linear_schedule``)."""
     if anneal == "cos":
-        def cos_anneal(start, end, done, length):
-            w_start, w_end = _cos_weights(done, length)
-            return start * w_start + end * w_end
-
-        return cos_anneal
+        decay = optax.cosine_decay_schedule(start - end, length)
+        return lambda count: end + decay(count)
     if anneal == "linear":
-        return lambda start, end, done, length: (start * (length - done) + end * done) / length
+        return optax.linear_schedule(start, end, length)
     raise ValueError(f"anneal must be one of {ANNEALS}, got {anneal!r}")
 
 
 def _one_cycle_two_phase(total_steps: int, pct_start: float, start: float, middle: float, end: float,
-                         anneal: str) -> optax.Schedule:
+                         anneal: str) -> Schedule:
     """PyTorch OneCycleLR's two phases: start -> middle over [0, e1], middle -> end over [e1, e2], with
-    e1 = float(pct_start * total_steps) - 1 and e2 = total_steps - 1 (PyTorch's step arithmetic)."""
-    interpolate = _anneal(anneal)
+    e1 = float(pct_start * total_steps) - 1 and e2 = total_steps - 1 (PyTorch's step arithmetic).
+
+    Not ``optax.cosine_onecycle_schedule`` / ``linear_onecycle_schedule``: their phase ends are
+    ``int(pct_start * total_steps)`` and ``total_steps`` (and the linear one has three phases), one step
+    or a fraction of one later than PyTorch's, so the same optax anneals are joined at PyTorch's ends.
+    """
+    if anneal not in ANNEALS:
+        raise ValueError(f"anneal must be one of {ANNEALS}, got {anneal!r}")
     if not 0.0 < pct_start < 1.0:
         raise ValueError(f"one_cycle: pct_start must be in (0, 1), got {pct_start}")
     end1 = float(pct_start * total_steps) - 1.0
@@ -183,19 +168,13 @@ def _one_cycle_two_phase(total_steps: int, pct_start: float, start: float, middl
         raise ValueError(
             f"one_cycle: both phases need a positive length; got phase ends {end1} and {end2} "
             f"(pct_start * total_steps must be > 1 and total_steps >= 2)")
-
-    def schedule(count):
-        # PyTorch refuses steps past the end; here the final value is held.
-        t = jnp.minimum(_steps(count), end2)
-        first = interpolate(start, middle, t, end1)
-        second = interpolate(middle, end, t - end1, end2 - end1)
-        return jnp.where(t <= end1, first, second)
-
-    return schedule
+    # PyTorch refuses steps past the end; here the final value is held (each anneal holds its end).
+    return _on_host(optax.join_schedules(
+        [_anneal(start, middle, end1, anneal), _anneal(middle, end, end2 - end1, anneal)], [end1]))
 
 
 def one_cycle(total_steps: int, max_lr: float, pct_start: float = 0.3, div_factor: float = 25.0,
-              final_div_factor: float = 1e4, anneal: str = "cos") -> optax.Schedule:
+              final_div_factor: float = 1e4, anneal: str = "cos") -> Schedule:
     """The 1cycle policy (Smith & Topin 2017, "Super-Convergence", arXiv 1708.07120), exactly as
     PyTorch's ``OneCycleLR`` with ``three_phase=False``.
 
@@ -215,7 +194,7 @@ def one_cycle(total_steps: int, max_lr: float, pct_start: float = 0.3, div_facto
 
 
 def one_cycle_momentum(total_steps: int, pct_start: float = 0.3, base_momentum: float = 0.85,
-                       max_momentum: float = 0.95, anneal: str = "cos") -> optax.Schedule:
+                       max_momentum: float = 0.95, anneal: str = "cos") -> Schedule:
     """The momentum half of the 1cycle policy (Smith & Topin 2017, arXiv 1708.07120; PyTorch OneCycleLR
     with ``cycle_momentum=True``): cycled inversely to the LR, ``max_momentum`` at step 0,
     ``base_momentum`` at the LR peak ``e1 = float(pct_start * total_steps) - 1``, back to
@@ -225,7 +204,7 @@ def one_cycle_momentum(total_steps: int, pct_start: float = 0.3, base_momentum: 
 
 
 def slanted_triangular(total_steps: int, max_lr: float, cut_frac: float = 0.1,
-                       ratio: float = 32) -> optax.Schedule:
+                       ratio: float = 32) -> Schedule:
     """Slanted triangular learning rate (Howard & Ruder 2018, ULMFiT, arXiv 1801.06146, eq. 3).
 
     For ``T = total_steps``::
@@ -235,29 +214,25 @@ def slanted_triangular(total_steps: int, max_lr: float, cut_frac: float = 0.1,
               1 - (t - cut) / (cut * (1 / cut_frac - 1))   otherwise
         lr  = max_lr * (1 + p * (ratio - 1)) / ratio
 
-    So lr = max_lr / ratio at t = 0 and max_lr at t = cut. One deviation: ``p`` is clipped at 0. The
-    formula reaches p = 0 at ``t = cut / cut_frac`` (= T when T * cut_frac is whole) and would go below
-    ``max_lr / ratio`` (even negative) after it, which happens before T when T * cut_frac is fractional;
-    the clip holds ``max_lr / ratio`` instead.
+    So lr = max_lr / ratio at t = 0 and max_lr at t = cut: two linear pieces (``optax.linear_schedule``
+    joined at ``cut``). One deviation: ``p`` is clipped at 0. The formula reaches p = 0 at
+    ``t = cut / cut_frac`` (= T when T * cut_frac is whole) and would go below ``max_lr / ratio`` (even
+    negative) after it, which happens before T when T * cut_frac is fractional; the clip holds
+    ``max_lr / ratio`` instead (the second linear piece holds its end).
     """
     if not 0.0 < cut_frac < 1.0:
         raise ValueError(f"slanted_triangular: cut_frac must be in (0, 1), got {cut_frac}")
     cut = math.floor(total_steps * cut_frac)
     if cut < 1:
         raise ValueError(f"slanted_triangular: floor(total_steps * cut_frac) must be >= 1, got {cut}")
-    decay_len = cut * (1.0 / cut_frac - 1.0)
-
-    def schedule(count):
-        t = _steps(count)
-        p = jnp.where(t < cut, t / cut, 1.0 - (t - cut) / decay_len)
-        p = jnp.maximum(p, 0.0)
-        return max_lr * (1.0 + p * (ratio - 1.0)) / ratio
-
-    return schedule
+    floor = max_lr / ratio
+    return _on_host(optax.join_schedules(
+        [optax.linear_schedule(floor, max_lr, cut),
+         optax.linear_schedule(max_lr, floor, cut * (1.0 / cut_frac - 1.0))], [cut]))
 
 
 def cosine_restarts(lr: float, first_period: float, period_mult: float = 1.0, peak_decay: float = 1.0,
-                    alpha: float = 0.0) -> optax.Schedule:
+                    alpha: float = 0.0) -> Schedule:
     """Cosine annealing with warm restarts (Loshchilov & Hutter 2017, SGDR, arXiv 1608.03983, eq. 5).
 
     Period ``i`` (i = 0, 1, ...) has length ``P_i = first_period * period_mult^i`` (the paper's T_i with
@@ -270,71 +245,41 @@ def cosine_restarts(lr: float, first_period: float, period_mult: float = 1.0, pe
     ``eta_max = peak_i``, ``eta_min = alpha * peak_i``. At each restart ``t = S_i`` the value is exactly
     ``peak_i``; just before it, about ``alpha * peak_{i-1}``.
 
-    The period index is closed-form, hence jit-traceable for any step: ``i = floor(t / P_0)`` when
-    period_mult == 1, else ``i = floor(log(1 + t (m - 1) / P_0) / log m)``, then corrected by one so
-    that ``S_i <= t < S_{i+1}`` holds for the computed starts ``S_k = P_0 (m^k - 1) / (m - 1)``. These
-    are evaluated to about 2 ulps (m^k - 1 from an exact/remainder split of k log m), and a start within
-    rounding error of a whole step (8 ulps, at most 0.49) is snapped onto it, so restarts on whole steps
-    are hit exactly (in float32 up to roughly 10^6 steps; beyond that float32 cannot resolve them).
-    ``first_period`` must be >= 1 (a period shorter than a step means nothing for a per-step schedule).
+    The cosine is optax's (``cosine_decay_schedule`` over one unit, at ``t_cur / P_i``). The periods are
+    enumerated up to the largest step asked for and each step's period found by binary search:
+    ``optax.sgdr_schedule`` joins one schedule per period and evaluates every one at every step, which
+    costs periods x steps (10^12 for the 10^6-step validation run of a 1-step period). ``first_period`` must be >= 1 (a period shorter than
+    a step means nothing for a per-step schedule).
     """
     if first_period < 1:
         raise ValueError(f"cosine_restarts: first_period must be >= 1, got {first_period}")
     if period_mult < 1.0:
         raise ValueError(f"cosine_restarts: period_mult must be >= 1, got {period_mult}")
     m = float(period_mult)
-    if m != 1.0:
-        # Constants in double precision. m^k - 1 = expm1(k log m) is computed as
-        # (e^a - 1)(e^b - 1) + (e^a - 1) + (e^b - 1) with a = k * hi exact (hi = log m rounded to few
-        # enough bits for every k up to the index reached at step 2^31) and b = k * lo, lo = log m - hi:
-        # expm1(k * log_m) in float32 alone is off by up to ~10 ulps.
-        log_m = math.log(m)
-        c = first_period / (m - 1.0)
-        inv_c = (m - 1.0) / first_period
-        k_max = math.ceil(math.log1p(2.0**31 * inv_c) / log_m) + 2
-        hi = _round_to_bits(log_m, max(1, 24 - k_max.bit_length()))
-        lo = log_m - hi
+    anneal = _on_host(optax.cosine_decay_schedule(1.0, 1.0, alpha))
 
     def schedule(count):
         t = _steps(count)
-        if m == 1.0:
-            i = jnp.floor(t / first_period)
-            start = i * first_period
-            length = jnp.full_like(t, first_period)
-        else:
-            eps = jnp.finfo(t.dtype).eps
-
-            def period_start(k):
-                ea, eb = jnp.expm1(k * hi), jnp.expm1(k * lo)
-                s = c * (ea * eb + ea + eb)
-                whole = jnp.round(s)
-                tol = jnp.minimum(8.0 * eps * jnp.maximum(whole, 1.0), 0.49)
-                return jnp.where(jnp.abs(s - whole) <= tol, whole, s)
-
-            i = jnp.floor(jnp.log1p(t * inv_c) / log_m)
-            i = jnp.where(t < period_start(i), i - 1.0, jnp.where(t >= period_start(i + 1.0), i + 1.0, i))
-            i = jnp.maximum(i, 0.0)
-            start = period_start(i)
-            length = period_start(i + 1.0) - start
-        t_cur = jnp.clip(t - start, 0.0, length)
-        peak = lr * jnp.power(jnp.asarray(peak_decay, t.dtype), i)
-        w_start, w_end = _cos_weights(t_cur, length)
-        return peak * (w_start + alpha * w_end)  # = peak * (alpha + (1 - alpha) * (1 + cos) / 2)
+        last = float(t.max(initial=0.0))
+        # Enough periods to pass the last step: S_k = P_0 (m^k - 1) / (m - 1) (P_0 k when m = 1).
+        k = last / first_period if m == 1.0 else math.log1p(last * (m - 1.0) / first_period) / math.log(m)
+        lengths = first_period * m ** np.arange(math.floor(k) + 2)
+        starts = np.concatenate([[0.0], np.cumsum(lengths)])
+        # A start that should be a whole step but has rounded just above it (periods 125 * 2.2^i sum to
+        # 1005.0000000000001 for 1005) is put back on it: else that step would end the previous period.
+        whole = np.round(starts)
+        starts = np.where(np.abs(starts - whole) < 1e-9 * np.maximum(whole, 1.0), whole, starts)
+        i = np.minimum(np.searchsorted(starts, t, side="right") - 1, len(lengths) - 1)
+        return lr * peak_decay ** i * anneal((t - starts[i]) / lengths[i])
 
     return schedule
 
 
-def _round_to_bits(x: float, bits: int) -> float:
-    """x rounded to ``bits`` significant bits (so small integer multiples of it are exact floats)."""
-    mantissa, exponent = math.frexp(x)
-    return math.ldexp(round(mantissa * 2**bits), exponent - bits)
-
-
-def with_warmup(schedule: optax.Schedule, warmup_steps: int, init_lr: float = 0.0) -> optax.Schedule:
+def with_warmup(schedule: Schedule, warmup_steps: int, init_lr: float = 0.0) -> Schedule:
     """Linear warmup (Goyal et al. 2017, arXiv 1706.02677) in front of any schedule.
 
-    Convention (that of ``optax.join_schedules``): the wrapped schedule starts after the warmup and is
-    shifted by it. For ``W = warmup_steps``::
+    Convention (that of ``optax.join_schedules``, which joins ``optax.linear_schedule`` to the schedule):
+    the wrapped schedule starts after the warmup and is shifted by it. For ``W = warmup_steps``::
 
         lr(t) = init_lr + (schedule(0) - init_lr) * t / W    for t < W
         lr(t) = schedule(t - W)                                for t >= W
@@ -347,21 +292,15 @@ def with_warmup(schedule: optax.Schedule, warmup_steps: int, init_lr: float = 0.
         raise ValueError(f"with_warmup: warmup_steps must be >= 0, got {warmup_steps}")
     if warmup_steps == 0:
         return schedule
-
-    def wrapped(count):
-        t = _steps(count)
-        # One evaluation of the wrapped schedule: at t < W its argument is 0, giving schedule(0).
-        after = schedule(jnp.maximum(t - warmup_steps, 0.0))
-        return jnp.where(t < warmup_steps, init_lr + (after - init_lr) * t / warmup_steps, after)
-
-    return wrapped
+    ramp = optax.linear_schedule(init_lr, float(schedule(0)), warmup_steps)
+    return _on_host(optax.join_schedules([ramp, schedule], [warmup_steps]))
 
 
-def _hold_then(schedule: optax.Schedule, delay: int) -> optax.Schedule:
+def _hold_then(schedule: Schedule, delay: int) -> Schedule:
     """``schedule(0)`` for t < delay, then ``schedule(t - delay)`` (momentum during an LR warmup)."""
     if delay == 0:
         return schedule
-    return lambda count: schedule(jnp.maximum(_steps(count) - delay, 0.0))
+    return lambda count: schedule(_steps(count) - delay)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -507,7 +446,7 @@ def _one_cycle_phases_ok(pct_start: float, main_steps: int) -> None:
                     f"the warm-up phase over {main_steps} post-warmup steps would be empty")
 
 
-def build(cfg, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
+def build(cfg, total_steps: int, steps_per_epoch: int) -> Schedule:
     """Validate the ``config.schedule`` block and build its schedule over ``total_steps`` training steps.
 
     Warmup (``warmup_steps``, else ``warmup_epochs * steps_per_epoch``) composes with any schedule through
@@ -613,7 +552,7 @@ def _milestones(cfg, warmup: int, total_steps: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def build_momentum(cfg, total_steps: int, steps_per_epoch: int) -> optax.Schedule | None:
+def build_momentum(cfg, total_steps: int, steps_per_epoch: int) -> Schedule | None:
     """The one-cycle momentum schedule (``one_cycle_momentum``) when ``name == "one_cycle"`` and
     ``cycle_momentum`` is set, else None. It is aligned with ``build``'s LR schedule: during an LR warmup
     it holds ``max_momentum``, then cycles over the same ``total_steps - warmup`` steps.

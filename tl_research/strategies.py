@@ -108,7 +108,8 @@ def _schedule_arrays(sched_cfg, length: int, steps_per_epoch: int, momentum: flo
         if key_prefix:  # errors of the head schedule name it, not config.schedule
             raise ConfigError(key_prefix + e.key.removeprefix("schedule."), e.value, e.allowed) from None
         raise
-    t = jnp.arange(length)
+    # Schedules are host functions evaluated in float64; each step is fed its value as float32.
+    t = np.arange(length)
     lrs = np.asarray(lr_fn(t), np.float32)
     moms = np.asarray(mom_fn(t), np.float32) if mom_fn is not None else np.full(length, momentum, np.float32)
     return lrs, moms
