@@ -101,3 +101,107 @@ def test_probe_returns_every_key_and_means_over_seeds():
     assert out["5shot_accuracy"] == pytest.approx(np.mean(accs))
     assert out["5shot_accuracy_std"] == pytest.approx(np.std(accs))
     assert out["1shot_accuracy_std"] > 0  # different seeds draw different shots
+
+
+# ---------------------------------------------------------------------------------------------- command
+
+CONFIG = '''
+from tl_research.config import base_config, copy_config
+def get_config():
+    c = base_config()
+    c.name = "fewshot"
+    c.data.name = "sklearn_digits"
+    c.data.data_dir = {data_dir!r}
+    c.data.classes = (0, 1, 2, 3, 4)
+    c.data.batch_size = 32
+    c.data.eval_batch_size = 64
+    c.model.stage_sizes = (1, 1)
+    c.model.width = 4
+    c.train.steps = 12
+    c.train.eval_every = 6
+    c.wandb.mode = "disabled"
+    source = copy_config(c)
+    c.data.classes = (5, 6, 7, 8, 9)
+    c.init = "source"
+    c.source = source
+    return c
+'''
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    """(config file, workdir) with the config's source model trained into WORKDIR/sources/<hash>."""
+    from tl_research import config as config_lib, sweep, trainer
+    root = tmp_path_factory.mktemp("fewshot")
+    path = root / "fewshot_config.py"
+    path.write_text(CONFIG.format(data_dir=data_dir))
+    source = config_lib.load(str(path))[0].source
+    workdir = root / "work"
+    assert trainer.run(source, sweep.source_dir(workdir, source), progress=False).status == "done"
+    return path, workdir
+
+
+def _features(cfg, weights_dir, batch_size):
+    """Features of the target's training and test splits, read independently of the command."""
+    from tl_research.checkpoints import weights as weights_lib
+    from tl_research.data import pipeline
+    from tl_research.features import FeatureExtractor
+    weights, meta = weights_lib.load_weights(weights_dir)
+    data = pipeline.load(cfg.data, meta, seed=cfg.seed)
+    ext = FeatureExtractor(cfg.model, weights, meta, data.image_shape[2])
+    out = []
+    for split in (data.train, data.test):
+        batches = list(pipeline.eval_batches(data, split, batch_size))
+        out.append(np.concatenate([ext(b["image"])[b["mask"]] for b in batches]))
+        out.append(np.concatenate([b["label"][b["mask"]] for b in batches]))
+    assert len(out[1]) == len(data.train) and len(out[3]) == len(data.test)
+    return out, data.num_classes
+
+
+def test_command_scores_the_source_model_as_the_probe_does(trained, tmp_path, capsys):
+    from tl_research import config as config_lib, fewshot_command, sweep
+    path, workdir = trained
+    out = tmp_path / "fewshot.json"
+    assert fewshot_command.main(["--config", str(path), "--workdir", str(workdir), "--shots", "1,3,10",
+                                 "--seeds", "2", "--l2_reg", "64", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    cfg = config_lib.load(str(path))[0]
+    (train_x, train_y, test_x, test_y), num_classes = _features(
+        cfg, sweep.source_dir(workdir, cfg.source) / "weights", batch_size=7)
+    want = fewshot.probe(train_x, train_y, test_x, test_y, num_classes, shots=(1, 3, 10), seeds=2, l2_reg=64.0)
+    assert record["metrics"] == pytest.approx(want, abs=1e-9)
+    assert (record["train_images"], record["test_images"]) == (len(train_y), len(test_y))
+    assert record["data"]["classes"] == [5, 6, 7, 8, 9] and record["num_classes"] == 5
+    printed = capsys.readouterr().out
+    assert f"| 10 | {want['10shot_accuracy']:.3f} ± {want['10shot_accuracy_std']:.3f} |" in printed
+
+
+def test_command_takes_weights_and_overrides(trained, capsys):
+    from tl_research import config as config_lib, fewshot_command, sweep
+    path, workdir = trained
+    weights = sweep.source_dir(workdir, config_lib.load(str(path))[0].source) / "weights"
+    assert fewshot_command.main(["--config", str(path), "--weights", str(weights),
+                                 "--config.data.classes=(1,2,3)", "--shots=2", "--seeds=1"]) == 0
+    written = sorted(weights.parent.glob("fewshot_sklearn_digits_*.json"))  # next to the weights directory
+    assert len(written) == 1
+    record = json.loads(written[0].read_text())
+    assert record["data"]["classes"] == [1, 2, 3] and record["num_classes"] == 3
+    assert sorted(record["metrics"]) == ["2shot_accuracy", "2shot_accuracy_std"]
+    assert record["weights"] == str(weights)
+
+
+@pytest.mark.parametrize("args,names", [
+    (["--shots=0"], "--shots"),
+    (["--seeds=0"], "--seeds"),
+    (["--config.data.nme=x"], "Did you mean"),
+    (["--weights=/no/such/dir"], "--weights"),
+    (["--workdir={empty}"], "python launch.py --config"),  # a source model not trained yet
+])
+def test_command_refuses_bad_input_in_one_line(trained, tmp_path, capsys, args, names):
+    from tl_research import fewshot_command
+    path, _ = trained
+    args = [a.format(empty=tmp_path / "empty") for a in args]
+    assert fewshot_command.main(["--config", str(path), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and names in err
+    assert not (tmp_path / "empty").exists()
