@@ -1,0 +1,219 @@
+"""Scores a source model or a converted checkpoint on a target dataset with the closed-form few-shot linear
+probe (tl_research.fewshot, big_vision's fewshot_lsr) in seconds, before any sweep.
+
+    python -m tl_research.fewshot_command [--config configs/X.py[:arg]] [--config.KEY=VALUE ...]
+        [--weights DIR | keras:PATH | torch:PATH | npz:PATH] [--workdir DIR]
+        [--shots 1,5,10,25] [--seeds 3] [--l2_reg 1024] [--out FILE]
+
+The target is the config's `data` block after the overrides (default configs/quickstart.py: digits 5-9). The
+model is `--weights`: a run directory (e.g. WORKDIR/sources/<hash> or WORKDIR/<run id>) or a weights directory,
+or a checkpoint converted on the fly as a run's `init` would be; without it, the config's own `init`
+(`source`: the workdir's trained source model, WORKDIR default runs/<config name>). Its penultimate features
+(tl_research.features) of the target's training and test splits feed the probe: k examples per class drawn
+from the training split for every k in --shots, --seeds draws each, ridge strength --l2_reg on whitened
+features, accuracy on the whole test split. The architecture is the config's `model`, as in a run.
+
+Prints a table (k-shot accuracy, mean ± std over the seeds) and writes JSON (--out; default next to the
+weights directory, or in the workdir for a converted checkpoint). Bad input: one line, exit code 2.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import re
+import sys
+import time
+
+import numpy as np
+from absl import flags
+from ml_collections import config_flags
+
+from tl_research import config as config_lib, fewshot
+from tl_research.errors import ConfigError
+
+DEFAULT_CONFIG = "configs/quickstart.py"
+_WEIGHTS = "a run or weights directory (e.g. WORKDIR/sources/<hash>), keras:PATH, torch:PATH or npz:PATH"
+_CONVERTERS = ("keras", "torch", "npz")
+
+
+@dataclasses.dataclass
+class Args:
+    spec: str  # the --config value, to name in messages
+    config: object  # the config after overrides
+    weights: str  # what --weights names ("" for the config's init)
+    workdir: pathlib.Path
+    shots: tuple[int, ...]
+    seeds: int
+    l2_reg: float
+    out: str
+
+
+def _flag_values(argv: list[str]) -> flags.FlagValues:
+    """This command's flags in a FlagValues of their own, so that main() can run more than once in a process
+    (tests) and overrides are read from `argv`, not sys.argv."""
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "config file[:arg]; its data block is the target",
+                                    flag_values=fv, sys_argv=argv)
+    flags.DEFINE_string("weights", "", _WEIGHTS + "; default the config's init", flag_values=fv)
+    flags.DEFINE_string("workdir", "", "where init='source' finds its source model (default runs/<name>)",
+                        flag_values=fv)
+    flags.DEFINE_list("shots", [str(k) for k in fewshot.SHOTS], "examples per class", flag_values=fv)
+    flags.DEFINE_integer("seeds", 3, "draws per shot count", flag_values=fv)
+    flags.DEFINE_float("l2_reg", 2.0 ** 10, "ridge strength on whitened features", flag_values=fv)
+    flags.DEFINE_string("out", "", "JSON file to write", flag_values=fv)
+    return fv
+
+
+def _one_line(error: Exception) -> str:
+    """absl and config_flags errors wrap others and can span lines (a config file's traceback)."""
+    while error.args and isinstance(error.args[0], Exception):  # AttributeError(KeyError('x'))
+        error = error.args[0]
+    text = f"no config key {error.args[0]}" if isinstance(error, KeyError) and error.args else str(error)
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[-1] if "Traceback" in text else " ".join(lines)
+
+
+def _config_value(argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.partition("=")[2]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return DEFAULT_CONFIG
+
+
+def parse_args(argv: list[str]) -> Args:
+    """argv (without the program name) -> Args; ConfigError for anything that is not allowed."""
+    argv = ["fewshot_command", *argv]
+    try:
+        fv = _flag_values(argv)  # the default config file is loaded (and overridden) here already
+        rest = fv(argv)
+        config, name = fv.config, fv.config.name  # a file that failed to load raises on first use
+    except OSError:
+        spec = _config_value(argv)
+        raise ConfigError("--config", spec, "a config file defining get_config(), e.g. configs/quickstart.py"
+                          "[:arg]", why="cannot be loaded") from None
+    except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
+        raise ConfigError("command line", " ".join(argv[1:]), "--config PATH[:ARG], --config.KEY=VALUE, "
+                          "--weights, --workdir, --shots, --seeds, --l2_reg, --out", why=_one_line(e)) from None
+    if len(rest) > 1:
+        raise ConfigError("command line", rest[1], "flags only", why="a positional argument")
+    try:
+        shots = tuple(int(k) for k in fv.shots)
+    except ValueError:
+        shots = (0,)
+    if not shots or min(shots) < 1:
+        raise ConfigError("--shots", ",".join(fv.shots), "comma-separated positive integers, e.g. 1,5,10,25")
+    if fv.seeds < 1:
+        raise ConfigError("--seeds", fv.seeds, "a positive integer (3)")
+    if not fv.l2_reg > 0:
+        raise ConfigError("--l2_reg", fv.l2_reg, "a number > 0 (big_vision: 1024)")
+    workdir = pathlib.Path(fv.workdir or pathlib.Path("runs") / name).absolute()
+    return Args(fv["config"].config_filename, config, fv.weights, workdir, shots, fv.seeds, fv.l2_reg, fv.out)
+
+
+def check(args: Args) -> str:
+    """Every check before any work; returns the weights to load (an init value without 'source')."""
+    run = config_lib.copy_config(args.config)
+    if args.weights:
+        run.init = args.weights
+    try:
+        config_lib.validate(run)  # the model, the target data, and a weights path that exists
+    except ConfigError as e:
+        if e.key == "init" and args.weights:
+            raise ConfigError("--weights", args.weights, _WEIGHTS, why="not found") from None
+        raise
+    if run.init == "scratch":
+        raise ConfigError("--weights", None, _WEIGHTS, why="the config's init is 'scratch': no model to score")
+    if run.init != "source":
+        return run.init
+    from tl_research import sweep
+    from tl_research.checkpoints import weights as weights_lib
+    d = sweep.source_dir(args.workdir, run.source)
+    if not weights_lib.is_weights_dir(d / "weights"):
+        raise ConfigError("init", "source", f"a source model trained into {d}",
+                          why=f"not trained yet; `python launch.py --config {args.spec} --workdir "
+                              f"{args.workdir}` trains it first")
+    return str(d)
+
+
+def split_features(extractor, data, split, batch_size: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """(features (N, D), labels (N,)) of every example of `split`, in the split's order."""
+    from tl_research.data import pipeline
+    xs, ys = [], []
+    for batch in pipeline.eval_batches(data, split, batch_size, threads):
+        xs.append(extractor(batch["image"])[batch["mask"]])
+        ys.append(batch["label"][batch["mask"]])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _default_out(args: Args, init: str) -> pathlib.Path:
+    fmt, sep, _ = init.partition(":")
+    converted = sep and fmt in _CONVERTERS
+    d = pathlib.Path(init).absolute()
+    folder = args.workdir if converted else (d if (d / "weights").is_dir() else d.parent)
+    digest = config_lib.config_hash(args.config.data)[:8]  # one file per target data config
+    return folder / f"fewshot_{re.sub(r'[^A-Za-z0-9_.-]', '_', args.config.data.name)}_{digest}.json"
+
+
+def score(args: Args, init: str) -> dict:
+    """Loads the weights and the target data, extracts features, runs the probe: the JSON record."""
+    from tl_research import trainer
+    from tl_research.data import pipeline
+    from tl_research.features import FeatureExtractor
+    t0 = time.perf_counter()
+    cfg = args.config
+    weights, meta = trainer.init_weights(init, cfg.model)
+    meta = meta or trainer.model_meta(cfg.model.name)  # as a run's setup does
+    data = pipeline.load(cfg.data, meta, seed=cfg.seed)
+    extractor = FeatureExtractor(cfg.model, weights, meta, data.image_shape[2])
+    train_x, train_y = split_features(extractor, data, data.train, cfg.data.eval_batch_size, cfg.data.threads)
+    test_x, test_y = split_features(extractor, data, data.test, cfg.data.eval_batch_size, cfg.data.threads)
+    t1 = time.perf_counter()
+    metrics = fewshot.probe(train_x, train_y, test_x, test_y, data.num_classes, shots=args.shots,
+                            seeds=args.seeds, l2_reg=args.l2_reg)
+    return {"weights": init, "config": args.spec, "data": cfg.data.to_dict(), "num_classes": data.num_classes,
+            "train_images": len(train_y), "test_images": len(test_y), "feature_dim": int(train_x.shape[1]),
+            "shots": list(args.shots), "seeds": args.seeds, "l2_reg": args.l2_reg, "metrics": metrics,
+            "seconds": {"load_and_features": round(t1 - t0, 2), "probe": round(time.perf_counter() - t1, 2)}}
+
+
+def table(record: dict) -> str:
+    m = record["metrics"]
+    lines = [f"few-shot linear probe (closed-form ridge, l2={record['l2_reg']:g}) of {record['weights']} on "
+             f"{record['data']['name']} {tuple(record['data']['classes']) or ''}: {record['train_images']} "
+             f"training / {record['test_images']} test images, {record['feature_dim']} features",
+             f"| shots per class | test accuracy (mean ± std over {record['seeds']} seeds) |", "|---|---|"]
+    lines += [f"| {k} | {m[f'{k}shot_accuracy']:.3f} ± {m[f'{k}shot_accuracy_std']:.3f} |" for k in record["shots"]]
+    s = record["seconds"]
+    lines.append(f"{s['load_and_features']:.1f} s loading and features, {s['probe']:.1f} s probe")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("absl", "jax._src.xla_bridge", "orbax", "tensorflow_datasets"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        args = parse_args(argv)
+        init = check(args)
+        record = score(args, init)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = pathlib.Path(args.out) if args.out else _default_out(args, init)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1, default=str))
+    print(table(record))
+    print(f"json: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from tl_research import trainer as _trainer
+    _trainer.enable_compilation_cache()
+    sys.exit(main(sys.argv[1:]))
