@@ -83,8 +83,13 @@ def test_eight_devices_match_one_device(tiny_config, data_dir, tmp_path):
 
 
 def test_imbalanced_run_records_its_examples_weights_and_per_class_metrics(tiny_config, tmp_path):
-    cfg = tiny_config(**{"data.imbalance_ratio": 10.0, "data.per_class": 60, "train.class_weights": "inverse",
-                         "train.steps": 4})
+    from tl_research.data import pipeline
+    from tl_research.data.sampling import class_weights
+    over = {"data.imbalance_ratio": 10.0, "data.per_class": 60, "train.steps": 4, "train.log_every": 1}
+    labels = pipeline.load(tiny_config(**over).data, seed=0).train.labels
+    counts = np.bincount(labels, minlength=5)
+    over["data.batch_size"] = len(labels)  # the first batch is one pass over the training set
+    cfg = tiny_config(**over, **{"train.class_weights": "inverse"})
     result = trainer.run(cfg, tmp_path / "lt", progress=False)
     assert result.status == "done", result.reason
     ids = np.load(tmp_path / "lt" / "train_ids.npy")
@@ -94,6 +99,18 @@ def test_imbalanced_run_records_its_examples_weights_and_per_class_metrics(tiny_
     assert confusion.shape == (5, 5) and len(detail["per_class_recall"]) == 5
     assert np.trace(confusion) / confusion.sum() == pytest.approx(result.metrics["test_accuracy"])
     assert 0 <= result.metrics["test_balanced_accuracy"] <= 1 and 0 <= result.metrics["test_macro_f1"] <= 1
+
+    # The head starts at zero, so every example's first-step loss is log(5): the weighted mean is then
+    # log(5) * mean_i w[y_i] over the batch, the whole training set here.
+    plain = trainer.run(tiny_config(**over), tmp_path / "plain", progress=False)
+    assert plain.status == "done", plain.reason
+    weighted, unweighted = ([r["train_loss"] for r in read_metrics(tmp_path / d / "metrics.jsonl") if "train_loss" in r]
+                            for d in ("lt", "plain"))
+    w = (1 / counts) / np.mean(1 / counts)  # inverse frequency, mean weight 1 over the classes
+    assert counts.min() < counts.max() and np.sum(counts * w) / counts.sum() < 0.8
+    assert unweighted[0] == pytest.approx(np.log(5), rel=1e-6)
+    assert weighted[0] == pytest.approx(np.log(5) * np.sum(counts * w) / counts.sum(), rel=1e-5)
+    assert not np.allclose(weighted[1:], unweighted[1:])  # and the updates differ
 
 
 def test_a_run_with_on_device_augmentation_trains(tiny_config, tmp_path):
