@@ -114,8 +114,18 @@ def test_imbalanced_run_records_its_examples_weights_and_per_class_metrics(tiny_
 
 
 def test_a_run_with_on_device_augmentation_trains(tiny_config, tmp_path):
-    cfg = tiny_config(augment=("flip", "crop(2)", "mixup(0.2)"), **{"train.steps": 4, "train.eval_every": 4})
-    result = trainer.run(cfg, tmp_path / "aug", progress=False)
-    assert result.status == "done", result.reason
-    losses = [r["train_loss"] for r in read_metrics(tmp_path / "aug" / "metrics.jsonl") if "train_loss" in r]
-    assert len(losses) == 2 and all(np.isfinite(losses))
+    # The head starts at zero, so step 1's loss is log(5) whatever the images; from step 2 on the losses
+    # depend on the images each step saw: augmented ones differ from the plain run's, the same for one seed.
+    over = {"train.steps": 4, "train.eval_every": 4, "train.log_every": 1}
+
+    def losses(name, augment):
+        result = trainer.run(tiny_config(augment=augment, **over), tmp_path / name, progress=False)
+        assert result.status == "done", result.reason
+        return np.array([r["train_loss"] for r in read_metrics(tmp_path / name / "metrics.jsonl")
+                         if "train_loss" in r])
+
+    ops = ("flip", "crop(2)", "mixup(0.2)")
+    aug, again, plain = losses("aug", ops), losses("again", ops), losses("plain", ())
+    assert len(aug) == 4 and np.all(np.isfinite(aug))
+    np.testing.assert_array_equal(aug, again)  # deterministic for the seed
+    assert np.min(np.abs(aug[1:] - plain[1:])) > 1e-4, (aug, plain)  # every later step saw other images
