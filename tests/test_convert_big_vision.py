@@ -121,19 +121,81 @@ def test_missing_and_extra_tensors_and_posemb_grid_are_named(augreg_ti, tmp_path
         convert("npz", path, "vit_ti16")  # default image_size 224: a 14x14 grid
 
 
-def test_vit_traces_on_batch_sharded_input_under_the_trainers_mesh():
-    # The trainer's mesh has explicit axes: the class token must take the batch's sharding to be concatenated
-    # to the patches (a converted ViT failed its first train step on this). Tracing is enough to tell.
+def vit_train_losses(steps: int = 3) -> list[float]:
+    """Train-step losses of a random ViT-Ti/16 (32px) on a fixed batch of 16, under the trainer's mesh over
+    every device (run in this process and in one with 8 simulated devices)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
     from jax.sharding import NamedSharding, PartitionSpec as P
 
-    from tl_research import models, trainer
+    from tl_research import config as C, freezing, trainer
+    rng = np.random.default_rng(0)
+    graphdef, state = nnx.split(zeros_model(model_cfg("vit_ti16", image_size=32), CLASSES))
+    state = jax.tree.map(lambda a: jnp.asarray(rng.normal(0, 0.05, a.shape).astype(a.dtype)), state)
+    graphdef, pp, sp, params, stats = trainer.split_model(nnx.merge(graphdef, state))
     mesh = trainer.mesh()
+    opt = C.base_config().optimizer
+    tx, train = trainer.build_train(graphdef, pp, sp, frozen_depth=0, label_map=freezing.labels(list(params), 0),
+                                    opt_cfg=opt, num_classes=CLASSES, label_smoothing=0.0, value_range=(0.0, 1.0),
+                                    mean=np.zeros(3, np.float32), std=np.ones(3, np.float32), augment_ops=(),
+                                    mesh_=mesh)
+    data = NamedSharding(mesh, P("data"))
+    batch = trainer.to_device({"image": rng.integers(0, 255, (16, 32, 32, 3), np.uint8),
+                               "label": rng.integers(0, CLASSES, 16).astype(np.int32)}, data)
+    assert len(batch["image"].sharding.device_set) == jax.device_count()
+    state = jax.device_put({"params": params, "batch_stats": stats, "opt_state": tx.init(params),
+                            "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(jax.random.key(0))},
+                           NamedSharding(mesh, P()))
+    hp = {"lr": np.float32(0.05), "momentum": np.float32(0.9), "class_weights": np.ones(CLASSES, np.float32)}
+    losses = []
+    for _ in range(steps):
+        state, m = train(state, batch, hp, {})
+        losses.append(float(m["loss"]))
+    return losses
+
+
+def test_vit_train_steps_on_eight_devices_match_one_device():
+    # The trainer's data-parallel mesh (Auto axes) over 8 simulated devices: the batch split over them, the
+    # parameters replicated; the ViT's steps must give the single-device losses.
+    import json
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    import jax
+    tests = pathlib.Path(__file__).resolve().parent
+    script = (f"import json, sys; sys.path[:0] = [{str(tests.parent)!r}, {str(tests)!r}]\n"
+              "import jax; from test_convert_big_vision import vit_train_losses\n"
+              "print(json.dumps([jax.device_count(), vit_train_losses()]))")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    child = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # runs while this process compiles
+    assert jax.device_count() == 1
+    one = vit_train_losses()
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 0, err[-2000:]
+    devices, eight = json.loads(out.strip().splitlines()[-1])
+    assert devices == 8
+    assert len(set(one)) == 3  # the steps train: each loss differs
+    np.testing.assert_allclose(eight, one, rtol=1e-5, atol=1e-6)
+
+
+def test_vit_class_token_takes_the_batch_sharding_under_explicit_axes():
+    # The trainer's mesh uses Auto axes; under an Explicit-axes mesh (jax.make_mesh's default) a replicated
+    # class token cannot be concatenated to batch-sharded patches, so the embedding broadcasts it with the
+    # batch's sharding. Tracing is enough to tell.
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+    from tl_research import models
+    mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Explicit,))
     graphdef, state = nnx.split(models.abstract(model_cfg("vit_ti16", image_size=32), CLASSES, 3))
     state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=NamedSharding(mesh, P())), state)
     x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32, sharding=NamedSharding(mesh, P("data")))
-    forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x, train=True, frozen_depth=0))
-    logits = forward.trace(state, x).out_info
-    assert logits.shape == (2, CLASSES)
+    embed = jax.jit(lambda state, x: nnx.merge(graphdef, state).units[0](x))
+    tokens = embed.trace(state, x).out_info
+    assert tokens.shape == (2, 1 + 2 * 2, 192)
+    assert tokens.sharding.spec[0] == "data"

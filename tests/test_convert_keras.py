@@ -134,13 +134,30 @@ def test_efficientnet_b0_matches_keras_with_its_normalisation_in_the_metadata(tm
     np.testing.assert_allclose(meta.std, np.sqrt(stored[1]), rtol=1e-6)
 
 
-def test_efficientnet_published_normalisation_is_the_imagenet_std():
-    # The published files store the std as "variance"; keras.applications divides by sqrt twice for them.
+def test_efficientnet_published_normalisation_matches_keras_on_random_pixels():
+    # The published files store the std as "variance": keras.applications' EfficientNet (weights="imagenet")
+    # then divides by sqrt(stddev) once more after its Normalization layer. The metadata's normalisation must
+    # give what those Keras layers give, on random pixels (and a random stored mean).
     from tl_research.models import META
-    src = {"normalization/mean": np.array([0.485, 0.456, 0.406], np.float32),
-           "normalization/variance": np.array(keras_ckpt.IMAGENET_STDDEV_RGB, np.float32)}
+    rng = np.random.default_rng(4)
+    mean = rng.uniform(0.3, 0.6, 3).astype(np.float32)
+    stddev = np.array(keras_ckpt.IMAGENET_STDDEV_RGB, np.float32)
+    src = {"normalization/mean": mean, "normalization/variance": stddev}
     meta, _ = keras_ckpt.efficientnet_normalisation(src, META["efficientnet_b0_keras"])
+    x = rng.uniform(0, 1, (4, 5, 5, 3)).astype(np.float32)  # pixels after Keras' Rescaling(1 / 255)
+    y = keras.layers.Normalization(mean=mean, variance=stddev)(x)
+    expected = keras.ops.convert_to_numpy(keras.layers.Rescaling([1 / np.sqrt(s) for s in stddev])(y))
+    assert np.std(expected) > 0.5  # the comparison is not between constants
+    got = (x - np.asarray(meta.mean, np.float32)) / np.asarray(meta.std, np.float32)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(meta.std, (0.229, 0.224, 0.225), rtol=1e-6)
+    # a file whose variance is its own (the test above: keras.applications with weights=None) is not divided
+    var = rng.uniform(0.04, 0.09, 3).astype(np.float32)
+    meta, _ = keras_ckpt.efficientnet_normalisation({**src, "normalization/variance": var},
+                                                    META["efficientnet_b0_keras"])
+    expected = keras.ops.convert_to_numpy(keras.layers.Normalization(mean=mean, variance=var)(x))
+    got = (x - np.asarray(meta.mean, np.float32)) / np.asarray(meta.std, np.float32)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_vgg16_no_top_matches_keras_and_needs_fc_units_0(tmp_path):

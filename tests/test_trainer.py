@@ -83,8 +83,13 @@ def test_eight_devices_match_one_device(tiny_config, data_dir, tmp_path):
 
 
 def test_imbalanced_run_records_its_examples_weights_and_per_class_metrics(tiny_config, tmp_path):
-    cfg = tiny_config(**{"data.imbalance_ratio": 10.0, "data.per_class": 60, "train.class_weights": "inverse",
-                         "train.steps": 4})
+    from tl_research.data import pipeline
+    from tl_research.data.sampling import class_weights
+    over = {"data.imbalance_ratio": 10.0, "data.per_class": 60, "train.steps": 4, "train.log_every": 1}
+    labels = pipeline.load(tiny_config(**over).data, seed=0).train.labels
+    counts = np.bincount(labels, minlength=5)
+    over["data.batch_size"] = len(labels)  # the first batch is one pass over the training set
+    cfg = tiny_config(**over, **{"train.class_weights": "inverse"})
     result = trainer.run(cfg, tmp_path / "lt", progress=False)
     assert result.status == "done", result.reason
     ids = np.load(tmp_path / "lt" / "train_ids.npy")
@@ -95,10 +100,32 @@ def test_imbalanced_run_records_its_examples_weights_and_per_class_metrics(tiny_
     assert np.trace(confusion) / confusion.sum() == pytest.approx(result.metrics["test_accuracy"])
     assert 0 <= result.metrics["test_balanced_accuracy"] <= 1 and 0 <= result.metrics["test_macro_f1"] <= 1
 
+    # The head starts at zero, so every example's first-step loss is log(5): the weighted mean is then
+    # log(5) * mean_i w[y_i] over the batch, the whole training set here.
+    plain = trainer.run(tiny_config(**over), tmp_path / "plain", progress=False)
+    assert plain.status == "done", plain.reason
+    weighted, unweighted = ([r["train_loss"] for r in read_metrics(tmp_path / d / "metrics.jsonl") if "train_loss" in r]
+                            for d in ("lt", "plain"))
+    w = (1 / counts) / np.mean(1 / counts)  # inverse frequency, mean weight 1 over the classes
+    assert counts.min() < counts.max() and np.sum(counts * w) / counts.sum() < 0.8
+    assert unweighted[0] == pytest.approx(np.log(5), rel=1e-6)
+    assert weighted[0] == pytest.approx(np.log(5) * np.sum(counts * w) / counts.sum(), rel=1e-5)
+    assert not np.allclose(weighted[1:], unweighted[1:])  # and the updates differ
+
 
 def test_a_run_with_on_device_augmentation_trains(tiny_config, tmp_path):
-    cfg = tiny_config(augment=("flip", "crop(2)", "mixup(0.2)"), **{"train.steps": 4, "train.eval_every": 4})
-    result = trainer.run(cfg, tmp_path / "aug", progress=False)
-    assert result.status == "done", result.reason
-    losses = [r["train_loss"] for r in read_metrics(tmp_path / "aug" / "metrics.jsonl") if "train_loss" in r]
-    assert len(losses) == 2 and all(np.isfinite(losses))
+    # The head starts at zero, so step 1's loss is log(5) whatever the images; from step 2 on the losses
+    # depend on the images each step saw: augmented ones differ from the plain run's, the same for one seed.
+    over = {"train.steps": 4, "train.eval_every": 4, "train.log_every": 1}
+
+    def losses(name, augment):
+        result = trainer.run(tiny_config(augment=augment, **over), tmp_path / name, progress=False)
+        assert result.status == "done", result.reason
+        return np.array([r["train_loss"] for r in read_metrics(tmp_path / name / "metrics.jsonl")
+                         if "train_loss" in r])
+
+    ops = ("flip", "crop(2)", "mixup(0.2)")
+    aug, again, plain = losses("aug", ops), losses("again", ops), losses("plain", ())
+    assert len(aug) == 4 and np.all(np.isfinite(aug))
+    np.testing.assert_array_equal(aug, again)  # deterministic for the seed
+    assert np.min(np.abs(aug[1:] - plain[1:])) > 1e-4, (aug, plain)  # every later step saw other images

@@ -1,4 +1,5 @@
 import contextlib
+import pathlib
 from unittest import mock
 
 import numpy as np
@@ -57,9 +58,54 @@ def test_derived_labels_on_hand_made_records():
     assert [ori.label({"label_orientation": v}) for v in (0, 2, 3, 39)] == [0, 0, 1, 15]
 
 
+# The number of examples of each TFDS split of the builders the tasks use (the TFDS catalog's split sizes).
+SPLIT_SIZES = {
+    "caltech101": {"train": 3060, "test": 6084},
+    "cifar100": {"train": 50000, "test": 10000},
+    "dtd": {"train": 1880, "validation": 1880, "test": 1880},
+    "oxford_flowers102": {"train": 1020, "validation": 1020, "test": 6149},
+    "oxford_iiit_pet": {"train": 3680, "test": 3669},
+    "sun397/tfds": {"train": 76128, "validation": 10875, "test": 21750},
+    "svhn_cropped": {"train": 73257, "test": 26032, "extra": 531131},
+    "patch_camelyon": {"train": 262144, "validation": 32768, "test": 32768},
+    "eurosat/rgb": {"train": 27000},
+    "resisc45": {"train": 31500},
+    "diabetic_retinopathy_detection/btgraham-300": {"train": 35126, "validation": 10906, "test": 42670},
+    "clevr": {"train": 70000, "validation": 15000, "test": 15000},
+    "dmlab": {"train": 65550, "validation": 22628, "test": 22735},
+    "dsprites": {"train": 737280},
+    "kitti": {"train": 6347, "validation": 423, "test": 711},
+    "smallnorb": {"train": 24300, "test": 24300},
+}
+
+
+def _write_split_metadata(tmp_path):
+    """Under mock_data: each builder's dataset_info.json with its real split sizes, so that the mocked builders
+    carry split metadata (mock_data then reads it, as TFDS reads a prepared dataset's)."""
+    for tfds_name, sizes in SPLIT_SIZES.items():
+        b = tfds.builder(tfds_name, data_dir=str(tmp_path))
+        b.info.set_splits(tfds.core.SplitDict([tfds.core.SplitInfo(name=n, shard_lengths=[c], num_bytes=0)
+                                               for n, c in sizes.items()]))
+        pathlib.Path(b.data_dir).mkdir(parents=True, exist_ok=True)
+        b.info.write_to_directory(b.data_dir)
+
+
+def _records(info, split: str) -> list[tuple[str, int, int]]:
+    """[(TFDS split, first record, stop)] a split string reads, as TFDS itself resolves it."""
+    out = []
+    for part in split.split("+"):
+        (fi,) = info.splits[part].file_instructions  # one shard per split in the metadata written above
+        out.append((part.split("[")[0], fi.skip, fi.skip + fi.take))
+    return out
+
+
 def test_registry_matches_the_tfds_builders(tmp_path):
-    """Every task's TFDS builder (mock data, no download) has the label field and the registered classes."""
+    """Every task's TFDS builder (mock data with real split metadata, no download) has the label field, the
+    registered classes and the splits the task cuts, and the pipeline resolves the task's own and the VTAB-1k
+    protocol's splits from that metadata to the records the benchmark uses."""
+    from tl_research.data import pipeline
     with tfds.testing.mock_data(num_examples=4, data_dir=str(tmp_path)):
+        _write_split_metadata(tmp_path)
         for task in vtab.VTAB_TASKS.values():
             b = tfds.builder(task.tfds_name, data_dir=str(tmp_path))
             features = b.info.features
@@ -69,10 +115,35 @@ def test_registry_matches_the_tfds_builders(tmp_path):
             elif isinstance(features[task.label_key], tfds.features.ClassLabel):  # binned dSprites
                 top = features[task.label_key].num_classes - 1
                 assert task.label({task.label_key: top}) == task.num_classes - 1, task.name
-            # mock builders carry no split metadata; where a builder has it, the splits must exist
-            names = set(b.info.splits.keys())
-            for split in (task.train, task.val, task.test):
-                assert not names or split.split("[")[0] in names, (task.name, split)
+            sizes = SPLIT_SIZES[task.tfds_name]
+            assert {n: b.info.splits[n].num_examples for n in b.info.splits.keys()} == sizes, task.name
+            assert set(task.base_splits()) <= set(sizes), task.name
+
+            # the task's own splits, cut by TFDS from the percentages (the benchmark's pct * n // 100 agrees
+            # with TFDS's rounding for these sizes)
+            own = {k: _records(b.info, getattr(task, k)) for k in ("train", "val", "test")}
+            resolved = {}
+            for train, val, test in (("train", "val", "test"), ("train800", "val200", "test"),
+                                     ("train800val200", "val200", "trainval")):
+                cfg = _vtab_config(tmp_path, task.name, train_split=train, val_split=val, test_split=test)
+                strings = pipeline.split_strings(cfg, b)
+                resolved.update({train: strings["data.train_split"], val: strings["data.val_split"],
+                                 test: strings["data.test_split"]})
+            records = {k: _records(b.info, v) for k, v in resolved.items()}
+            assert {k: records[k] for k in own} == own, task.name
+            assert records["trainval"] in ([*own["train"], *own["val"]],  # one range where val follows train
+                                           [(own["train"][0][0], own["train"][0][1], own["val"][0][2])]), task.name
+            (tn, ta, tb), (vn, va, vb) = own["train"][0], own["val"][0]
+            assert records["train800"] == [(tn, ta, ta + 800)], task.name  # the first 800 of train
+            assert records["val200"] == [(vn, va, va + 200)], task.name  # the first 200 of val
+            assert records["train800val200"] == records["train800"] + records["val200"], task.name
+            sizes_of = {k: b.info.splits[v].num_examples for k, v in resolved.items()}
+            assert (sizes_of["train800"], sizes_of["val200"], sizes_of["train800val200"]) == (800, 200, 1000)
+            # tuning never sees the test records, nor the final run's training the val200 ones twice
+            for a, b_ in (("train800", "val200"), ("train800val200", "test"), ("val200", "test")):
+                for (n1, s1, e1) in records[a]:
+                    for (n2, s2, e2) in records[b_]:
+                        assert n1 != n2 or e1 <= s2 or e2 <= s1, (task.name, a, b_)
             if task.label_fn is not None:  # the label function reads the fields the records have
                 for record in b.as_data_source(split="train"):
                     if all(len(v) for v in record.get("objects", {"": [0]}).values()):
