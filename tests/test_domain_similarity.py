@@ -120,6 +120,6 @@ def test_command_refuses_a_source_without_its_run(config_file, tmp_path, capsys)
     assert similarity_command.main(["--config", str(config_file), "--workdir", str(tmp_path / "w"),
                                    "--source", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "config.--source=" in err and "run directory" in err
+    assert "--source=" in err and "run directory" in err
     assert similarity_command.main(["--config", str(config_file), "--gamma", "-1"]) == 2
-    assert "config.--gamma=-1.0" in capsys.readouterr().err
+    assert "--gamma=-1.0" in capsys.readouterr().err

@@ -135,7 +135,7 @@ def trained(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("fewshot")
     path = root / "fewshot_config.py"
     path.write_text(CONFIG.format(data_dir=data_dir))
-    source = config_lib.load(str(path))[0].source
+    source = config_lib.load_module(str(path)).get_config().source
     workdir = root / "work"
     assert trainer.run(source, sweep.source_dir(workdir, source), progress=False).status == "done"
     return path, workdir
@@ -165,7 +165,7 @@ def test_command_scores_the_source_model_as_the_probe_does(trained, tmp_path, ca
     assert fewshot_command.main(["--config", str(path), "--workdir", str(workdir), "--shots", "1,3,10",
                                  "--seeds", "2", "--l2_reg", "64", "--out", str(out)]) == 0
     record = json.loads(out.read_text())
-    cfg = config_lib.load(str(path))[0]
+    cfg = config_lib.load_module(str(path)).get_config()
     (train_x, train_y, test_x, test_y), num_classes = _features(
         cfg, sweep.source_dir(workdir, cfg.source) / "weights", batch_size=7)
     want = fewshot.probe(train_x, train_y, test_x, test_y, num_classes, shots=(1, 3, 10), seeds=2, l2_reg=64.0)
@@ -179,7 +179,7 @@ def test_command_scores_the_source_model_as_the_probe_does(trained, tmp_path, ca
 def test_command_takes_weights_and_overrides(trained, capsys):
     from tl_research import config as config_lib, fewshot_command, sweep
     path, workdir = trained
-    weights = sweep.source_dir(workdir, config_lib.load(str(path))[0].source) / "weights"
+    weights = sweep.source_dir(workdir, config_lib.load_module(str(path)).get_config().source) / "weights"
     assert fewshot_command.main(["--config", str(path), "--weights", str(weights),
                                  "--config.data.classes=(1,2,3)", "--shots=2", "--seeds=1"]) == 0
     written = sorted(weights.parent.glob("fewshot_sklearn_digits_*.json"))  # next to the weights directory
@@ -193,7 +193,7 @@ def test_command_takes_weights_and_overrides(trained, capsys):
 @pytest.mark.parametrize("args,names", [
     (["--shots=0"], "--shots"),
     (["--seeds=0"], "--seeds"),
-    (["--config.data.nme=x"], "Did you mean"),
+    (["--config.data.nme=x"], "data.name (the closest)"),
     (["--weights=/no/such/dir"], "--weights"),
     (["--workdir={empty}"], "python launch.py --config"),  # a source model not trained yet
 ])

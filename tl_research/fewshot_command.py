@@ -29,9 +29,8 @@ import time
 
 import numpy as np
 from absl import flags
-from ml_collections import config_flags
 
-from tl_research import config as config_lib, fewshot
+from tl_research import command_line, config as config_lib, fewshot
 from tl_research.errors import ConfigError
 
 DEFAULT_CONFIG = "configs/quickstart.py"
@@ -51,56 +50,26 @@ class Args:
     out: str
 
 
-def _flag_values(argv: list[str]) -> flags.FlagValues:
-    """This command's flags in a FlagValues of their own, so that main() can run more than once in a process
-    (tests) and overrides are read from `argv`, not sys.argv."""
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "config file[:arg]; its data block is the target",
-                                    flag_values=fv, sys_argv=argv)
+USAGE = __doc__
+FLAG_LIST = ("--config PATH[:ARG], --config.KEY=VALUE, --weights W, --workdir DIR, --shots K,K,..., --seeds N, "
+             "--l2_reg L, --out FILE, -h/--help")
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    """The command's own flags; --config and --workdir come from tl_research.command_line."""
     flags.DEFINE_string("weights", "", _WEIGHTS + "; default the config's init", flag_values=fv)
-    flags.DEFINE_string("workdir", "", "where init='source' finds its source model (default runs/<name>)",
-                        flag_values=fv)
     flags.DEFINE_list("shots", [str(k) for k in fewshot.SHOTS], "examples per class", flag_values=fv)
     flags.DEFINE_integer("seeds", 3, "draws per shot count", flag_values=fv)
     flags.DEFINE_float("l2_reg", 2.0 ** 10, "ridge strength on whitened features", flag_values=fv)
     flags.DEFINE_string("out", "", "JSON file to write", flag_values=fv)
-    return fv
 
 
-def _one_line(error: Exception) -> str:
-    """absl and config_flags errors wrap others and can span lines (a config file's traceback)."""
-    while error.args and isinstance(error.args[0], Exception):  # AttributeError(KeyError('x'))
-        error = error.args[0]
-    text = f"no config key {error.args[0]}" if isinstance(error, KeyError) and error.args else str(error)
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    return lines[-1] if "Traceback" in text else " ".join(lines)
-
-
-def _config_value(argv: list[str]) -> str:
-    for i, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            return arg.partition("=")[2]
-        if arg == "--config" and i + 1 < len(argv):
-            return argv[i + 1]
-    return DEFAULT_CONFIG
-
-
-def parse_args(argv: list[str]) -> Args:
-    """argv (without the program name) -> Args; ConfigError for anything that is not allowed."""
-    argv = ["fewshot_command", *argv]
-    try:
-        fv = _flag_values(argv)  # the default config file is loaded (and overridden) here already
-        rest = fv(argv)
-        config, name = fv.config, fv.config.name  # a file that failed to load raises on first use
-    except OSError:
-        spec = _config_value(argv)
-        raise ConfigError("--config", spec, "a config file defining get_config(), e.g. configs/quickstart.py"
-                          "[:arg]", why="cannot be loaded") from None
-    except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
-        raise ConfigError("command line", " ".join(argv[1:]), "--config PATH[:ARG], --config.KEY=VALUE, "
-                          "--weights, --workdir, --shots, --seeds, --l2_reg, --out", why=_one_line(e)) from None
-    if len(rest) > 1:
-        raise ConfigError("command line", rest[1], "flags only", why="a positional argument")
+def parse_args(argv: list[str]) -> Args | None:
+    """argv (without the program name) -> Args (None after --help); ConfigError for anything not allowed."""
+    cli = command_line.parse(argv, define_flags, usage=USAGE, default_config=DEFAULT_CONFIG, flag_list=FLAG_LIST)
+    if cli is None:
+        return None
+    fv = cli.flags
     try:
         shots = tuple(int(k) for k in fv.shots)
     except ValueError:
@@ -111,8 +80,8 @@ def parse_args(argv: list[str]) -> Args:
         raise ConfigError("--seeds", fv.seeds, "a positive integer (3)")
     if not fv.l2_reg > 0:
         raise ConfigError("--l2_reg", fv.l2_reg, "a number > 0 (big_vision: 1024)")
-    workdir = pathlib.Path(fv.workdir or pathlib.Path("runs") / name).absolute()
-    return Args(fv["config"].config_filename, config, fv.weights, workdir, shots, fv.seeds, fv.l2_reg, fv.out)
+    return Args(fv["config"].config_filename, cli.config, fv.weights, cli.workdir.absolute(), shots, fv.seeds,
+                fv.l2_reg, fv.out)
 
 
 def check(args: Args) -> str:
@@ -199,6 +168,8 @@ def main(argv: list[str]) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         args = parse_args(argv)
+        if args is None:  # --help
+            return 0
         init = check(args)
         record = score(args, init)
     except ConfigError as e:
