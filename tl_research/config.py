@@ -23,6 +23,7 @@ from ml_collections import config_dict
 from tl_research import lr_range, models, schedules, strategies
 from tl_research.data import pipeline
 from tl_research.errors import ConfigError
+from tl_research.freezing import resolve_frozen_depth  # noqa: F401 - also config.resolve_frozen_depth
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 WANDB_MODES = ("offline", "online", "disabled")
@@ -245,16 +246,6 @@ def load(spec: str, overrides: dict[str, Any] | None = None):
 def _takes_arg(fn) -> bool:
     import inspect
     return len(inspect.signature(fn).parameters) > 0
-
-
-def resolve_frozen_depth(value, num_units: int) -> int:
-    """'all' or -1 -> num_units (a linear probe); k in 0..num_units as is."""
-    if value in ("all", -1):
-        return num_units
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= num_units:
-        raise ConfigError("frozen_depth", value, f"0..{num_units}, -1 or 'all' (this model has {num_units} "
-                                                  "depth units)")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------- validation

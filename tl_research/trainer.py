@@ -27,7 +27,6 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tl_research import config as config_lib
 from tl_research import freezing, models, strategies
 from tl_research.checkpoints import weights as weights_lib
 from tl_research import metrics as metrics_lib
@@ -144,7 +143,7 @@ def setup(config, init_path: str | None = None) -> Setup:
     else:  # every array comes from the checkpoint but the head, which starts at zero either way
         model = models.zeros(config.model, data.num_classes, data.image_shape[2])
         report = weights_lib.transfer(model, weights).summary()
-    frozen_depth = config_lib.resolve_frozen_depth(config.frozen_depth, model.num_units)
+    frozen_depth = freezing.resolve_frozen_depth(config.frozen_depth, model.num_units)
     names = list(weights_lib.flat_state(model)["params"])
 
     n_dev = jax.device_count()
