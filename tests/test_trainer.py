@@ -102,3 +102,13 @@ def test_a_run_with_on_device_augmentation_trains(tiny_config, tmp_path):
     assert result.status == "done", result.reason
     losses = [r["train_loss"] for r in read_metrics(tmp_path / "aug" / "metrics.jsonl") if "train_loss" in r]
     assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+def test_the_host_state_reads_the_json_that_checkpoints_hold():
+    saved = {"best_metric": 0.2, "best_step": 4, "evals_since_best": 1, "stopped_early": False,
+             "best_val_accuracy": 0.2, "best_val_loss": 1.6, "best_seen_test_accuracy": None,
+             "phases": [{"phase": 1, "name": "head", "step": 4, "val_accuracy": 0.2, "val_loss": 1.6,
+                         "test_accuracy": 0.3}]}
+    host = trainer.HostState.from_json(saved)
+    assert host.best_step == 4 and host.phases[0]["name"] == "head"
+    assert list(host.to_json().items()) == list(saved.items())  # the same JSON, key order included

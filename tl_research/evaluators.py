@@ -131,12 +131,15 @@ class Classification:
         self.batch_size, self.threads, self.every = batch_size, threads, every
 
     def counts(self, params, stats) -> Counts:
-        sums = [self.eval_step(params, stats, self.put(batch))
-                for batch in pipeline.eval_batches(self.data, self.split, self.batch_size, self.threads)]
-        sums = jax.device_get(sums)  # one transfer of a few numbers per batch, after every batch is queued
-        return Counts(int(sum(int(s["correct"]) for s in sums)),
-                      float(sum(float(s["loss"]) for s in sums)),
-                      np.sum([np.asarray(s["confusion"], np.int64) for s in sums], axis=0))
+        scalars, confusion = [], None
+        for batch in pipeline.eval_batches(self.data, self.split, self.batch_size, self.threads):
+            out = self.eval_step(params, stats, self.put(batch))
+            scalars.append((out["correct"], out["loss"]))
+            # summed on the devices: one (C, C) matrix alive, however many batches (C may be 1000s)
+            confusion = out["confusion"] if confusion is None else confusion + out["confusion"]
+        scalars, confusion = jax.device_get((scalars, confusion))  # one transfer, after every batch is queued
+        return Counts(sum(int(c) for c, _ in scalars), sum(float(loss) for _, loss in scalars),
+                      np.asarray(confusion, np.int64))
 
     def run(self, params, stats) -> Iterator[tuple[str, Any]]:
         c = self.counts(params, stats)
