@@ -129,3 +129,13 @@ def test_a_run_with_on_device_augmentation_trains(tiny_config, tmp_path):
     assert len(aug) == 4 and np.all(np.isfinite(aug))
     np.testing.assert_array_equal(aug, again)  # deterministic for the seed
     assert np.min(np.abs(aug[1:] - plain[1:])) > 1e-4, (aug, plain)  # every later step saw other images
+
+
+def test_the_host_state_reads_the_json_that_checkpoints_hold():
+    saved = {"best_metric": 0.2, "best_step": 4, "evals_since_best": 1, "stopped_early": False,
+             "best_val_accuracy": 0.2, "best_val_loss": 1.6, "best_seen_test_accuracy": None,
+             "phases": [{"phase": 1, "name": "head", "step": 4, "val_accuracy": 0.2, "val_loss": 1.6,
+                         "test_accuracy": 0.3}]}
+    host = trainer.HostState.from_json(saved)
+    assert host.best_step == 4 and host.phases[0]["name"] == "head"
+    assert list(host.to_json().items()) == list(saved.items())  # the same JSON, key order included

@@ -22,9 +22,10 @@ from typing import Any, Iterable
 import ml_collections
 from ml_collections import config_dict
 
-from tl_research import lr_range, models, schedules, strategies
+from tl_research import evaluators, lr_range, models, schedules, strategies
 from tl_research.data import pipeline
 from tl_research.errors import ConfigError
+from tl_research.freezing import resolve_frozen_depth  # noqa: F401 - also config.resolve_frozen_depth
 
 OPTIMIZERS = ("sgd", "adam")  # as freezing.OPTIMIZERS: adam with weight_decay > 0 is AdamW
 WANDB_MODES = ("offline", "online", "disabled")
@@ -67,6 +68,19 @@ def base_config() -> ml_collections.ConfigDict:
         restore_best=True,  # report test metrics at the best validation step (else at the last step)
         eval_test=False,  # also evaluate test at every eval (a test-accuracy curve; never used for selection)
     ))
+    # Extra evaluators, by name (tl_research/evaluators.py); none by default. Each is a dict with a `type` and
+    #   every: 0 = at every validation eval | k > 0 = every k steps | -1 = only at the end
+    # type="fewshot": the closed-form few-shot linear probe on the model's frozen penultimate features
+    #   shots=(1, 5, 10, 25) (training examples per class), seeds=3 (draws per shot count; the metric is their
+    #   mean), l2_reg=2**10 (ridge strength on whitened features), e.g.
+    #   c.evals.fewshot = dict(type="fewshot", every=0, shots=(1, 5, 10, 25), seeds=3, l2_reg=2.0 ** 10)
+    # type="classification": accuracy, loss, balanced_accuracy, macro_f1 of one more split
+    #   split="test": train | val | test (the run's own, as it selected them) or a TFDS split string
+    #   data="": the run's dataset, or another data.name with the same classes (read with the run's data
+    #   settings and image shape), e.g. c.evals.test_b = dict(type="classification", split="test", data="X")
+    # Logged to metrics.jsonl and W&B as "{name}/{metric}" (e.g. fewshot/10shot_accuracy); the values at the
+    # weights the run reports (see train.restore_best) go into the result as "{name}_{metric}".
+    c.evals = evaluators.default_config()
     c.lr_range = lr_range.default_config()  # launch.py --lr_range_test: see tl_research/lr_range.py
     c.wandb = ml_collections.ConfigDict(dict(mode="offline", project="tl_research", entity="", tags=()))
     # How results.csv becomes table.md and plot.png: x axis, one line per series, the metric.
@@ -245,16 +259,6 @@ def sweep_points(module, arg: str | None, config, overrides: dict[str, Any]) -> 
     return points
 
 
-def resolve_frozen_depth(value, num_units: int) -> int:
-    """'all' or -1 -> num_units (a linear probe); k in 0..num_units as is."""
-    if value in ("all", -1):
-        return num_units
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= num_units:
-        raise ConfigError("frozen_depth", value, f"0..{num_units}, -1 or 'all' (this model has {num_units} "
-                                                  "depth units)")
-    return value
-
-
 # ---------------------------------------------------------------------------------------------- validation
 
 @functools.lru_cache(maxsize=64)
@@ -283,6 +287,7 @@ def validate(config, *, prefix: str = "") -> None:
         schedules.build(config.schedule, 10**7, 1000)  # the real run length is checked again in setup
         strategies.check(config)
         lr_range.check(config.lr_range)
+        evaluators.check(config.evals)
         if config.optimizer.name not in OPTIMIZERS:
             raise err("optimizer.name", config.optimizer.name, ", ".join(OPTIMIZERS))
         if config.wandb.mode not in WANDB_MODES:

@@ -11,39 +11,41 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tl_research import models, trainer
 from tl_research.checkpoints import weights as weights_lib
 from tl_research.data import pipeline
-from tl_research.models.base import ModelMeta, global_pool
+from tl_research.models.base import ModelMeta
 from tl_research.similarity import ClassMeans
 
 
 class FeatureExtractor:
     """The penultimate features of `weights` loaded into the architecture `model_cfg` (the classifier is not
-    used). Compiled once per input shape."""
+    used): the trainer's compiled feature step (trainer.build_features, which config.evals' few-shot probe
+    runs during training), batches sharded over all devices. Compiled once per input shape."""
 
     def __init__(self, model_cfg, weights: weights_lib.Weights, meta: ModelMeta | None, in_channels: int):
         self.meta = meta or ModelMeta()
         # the classifier's size does not matter: transfer() re-initialises it and features never reach it
         model = models.build(model_cfg, 2, in_channels)
         weights_lib.transfer(model, weights)
-        graphdef, state = nnx.split(model)
-        preprocess = trainer.preprocessor(*trainer.normaliser(self.meta, in_channels))  # as the trainer does
-        pool = model.head.pool
-
-        def features(state, images):
-            m = nnx.merge(graphdef, state)
-            return global_pool(m.features(preprocess(images), train=False), pool)
-
-        self._state = state
-        self._features = jax.jit(features)
+        graphdef, param_paths, stat_paths, params, stats = trainer.split_model(model)
+        value_range, mean, std = trainer.normaliser(self.meta, in_channels)  # as the trainer preprocesses
+        mesh_ = trainer.mesh()
+        self._features = trainer.build_features(graphdef, param_paths, stat_paths, value_range=value_range,
+                                                mean=mean, std=std, pool=model.head.pool, mesh_=mesh_)
+        self._weights = jax.device_put((params, stats), NamedSharding(mesh_, P()))
+        self._sharding, self._devices = NamedSharding(mesh_, P("data")), mesh_.size
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """uint8 (B, H, W, C) -> float32 (B, D)."""
-        return np.asarray(self._features(self._state, images))
-
+        n = len(images)
+        pad = -n % self._devices  # the batch is split over the devices
+        if pad:
+            images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+        out = self._features(*self._weights, trainer.to_device({"image": images}, self._sharding))
+        return np.asarray(jax.device_get(out))[:n]
     def class_means(self, data: pipeline.Dataset, split: pipeline.Split, batch_size: int = 250,
                     threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
         """(means (C, D), counts (C,)) over the examples of `split`, C = data.num_classes."""

@@ -54,6 +54,16 @@ def labels(names, frozen_depth: int) -> dict[str, str]:
     return out
 
 
+def resolve_frozen_depth(value, num_units: int) -> int:
+    """'all' or -1 -> num_units (a linear probe); k in 0..num_units as is."""
+    if value in ("all", -1):
+        return num_units
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= num_units:
+        raise ConfigError("frozen_depth", value, f"0..{num_units}, -1 or 'all' (this model has {num_units} "
+                                                  "depth units)")
+    return value
+
+
 def trainable(label_map: dict[str, str]) -> list[str]:
     return sorted(n for n, lab in label_map.items() if lab != FROZEN)
 

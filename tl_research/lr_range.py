@@ -33,6 +33,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from tl_research import trainer
+from tl_research.data import pipeline
 from tl_research.errors import ConfigError
 
 OUT = "lr_range_test"
@@ -95,8 +97,6 @@ def suggest(lrs: np.ndarray, smoothed: np.ndarray, start_drop: float = 0.1) -> d
 
 def run(config, out_dir, *, init_path: str | None = None, cache=None, progress: bool = True, echo=print) -> dict:
     """Runs the range test of `config` into `out_dir`; returns the JSON it writes."""
-    from tl_research import trainer  # the trainer's config imports this module's default_config
-    from tl_research.data import pipeline
     cfg = config.lr_range
     check(cfg)
     out_dir = pathlib.Path(out_dir)

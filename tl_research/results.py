@@ -275,7 +275,7 @@ def _setting_keys(df: pd.DataFrame, metric: str) -> list[str]:
     phase metrics of multi-phase strategies included)."""
     ignore = set(FIRST_COLUMNS) | {"steps", "stopped_early", "num_units", "frozen_depth_resolved", "val_loss",
                                    "strategy_resolved", "test_loss", metric}
-    metric_like = {c for c in df.columns if c.endswith(("_accuracy", "_loss", "_f1", "_time", "similarity"))
+    metric_like = {c for c in df.columns if c.endswith(("_accuracy", "_loss", "_f1", "_std", "_time", "similarity"))
                    or c.startswith("phase")}
     return [c for c in df.columns if c not in ignore and c not in metric_like]
 

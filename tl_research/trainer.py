@@ -1,9 +1,11 @@
-"""The training loop: one run of one config, read top to bottom in stages.
+"""The training loop: one run of one config, read top to bottom in stages (`_run`, class `Training`).
 
-    setup      data -> model -> initial weights -> labels/optimizer -> schedule -> mesh
-    state      fresh, or restored from the run's last orbax checkpoint
-    loop       sharded jitted train step; logging, evaluation, early stopping, checkpoints
-    finish     test metrics at the selected step, exported weights, the result row
+    setup      data -> model -> initial weights -> labels/optimizer -> schedule -> mesh -> compiled steps
+               -> evaluators (val, test, config.evals)
+    restore    fresh state, or the run's last orbax checkpoint (arrays + the typed HostState record)
+    loop       sharded jitted train step; logging; evaluation and selection (best step, early stopping);
+               phase switches; checkpoints
+    finish     test metrics at the selected step, exported weights, config.evals there, the result row
 
 There is one loop for every strategy: strategies change the labels, the optimizer or the phases, never this
 file's structure. A run is a function of its config and seed: batch k, the dropout key of step k and the LR
@@ -12,6 +14,7 @@ of step k are pure functions of k, so a resumed run ends where the uninterrupted
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -27,13 +30,11 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tl_research import config as config_lib
-from tl_research import freezing, models, strategies
+from tl_research import evaluators, freezing, models, strategies
 from tl_research.checkpoints import weights as weights_lib
-from tl_research import metrics as metrics_lib
 from tl_research.data import pipeline, sampling
 from tl_research.errors import ConfigError
-from tl_research.models.base import ModelMeta
+from tl_research.models.base import ModelMeta, global_pool
 from tl_research.tracking import RunTracker
 
 RESULT_FILE = "result.json"
@@ -144,7 +145,7 @@ def setup(config, init_path: str | None = None) -> Setup:
     else:  # every array comes from the checkpoint but the head, which starts at zero either way
         model = models.zeros(config.model, data.num_classes, data.image_shape[2])
         report = weights_lib.transfer(model, weights).summary()
-    frozen_depth = config_lib.resolve_frozen_depth(config.frozen_depth, model.num_units)
+    frozen_depth = freezing.resolve_frozen_depth(config.frozen_depth, model.num_units)
     names = list(weights_lib.flat_state(model)["params"])
 
     n_dev = jax.device_count()
@@ -183,7 +184,7 @@ class StepCache:
 class Steps:
     tx: optax.GradientTransformation
     train: Callable  # (state, batch, hp, anchor) -> (state, metrics)
-    evaluate: Callable  # (params, stats, batch) -> (predictions, per-example loss)
+    evaluate: Callable  # (params, stats, batch) -> the batch's reduced counts (build_eval)
 
 
 def _dotted(path) -> str:
@@ -211,16 +212,37 @@ def preprocessor(value_range, mean, std):
 
 def build_eval(graphdef, param_paths: dict, stat_paths: dict, *, value_range, mean, std,
                mesh_: jax.sharding.Mesh) -> Callable:
+    """jitted (params, stats, batch) -> {"correct", "loss", "confusion"}: the batch's correct predictions, its
+    summed cross-entropy and its (C, C) confusion matrix (rows = true class) over the examples batch["mask"]
+    marks, reduced across devices inside the step (evaluators.Classification sums them over batches)."""
     model_of, preprocess = _merger(graphdef, param_paths, stat_paths), preprocessor(value_range, mean, std)
 
     def eval_step(params, stats, batch):
         model = model_of(params, stats)
         logits = model(preprocess(batch["image"]), train=False)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-        return jnp.argmax(logits, -1), loss
+        preds, labels, mask = jnp.argmax(logits, -1), batch["label"], batch["mask"]
+        n = logits.shape[-1]
+        confusion = jnp.zeros((n, n), jnp.int32).at[labels, preds].add(mask.astype(jnp.int32))
+        return {"correct": jnp.sum(mask & (preds == labels)), "loss": jnp.sum(jnp.where(mask, loss, 0.0)),
+                "confusion": confusion}
 
     repl, data = NamedSharding(mesh_, P()), NamedSharding(mesh_, P("data"))
-    return jax.jit(eval_step, in_shardings=(repl, repl, data), out_shardings=(data, data))
+    return jax.jit(eval_step, in_shardings=(repl, repl, data), out_shardings=repl)
+
+
+def build_features(graphdef, param_paths: dict, stat_paths: dict, *, value_range, mean, std, pool: str,
+                   mesh_: jax.sharding.Mesh) -> Callable:
+    """jitted (params, stats, batch) -> (B, D) penultimate features of batch["image"]: the depth units in
+    inference mode and the head's global pooling. Replicated on the way out: the host-side probe reads them."""
+    model_of, preprocess = _merger(graphdef, param_paths, stat_paths), preprocessor(value_range, mean, std)
+
+    def features(params, stats, batch):
+        model = model_of(params, stats)
+        return global_pool(model.features(preprocess(batch["image"]), train=False), pool)
+
+    repl, data = NamedSharding(mesh_, P()), NamedSharding(mesh_, P("data"))
+    return jax.jit(features, in_shardings=(repl, repl, data), out_shardings=repl)
 
 
 def build_train(graphdef, param_paths: dict, stat_paths: dict, *, frozen_depth: int, label_map: dict,
@@ -299,21 +321,6 @@ def to_device(batch: dict, sharding) -> dict:
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
-def evaluate(steps: Steps, params, stats, data: pipeline.Dataset, split: pipeline.Split, cfg, sharding
-             ) -> dict[str, Any]:
-    preds, labels, losses = [], [], []
-    for batch in pipeline.eval_batches(data, split, cfg.eval_batch_size, cfg.threads):
-        mask = batch.pop("mask")
-        p, loss = steps.evaluate(params, stats, to_device(batch, sharding))
-        p, loss = np.asarray(jax.device_get(p)), np.asarray(jax.device_get(loss))
-        preds.append(p[mask])
-        losses.append(loss[mask])
-        labels.append(batch["label"][mask])
-    preds, labels, losses = np.concatenate(preds), np.concatenate(labels), np.concatenate(losses)
-    return {"accuracy": float(np.mean(preds == labels)), "loss": float(np.mean(losses)),
-            "preds": preds, "labels": labels}
-
-
 def split_model(model: nnx.Module):
     """(graphdef, param paths, stat paths, params, batch stats): the model as flat dicts keyed by dotted
     names, the form the compiled steps take."""
@@ -344,6 +351,11 @@ class Program:
             ("eval", self.graphdef, self.value_range, tuple(self.mean), tuple(self.std), self.devices),
             lambda: build_eval(self.graphdef, self.param_paths, self.stat_paths, value_range=self.value_range,
                                mean=self.mean, std=self.std, mesh_=mesh_))
+        pool = s.model.head.pool
+        self.features = cache.get(
+            ("features", self.graphdef, self.value_range, tuple(self.mean), tuple(self.std), pool, self.devices),
+            lambda: build_features(self.graphdef, self.param_paths, self.stat_paths, value_range=self.value_range,
+                                   mean=self.mean, std=self.std, pool=pool, mesh_=mesh_))
         # L2-SP's anchor: the starting (transferred) weights of the units, a pure function of the config; a
         # copy, since the state that starts from the same arrays is donated to the train step
         self.anchor = jax.device_put(jax.device_get(
@@ -398,194 +410,285 @@ def run(config, run_dir, *, init_path: str | None = None, cache: StepCache | Non
         return result
 
 
+
 def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, progress, stop_at_step, t0):
-    # ---- setup
-    s = setup(config, init_path)
-    plan = s.plan
-    mesh_ = mesh()
-    repl, data_sharding = NamedSharding(mesh_, P()), NamedSharding(mesh_, P("data"))
-    prog = Program(s, config, mesh_, cache)
-
-    # ---- state: fresh, or the last checkpoint. The state saved after step t has the optimizer structure of
-    # the phase of step index t (phase switches happen before the checkpoint of a phase's last step).
-    ckpt_dir = run_dir / "checkpoints"
-    manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
-        max_to_keep=1, enable_async_checkpointing=False), item_names=("state", "host"))
-    start = int(manager.latest_step()) if manager.latest_step() is not None else 0
-    phase_i = plan.phase_index(start)
-    steps = prog.steps(plan.phases[phase_i])
-    state = prog.fresh_state(steps.tx)
-    host = {"best_metric": None, "best_step": 0, "evals_since_best": 0, "stopped_early": False,
-            "best_val_accuracy": None, "best_val_loss": None, "best_seen_test_accuracy": None, "phases": []}
-    if start:
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        restored = manager.restore(start, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), host=ocp.args.JsonRestore()))
-        state, host = restored.state, dict(restored.host)
-    best_dir = run_dir / "best"
-    best = None
-    if start and host["best_step"] and weights_lib.is_weights_dir(best_dir):
-        best = weights_lib.load_weights(best_dir)[0]
-
-    trainable_params = prog.trainable_count(plan.phases[-1])
-    resolved = config.to_dict()
-    resolved.update(frozen_depth_resolved=s.frozen_depth, num_units=s.model.num_units,
-                    total_steps=s.total_steps, trainable_params=trainable_params,
-                    init_resolved=init_path or config.init,
-                    phases=[dataclasses.asdict(p) for p in plan.phases])
-    tracker = RunTracker(run_dir, wandb_cfg=config.wandb, group=group, name=name, run_id=run_id,
-                         config=resolved, wandb_dir=wandb_dir, resume_step=start)
-    if start == 0:
-        tracker.log({"step": 0, "event": "start", "transfer": s.transfer_report,
-                     "trainable_params": trainable_params, "total_steps": s.total_steps})
-        tracker.log({"step": 0, "event": "phase_start", "phase": 1, "phase_name": plan.phases[0].name,
-                     "frozen_depth": plan.phases[0].frozen_depth,
-                     "trainable_params": prog.trainable_count(plan.phases[0])})
-
-    # ---- loop
-    eval_every = config.train.eval_every or s.steps_per_epoch
-    ckpt_every = config.train.checkpoint_every or eval_every
-    patience = config.train.early_stopping_patience
-    metric_name = config.train.early_stopping_metric
-    if metric_name not in ("val_accuracy", "val_loss"):
-        raise ConfigError("train.early_stopping_metric", metric_name, "val_accuracy, val_loss")
-    track_best = config.train.restore_best or patience > 0
-    eval_test = bool(config.train.eval_test)
-    batches = pipeline.train_batches(s.data, config.data.batch_size, config.seed, start, s.total_steps,
-                                     config.data.threads, config.data.prefetch,
-                                     sampler=pipeline.train_sampler(config.data, s.data, config.seed))
-    if s.data.train_ids is not None:
-        np.save(run_dir / "train_ids.npy", s.data.train_ids)  # the drawn training examples (TFDS record ids)
-    bar = _progress(progress, s.total_steps, start, name)
-    pending: list = []
-    step, val, test = start, None, None
-
-    def run_eval(split):
-        return evaluate(steps, state["params"], state["batch_stats"], s.data, split, config.data, data_sharding)
-
-    try:
-        for step in range(start + 1, s.total_steps + 1):
-            phase = plan.phases[phase_i]
-            last_phase = phase_i == len(plan.phases) - 1
-            hp = {"lr": plan.lrs[step - 1], "momentum": plan.momenta[step - 1],
-                  "class_weights": s.class_weights}
-            state, m = steps.train(state, to_device(next(batches), data_sharding), hp, prog.anchor)
-            pending.append(m)
-            last = step == s.total_steps
-            if step % config.train.log_every == 0 or last or step == phase.end:
-                vals = jax.device_get(pending)
-                pending = []
-                loss = float(np.mean([v["loss"] for v in vals]))
-                if not math.isfinite(loss):
-                    raise TrainingFailed(f"loss became {loss} by step {step} (learning rate "
-                                         f"{float(hp['lr']):.3g})")
-                tracker.log({"step": step, "train_loss": loss,
-                             "train_accuracy": float(np.mean([v["accuracy"] for v in vals])),
-                             "learning_rate": float(hp["lr"]), "momentum": float(hp["momentum"]),
-                             "phase": phase_i + 1})
-                if bar:
-                    bar.set_postfix(loss=f"{loss:.3f}")
-            val = test = None
-            if step % eval_every == 0 or last or step == phase.end:
-                val = run_eval(s.data.val)
-                record = {"step": step, "val_accuracy": val["accuracy"], "val_loss": val["loss"]}
-                if eval_test:  # a test curve (e.g. steps to reach an accuracy); never used for selection
-                    test = run_eval(s.data.test)
-                    record.update(test_accuracy=test["accuracy"], test_loss=test["loss"])
-                    seen = host["best_seen_test_accuracy"]
-                    host["best_seen_test_accuracy"] = max(seen, test["accuracy"]) if seen is not None \
-                        else test["accuracy"]
-                tracker.log(record)
-                value = val["accuracy"] if metric_name == "val_accuracy" else -val["loss"]
-                if host["best_metric"] is None or value > host["best_metric"]:
-                    host.update(best_metric=value, best_step=step, evals_since_best=0,
-                                best_val_accuracy=val["accuracy"], best_val_loss=val["loss"])
-                    if track_best:
-                        best = jax.device_get({"params": state["params"], "batch_stats": state["batch_stats"]})
-                        weights_lib.save_weights(best_dir, best, s.meta, {"step": step})
-                elif last_phase:  # patience runs out only in the last phase: earlier phases always finish
-                    host["evals_since_best"] += 1
-                    if patience and host["evals_since_best"] >= patience:
-                        host["stopped_early"] = True
-            if step == phase.end and not last_phase:
-                # the phase's end: its metrics, then the next phase's steps and optimizer state
-                test = test or run_eval(s.data.test)
-                ended = {"phase": phase_i + 1, "name": phase.name, "step": step,
-                         "val_accuracy": val["accuracy"], "val_loss": val["loss"],
-                         "test_accuracy": test["accuracy"]}
-                host["phases"] = list(host["phases"]) + [ended]
-                tracker.log({"step": step, "event": "phase_end", **{f"phase_{k}": v for k, v in ended.items()}})
-                phase_i += 1
-                nxt = plan.phases[phase_i]
-                steps = prog.steps(nxt)
-                state["opt_state"] = jax.device_put(
-                    carry_over(state["opt_state"], steps.tx.init(state["params"])), repl)
-                host["evals_since_best"] = 0
-                tracker.log({"step": step, "event": "phase_start", "phase": phase_i + 1, "phase_name": nxt.name,
-                             "frozen_depth": nxt.frozen_depth, "trainable_params": prog.trainable_count(nxt)})
-            if step % ckpt_every == 0 or last or host["stopped_early"] or step == phase.end:
-                manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                           host=ocp.args.JsonSave(host)), force=True)
-            if bar:
-                bar.update(1)
-            if host["stopped_early"] or (stop_at_step is not None and step >= stop_at_step):
-                break
-    finally:
-        if bar:
-            bar.close()
-        manager.wait_until_finished()
-    if stop_at_step is not None and step >= stop_at_step and step < s.total_steps and not host["stopped_early"]:
-        manager.close()
-        tracker.finish({}, failed=False)
+    t = Training(config, run_dir, init_path, cache)  # setup
+    t.restore()  # fresh state, or the last checkpoint
+    t.open_tracker(wandb_dir, group, name, run_id)
+    step = t.loop(progress, name, stop_at_step)  # training, evaluation and selection, phase switches
+    if stop_at_step is not None and stop_at_step <= step < t.s.total_steps and not t.host.stopped_early:
+        t.manager.close()
+        t.tracker.finish({}, failed=False)
         return RunResult("interrupted", f"stopped at step {step}")
-    manager.close()
+    t.manager.close()
+    return t.finish(step, t0)
 
-    # ---- finish: test metrics at the selected step, weights for later transfer, the result
-    use_best = config.train.restore_best and best is not None
-    final = jax.device_get({"params": state["params"], "batch_stats": state["batch_stats"]})
-    selected = best if use_best else final
-    sel = jax.device_put(selected, repl)
-    final_test = test  # evaluated at the last step run, if it was
-    if use_best and host["best_step"] == step and final_test is not None:
-        tested = final_test  # the best step is the last one, evaluated already
-    else:
-        tested = evaluate(steps, sel["params"], sel["batch_stats"], s.data, s.data.test, config.data,
-                          data_sharding)
-    if use_best:
-        val_acc, val_loss, best_step = host["best_val_accuracy"], host["best_val_loss"], host["best_step"]
-    else:
-        if val is None:  # the last step's eval already measured these weights, unless nothing ran here
-            val = evaluate(steps, sel["params"], sel["batch_stats"], s.data, s.data.val, config.data,
-                           data_sharding)
-        val_acc, val_loss, best_step = val["accuracy"], val["loss"], step
-    weights_lib.save_weights(run_dir / "weights", selected, s.meta, {"step": best_step})
-    detail = metrics_lib.classification_metrics(tested["preds"], tested["labels"], s.data.num_classes)
-    (run_dir / "test_metrics.json").write_text(json.dumps(
-        {**detail, "class_names": s.data.class_names}, indent=1))  # incl. the confusion matrix
-    metrics = {
-        "val_accuracy": val_acc, "val_loss": val_loss, "test_accuracy": tested["accuracy"],
-        "test_loss": tested["loss"], "test_balanced_accuracy": detail["balanced_accuracy"],
-        "test_macro_f1": detail["macro_f1"], "best_step": best_step, "steps": step,
-        "stopped_early": host["stopped_early"], "trainable_params": trainable_params,
-        "frozen_depth_resolved": s.frozen_depth, "num_units": s.model.num_units,
-        # the strategy in one cell (its keys are columns of their own only where a sweep varies them)
-        "strategy_resolved": _strategy_summary(config.strategy, plan),
-        "wall_time": round(time.time() - t0, 2),
-    }
-    if eval_test:
-        if final_test is None:
-            final_test = evaluate(steps, state["params"], state["batch_stats"], s.data, s.data.test, config.data,
-                                  data_sharding)
-        metrics.update(final_test_accuracy=final_test["accuracy"],
-                       best_seen_test_accuracy=max(host["best_seen_test_accuracy"] or 0.0, final_test["accuracy"]))
-    for ended in host["phases"]:  # e.g. two_phase: the head-only phase's metrics next to the final ones
-        for k in ("val_accuracy", "test_accuracy", "step"):
-            metrics[f"phase{ended['phase']}_{k}"] = ended[k]
-    tracker.log({"step": step, "event": "end", **{f"final_{k}": v for k, v in metrics.items()}})
-    tracker.finish(metrics)
-    result = RunResult("done", "", metrics)
-    (run_dir / RESULT_FILE).write_text(json.dumps(dataclasses.asdict(result), indent=1))
-    return result
+
+# ---------------------------------------------------------------------------------------------- host state
+
+@dataclasses.dataclass
+class HostState:
+    """What the loop has decided so far, checkpointed as JSON next to the arrays so that a resumed run
+    selects, stops and reports as the uninterrupted one would."""
+
+    best_metric: float | None = None  # the selection metric of the best eval (higher is better)
+    best_step: int = 0
+    evals_since_best: int = 0  # in the last phase: early stopping's count
+    stopped_early: bool = False
+    best_val_accuracy: float | None = None
+    best_val_loss: float | None = None
+    best_seen_test_accuracy: float | None = None  # with train.eval_test: the best test accuracy of any eval
+    phases: list[dict] = dataclasses.field(default_factory=list)  # metrics at the end of each finished phase
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, saved) -> "HostState":
+        return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
+
+    def observe(self, step: int, value: float, val: evaluators.Counts, *, last_phase: bool, patience: int) -> bool:
+        """Records the validation eval of `step` (`value`: its selection metric); True if it is the new best.
+        Patience runs out only in the last phase: earlier phases always finish."""
+        if self.best_metric is None or value > self.best_metric:
+            self.best_metric, self.best_step, self.evals_since_best = value, step, 0
+            self.best_val_accuracy, self.best_val_loss = val.accuracy, val.loss
+            return True
+        if last_phase:
+            self.evals_since_best += 1
+            if patience and self.evals_since_best >= patience:
+                self.stopped_early = True
+        return False
+
+    def saw_test(self, accuracy: float) -> None:
+        seen = self.best_seen_test_accuracy
+        self.best_seen_test_accuracy = accuracy if seen is None else max(seen, accuracy)
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+class Training:
+    """One run in progress, in the stages `_run` calls in order: setup (here), restore, loop (each step:
+    train, log, evaluate and select, switch phase, checkpoint) and finish."""
+
+    def __init__(self, config, run_dir: pathlib.Path, init_path: str | None, cache: StepCache):
+        self.config, self.run_dir, self.init_path = config, run_dir, init_path
+        self.s = s = setup(config, init_path)
+        self.plan = s.plan
+        self.mesh = mesh()
+        self.repl, self.data_sharding = NamedSharding(self.mesh, P()), NamedSharding(self.mesh, P("data"))
+        self.prog = Program(s, config, self.mesh, cache)
+        self.metric_name = config.train.early_stopping_metric
+        if self.metric_name not in ("val_accuracy", "val_loss"):
+            raise ConfigError("train.early_stopping_metric", self.metric_name, "val_accuracy, val_loss")
+        self.eval_every = config.train.eval_every or s.steps_per_epoch
+        self.ckpt_every = config.train.checkpoint_every or self.eval_every
+        self.patience = config.train.early_stopping_patience
+        self.track_best = config.train.restore_best or self.patience > 0
+        self.eval_test = bool(config.train.eval_test)
+        put = functools.partial(to_device, sharding=self.data_sharding)
+        common = dict(put=put, batch_size=config.data.eval_batch_size, threads=config.data.threads)
+        self.val = evaluators.Classification(self.prog.evaluate, s.data, s.data.val, **common)
+        self.test = evaluators.Classification(self.prog.evaluate, s.data, s.data.test, **common)
+        self.extras = evaluators.build(config.get("evals", {}), data=s.data, data_cfg=config.data,
+                                       eval_step=self.prog.evaluate, features=self.prog.features, put=put)
+        self.manager = ocp.CheckpointManager(run_dir / "checkpoints", options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, enable_async_checkpointing=False), item_names=("state", "host"))
+        self.best_dir = run_dir / "best"
+        self.trainable_params = self.prog.trainable_count(self.plan.phases[-1])
+        self.val_now = self.test_now = None  # the evals of the step just run, if it evaluated
+
+    def restore(self) -> None:
+        """The state to start from: fresh, or the last checkpoint's. The state saved after step t has the
+        optimizer structure of the phase of step index t (phase switches happen before the checkpoint of
+        a phase's last step)."""
+        latest = self.manager.latest_step()
+        self.start = int(latest) if latest is not None else 0
+        self.phase_i = self.plan.phase_index(self.start)
+        self.steps = self.prog.steps(self.plan.phases[self.phase_i])
+        self.state = self.prog.fresh_state(self.steps.tx)
+        self.host, self.best = HostState(), None
+        if self.start:
+            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self.state)
+            restored = self.manager.restore(self.start, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), host=ocp.args.JsonRestore()))
+            self.state, self.host = restored.state, HostState.from_json(restored.host)
+            if self.host.best_step and weights_lib.is_weights_dir(self.best_dir):
+                self.best = weights_lib.load_weights(self.best_dir)[0]
+
+    def open_tracker(self, wandb_dir, group: str, name: str, run_id: str) -> None:
+        s, plan = self.s, self.plan
+        resolved = self.config.to_dict()
+        resolved.update(frozen_depth_resolved=s.frozen_depth, num_units=s.model.num_units,
+                        total_steps=s.total_steps, trainable_params=self.trainable_params,
+                        init_resolved=self.init_path or self.config.init,
+                        phases=[dataclasses.asdict(p) for p in plan.phases])
+        self.tracker = RunTracker(self.run_dir, wandb_cfg=self.config.wandb, group=group, name=name, run_id=run_id,
+                                  config=resolved, wandb_dir=wandb_dir, resume_step=self.start)
+        if self.start == 0:
+            self.tracker.log({"step": 0, "event": "start", "transfer": s.transfer_report,
+                              "trainable_params": self.trainable_params, "total_steps": s.total_steps})
+            self._log_phase_start(0)
+
+    def _log_phase_start(self, step: int) -> None:
+        phase = self.plan.phases[self.phase_i]
+        self.tracker.log({"step": step, "event": "phase_start", "phase": self.phase_i + 1, "phase_name": phase.name,
+                          "frozen_depth": phase.frozen_depth, "trainable_params": self.prog.trainable_count(phase)})
+
+    # ---- the step loop
+
+    def loop(self, progress: bool, name: str, stop_at_step: int | None) -> int:
+        """Trains from the restored step to the end (or to an early stop, or `stop_at_step`); the last step run."""
+        s, config = self.s, self.config
+        batches = pipeline.train_batches(s.data, config.data.batch_size, config.seed, self.start, s.total_steps,
+                                         config.data.threads, config.data.prefetch,
+                                         sampler=pipeline.train_sampler(config.data, s.data, config.seed))
+        if s.data.train_ids is not None:
+            np.save(self.run_dir / "train_ids.npy", s.data.train_ids)  # the drawn training examples (TFDS ids)
+        bar = _progress(progress, s.total_steps, self.start, name)
+        pending, step = [], self.start
+        try:
+            for step in range(self.start + 1, s.total_steps + 1):
+                pending = self._step(step, next(batches), pending, bar)
+                if bar:
+                    bar.update(1)
+                if self.host.stopped_early or (stop_at_step is not None and step >= stop_at_step):
+                    break
+        finally:
+            if bar:
+                bar.close()
+            self.manager.wait_until_finished()
+        return step
+
+    def _step(self, step: int, batch: dict, pending: list, bar) -> list:
+        """One step: train, then what falls due at it; returns the train metrics not logged yet."""
+        phase = self.plan.phases[self.phase_i]
+        last_phase = self.phase_i == len(self.plan.phases) - 1
+        last = step == self.s.total_steps
+        boundary = last or step == phase.end
+        hp = {"lr": self.plan.lrs[step - 1], "momentum": self.plan.momenta[step - 1],
+              "class_weights": self.s.class_weights}
+        self.state, m = self.steps.train(self.state, to_device(batch, self.data_sharding), hp, self.prog.anchor)
+        pending.append(m)
+        if step % self.config.train.log_every == 0 or boundary:
+            self._log_train(step, pending, hp, bar)
+            pending = []
+        self.val_now = self.test_now = None
+        evaluated = step % self.eval_every == 0 or boundary
+        if evaluated:
+            self._evaluate(step, last_phase)
+        self._run_extras(step, evaluated)
+        if step == phase.end and not last_phase:
+            self._switch_phase(step)
+        if step % self.ckpt_every == 0 or boundary or self.host.stopped_early:
+            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(self.state),
+                                                            host=ocp.args.JsonSave(self.host.to_json())), force=True)
+        return pending
+
+    def _log_train(self, step: int, pending: list, hp: dict, bar) -> None:
+        vals = jax.device_get(pending)
+        loss = float(np.mean([v["loss"] for v in vals]))
+        if not math.isfinite(loss):
+            raise TrainingFailed(f"loss became {loss} by step {step} (learning rate {float(hp['lr']):.3g})")
+        self.tracker.log({"step": step, "train_loss": loss,
+                          "train_accuracy": float(np.mean([v["accuracy"] for v in vals])),
+                          "learning_rate": float(hp["lr"]), "momentum": float(hp["momentum"]),
+                          "phase": self.phase_i + 1})
+        if bar:
+            bar.set_postfix(loss=f"{loss:.3f}")
+
+    # ---- evaluation and selection
+
+    def _weights(self) -> tuple:
+        return self.state["params"], self.state["batch_stats"]
+
+    def _evaluate(self, step: int, last_phase: bool) -> None:
+        """Validation (and with train.eval_test, test: a curve, never used for selection), then the best step
+        and early stopping; the best weights go to best/ when they may be restored."""
+        val = self.val_now = self.val.counts(*self._weights())
+        record = {"step": step, "val_accuracy": val.accuracy, "val_loss": val.loss}
+        if self.eval_test:
+            test = self.test_now = self.test.counts(*self._weights())
+            record.update(test_accuracy=test.accuracy, test_loss=test.loss)
+            self.host.saw_test(test.accuracy)
+        self.tracker.log(record)
+        value = val.accuracy if self.metric_name == "val_accuracy" else -val.loss
+        if self.host.observe(step, value, val, last_phase=last_phase, patience=self.patience) and self.track_best:
+            self.best = jax.device_get({"params": self.state["params"], "batch_stats": self.state["batch_stats"]})
+            weights_lib.save_weights(self.best_dir, self.best, self.s.meta, {"step": step})
+
+    def _run_extras(self, step: int, evaluated: bool) -> None:
+        """config.evals' evaluators due at `step` (every 0: with validation; k: every k steps), one row."""
+        row = {"step": step}
+        for name, ev in self.extras.items():
+            if (ev.every == 0 and evaluated) or (ev.every > 0 and step % ev.every == 0):
+                row.update({f"{name}/{k}": v for k, v in ev.run(*self._weights())})
+        if len(row) > 1:
+            self.tracker.log(row)
+
+    def _switch_phase(self, step: int) -> None:
+        """The end of a phase: its metrics, then the next phase's steps and optimizer state."""
+        phase, val = self.plan.phases[self.phase_i], self.val_now  # phase ends are always evaluated
+        test = self.test_now = self.test_now or self.test.counts(*self._weights())
+        ended = {"phase": self.phase_i + 1, "name": phase.name, "step": step, "val_accuracy": val.accuracy,
+                 "val_loss": val.loss, "test_accuracy": test.accuracy}
+        self.host.phases = list(self.host.phases) + [ended]
+        self.tracker.log({"step": step, "event": "phase_end", **{f"phase_{k}": v for k, v in ended.items()}})
+        self.phase_i += 1
+        self.steps = self.prog.steps(self.plan.phases[self.phase_i])
+        self.state["opt_state"] = jax.device_put(
+            carry_over(self.state["opt_state"], self.steps.tx.init(self.state["params"])), self.repl)
+        self.host.evals_since_best = 0
+        self._log_phase_start(step)
+
+    # ---- finish
+
+    def finish(self, step: int, t0: float) -> RunResult:
+        """Test metrics at the selected step (the best validation step with train.restore_best, else the last),
+        the exported weights, config.evals at those weights, and the result."""
+        host = self.host
+        use_best = self.config.train.restore_best and self.best is not None
+        final = jax.device_get({"params": self.state["params"], "batch_stats": self.state["batch_stats"]})
+        selected = self.best if use_best else final
+        sel = jax.device_put(selected, self.repl)
+        sel_weights = (sel["params"], sel["batch_stats"])
+        if use_best and host.best_step == step and self.test_now is not None:
+            tested = self.test_now  # the best step is the last one, evaluated already
+        else:
+            tested = self.test.counts(*sel_weights)
+        if use_best:
+            val_acc, val_loss, best_step = host.best_val_accuracy, host.best_val_loss, host.best_step
+        else:  # the last step's eval already measured these weights, unless nothing ran here
+            val = self.val_now if self.val_now is not None else self.val.counts(*sel_weights)
+            val_acc, val_loss, best_step = val.accuracy, val.loss, step
+        weights_lib.save_weights(self.run_dir / "weights", selected, self.s.meta, {"step": best_step})
+        detail = tested.detail()
+        (self.run_dir / "test_metrics.json").write_text(json.dumps(
+            {**detail, "class_names": self.s.data.class_names}, indent=1))  # incl. the confusion matrix
+        extras = {f"{name}_{k}": v for name, ev in self.extras.items() for k, v in ev.run(*sel_weights)}
+        metrics = {
+            "val_accuracy": val_acc, "val_loss": val_loss, "test_accuracy": tested.accuracy,
+            "test_loss": tested.loss, "test_balanced_accuracy": detail["balanced_accuracy"],
+            "test_macro_f1": detail["macro_f1"], "best_step": best_step, "steps": step,
+            "stopped_early": host.stopped_early, "trainable_params": self.trainable_params,
+            "frozen_depth_resolved": self.s.frozen_depth, "num_units": self.s.model.num_units,
+            # the strategy in one cell (its keys are columns of their own only where a sweep varies them)
+            "strategy_resolved": _strategy_summary(self.config.strategy, self.plan),
+            "wall_time": round(time.time() - t0, 2),
+        }
+        if self.eval_test:
+            final_test = self.test_now if self.test_now is not None else self.test.counts(*self._weights())
+            metrics.update(final_test_accuracy=final_test.accuracy,
+                           best_seen_test_accuracy=max(host.best_seen_test_accuracy or 0.0, final_test.accuracy))
+        for ended in host.phases:  # e.g. two_phase: the head-only phase's metrics next to the final ones
+            for k in ("val_accuracy", "test_accuracy", "step"):
+                metrics[f"phase{ended['phase']}_{k}"] = ended[k]
+        metrics.update(extras)
+        self.tracker.log({"step": step, "event": "end", **{f"final_{k}": v for k, v in metrics.items()}})
+        self.tracker.finish(metrics)
+        result = RunResult("done", "", metrics)
+        (self.run_dir / RESULT_FILE).write_text(json.dumps(dataclasses.asdict(result), indent=1))
+        return result
 
 
 def _strategy_summary(cfg, plan: strategies.Plan) -> str:
