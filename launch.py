@@ -15,7 +15,6 @@ finished runs are skipped, an interrupted run continues from its last checkpoint
 """
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -34,10 +33,8 @@ def define_flags(fv) -> None:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("absl", "jax._src.xla_bridge", "orbax", "tensorflow_datasets"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
     from tl_research import command_line, results, sweep, trainer
+    command_line.quiet_logging()
     from tl_research.errors import ConfigError
     try:
         cli = command_line.parse(argv, define_flags, usage=USAGE, default_config="configs/quickstart.py",

@@ -12,6 +12,7 @@ get_config) becomes one ConfigError before any work, which the commands print as
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pathlib
 import re
 from typing import Any, Callable
@@ -26,6 +27,14 @@ _OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]+)(?:=(.*))?$", re.S)
 _BAD_VALUE = re.compile(r"^flag --([^=\s]+)=(.*?): (.*)$", re.S)
 # absl's and config_flags' errors; an unknown key is ConfigDict's KeyError or AttributeError
 _PARSE_ERRORS = (flags.Error, KeyError, AttributeError, ValueError, TypeError, OSError)
+
+
+def quiet_logging() -> None:
+    """Warnings of this package only: the libraries' routine INFO and WARNING lines (absl, XLA's platform probe,
+    orbax, TFDS) would bury a command's own output."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("absl", "jax._src.xla_bridge", "orbax", "tensorflow_datasets"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 @dataclasses.dataclass(frozen=True)

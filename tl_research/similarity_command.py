@@ -21,7 +21,6 @@ results column; the command -> both), so neither imports the other back.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import pathlib
 import sys
@@ -92,9 +91,7 @@ def _print_table(rows, measurer: ds.Measurer, workdir: pathlib.Path, gamma: floa
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("absl", "jax._src.xla_bridge", "orbax", "tensorflow_datasets"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    command_line.quiet_logging()
     try:
         cli = command_line.parse(argv, define_flags, usage=USAGE, default_config=None, flag_list=FLAG_LIST)
         if cli is None:  # --help
