@@ -268,9 +268,11 @@ def _num_units(model_json: str) -> int:
 
 
 @functools.lru_cache(maxsize=16)
-def _num_classes(name: str, data_dir: str, label_key: str, image_key: str) -> int:
+def _num_classes(name: str, data_dir: str, label_key: str, image_key: str, targets: str = "label",
+                 mask_key: str = "segmentation_mask", objects_key: str = "objects") -> int:
     cfg = pipeline.default_config()
     cfg.name, cfg.data_dir, cfg.label_key, cfg.image_key = name, data_dir, label_key, image_key
+    cfg.targets, cfg.mask_key, cfg.objects_key = targets, mask_key, objects_key
     return pipeline.num_classes(cfg)
 
 
@@ -306,7 +308,8 @@ def validate(config, *, prefix: str = "") -> None:
             from tl_research.data import augment
             augment.parse(tuple(config.augment))
         num_classes = _num_classes(config.data.name, config.data.data_dir, config.data.label_key,
-                                   config.data.image_key)
+                                   config.data.image_key, config.data.targets, config.data.mask_key,
+                                   config.data.objects_key)
         bad = [c for c in config.data.classes if not (isinstance(c, int) and 0 <= c < num_classes)]
         if bad or len(set(config.data.classes)) != len(config.data.classes) or len(config.data.classes) == 1:
             raise err("data.classes", tuple(config.data.classes),

@@ -60,16 +60,22 @@ def blend_over_photo(digit: np.ndarray, example_id: int, photos=None) -> np.ndar
 
     The crop is a random square of 28 to 112 pixels from a random photograph, resized to 28x28, so that the
     background carries texture at the digit's scale; every choice is seeded by `example_id`."""
+    crop = photo_crop(_rng(example_id), 28, 112, photos)
+    return np.abs(crop.astype(np.int16) - digit.astype(np.int16)).astype(np.uint8)
+
+
+def photo_crop(rng: np.random.Generator, size: int, max_side: int, photos=None) -> np.ndarray:
+    """A random square crop of `size` to `max_side` pixels from a random photograph (`background_photos()`
+    unless `photos`), resized to (size, size, 3) uint8: background texture at a scale set by the caller."""
     photos = photos if photos is not None else background_photos()
-    rng = _rng(example_id)
     photo = photos[int(rng.integers(len(photos)))]
-    side = int(rng.integers(28, 113))
+    side = int(rng.integers(size, max_side + 1))
     top = int(rng.integers(photo.shape[0] - side + 1))
     left = int(rng.integers(photo.shape[1] - side + 1))
     crop = photo[top:top + side, left:left + side]
-    if side != 28:
-        crop = np.asarray(Image.fromarray(crop).resize((28, 28), Image.BILINEAR))
-    return np.abs(crop.astype(np.int16) - digit.astype(np.int16)).astype(np.uint8)
+    if side != size:
+        crop = np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR))
+    return crop
 
 
 def invert_and_tint(digit: np.ndarray, example_id: int) -> np.ndarray:

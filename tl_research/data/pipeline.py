@@ -3,7 +3,8 @@
 Every dataset, built-in, a real TFDS name, a VTAB-1k task or the user's folder, takes the same path:
 `tfds` builder -> `as_data_source` (array_record, no TensorFlow) -> the examples a config selects (split,
 class subset, then the training subset: data.subsets) -> a grain dataset that yields fixed-shape uint8
-batches. Batch `k` of
+batches. With `data.targets` = "segmentation" or "detection" the batches carry the task's arrays
+(data.targets: a mask, or padded boxes and classes) instead of the image-level label. Batch `k` of
 a run is a pure function of (seed, k), so a resumed run reads exactly the batches the uninterrupted run
 would have. Normalisation and augmentation happen on the device.
 """
@@ -21,7 +22,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from tl_research.data import folder, registry, subsets, vtab as vtab_lib
+from tl_research.data import folder, geometry, registry, subsets, targets as targets_lib, vtab as vtab_lib
 from tl_research.data.sampling import BalancedSampler
 from tl_research.errors import ConfigError
 
@@ -49,6 +50,14 @@ def default_config() -> ml_collections.ConfigDict:
         # val = its val200 records (800:1000), test unchanged; for a vtab:TASK, the task's own 1k splits
         image_key="image",
         label_key="label",
+        # what a batch carries next to "image" (data.targets): "label" (an image-level class,
+        # classification), "segmentation" ("segmentation_mask" (B, H, W) uint8, 255 = ignore) or
+        # "detection" ("boxes" (B, max_boxes, 4) float32 [ymin, xmin, ymax, xmax] in [0, 1], zeros where
+        # padded, and "classes" (B, max_boxes) int32, -1 where padded)
+        targets="label",
+        mask_key="segmentation_mask",  # the record's mask image (targets=segmentation)
+        objects_key="objects",  # the record's Sequence of bbox + label (targets=detection)
+        max_boxes=10,  # boxes per image after padding; an image with more keeps its largest
         image_size=0,  # square side after resizing; 0 = the checkpoint's input size, else the dataset's own
         channels=0,  # 0 = the checkpoint's channels, else the dataset's own; 1 <-> 3 converts
         interpolation="",  # "" = the checkpoint's, else bilinear
@@ -69,6 +78,7 @@ class Split:
     indices: np.ndarray
     labels: np.ndarray
     images: np.ndarray | None = None  # decoded uint8 images of every selected example, when cached
+    extras: dict[str, np.ndarray] | None = None  # their target arrays (data.targets), when cached
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -87,6 +97,7 @@ class Dataset:
     train_ids: np.ndarray | None = None  # the TFDS record indices (in data.train_split) of the training set
     interpolation: str = "bilinear"  # how load_image resizes
     crop_pct: float = 1.0  # the centre crop load_image takes
+    targets: targets_lib.TargetSpec | None = None  # segmentation or detection targets; None: image labels
 
 
 VTAB_PREFIX = "vtab:"
@@ -157,8 +168,12 @@ def label_spec(cfg, b) -> LabelSpec:
 
 
 def num_classes(cfg) -> int:
-    """Number of classes of the dataset `cfg` (data config) names, before any data.classes subset."""
-    return label_spec(cfg, builder(cfg)).num_classes
+    """Number of classes of the dataset `cfg` (data config) names, before any data.classes subset: of its
+    image labels, or with data.targets of its mask classes (background included) or object classes."""
+    b = builder(cfg)
+    if cfg.get("targets", "label") != "label":
+        return len(targets_lib.spec(cfg, b).names)
+    return label_spec(cfg, b).num_classes
 
 
 def _num_examples(b, split: str, name: str) -> int:
@@ -257,15 +272,7 @@ def make_image_loader(image_key, shape, interpolation, crop_pct, pixel_scale: in
             img = np.minimum(img.astype(np.int32) * pixel_scale, 255).astype(np.uint8)
         if img.ndim == 2:
             img = img[..., None]
-        if img.shape[:2] != (h, w):
-            pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
-            scale = max(h, w) / crop_pct / min(pil.size)
-            new = (max(w, round(pil.size[0] * scale)), max(h, round(pil.size[1] * scale)))
-            pil = pil.resize(new, resample)
-            left, top = (new[0] - w) // 2, (new[1] - h) // 2
-            img = np.asarray(pil.crop((left, top, left + w, top + h)))
-            if img.ndim == 2:
-                img = img[..., None]
+        img = geometry.fit(img, h, w, crop_pct, resample)
         if img.shape[-1] != c:
             if c == 3:
                 img = np.repeat(img[..., :1], 3, axis=-1)
@@ -295,6 +302,7 @@ def check_subset_config(cfg) -> None:
         raise ConfigError("data.vtab", cfg.vtab, "'' (off), 'train800' (tuning), 'train800val200' (final run)")
     if not isinstance(cfg.subset_seed, (int, np.integer)) or cfg.subset_seed < -1:
         raise ConfigError("data.subset_seed", cfg.subset_seed, "-1 (the run's seed) or a seed >= 0")
+    targets_lib.check(cfg)
 
 
 def select_training_examples(cfg, labels: np.ndarray, seed: int) -> np.ndarray:
@@ -325,6 +333,8 @@ def load(cfg, meta=None, seed: int = 0) -> Dataset:
     when data.subset_seed is -1."""
     check_subset_config(cfg)
     b = builder(cfg)
+    if cfg.targets != "label":
+        return _load_with_targets(cfg, b, meta, seed)
     spec = label_spec(cfg, b)
     split_names = split_strings(cfg, b)
     num_all, all_names = spec.num_classes, spec.names
@@ -367,6 +377,35 @@ def load(cfg, meta=None, seed: int = 0) -> Dataset:
     return data
 
 
+def _load_with_targets(cfg, b, meta, seed: int) -> Dataset:
+    """`load` for segmentation and detection: every record of a split, in record order, with the task's
+    targets; no image-level label is read (Split.labels are 0, so data.train_examples draws a seeded, nested
+    random subset)."""
+    if vtab_task(cfg) is not None:
+        raise ConfigError("data.targets", cfg.targets, "label for a VTAB task (they are classification tasks)")
+    if cfg.image_key not in b.info.features:
+        raise ConfigError("data.image_key", cfg.image_key, ", ".join(b.info.features.keys()))
+    shape, interpolation, crop_pct = resolve_image_shape(cfg, b.info.features[cfg.image_key].shape, meta)
+    spec = targets_lib.spec(cfg, b, shape, crop_pct)
+    names = split_strings(cfg, b)
+
+    def split(key: str) -> Split:
+        src = _source(b, names[key], key)
+        if not len(src):
+            raise ConfigError(key, names[key], f"a split of {cfg.name} holding examples")
+        return Split(src, np.arange(len(src), dtype=np.int64), np.zeros(len(src), dtype=np.int64))
+
+    train, val, test = split("data.train_split"), split("data.val_split"), split("data.test_split")
+    keep = select_training_examples(cfg, train.labels, seed)
+    train = Split(train.source, train.indices[keep], train.labels[keep])
+    load_image = make_image_loader(cfg.image_key, shape, interpolation, crop_pct)
+    data = Dataset(cfg.name, train, val, test, len(spec.names), list(spec.names), shape, load_image,
+                   train_ids=train.indices.copy(), interpolation=interpolation, crop_pct=crop_pct, targets=spec)
+    if cfg.cache_mb:
+        cache_in_memory(data, cfg.cache_mb)
+    return data
+
+
 class EpochSampler:
     """Position p of the training stream -> an example: a fresh permutation of the split every epoch.
 
@@ -384,20 +423,39 @@ class EpochSampler:
         return np.array([self._perm(int(e))[o] for e, o in zip(epochs, offsets)], dtype=np.int64)
 
 
+def _example_bytes(data: Dataset) -> int:
+    h, w, c = data.image_shape
+    if data.targets is None:
+        return h * w * c
+    return h * w * (c + 1) if data.targets.kind == "segmentation" else h * w * c + 64 * 20  # boxes: a bound
+
+
+def _decode(data: Dataset, records: list[dict]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Records -> stacked images and, with data.targets, the stacked target arrays of each key."""
+    images = np.stack([data.load_image(r) for r in records])
+    if data.targets is None:
+        return images, {}
+    rows = [data.targets.read(r) for r in records]
+    return images, {k: np.stack([row[k] for row in rows]) for k in rows[0]}
+
+
 def cache_in_memory(data: Dataset, limit_mb: float) -> None:
     """Decodes small splits once, so an epoch costs an index lookup instead of PNG decoding."""
-    per_image = int(np.prod(data.image_shape))
     for split in (data.train, data.val, data.test):
-        if split.images is None and len(split) * per_image <= limit_mb * 2**20:
-            split.images = np.stack([data.load_image(r) for r in
-                                     split.source.__getitems__([int(i) for i in split.indices])])
+        if split.images is None and len(split) * _example_bytes(data) <= limit_mb * 2**20:
+            split.images, extras = _decode(data, split.source.__getitems__([int(i) for i in split.indices]))
+            split.extras = extras or None
 
 
-def _read(split: Split, positions: np.ndarray, load_image) -> tuple[np.ndarray, np.ndarray]:
+def _read(data: Dataset, split: Split, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """The examples at `positions` of a split: {"image", "label"}, or {"image", target arrays...}."""
     if split.images is not None:
-        return split.images[positions], split.labels[positions].astype(np.int32)
-    records = split.source.__getitems__([int(i) for i in split.indices[positions]])
-    return np.stack([load_image(r) for r in records]), split.labels[positions].astype(np.int32)
+        images, extras = split.images[positions], {k: v[positions] for k, v in (split.extras or {}).items()}
+    else:
+        images, extras = _decode(data, split.source.__getitems__([int(i) for i in split.indices[positions]]))
+    if data.targets is None:
+        return {"image": images, "label": split.labels[positions].astype(np.int32)}
+    return {"image": images, **extras}
 
 
 def _local_slice(global_batch: int) -> slice:
@@ -409,14 +467,14 @@ def _local_slice(global_batch: int) -> slice:
 
 def train_batches(data: Dataset, batch_size: int, seed: int, start_step: int, num_steps: int,
                   threads: int = 2, prefetch: int = 4, sampler=None) -> Iterator[dict]:
-    """Batches for steps start_step..num_steps-1: {"image": uint8 (B, H, W, C), "label": int32 (B,)}."""
+    """Batches for steps start_step..num_steps-1: {"image": uint8 (B, H, W, C), "label": int32 (B,)}, or
+    with data.targets the target arrays in place of "label" (see default_config's `targets`)."""
     sampler = sampler or EpochSampler(len(data.train), seed)
     local = _local_slice(batch_size)
 
     def batch(step: int) -> dict:
         positions = sampler(np.arange(step * batch_size, (step + 1) * batch_size)[local])
-        images, labels = _read(data.train, positions, data.load_image)
-        return {"image": images, "label": labels}
+        return _read(data, data.train, positions)
 
     ds = grain.MapDataset.range(start_step, num_steps).map(batch)
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))
@@ -424,15 +482,21 @@ def train_batches(data: Dataset, batch_size: int, seed: int, start_step: int, nu
 
 
 def eval_batches(data: Dataset, split: Split, batch_size: int, threads: int = 2) -> Iterator[dict]:
-    """Fixed-order batches over a whole split, the last one padded; "mask" marks the real examples."""
+    """Fixed-order batches over a whole split, the last one padded; "mask" marks the real examples. Padded
+    rows repeat the first example's image; their label is 0, their segmentation mask all 255 (ignore),
+    their boxes zeros and classes -1 (no object), so a target left unmasked still scores nothing."""
     n = len(split)
     local = _local_slice(batch_size)
 
     def batch(k: int) -> dict:
         pos = np.arange(k * batch_size, (k + 1) * batch_size)[local]
         mask = pos < n
-        images, labels = _read(split, np.where(mask, pos, 0), data.load_image)
-        return {"image": images, "label": np.where(mask, labels, 0).astype(np.int32), "mask": mask}
+        out = _read(data, split, np.where(mask, pos, 0))
+        pad = targets_lib.KEYS["label" if data.targets is None else data.targets.kind]
+        for key, value in pad.items():
+            where = mask.reshape((-1,) + (1,) * (out[key].ndim - 1))
+            out[key] = np.where(where, out[key], np.asarray(value, dtype=out[key].dtype))
+        return {**out, "mask": mask}
 
     num = -(-n // batch_size)
     ds = grain.MapDataset.range(num).map(batch)
