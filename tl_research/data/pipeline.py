@@ -158,7 +158,10 @@ def label_spec(cfg, b) -> LabelSpec:
         return LabelSpec(task.num_classes, names, task.image_key, task.label, task.pixel_scale)
     if cfg.label_key not in features or cfg.image_key not in features:
         key = "data.label_key" if cfg.label_key not in features else "data.image_key"
-        raise ConfigError(key, cfg[key.split(".")[1]], ", ".join(features.keys()))
+        no_labels = not any(isinstance(f, tfds.features.ClassLabel) for f in features.values())
+        raise ConfigError(key, cfg[key.split(".")[1]], ", ".join(features.keys()),
+                          why="no image-level label: data.targets=segmentation or detection reads its targets"
+                          if no_labels and key == "data.label_key" else "")
     feature = features[cfg.label_key]
     if not isinstance(feature, tfds.features.ClassLabel):
         raise ConfigError("data.label_key", cfg.label_key, ", ".join(
