@@ -124,11 +124,18 @@ def builder(cfg) -> tfds.core.DatasetBuilder:
             b.download_and_prepare()
         return b
     task = vtab_task(cfg)
+    name = task.tfds_name if task else cfg.name
     try:
-        b = tfds.builder(task.tfds_name if task else cfg.name, **kwargs)
+        b = tfds.builder(name, **kwargs)
     except tfds.core.registered.DatasetNotFoundError:
         raise ConfigError("data.name", cfg.name, f"a built-in dataset ({', '.join(registry.BUILDERS)}), a TFDS "
                           "dataset name, vtab:TASK or folder:PATH") from None
+    except ModuleNotFoundError:  # code that needs TensorFlow to describe its features (e.g. coco): read the
+        try:  # prepared copy from its files, which describe themselves
+            b = tfds.core.read_only_builder.builder_from_files(name, **kwargs)
+        except tfds.core.registered.DatasetNotFoundError:
+            raise ConfigError("data.name", cfg.name, "a dataset prepared in array_record under the TFDS data dir",
+                              why="its TFDS code needs TensorFlow, so only a prepared copy can be read") from None
     return b
 
 
