@@ -112,6 +112,9 @@ def run(fmt: str, path, arch: str, *, model_cfg=None) -> Conversion:
     # A plain, unfrozen copy: the caller's config (possibly a FrozenConfigDict) is left untouched.
     cfg = ml_collections.ConfigDict(model_cfg.to_dict()) if model_cfg is not None else models.default_config()
     cfg.name = arch
+    # The file holds the published head (a pooled linear classifier); the run's own head (model.head,
+    # model.pool) is fresh on transfer anyway, so the conversion is checked against the published one.
+    cfg.head, cfg.pool = "linear", ""
     source = reader.read(path)
     table, meta, notes = reader.table(arch, source, cfg)
     num_classes = table_lib.out_features(source, table, meta.classifier + ".kernel", axis=1)

@@ -16,7 +16,7 @@ import functools
 import jax
 from flax import nnx
 
-from tl_research.models.base import Head, ModelMeta, UnitModel
+from tl_research.models.base import ModelMeta, UnitModel, make_head
 
 # (expansion t, output channels c, repeats n, first stride s): Table 2 of the paper.
 SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
@@ -84,7 +84,7 @@ def build(cfg, num_classes: int, in_channels: int, rngs: nnx.Rngs, *, layout: st
             units.append(InvertedResidual(channels, c, s if i == 0 else 1, t, layout, rngs=rngs))
             channels = c
     units.append(Top(channels, layout, rngs=rngs))
-    head = Head(1280, num_classes, dropout=cfg.dropout, pool="avg", rngs=rngs)
+    head = make_head(cfg, 1280, num_classes, rngs=rngs)
     return UnitModel(units, head, meta)
 
 
