@@ -51,6 +51,7 @@ def default_config() -> ml_collections.ConfigDict:
         flatten_grid=7,  # pool=flatten: the final map is average-pooled to this grid, then flattened
         dropout=0.0,  # head dropout, right before the classifier
         fc_units=4096,  # vgg*: width of fc6/fc7, kept as the last depth unit; 0 drops them ("no top")
+        width_multiplier=1.0,  # mobilenet_v2*: alpha (Keras publishes 0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
         image_size=224,  # vit_*: input size the position embedding is laid out for (others resample it)
     ))
 
