@@ -19,8 +19,11 @@ OPTIONS = {"width_multiplier": "--width-multiplier", "fc_units": "--fc-units", "
 
 def variants(arch: str, source: dict) -> list[dict]:
     from tl_research.models import mobilenet, vit
-    if arch.startswith("mobilenet_v2"):
-        return [{"width_multiplier": w} for w in mobilenet.PUBLISHED_WIDTHS]
+    if arch.startswith("mobilenet_v2"):  # the widths whose channel counts are the file's (no model built)
+        layout = "keras" if arch.endswith("_keras") else "torch"
+        found = _mobilenet_channels(arch, source)
+        return [{"width_multiplier": w} for w in mobilenet.PUBLISHED_WIDTHS
+                if found is None or mobilenet.channels(w, layout) == found]
     if arch.startswith("vgg16"):
         return [{"fc_units": 4096}, {"fc_units": 0}]
     if arch.startswith("vit_"):
@@ -28,6 +31,19 @@ def variants(arch: str, source: dict) -> list[dict]:
         grid = int(round(np.sqrt(pos.shape[1] - 1))) if pos is not None and pos.ndim == 3 else 14
         return [{"image_size": grid * vit.PATCH}]
     return [{}]
+
+
+def _mobilenet_channels(arch: str, source: dict):
+    """(stem, [block outputs], top) channels of a MobileNetV2 file, or None if its names are not the table's."""
+    from tl_research.checkpoints.table import out_features
+    from tl_research.models import mobilenet
+    reader = convert_lib.READERS["keras" if arch.endswith("_keras") else "torch"]
+    table, _, _ = reader.table(arch, source, None)
+    blocks = sum(n for *_, n, _ in mobilenet.SETTINGS)
+    found = [out_features(source, table, f"units.{u}.{part}.kernel", axis=3)
+             for u, part in [(0, "conv")] + [(i, "project.conv") for i in range(1, blocks + 1)]
+             + [(blocks + 1, "conv")]]
+    return None if None in found else (found[0], found[1:-1], found[-1])
 
 
 def _names_fit(source: dict, table) -> bool:
