@@ -47,6 +47,7 @@ def _model_and_meta(weights: str):
         if "converted_from" in info:
             arch = info["converted_from"]
             cfg.name, cfg.fc_units, cfg.image_size = arch["arch"], arch["fc_units"], arch["image_size"]
+            cfg.width_multiplier = float(arch.get("width_multiplier", 1.0))
             return cfg, info["meta"]
         if (d.parent / "config.json").is_file():  # a run's weights/ directory
             return _model_and_meta(str(d.parent))

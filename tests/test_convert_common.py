@@ -162,3 +162,22 @@ def test_cli_writes_a_weights_dir_with_metadata(tmp_path, capsys):
     assert weights["params"]["units.13.norm.scale"].shape == (192,)
     info = json.loads((out / "meta.json").read_text())
     assert info["converted_from"]["format"] == "npz" and info["converted_from"]["image_size"] == 32
+
+
+def test_cli_refuses_unreadable_files_in_one_line_with_exit_code_2(tmp_path, capsys):
+    from tl_research.convert import main
+    good = tmp_path / "Ti_16.npz"
+    augreg_vit_npz(good, width=192, depth=1, heads=3, mlp=8, grid=1, num_classes=2)
+    (tmp_path / "cut.npz").write_bytes(good.read_bytes()[:4000])  # an interrupted download
+    (tmp_path / "page.h5").write_bytes(b"<html>403 Forbidden</html>")  # a saved error page
+    cases = {"cut.npz": ("vit_ti16", "not a readable big_vision checkpoint"),
+             "page.h5": ("resnet50_keras", "not a readable Keras checkpoint"),
+             "w.onnx": ("vit_ti16", "cannot tell the format"), "absent.pth": ("resnet18", "no such file")}
+    (tmp_path / "w.onnx").write_bytes(b"\0")
+    for name, (arch, says) in cases.items():
+        assert main([str(tmp_path / name), "--arch", arch, "--out", str(tmp_path / "o")]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and says in err and err.count("\n") == 1, err
+    assert main([str(good), "--arch", "resnet18", "--format", "npz", "--out", str(tmp_path / "o")]) == 2
+    assert "no big_vision converter for --arch resnet18" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -9,18 +9,27 @@
 The format (keras | torch | npz) is inferred from the extension unless --format is given. The output is an
 orbax checkpoint of the converted arrays plus meta.json (input size, value range, mean/std, interpolation,
 crop fraction, source classes, first-conv and classifier names), written by checkpoints.weights.save_weights.
+
+Errors never end in a traceback: a file that is missing, not a checkpoint, truncated or of an unsupported
+format is one line; a file that does not fit --arch is a few lines (the first offending tensors of each
+kind and their count) and, when the file is one of another registry architecture or width, the --arch and
+options that convert it. Exit code 2.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+_MAX = 500  # characters of a library's error message shown
 
-def main(argv: list[str] | None = None) -> int:
+
+class Refused(Exception):
+    """A conversion that cannot go ahead; the message is what the user sees."""
+
+
+def _parser():
     from tl_research import models
-    from tl_research.checkpoints.convert import FORMATS, infer_format, run
-    from tl_research.checkpoints.weights import save_weights
-
+    from tl_research.checkpoints.convert import FORMATS
     p = argparse.ArgumentParser(prog="python -m tl_research.convert", description=__doc__.splitlines()[0])
     p.add_argument("src", help="checkpoint file (.h5, .safetensors, .pth/.pt, .npz)")
     p.add_argument("--arch", required=True, choices=sorted(models.META), help="registry name of the model")
@@ -30,18 +39,70 @@ def main(argv: list[str] | None = None) -> int:
                    help="vgg*: 0 for a checkpoint without fc6/fc7 ('no top'); default 4096")
     p.add_argument("--image-size", type=int, default=None,
                    help="vit_*: the input size the checkpoint's position embedding is laid out for (default 224)")
-    args = p.parse_args(argv)
+    p.add_argument("--width-multiplier", type=float, default=None,
+                   help="mobilenet_v2*: the width multiplier (Keras' alpha) of the file; default 1.0")
+    return p
 
-    fmt = args.format or infer_format(args.src)
+
+def _one_line(e: Exception) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= _MAX else text[:_MAX] + " ..."
+
+
+def _read(fmt: str, path):
+    from tl_research.checkpoints.convert import READERS
+    import pathlib
+    if not pathlib.Path(path).is_file():
+        raise Refused(f"{path}: no such file")
+    try:
+        return READERS[fmt].read(path)
+    except ImportError as e:
+        raise Refused(_one_line(e)) from e
+    except Exception as e:  # h5py, zipfile, safetensors and pickle each raise their own types
+        raise Refused(f"{path} is not a readable {READERS[fmt].NAME} checkpoint (truncated, or another "
+                      f"format?): {type(e).__name__}: {_one_line(e)}") from e
+
+
+def _mismatch(e, fmt: str, source: dict, args) -> str:
+    from tl_research.checkpoints import identify
+    from tl_research.checkpoints.table import TableMismatch
+    if not isinstance(e, TableMismatch):
+        return f"{args.src} does not convert to --arch {args.arch}: {_one_line(e)}"
+    lines = [f"{args.src} does not convert to --arch {args.arch}: {e.count()} problems"] + e.short()
+    found = identify.candidates(fmt, source)
+    if found:
+        lines.append("this file converts with: " + "; ".join(identify.command_line(a, o) for a, o in found))
+    elif e.hint:
+        lines.append(f"hint: {e.hint}")
+    return "\n".join(lines)
+
+
+def convert(args) -> int:
+    from tl_research import models
+    from tl_research.checkpoints.convert import READERS, convert_source, infer_format
+    from tl_research.checkpoints.weights import CheckpointMismatch, save_weights
+    try:
+        fmt = args.format or infer_format(args.src)
+    except ValueError as e:
+        raise Refused(_one_line(e)) from e
+    if args.arch not in READERS[fmt].ARCHS:
+        raise Refused(f"no {READERS[fmt].NAME} converter for --arch {args.arch}; allowed: "
+                      f"{', '.join(READERS[fmt].ARCHS)}")
     cfg = models.default_config()
     cfg.name = args.arch
-    if args.fc_units is not None:
-        cfg.fc_units = args.fc_units
-    if args.image_size is not None:
-        cfg.image_size = args.image_size
-    conversion = run(fmt, args.src, args.arch, model_cfg=cfg)
+    for key in ("fc_units", "image_size", "width_multiplier"):
+        if getattr(args, key) is not None:
+            cfg[key] = type(cfg[key])(getattr(args, key))
+    source = _read(fmt, args.src)
+    try:
+        conversion = convert_source(fmt, source, args.arch, cfg)
+    except CheckpointMismatch as e:
+        raise Refused(_mismatch(e, fmt, source, args)) from e
+    except ValueError as e:
+        raise Refused(f"{args.src}: {_one_line(e)}") from e
     extra = {"converted_from": {"path": str(args.src), "format": fmt, "arch": args.arch,
-                                "fc_units": int(cfg.fc_units), "image_size": int(cfg.image_size)}}
+                                "fc_units": int(cfg.fc_units), "image_size": int(cfg.image_size),
+                                "width_multiplier": float(cfg.width_multiplier)}}
     save_weights(args.out, conversion.weights, conversion.meta, extra=extra)
     print(f"{args.src} ({fmt}) -> {args.out} as {args.arch}")
     print(conversion.summary())
@@ -49,6 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"expects: {m.input_size} input, pixels in {m.value_range}, mean={m.mean}, std={m.std}, "
           f"{m.interpolation} resize, crop {m.crop_pct}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)  # bad flags: argparse's usage line, exit code 2
+    try:
+        return convert(args)
+    except Refused as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -112,8 +112,15 @@ def run(fmt: str, path, arch: str, *, model_cfg=None) -> Conversion:
     # A plain, unfrozen copy: the caller's config (possibly a FrozenConfigDict) is left untouched.
     cfg = ml_collections.ConfigDict(model_cfg.to_dict()) if model_cfg is not None else models.default_config()
     cfg.name = arch
-    source = reader.read(path)
-    table, meta, notes = reader.table(arch, source, cfg)
+    # The file holds the published head (a pooled linear classifier); the run's own head (model.head,
+    # model.pool) is fresh on transfer anyway, so the conversion is checked against the published one.
+    cfg.head, cfg.pool = "linear", ""
+    return convert_source(fmt, reader.read(path), arch, cfg)
+
+
+def convert_source(fmt: str, source: dict, arch: str, cfg) -> Conversion:
+    """The conversion of an already read file (`source`) for `arch` under the model config `cfg`."""
+    table, meta, notes = READERS[fmt].table(arch, source, cfg)
     num_classes = table_lib.out_features(source, table, meta.classifier + ".kernel", axis=1)
     in_channels = table_lib.out_features(source, table, meta.first_conv + ".kernel", axis=2) or 3
     target = target_shapes(arch, cfg, num_classes=num_classes or meta.num_classes or 1000,

@@ -11,7 +11,8 @@ from these parts; `apply_table` then checks the conversion in both directions be
 - every converted array has the shape of the target model's parameter, and every parameter of the target
   model receives one.
 
-Any failure raises `CheckpointMismatch` listing all offending names at once.
+Any failure raises `TableMismatch` (a `CheckpointMismatch`) listing all offending names at once; its
+`problems` keep them by kind, so a command can show the first few and a count.
 """
 from __future__ import annotations
 
@@ -21,6 +22,25 @@ from typing import Callable
 import numpy as np
 
 from tl_research.checkpoints.weights import COLLECTIONS, CheckpointMismatch, Weights
+
+
+class TableMismatch(CheckpointMismatch):
+    """A checkpoint does not convert to an architecture: `problems` = [(kind, [names...]), ...]."""
+
+    def __init__(self, message: str, problems: list[tuple[str, list[str]]], hint: str = ""):
+        super().__init__(message)
+        self.problems, self.hint = problems, hint
+
+    def count(self) -> int:
+        return sum(len(items) for _, items in self.problems)
+
+    def short(self, per_kind: int = 3) -> list[str]:
+        """A few lines: per kind, its first `per_kind` names and how many there are."""
+        lines = []
+        for kind, items in self.problems:
+            more = f" (+{len(items) - per_kind} more)" if len(items) > per_kind else ""
+            lines.append(f"  {kind} ({len(items)}): " + ", ".join(items[:per_kind]) + more)
+        return lines
 
 
 # --- layout changes, each named so a table row reads as what it does ------------------------------------------
@@ -106,18 +126,15 @@ def apply_table(source: dict[str, np.ndarray], table: Table,
     targeted = {(r.collection, r.target) for r in table.rows}
     not_filled = [k for coll, shapes in target.items() for k in shapes
                   if (coll, k) not in targeted and not (no_classifier and is_head(k))]
-    problems = []
-    for label, items in (("source tensors the table does not map", unmapped),
-                         ("tensors missing from the checkpoint", missing),
-                         ("shape mismatch", mismatched),
-                         ("target paths the model does not have", unknown),
-                         ("model parameters no source tensor fills", not_filled)):
-        if items:
-            problems.append(f"{label}: {_list(items)}")
+    problems = [(label, items) for label, items in (
+        ("source tensors the table does not map", unmapped), ("tensors missing from the checkpoint", missing),
+        ("shape mismatch", mismatched), ("target paths the model does not have", unknown),
+        ("model parameters no source tensor fills", not_filled)) if items]
     if problems:
         hint = f" ({table.hint})" if table.hint else ""
-        raise CheckpointMismatch("checkpoint does not convert to this architecture: " + "; ".join(problems)
-                                 + hint)
+        raise TableMismatch("checkpoint does not convert to this architecture: "
+                            + "; ".join(f"{label}: {_list(items)}" for label, items in problems) + hint,
+                            problems, table.hint)
     loaded = sorted(k for t in weights.values() for k in t)
     return weights, loaded, no_classifier
 

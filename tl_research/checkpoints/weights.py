@@ -118,14 +118,16 @@ def adapt_first_conv(kernel: np.ndarray, in_channels: int) -> np.ndarray:
 
 def transfer(model: UnitModel, weights: Weights, *, reinit_head: bool = True,
              first_conv: str | None = None) -> TransferReport:
-    """Loads `weights` into `model`. Everything must match by name and shape except the head classifier,
-    which keeps the model's fresh (zero) initialisation when `reinit_head` (a new task has new classes).
+    """Loads `weights` into `model`. Everything must match by name and shape except the head (classifier and
+    hidden layers), which keeps the model's fresh initialisation when `reinit_head` (a new task has new classes).
     A first conv whose input channels differ is adapted (see adapt_first_conv). Any other difference is an
     error naming every tensor involved; nothing is loaded in that case."""
     target = flat_state(model)
     classifier = model.meta.classifier
     first_conv = first_conv or model.meta.first_conv
-    is_head = lambda k: k == classifier or k.startswith(classifier + ".")
+    # the whole head module (the classifier and an mlp head's hidden layers) starts fresh on a new task
+    head = classifier.split(".")[0]
+    is_head = lambda k: k == head or k.startswith(head + ".")
     missing, unexpected, mismatched = [], [], []
     report = TransferReport([], [], [], [])
     new: Weights = {}

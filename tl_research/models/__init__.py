@@ -16,7 +16,7 @@ import ml_collections
 
 from tl_research.models import efficientnet, mobilenet, resnet, resnet_cifar, vgg, vit
 from tl_research.errors import ConfigError
-from tl_research.models.base import ModelMeta, UnitModel
+from tl_research.models.base import HIDDEN_INIT, ModelMeta, UnitModel
 
 Builder = Callable[..., UnitModel]
 
@@ -44,8 +44,14 @@ def default_config() -> ml_collections.ConfigDict:
         name="resnet_cifar",
         stage_sizes=(1, 1, 1),  # resnet_cifar: residual blocks per stage
         width=16,  # resnet_cifar: channels of the first stage (doubled per stage)
-        dropout=0.0,  # head dropout
+        # The head (models/base.py: Head), re-initialised on transfer and trained whole by frozen_depth=all:
+        head="linear",  # linear: one dense classifier; mlp: dense + ReLU per head_hidden width, then it
+        head_hidden=(256,),  # mlp: widths of the hidden dense layers
+        pool="",  # "" = the family's own (avg; vit_*: the class token), or avg | max | flatten (vit_*: avg, max)
+        flatten_grid=7,  # pool=flatten: the final map is average-pooled to this grid, then flattened
+        dropout=0.0,  # head dropout, right before the classifier
         fc_units=4096,  # vgg*: width of fc6/fc7, kept as the last depth unit; 0 drops them ("no top")
+        width_multiplier=1.0,  # mobilenet_v2*: alpha (Keras publishes 0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
         image_size=224,  # vit_*: input size the position embedding is laid out for (others resample it)
     ))
 
@@ -77,12 +83,18 @@ def abstract(model_cfg, num_classes: int, in_channels: int) -> UnitModel:
     return nnx.eval_shape(lambda: builder(model_cfg, num_classes, in_channels, nnx.Rngs(params=0)))
 
 
-def zeros(model_cfg, num_classes: int, in_channels: int) -> UnitModel:
-    """The model with every array zero, allocated without running its initialisers: the model to load a
-    checkpoint into, where every array but the head is overwritten and the head starts at zero anyway
-    (base.Head), so a random initialisation would be computed only to be thrown away."""
+def zeros(model_cfg, num_classes: int, in_channels: int, seed: int = 0) -> UnitModel:
+    """The model to load a checkpoint into: every array zero, allocated without running the units'
+    initialisers, since transfer overwrites all of them but the head's. The linear head starts at zero
+    anyway (base.Head); an mlp head's hidden layers get their random initialisation (from `seed`), since
+    zero hidden layers behind a zero classifier would never receive a gradient."""
     graphdef, state = nnx.split(abstract(model_cfg, num_classes, in_channels))
-    return nnx.merge(graphdef, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state))
+    model = nnx.merge(graphdef, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state))
+    if len(model.head.hidden):
+        rngs = nnx.Rngs(params=jax.random.fold_in(jax.random.key(seed), 1))
+        for layer in model.head.hidden:
+            layer.kernel.set_value(HIDDEN_INIT(rngs.params(), layer.kernel.shape, layer.kernel.dtype))
+    return model
 
 
 __all__ = ["ModelMeta", "UnitModel", "build", "abstract", "zeros", "register", "names", "default_config"]

@@ -1,8 +1,9 @@
 """The interface every architecture family implements: ordered depth units and a replaceable head.
 
 A network is `UnitModel(units, head)`. `units` is an ordered `nnx.List` (stem first, then each block) and
-`head` pools, applies dropout and ends in one dense `classifier`. `frozen_depth = k` then means the same for
-every family: units 0..k-1 are frozen; `k = len(units)` leaves only the classifier trainable (a linear probe).
+`head` pools, runs optional hidden dense layers, applies dropout and ends in one dense `classifier`.
+`frozen_depth = k` then means the same for every family: units 0..k-1 are frozen; `k = len(units)` leaves
+only the head trainable (a linear probe with the default linear head).
 
 Units are plain callables `unit(x) -> x`. Their mode (BatchNorm statistics, internal dropout) is set through
 module attributes (`use_running_average`, `deterministic`) before each call, so a family needs no `train`
@@ -15,6 +16,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 
@@ -48,32 +50,75 @@ class ModelMeta:
         return cls(**kw)
 
 
+def _adaptive_pool_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Row i averages input positions floor(i*n/m) .. ceil((i+1)*n/m) - 1 (torch's adaptive_avg_pool)."""
+    m = np.zeros((n_out, n_in), np.float32)
+    for i in range(n_out):
+        start, end = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
+        m[i, start:end] = 1.0 / (end - start)
+    return m
+
+
+def adaptive_avg_pool(x: jax.Array, size: int) -> jax.Array:
+    """(B, H, W, C) -> (B, size, size, C) as torch's AdaptiveAvgPool2d (the identity at H = W = size)."""
+    h, w = x.shape[1:3]
+    if (h, w) == (size, size):
+        return x
+    ph, pw = _adaptive_pool_matrix(h, size), _adaptive_pool_matrix(w, size)
+    return jnp.einsum("ih,jw,nhwc->nijc", ph, pw, x)
+
+
 def global_pool(x: jax.Array, pool: str) -> jax.Array:
-    if pool == "avg":  # mean over every axis between batch and features (spatial, or tokens)
-        return x.mean(axis=tuple(range(1, x.ndim - 1))) if x.ndim > 2 else x
+    """The head's pooling of the last unit's output: `avg`, `max` (over every axis between batch and
+    features: spatial, or tokens), `token` (the class token), `none`, or `flatten:G` (the map average-pooled
+    to a GxG grid, then flattened in (height, width, channel) order)."""
+    if pool in ("avg", "max"):
+        if x.ndim <= 2:
+            return x
+        axes = tuple(range(1, x.ndim - 1))
+        return x.mean(axis=axes) if pool == "avg" else x.max(axis=axes)
     if pool == "token":  # class token
         return x[:, 0]
     if pool == "none":
         return x
-    raise ValueError(f"unknown pool {pool!r}; allowed: avg, token, none")
+    if pool.startswith("flatten:"):
+        return adaptive_avg_pool(x, int(pool.split(":")[1])).reshape(x.shape[0], -1)
+    raise ValueError(f"unknown pool {pool!r}; allowed: avg, max, token, none, flatten:G")
+
+
+HEADS = ("linear", "mlp")
+HIDDEN_INIT = nnx.initializers.he_normal()  # He et al. 2015 (arXiv 1502.01852): for the ReLU that follows
+POOLS = ("avg", "max", "flatten")
 
 
 class Head(nnx.Module):
-    """Global pooling -> dropout -> dense classifier. The part that is re-initialised on transfer.
+    """Global pooling -> [dense + ReLU per `hidden` width] -> dropout -> dense classifier: the part that is
+    re-initialised on transfer (every parameter under `head.`; `frozen_depth=all` trains all of it).
 
     The classifier starts at zero (as in BiT): a new task begins from uniform predictions and the
-    transferred features are not disturbed by a random projection in the first steps.
+    transferred features are not disturbed by a random projection in the first steps. Hidden layers start
+    from He et al. 2015's normal initialisation (ReLU), so gradients reach them through the zero classifier
+    from the first step on. `pool="flatten"` keeps the spatial layout of the final map (the classic
+    "Flatten, Dense 256 ReLU, Dropout, Dense" head), average-pooled to `flatten_grid` first so the head's
+    size does not depend on the input size (the identity at 224 px for stride-32 networks and grid 7).
     """
 
     def __init__(self, in_features: int, num_classes: int, *, dropout: float = 0.0, pool: str = "avg",
-                 rngs: nnx.Rngs):
+                 hidden: Sequence[int] = (), flatten_grid: int = 7, rngs: nnx.Rngs):
+        if pool == "flatten":
+            pool, in_features = f"flatten:{flatten_grid}", in_features * flatten_grid * flatten_grid
         self.pool = pool
         self.dropout_rate = float(dropout)
-        self.classifier = nnx.Linear(in_features, num_classes, kernel_init=nnx.initializers.zeros,
+        widths = (in_features, *(int(h) for h in hidden))
+        self.hidden = nnx.List([nnx.Linear(a, b, kernel_init=HIDDEN_INIT, rngs=rngs)
+                                for a, b in zip(widths[:-1], widths[1:])])
+        self.classifier = nnx.Linear(widths[-1], num_classes, kernel_init=nnx.initializers.zeros,
                                      rngs=rngs)
 
     def __call__(self, x: jax.Array, *, train: bool = False, dropout_key: jax.Array | None = None):
         x = global_pool(x, self.pool)
+        for layer in self.hidden:
+            x = nnx.relu(layer(x))
         if train and self.dropout_rate > 0.0:
             if dropout_key is None:
                 raise ValueError("head dropout in training needs a dropout_key")
@@ -81,6 +126,29 @@ class Head(nnx.Module):
             mask = jax.random.bernoulli(dropout_key, keep, x.shape)
             x = jnp.where(mask, x / keep, 0.0)
         return self.classifier(x)
+
+
+def make_head(cfg, in_features: int, num_classes: int, *, rngs: nnx.Rngs, default_pool: str = "avg",
+         pools: Sequence[str] = POOLS) -> Head:
+    """The head `cfg` (a `config.model`) asks for: `model.head` linear | mlp (`model.head_hidden` widths),
+    `model.pool` ("" = the family's own, `default_pool`), `model.dropout`, `model.flatten_grid`. Bad values
+    are a ConfigError (raised while the config is validated, which builds the model abstractly)."""
+    from tl_research.errors import ConfigError
+    kind, pool = cfg.get("head", "linear"), cfg.get("pool", "") or default_pool
+    hidden = tuple(cfg.get("head_hidden", (256,))) if kind == "mlp" else ()
+    if kind not in HEADS:
+        raise ConfigError("model.head", kind, ", ".join(HEADS))
+    if pool not in (default_pool, *pools):
+        raise ConfigError("model.pool", pool, ", ".join(dict.fromkeys(("", default_pool, *pools))))
+    if kind == "mlp" and (not hidden or any(int(h) <= 0 for h in hidden)):
+        raise ConfigError("model.head_hidden", hidden, "one or more positive widths, e.g. (256,)")
+    if not 0.0 <= float(cfg.get("dropout", 0.0)) < 1.0:
+        raise ConfigError("model.dropout", cfg.dropout, "a rate in [0, 1)")
+    grid = int(cfg.get("flatten_grid", 7))
+    if pool == "flatten" and grid <= 0:
+        raise ConfigError("model.flatten_grid", grid, "a positive grid size")
+    return Head(in_features, num_classes, dropout=float(cfg.get("dropout", 0.0)), pool=pool, hidden=hidden,
+                flatten_grid=grid, rngs=rngs)
 
 
 def set_unit_mode(unit: nnx.Module, *, train: bool, update_stats: bool = True) -> None:

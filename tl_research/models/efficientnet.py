@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tl_research.models.base import Head, ModelMeta, UnitModel
+from tl_research.models.base import ModelMeta, UnitModel, make_head
 
 # (expand ratio, kernel, first stride, input channels, output channels, repeats): Table 1 of the paper.
 B0 = ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
@@ -92,7 +92,7 @@ def build(cfg, num_classes: int, in_channels: int, rngs: nnx.Rngs, *, layout: st
     for c_in, c_out, k, s, e in blocks():
         units.append(MBConv(c_in, c_out, k, s, e, layout, rngs=rngs))
     units.append(ConvBN(B0[-1][4], 1280, 1, 1, layout, rngs=rngs))
-    head = Head(1280, num_classes, dropout=cfg.dropout, pool="avg", rngs=rngs)
+    head = make_head(cfg, 1280, num_classes, rngs=rngs)
     return UnitModel(units, head, meta)
 
 

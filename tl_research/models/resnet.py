@@ -16,7 +16,7 @@ import functools
 import jax
 from flax import nnx
 
-from tl_research.models.base import Head, ModelMeta, UnitModel
+from tl_research.models.base import ModelMeta, UnitModel, make_head
 
 # (block kind, blocks per stage)
 DEPTHS = {
@@ -108,7 +108,7 @@ def build(cfg, num_classes: int, in_channels: int, rngs: nnx.Rngs, *, depth: int
             stride = 2 if (stage > 0 and b == 0) else 1
             units.append(block(channels, width, stride, layout, rngs=rngs))
             channels = width * block.expansion
-    head = Head(channels, num_classes, dropout=cfg.dropout, pool="avg", rngs=rngs)
+    head = make_head(cfg, channels, num_classes, rngs=rngs)
     return UnitModel(units, head, meta)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from tl_research.models.base import Head, UnitModel
+from tl_research.models.base import UnitModel, make_head
 
 _BN = dict(momentum=0.9, epsilon=1e-5)
 
@@ -52,5 +52,5 @@ def build(cfg, num_classes: int, in_channels: int, rngs: nnx.Rngs) -> UnitModel:
             stride = 2 if (stage > 0 and b == 0) else 1
             units.append(BasicBlock(channels, out, stride, rngs=rngs))
             channels = out
-    head = Head(channels, num_classes, dropout=cfg.dropout, pool="avg", rngs=rngs)
+    head = make_head(cfg, channels, num_classes, rngs=rngs)
     return UnitModel(units, head)

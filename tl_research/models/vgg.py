@@ -17,11 +17,9 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from tl_research.models.base import Head, ModelMeta, UnitModel
+from tl_research.models.base import POOLS, ModelMeta, UnitModel, adaptive_avg_pool, make_head
 
 CONFIG_D = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 POOL_GRID = 7
@@ -38,23 +36,6 @@ class ConvBlock(nnx.Module):
         for conv in self.convs:
             x = nnx.relu(conv(x))
         return nnx.max_pool(x, (2, 2), strides=(2, 2))
-
-
-def _adaptive_pool_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """Row i averages input positions floor(i*n/m) .. ceil((i+1)*n/m) - 1 (torch's adaptive_avg_pool)."""
-    m = np.zeros((n_out, n_in), np.float32)
-    for i in range(n_out):
-        start, end = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
-        m[i, start:end] = 1.0 / (end - start)
-    return m
-
-
-def adaptive_avg_pool(x: jax.Array, size: int) -> jax.Array:
-    h, w = x.shape[1:3]
-    if (h, w) == (size, size):
-        return x
-    ph, pw = _adaptive_pool_matrix(h, size), _adaptive_pool_matrix(w, size)
-    return jnp.einsum("ih,jw,nhwc->nijc", ph, pw, x)
 
 
 class FullyConnected(nnx.Module):
@@ -80,7 +61,8 @@ def build(cfg, num_classes: int, in_channels: int, rngs: nnx.Rngs, *, meta: Mode
     if fc_units > 0:
         units.append(FullyConnected(channels, fc_units, rngs=rngs))
         channels = fc_units
-    head = Head(channels, num_classes, dropout=cfg.dropout, pool="avg", rngs=rngs)
+    head = make_head(cfg, channels, num_classes, rngs=rngs,
+                pools=POOLS if fc_units == 0 else ())  # fc7 is a vector: nothing to pool
     return UnitModel(units, head, meta)
 
 

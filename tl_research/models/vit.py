@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tl_research.models.base import Head, ModelMeta, UnitModel
+from tl_research.models.base import ModelMeta, UnitModel, make_head
 
 VARIANTS = {  # width, depth, MLP width, heads (Table 1 of arXiv 2106.10270)
     "ti": (192, 12, 768, 3),
@@ -115,7 +115,7 @@ def build(cfg, num_classes: int, in_channels: int, rngs: nnx.Rngs, *, variant: s
     units: list[nnx.Module] = [Embedding(in_channels, width, image_size // PATCH, rngs=rngs)]
     units += [EncoderBlock(width, hidden, heads, rngs=rngs) for _ in range(depth)]
     units.append(FinalNorm(width, rngs=rngs))
-    head = Head(width, num_classes, dropout=cfg.dropout, pool="token", rngs=rngs)
+    head = make_head(cfg, width, num_classes, rngs=rngs, default_pool="token", pools=("avg", "max"))
     return UnitModel(units, head, meta)
 
 

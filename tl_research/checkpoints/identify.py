@@ -1,0 +1,79 @@
+"""Which registry architecture, and which shape options, a checkpoint file converts to: the advice the
+convert command gives when the `--arch` it was given does not fit the file.
+
+Candidates are the format's architectures, each at the option values its weights are published with
+(MobileNetV2's width multipliers, VGG16 with and without fc6/fc7, a ViT's input size read from its position
+embedding). A candidate must first have exactly the file's tensor names (cheap: no model is built), then
+pass the full conversion check against the model's shapes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tl_research.checkpoints import convert as convert_lib
+from tl_research.checkpoints.weights import CheckpointMismatch
+
+# config key -> the convert command's option that sets it
+OPTIONS = {"width_multiplier": "--width-multiplier", "fc_units": "--fc-units", "image_size": "--image-size"}
+
+
+def variants(arch: str, source: dict) -> list[dict]:
+    from tl_research.models import mobilenet, vit
+    if arch.startswith("mobilenet_v2"):  # the widths whose channel counts are the file's (no model built)
+        layout = "keras" if arch.endswith("_keras") else "torch"
+        found = _mobilenet_channels(arch, source)
+        return [{"width_multiplier": w} for w in mobilenet.PUBLISHED_WIDTHS
+                if found is None or mobilenet.channels(w, layout) == found]
+    if arch.startswith("vgg16"):
+        return [{"fc_units": 4096}, {"fc_units": 0}]
+    if arch.startswith("vit_"):
+        pos = source.get("Transformer/posembed_input/pos_embedding")
+        grid = int(round(np.sqrt(pos.shape[1] - 1))) if pos is not None and pos.ndim == 3 else 14
+        return [{"image_size": grid * vit.PATCH}]
+    return [{}]
+
+
+def _mobilenet_channels(arch: str, source: dict):
+    """(stem, [block outputs], top) channels of a MobileNetV2 file, or None if its names are not the table's."""
+    from tl_research.checkpoints.table import out_features
+    from tl_research.models import mobilenet
+    reader = convert_lib.READERS["keras" if arch.endswith("_keras") else "torch"]
+    table, _, _ = reader.table(arch, source, None)
+    blocks = sum(n for *_, n, _ in mobilenet.SETTINGS)
+    found = [out_features(source, table, f"units.{u}.{part}.kernel", axis=3)
+             for u, part in [(0, "conv")] + [(i, "project.conv") for i in range(1, blocks + 1)]
+             + [(blocks + 1, "conv")]]
+    return None if None in found else (found[0], found[1:-1], found[-1])
+
+
+def _names_fit(source: dict, table) -> bool:
+    rows = {r.source for r in table.rows}
+    required = {r.source for r in table.rows if not r.optional}
+    return required <= source.keys() and set(source) <= rows | set(table.set_aside)
+
+
+def candidates(fmt: str, source: dict) -> list[tuple[str, dict]]:
+    """[(arch, {config key: value})] that `source` (a read file of format `fmt`) converts to."""
+    from tl_research import models
+    reader, found = convert_lib.READERS[fmt], []
+    for arch in reader.ARCHS:
+        for options in variants(arch, source):
+            cfg = models.default_config()
+            cfg.name = arch
+            cfg.update(options)
+            try:
+                table, _, _ = reader.table(arch, source, cfg)
+                if _names_fit(source, table):
+                    convert_lib.convert_source(fmt, source, arch, cfg)
+                    found.append((arch, options))
+            except (CheckpointMismatch, ValueError):
+                continue
+    return found
+
+
+def command_line(arch: str, options: dict) -> str:
+    """`--arch X --width-multiplier 0.35`, the options that differ from the defaults only."""
+    from tl_research import models
+    default = models.default_config()
+    parts = [f"--arch {arch}"] + [f"{OPTIONS[k]} {v}" for k, v in options.items() if default.get(k) != v]
+    return " ".join(parts)
