@@ -9,10 +9,17 @@ head reads are not run (their parameters stay, untrained: VGG's fc6/fc7 under a 
 """
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import jax
 from flax import nnx
 
+from tl_research import models
+from tl_research.models import feature_maps
 from tl_research.models.base import UnitModel, set_unit_mode
+
+# (model_cfg, unit map shapes, num_classes, rngs) -> head: decoders.build, centernet.build
+HeadBuilder = Callable[..., nnx.Module]
 
 
 class DenseModel(UnitModel):
@@ -43,3 +50,18 @@ class DenseModel(UnitModel):
 def attach(backbone: UnitModel, head: nnx.Module) -> DenseModel:
     """The backbone's units (and metadata) under `head`; the backbone's classification head is dropped."""
     return DenseModel(list(backbone.units), head, backbone.meta)
+
+
+def build(model_cfg, head_builder: HeadBuilder, num_classes: int, in_channels: int,
+          image_shape: Sequence[int], seed: int = 0) -> DenseModel:
+    """The registry backbone `model_cfg.name` (models.build) under `head_builder`'s head for inputs of
+    `image_shape` (H, W, C). The head's settings are checked against the backbone's unit maps before anything
+    is initialised; the head is initialised in one compiled call (eager initialisation would dispatch, and
+    compile, every initialiser on its own)."""
+    shapes = feature_maps.unit_map_shapes(models.abstract(model_cfg, num_classes, in_channels), image_shape)
+    nnx.eval_shape(lambda: head_builder(model_cfg, shapes, num_classes, nnx.Rngs(0)))  # raises ConfigError
+    backbone = models.build(model_cfg, num_classes, in_channels, seed=seed)
+    key = jax.random.fold_in(jax.random.key(seed), 1)  # not the backbone's key
+    init = jax.jit(lambda k: nnx.split(head_builder(model_cfg, shapes, num_classes, nnx.Rngs(params=k))),
+                   compiler_options={"xla_backend_optimization_level": 0})
+    return attach(backbone, nnx.merge(*init(key)))
