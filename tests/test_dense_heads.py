@@ -32,6 +32,9 @@ def _abstract_heads(name, **keys):
         cfg.decoder = decoder
         heads[decoder] = nnx.eval_shape(lambda: decoders.build(cfg, shapes, 5, nnx.Rngs(0)))
     heads["centernet"] = nnx.eval_shape(lambda: centernet.build(cfg, shapes, 3, nnx.Rngs(0)))
+    cfg.fpn_units = (decoders.auto_skips(shapes) + (decoders.deepest(shapes),))[-3:]  # up to 3 resolutions
+    if len(cfg.fpn_units) > 1:
+        heads["fpn"] = nnx.eval_shape(lambda: centernet.build(cfg, shapes, 3, nnx.Rngs(0)))
     graphdef, state = nnx.split((backbone, heads))
 
     def run(state, x):
@@ -39,19 +42,23 @@ def _abstract_heads(name, **keys):
         _, outs = backbone.features(x, return_units=True)
         return {k: head(outs, (SIZE, SIZE)) for k, head in heads.items()}
 
-    return heads, jax.eval_shape(run, state, jax.ShapeDtypeStruct((2, SIZE, SIZE, 3), jnp.float32))
+    out = jax.eval_shape(run, state, jax.ShapeDtypeStruct((2, SIZE, SIZE, 3), jnp.float32))
+    return heads, shapes, out
 
 
 @pytest.mark.parametrize("name, keys", [("resnet18", {}), ("vgg16", {}), ("mobilenet_v2", {}),
                                         ("efficientnet_b0", {}), ("vit_ti16", {"image_size": SIZE})])
 def test_decoder_and_centernet_output_shapes_on_every_family(name, keys):
-    heads, out = _abstract_heads(name, **keys)
+    heads, shapes, out = _abstract_heads(name, **keys)
     assert out["fcn"].shape == out["unet"].shape == (2, SIZE, SIZE, 5)
     if name != "vit_ti16":  # a CNN's U-Net reads one unit per resolution; a ViT's maps share one
         assert len(heads["unet"].skips) >= 3
     h = out["centernet"]["heatmap"].shape[1]
     assert out["centernet"]["heatmap"].shape == (2, h, h, 3)
     assert out["centernet"]["size"].shape == out["centernet"]["offset"].shape == (2, h, h, 2)
+    if "fpn" in out:  # the FPN's maps are at the finest of its units' resolutions
+        finest = shapes[heads["fpn"].units[0]][0]
+        assert out["fpn"]["heatmap"].shape == (2, finest, finest, 3) and finest > h
 
 
 def test_vit_token_grid_drops_the_class_token_row_major():
@@ -79,19 +86,19 @@ def test_unet_sees_its_skip_units_and_nothing_else():
     head.classifier.kernel[...] = jax.random.normal(jax.random.key(1), head.classifier.kernel.shape)
     assert model.head.units_read == (3, 1)
     x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
-    outs = nnx.jit(lambda m, x: m.unit_outputs(x))(model, x)
-    decode = nnx.jit(lambda h, outs: h(outs, (16, 16)))  # compiled once for every perturbation
-    base = decode(head, outs)
 
-    def perturbed(unit):
-        changed = list(outs)
-        changed[unit] = changed[unit] + 1.0
-        return decode(head, changed)
+    @nnx.jit
+    def responses(model, x):
+        """The decoder's output, and its output with each unit's output in turn shifted by 1."""
+        outs = model.unit_outputs(x)
+        shifted = [model.head(outs[:k] + [outs[k] + 1.0] + outs[k + 1:], (16, 16)) for k in range(len(outs))]
+        return model.head(outs, (16, 16)), shifted
 
-    assert not np.allclose(perturbed(1), base)  # the skip
-    assert not np.allclose(perturbed(3), base)  # the deepest map
-    np.testing.assert_array_equal(perturbed(2), base)  # a unit the decoder does not read
-    np.testing.assert_array_equal(perturbed(0), base)
+    base, shifted = responses(model, x)
+    assert not np.allclose(shifted[1], base)  # the skip
+    assert not np.allclose(shifted[3], base)  # the deepest map
+    np.testing.assert_array_equal(shifted[2], base)  # units the decoder does not read
+    np.testing.assert_array_equal(shifted[0], base)
     graphdef, state = nnx.split(model)
     assert jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state, x).shape == (2, 16, 16, 4)
 

@@ -59,9 +59,17 @@ def build(model_cfg, head_builder: HeadBuilder, num_classes: int, in_channels: i
     is initialised; the head is initialised in one compiled call (eager initialisation would dispatch, and
     compile, every initialiser on its own)."""
     shapes = feature_maps.unit_map_shapes(models.abstract(model_cfg, num_classes, in_channels), image_shape)
-    nnx.eval_shape(lambda: head_builder(model_cfg, shapes, num_classes, nnx.Rngs(0)))  # raises ConfigError
+    nnx.eval_shape(lambda: head_builder(model_cfg, shapes, num_classes, nnx.Rngs(0)))  # ConfigError, before work
     backbone = models.build(model_cfg, num_classes, in_channels, seed=seed)
     key = jax.random.fold_in(jax.random.key(seed), 1)  # not the backbone's key
     init = jax.jit(lambda k: nnx.split(head_builder(model_cfg, shapes, num_classes, nnx.Rngs(params=k))),
                    compiler_options={"xla_backend_optimization_level": 0})
     return attach(backbone, nnx.merge(*init(key)))
+
+
+def abstract(model_cfg, head_builder: HeadBuilder, num_classes: int, in_channels: int,
+             image_shape: Sequence[int]) -> DenseModel:
+    """The dense model with shapes only (nothing allocated): for validating its config and counting units."""
+    backbone = models.abstract(model_cfg, num_classes, in_channels)
+    shapes = feature_maps.unit_map_shapes(backbone, image_shape)
+    return attach(backbone, nnx.eval_shape(lambda: head_builder(model_cfg, shapes, num_classes, nnx.Rngs(0))))
