@@ -106,6 +106,8 @@ def coco_map(gt_boxes, gt_classes, det_boxes, det_scores, det_classes, *, num_cl
     det_scores (B, M), det_classes (B, M) likewise. `image_size` (height, width) in pixels scales normalised
     boxes (IoU does not depend on it; it makes areas, and so a later per-size breakdown, mean pixels).
     """
+    if len(det_boxes) != len(gt_boxes):
+        raise ValueError(f"detections of {len(det_boxes)} images for ground truth of {len(gt_boxes)}")
     size = tuple(float(s) for s in image_size)
     scale = size if normalized else (1.0, 1.0)
     gt = to_coco(gt_boxes, gt_classes, num_classes, size, scale)
