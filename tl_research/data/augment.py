@@ -194,6 +194,19 @@ _MATRICES = {"flip": _flip, "rotate": _rotate, "zoom": _zoom, "rrc": _rrc, "crop
              "translate": _translate}
 _DRAWS = {"flip": 1, "rotate": 1, "zoom": 1, "rrc": 4, "crop": 2, "translate": 2, "jitter": 3}
 
+
+
+def draws(op: Op) -> int:
+    """How many uniform numbers per example `op` reads."""
+    return _DRAWS.get(op.name, 0)
+
+
+def matrix(op: Op, u: jax.Array, h: int, w: int) -> jax.Array:
+    """The map (output pixel -> source pixel) of one geometric op from its `draws(op)` uniforms: for ops that
+    must move masks and boxes with the image (data/dense_augment.py)."""
+    return _MATRICES[op.name](op, u, h, w)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Pixel ops.
 
@@ -209,6 +222,11 @@ def _jitter(op, u, image):
         grey = (image @ _LUMA)[..., None]
         image = grey + (image - grey) * (1 + (2 * u[2] - 1) * s)
     return image
+
+
+def recolour(op: Op, u: jax.Array, image: jax.Array) -> jax.Array:
+    """One pixel op (jitter) on one image, from its `draws(op)` uniforms."""
+    return _jitter(op, u, image)
 
 
 def beta_symmetric(key: jax.Array, alpha: float) -> jax.Array:
