@@ -95,6 +95,10 @@ def base_config() -> ml_collections.ConfigDict:
     # source model's features (tl_research.domain_similarity): a results column; cached in the workdir.
     c.report.similarity = False
     c.report.similarity_gamma = 0.01  # sim = exp(-gamma * EMD)
+    # Locked: a config file that sets a key not listed here (a typo) fails, naming the closest key
+    # (read_config). config.evals stays open: its entries are named by the config file.
+    c.lock()
+    c.evals.unlock()
     return c
 
 
@@ -153,10 +157,9 @@ def apply_overrides(config, overrides: dict[str, Any]) -> ml_collections.ConfigD
 
 def copy_config(config) -> ml_collections.ConfigDict:
     """An independent copy that keeps each field's declared type (copy_and_resolve_references would narrow
-    `frozen_depth` to the type of its current value)."""
-    out = copy.deepcopy(config)
-    out.unlock()
-    return out
+    `frozen_depth` to the type of its current value) and the lock of every block: a copy made in a config
+    file (e.g. a source run's) refuses unknown keys as the original does."""
+    return copy.deepcopy(config)
 
 
 # ---------------------------------------------------------------------------------------------- sweeps
@@ -231,6 +234,72 @@ def load_module(path: str):
     if not hasattr(module, "get_config"):
         raise ConfigError("--config", path, "a file defining get_config(arg=None)")
     return module
+
+
+def read_config(module, arg: str | None, path: str = "") -> ml_collections.ConfigDict:
+    """module.get_config(arg), with its mistakes as ConfigErrors: an ARG for a get_config that takes none,
+    and a key the file sets that base_config() does not have (named with the closest one)."""
+    fn = module.get_config
+    if arg is not None and not _takes_an_argument(fn):
+        raise ConfigError("--config", f"{path}:{arg}", f"{path} without ':{arg}', or a get_config(arg=None) that "
+                                                        "reads it", why="its get_config takes no argument")
+    try:
+        return fn(*([] if arg is None else [arg]))
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the file does wrong is one line naming it
+        text = (str(e).strip().splitlines() or [""])[-1][:160]
+        raise _unknown_key(e, path) or ConfigError(
+            "--config", path + (f":{arg}" if arg is not None else ""),
+            "a config file whose get_config(arg=None) returns a ConfigDict", why=f"{type(e).__name__}: {text}"
+        ) from None
+
+
+def _takes_an_argument(fn) -> bool:
+    import inspect
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
+
+
+_LOCKED = re.compile(r'Key "([^"]+)" does not exist and cannot be added since the config is locked')
+
+
+def _unknown_key(e: Exception, path: str) -> ConfigError | None:
+    """The ConfigError for ConfigDict's refusal of a new key in a locked block: the dotted key (the block
+    found in base_config() by its keys) and the closest existing one."""
+    m = _LOCKED.search(str(e))
+    if not m:
+        return None
+    leaf, block, value = m[1], None, f"(set in {path or 'the config file'})"
+    tb = e.__traceback__
+    while tb is not None:  # the innermost ConfigDict frame: the block refusing the key, and the value
+        frame = tb.tb_frame
+        if isinstance(frame.f_locals.get("self"), ml_collections.ConfigDict):
+            block = frame.f_locals["self"]
+            value = frame.f_locals.get("value", value)
+        tb = tb.tb_next
+    keys = sorted(block.keys()) if block is not None else []
+    prefix = _block_path(base_config(), set(keys)) if keys else None
+    dotted = ".".join(filter(None, [prefix, leaf]))
+    close = difflib.get_close_matches(leaf, keys, n=1)
+    closest = f"{'.'.join(filter(None, [prefix, close[0]]))} (the closest) or " if close else ""
+    return ConfigError(dotted, value, f"{closest}a key of {prefix or 'config'}: {', '.join(keys)}",
+                       why=f"no such key, set in {path or 'the config file'}")
+
+
+def _block_path(node, keys: set[str], prefix: str = "") -> str | None:
+    """The dotted path of the block of base_config() with exactly these keys ('' for the top level)."""
+    if set(node.keys()) == keys:
+        return prefix
+    for k, v in node.items():
+        if isinstance(v, ml_collections.ConfigDict):
+            found = _block_path(v, keys, f"{prefix}.{k}" if prefix else k)
+            if found is not None:
+                return found
+    return None
 
 
 def sweep_points(module, arg: str | None, config, overrides: dict[str, Any]) -> Points:

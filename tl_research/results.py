@@ -20,7 +20,10 @@ def read_rows(path) -> list[dict]:
     if not path.exists():
         return []
     with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    # a row cut short (a disk that lost the end of the file) has missing cells: dropped, the run is recorded
+    # again from its result.json on relaunch
+    return [r for r in rows if None not in r.values() and None not in r and r.get("run_id")]
 
 
 def write_rows(path, rows: list[dict]) -> None:

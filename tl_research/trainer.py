@@ -516,13 +516,22 @@ class Training:
                 break
         else:
             self._fresh(0)
-        # best/ is written before the checkpoint of its step, so a torn or missing best/ means the resumed
-        # run replays (and rewrites) it before it is needed
-        if self.start and self.host.best_step and weights_lib.is_weights_dir(self.best_dir):
-            try:
-                self.best = weights_lib.load_weights(self.best_dir)[0]
-            except Exception as e:  # noqa: BLE001 - torn by a crash: rewritten when its step is replayed
-                log.warning("%s is unreadable (%s); it is rewritten when its step is replayed", self.best_dir, e)
+        if self.start and self.host.best_step and self.config.train.restore_best:
+            self._restore_best()
+
+    def _restore_best(self) -> None:
+        """The best weights the checkpoint's host state points to (best/, written before the checkpoint of
+        its step). Unreadable (a crash while a later best overwrote it, or a disk that lost it): the run
+        restarts from scratch, which reproduces them."""
+        try:
+            self.best = weights_lib.load_weights(self.best_dir)[0]
+        except Exception as e:  # noqa: BLE001 - any unreadable best/: redo the run rather than report other weights
+            log.warning("%s: the best weights (step %d) are unreadable (%s); restarting the run from scratch",
+                        self.run_dir, self.host.best_step, str(e).splitlines()[0][:160] if str(e) else type(e).__name__)
+            for step in self.manager.all_steps():
+                self.manager.delete(step)
+            self.host, self.best = HostState(), None
+            self._fresh(0)
 
     def _fresh(self, step: int) -> None:
         self.start, self.phase_i = step, self.plan.phase_index(step)
