@@ -18,12 +18,12 @@ import logging
 import os
 import pathlib
 import socket
-from typing import Any, Iterator
+from typing import Any
 
 log = logging.getLogger(__name__)
 CRASH_ENV = "TL_RESEARCH_CRASH_AT"
 CRASH_EXIT = 70
-_TMP = ".tmp-"  # temporaries are .<name>.tmp-<host>-<pid>: a relaunch can tell a dead writer's leftovers
+TMP_MARK = ".tmp-"  # temporaries are .<name>.tmp-<host>-<pid>: a relaunch can tell a dead writer's leftovers
 
 
 def _maybe_crash(point: str, when: str) -> None:
@@ -45,7 +45,7 @@ def fsync_dir(directory) -> None:
 
 
 def _temp_name(path: pathlib.Path) -> pathlib.Path:
-    return path.with_name(f".{path.name}{_TMP}{socket.gethostname()}-{os.getpid()}")
+    return path.with_name(f".{path.name}{TMP_MARK}{socket.gethostname()}-{os.getpid()}")
 
 
 def write_bytes(path, data: bytes, *, point: str | None = None, mode: int = 0o644) -> None:
@@ -115,30 +115,23 @@ def read_jsonl(path) -> list[dict]:
     return rows
 
 
-def remove_stale_temporaries(directory) -> int:
-    """Deletes temporaries in `directory` (and one level below) left by writers on this host that are no
-    longer alive (another live process's temporary is its write in progress); the number removed."""
+def remove_stale_temporaries(directory, skip=("checkpoints", "wandb")) -> int:
+    """Deletes the temporaries under `directory` left by writers on this host that are no longer alive
+    (another live process's temporary is its write in progress); the number removed. Folders named in
+    `skip` (orbax's and W&B's own files) are not searched."""
     host = socket.gethostname()
     removed = 0
-    directory = pathlib.Path(directory)
-    for tmp in _temporaries(directory):
-        writer = tmp.name.rpartition(_TMP)[2]
-        w_host, _, pid = writer.rpartition("-")
-        if w_host == host and pid.isdigit() and not _alive(int(pid)):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-                removed += 1
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = [d for d in dirs if d not in skip]
+        for name in files:
+            if not (name.startswith(".") and TMP_MARK in name):
+                continue
+            w_host, _, pid = name.rpartition(TMP_MARK)[2].rpartition("-")
+            if w_host == host and pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(root, name))
+                    removed += 1
     return removed
-
-
-def _temporaries(directory: pathlib.Path) -> Iterator[pathlib.Path]:
-    if not directory.is_dir():
-        return
-    for p in directory.iterdir():
-        if p.name.startswith(".") and _TMP in p.name and p.is_file():
-            yield p
-        elif p.is_dir() and not p.name.startswith("."):
-            yield from (q for q in p.iterdir() if q.name.startswith(".") and _TMP in q.name and q.is_file())
 
 
 def _alive(pid: int) -> bool:

@@ -106,6 +106,8 @@ def train_source(source_cfg, workdir: pathlib.Path, cache, progress: bool, echo=
     d = source_dir(workdir, source_cfg)
     d.mkdir(parents=True, exist_ok=True)
     with locks.held(locks.lock_path(workdir, "source", d.name), echo, what=f"source model {d.name}"):
+        if not (durable.read_json(d / trainer.RESULT_FILE) or {}).get("status"):
+            echo(f"training source model {d.name} (once per workdir)")
         durable.write_text(d / "config.json", source_cfg.to_json(indent=1))
         result = trainer.run(source_cfg, d, cache=cache, wandb_dir=workdir / "wandb",
                              group=f"{source_cfg.name}-source", name=f"source {d.name}",
@@ -180,7 +182,6 @@ class _SweepContext:
         if cfg.init == "source":
             key = config_lib.config_hash(cfg.source)
             if key not in self.sources:
-                self.echo(f"training source model {key} (once per workdir)")
                 self.sources[key] = train_source(config_lib.copy_config(cfg.source), self.workdir, self.cache,
                                                  self.progress, self.echo)
             src, reason = self.sources[key]
@@ -221,7 +222,6 @@ def range_test(base, workdir, *, progress: bool = True, echo=print) -> dict:
     init_path = None
     cache = trainer.StepCache()
     if base.init == "source":
-        echo(f"training source model {config_lib.config_hash(base.source)} (once per workdir)")
         src, reason = train_source(config_lib.copy_config(base.source), workdir, cache, progress, echo)
         if reason:
             raise ConfigError("source", "(the source run)", "a source config that trains", why=reason)

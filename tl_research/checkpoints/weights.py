@@ -63,7 +63,7 @@ def save_weights(directory, weights: Weights | nnx.Module, meta: ModelMeta, extr
         ckptr.save(directory / "state", tree, force=True)
     info = {"meta": meta.to_json(), **(extra or {})}
     # the marker that the weights are complete (is_weights_dir): written last, atomically
-    durable.write_json(directory / META_FILE, info, point="meta.json")
+    durable.write_json(directory / META_FILE, info, point=f"{directory.name}/{META_FILE}")
 
 
 def is_weights_dir(directory) -> bool:
