@@ -330,6 +330,43 @@ def sweep_points(module, arg: str | None, config, overrides: dict[str, Any]) -> 
 
 # ---------------------------------------------------------------------------------------------- validation
 
+def _check_cadences_and_batches(config, err) -> None:
+    for key in ("batch_size", "eval_batch_size"):
+        if config.data[key] <= 0:
+            raise err(f"data.{key}", config.data[key], "a positive number of examples")
+    for key in ("eval_every", "checkpoint_every"):
+        if config.train[key] < 0:
+            raise err(f"train.{key}", config.train[key], "0 (the default cadence) or a positive number of steps")
+
+
+@functools.lru_cache(maxsize=64)
+def _training_examples(data_json: str, seed: int) -> int:
+    """The size of a run's training set (its class and example subsets drawn, as the run draws them); the
+    subsets' own checks (e.g. data.per_class above a class's size) raise here, before any run trains."""
+    cfg = ml_collections.ConfigDict(json.loads(data_json))
+    cfg.cache_mb = 0  # labels only: no image is decoded
+    return len(pipeline.load(cfg, seed=seed).train)
+
+
+@functools.lru_cache(maxsize=16)
+def _init_problem(init: str, model_json: str) -> str:
+    """Why the weights `init` names cannot start a run of this model ('' when they can): nothing there, a
+    file cut short, arrays of other shapes, another architecture. Loaded here, before any run trains."""
+    from tl_research import trainer
+    from tl_research.checkpoints import weights as weights_lib
+    model_cfg = ml_collections.ConfigDict(json.loads(model_json))
+    try:
+        weights, _ = trainer.init_weights(init, model_cfg)
+        # the head is re-initialised either way, so 2 classes and 3 channels (adapted to the data's) do
+        weights_lib.transfer(models.zeros(model_cfg, 2, 3), weights)
+    except ConfigError:
+        raise  # e.g. a directory without weights, named as such
+    except Exception as e:  # noqa: BLE001 - a converter's or orbax's error on a bad file, as one line
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        return f"{type(e).__name__}: {(lines[0] if lines else '')[:200]}"
+    return ""
+
+
 @functools.lru_cache(maxsize=64)
 def _num_units(model_json: str) -> int:
     cfg = ml_collections.ConfigDict(json.loads(model_json))
@@ -368,6 +405,7 @@ def validate(config, *, prefix: str = "") -> None:
         for key in ("log_every",):
             if config.train[key] <= 0:
                 raise err(f"train.{key}", config.train[key], "a positive number of steps")
+        _check_cadences_and_batches(config, err)
         if config.train.class_weights not in ("none", "inverse", "effective"):
             raise err("train.class_weights", config.train.class_weights, "none, inverse, effective")
         pipeline.check_subset_config(config.data)
@@ -380,6 +418,9 @@ def validate(config, *, prefix: str = "") -> None:
         if bad or len(set(config.data.classes)) != len(config.data.classes) or len(config.data.classes) == 1:
             raise err("data.classes", tuple(config.data.classes),
                       f"() for all, or two or more distinct class ids in 0..{num_classes - 1}")
+        n_train = _training_examples(config.data.to_json(), config.seed)  # data.per_class checked there
+        if config.data.batch_size > n_train:
+            raise err("data.batch_size", config.data.batch_size, f"at most the {n_train} training examples")
         init = config.init
         fmt, sep, path = init.partition(":")
         if init == "source":
@@ -392,6 +433,11 @@ def validate(config, *, prefix: str = "") -> None:
         elif init != "scratch" and not pathlib.Path(init).is_dir():
             raise err("init", init, "scratch, source, a weights or run directory, keras:PATH, torch:PATH, "
                                     "npz:PATH", why="no such directory")
+        if init not in ("scratch", "source"):
+            why = _init_problem(init, config.model.to_json())
+            if why:
+                raise err("init", init, "weights that load and fit config.model (a weights or finished run "
+                                        "directory, keras:PATH, torch:PATH, npz:PATH)", why=why)
     except ConfigError as e:
         if prefix and not e.key.startswith(prefix):
             raise ConfigError(prefix + e.key, e.value, e.allowed) from None
