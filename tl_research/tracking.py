@@ -90,14 +90,34 @@ class RunTracker:
             _safe(close, "finish")
 
 
+ONLINE_TIMEOUT_S = 15  # W&B's own default waits 90 s per run when there is no network
+_offline_instead = False  # set once an online start failed: the rest of the process logs offline
+
+
 def _init_wandb(cfg, group, name, run_id, config, wandb_dir):
+    """wandb.init; online is tried once with a short timeout, and after a failure every later run of the
+    process goes offline (one warning), so a machine without network does not wait at every run."""
+    global _offline_instead
     import wandb
     pathlib.Path(wandb_dir).mkdir(parents=True, exist_ok=True)
-    return wandb.init(
-        project=cfg.project, entity=cfg.entity or None, group=group, name=name, id=_wandb_id(group, run_id),
-        dir=str(wandb_dir), config=config, mode=cfg.mode, tags=list(cfg.tags) or None, resume="allow",
-        reinit="finish_previous", settings=wandb.Settings(console="off", silent=True, disable_git=True,
-                                                          x_disable_stats=True))
+    mode = "offline" if cfg.mode == "online" and _offline_instead else cfg.mode
+
+    def start(mode):
+        return wandb.init(
+            project=cfg.project, entity=cfg.entity or None, group=group, name=name, id=_wandb_id(group, run_id),
+            dir=str(wandb_dir), config=config, mode=mode, tags=list(cfg.tags) or None, resume="allow",
+            reinit="finish_previous", settings=wandb.Settings(console="off", silent=True, disable_git=True,
+                                                              x_disable_stats=True, init_timeout=ONLINE_TIMEOUT_S))
+    if mode != "online":
+        return start(mode)
+    try:
+        return start("online")
+    except Exception as e:  # noqa: BLE001 - no network, no login: offline for the rest of the sweep
+        _offline_instead = True
+        wandb.teardown()  # the failed online attempt still holds the run id
+        log.warning("W&B online failed (%s); logging offline for the rest of this sweep (wandb sync "
+                    "DIR/wandb/offline-run-* uploads later)", str(e).splitlines()[0][:160] if str(e) else e)
+        return start("offline")
 
 
 def _wandb_id(group: str, run_id: str) -> str:
