@@ -45,16 +45,20 @@ def get_sweep(arg=None):
 '''
 
 # Every write point of a sweep, in the order a sweep first reaches them: each launch of the chain dies at
-# its point, the next one resumes from what it left and dies at the next point.
-POINTS = ["workdir.json", "config.json", "metrics.jsonl", "best/meta.json", "weights/meta.json", "result.json",
-          "results.csv"]
-CHAIN = [f"{p}:{when}" for p in POINTS for when in ("before", "after")]
+# its point, the next one resumes from what it left and dies at the next point. Right before the rename
+# where an older version of the file exists to be kept (and a temporary to be cleaned up); right after it
+# everywhere (for a new file, dying before its rename is dying after the previous point's, plus a temporary).
+CHAIN = ["workdir.json:after", "config.json:after", "metrics.jsonl:before", "metrics.jsonl:after",
+         "best/meta.json:before", "best/meta.json:after", "weights/meta.json:after", "result.json:before",
+         "result.json:after", "results.csv:before", "results.csv:after"]
 
 
 def _launches(tmp_path, plan) -> list[list[int]]:
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(plan))
-    env = {**os.environ, "TL_RESEARCH_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "disabled"}
+    import jax  # the session's compilation cache (tests/conftest.py): these launches compile what others did
+    cache = pathlib.Path(jax.config.jax_compilation_cache_dir).parent
+    env = {**os.environ, "TL_RESEARCH_CACHE": str(cache), "WANDB_MODE": "disabled"}
     out = subprocess.run([sys.executable, str(ROOT / "tests" / "forked_launches.py"), str(plan_file)], env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
