@@ -348,6 +348,19 @@ def _training_examples(data_json: str, seed: int) -> int:
     return len(pipeline.load(cfg, seed=seed).train)
 
 
+def check_initial_weights(config, *, prefix: str = "") -> None:
+    """Loads the weights config.init names (and its source run's) and fits them to config.model: a bad
+    file or another architecture stops the command here, before any run (a source model's included)
+    trains. After validate(), which checks that they exist."""
+    if config.init == "source":
+        check_initial_weights(config.source, prefix=prefix + "source.")
+    elif config.init != "scratch":
+        why = _init_problem(config.init, config.model.to_json())
+        if why:
+            raise ConfigError(prefix + "init", config.init, "weights that load and fit config.model (a weights "
+                              "or finished run directory, keras:PATH, torch:PATH, npz:PATH)", why=why)
+
+
 @functools.lru_cache(maxsize=16)
 def _init_problem(init: str, model_json: str) -> str:
     """Why the weights `init` names cannot start a run of this model ('' when they can): nothing there, a
@@ -433,11 +446,7 @@ def validate(config, *, prefix: str = "") -> None:
         elif init != "scratch" and not pathlib.Path(init).is_dir():
             raise err("init", init, "scratch, source, a weights or run directory, keras:PATH, torch:PATH, "
                                     "npz:PATH", why="no such directory")
-        if init not in ("scratch", "source"):
-            why = _init_problem(init, config.model.to_json())
-            if why:
-                raise err("init", init, "weights that load and fit config.model (a weights or finished run "
-                                        "directory, keras:PATH, torch:PATH, npz:PATH)", why=why)
+
     except ConfigError as e:
         if prefix and not e.key.startswith(prefix):
             raise ConfigError(prefix + e.key, e.value, e.allowed) from None

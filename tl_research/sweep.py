@@ -28,6 +28,7 @@ def run_configs(base, points, workdir="."):
         cfg = config_lib.apply_overrides(base, point)
         config_lib.validate(cfg)
         domain_similarity.check(cfg, workdir)
+        config_lib.check_initial_weights(cfg)
         out.append((config_lib.run_id(point), point, cfg))
     return out
 
@@ -218,6 +219,7 @@ def range_test(base, workdir, *, progress: bool = True, echo=print) -> dict:
     from tl_research import lr_range
     workdir = pathlib.Path(workdir).absolute()
     config_lib.validate(base)
+    config_lib.check_initial_weights(base)
     prepare_workdir(workdir)
     init_path = None
     cache = trainer.StepCache()
