@@ -52,6 +52,10 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; relaunch the same command to resume (finished runs are kept, the run in progress "
+              "continues from its last checkpoint)", file=sys.stderr)
+        return 130
     table = results.write_report(workdir, base.report, rows)
     print()
     print(table)

@@ -142,3 +142,17 @@ def test_a_config_error_raised_by_get_config_is_shown_as_is(capsys):
     assert launch.main([f"--config={ROOT / 'configs' / 'frozen_depth_folder.py'}:photos"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "PHOTOS,WEIGHTS" in err, err
+
+
+def test_a_config_file_setting_an_unknown_key_names_it_and_the_closest_key(tmp_path, capsys):
+    typo = tmp_path / "typo.py"
+    typo.write_text("from tl_research.config import base_config, copy_config\n"
+                    "def get_config():\n    c = base_config()\n    c.source = copy_config(c)\n"
+                    "    c.evals.fewshot = dict(type='fewshot')  # evals entries are the file's to name\n"
+                    "    c.source.train.stpes = 3\n    return c\n")
+    for argv, needles in [([str(typo)], ["config.train.stpes=3", "train.steps (the closest)", "typo.py"]),
+                          ([f"{typo}:5"], ["typo.py:5", "takes no argument"]),
+                          (["--workdir"], ["--config='--workdir'", "a flag"])]:
+        assert launch.main(["--config", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and all(n in err for n in needles), err

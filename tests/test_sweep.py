@@ -73,6 +73,12 @@ def test_sweep_writes_rows_table_plot_and_relaunch_skips(config_file, tmp_path, 
     (["--config.schedule.name=zigzag"], "config.schedule.name='zigzag'"),
     (["--config.data.classes=(3, 12)"], "config.data.classes=(3, 12)"),
     (["--config.model.widht=3"], "config.model.widht=3 is not allowed (no such key)"),
+    (["--config.data.batch_size=0"], "config.data.batch_size=0"),
+    (["--config.data.eval_batch_size=0"], "config.data.eval_batch_size=0"),
+    (["--config.data.batch_size=100000"], "config.data.batch_size=100000 is not allowed; allowed: at most the"),
+    (["--config.data.per_class=1000"], "config.data.per_class=1000"),
+    (["--config.train.eval_every=-1"], "config.train.eval_every=-1"),
+    (["--config.train.checkpoint_every=-2"], "config.train.checkpoint_every=-2"),
 ])
 def test_bad_input_is_one_line_naming_the_key_and_writes_nothing(config_file, tmp_path, capsys, args, needle):
     workdir = tmp_path / "bad"
@@ -91,4 +97,53 @@ def test_a_workdir_of_another_config_is_not_overwritten(config_file, tmp_path, c
     code = launch.main(["--config", str(config_file), "--workdir", str(workdir), "--no_progress",
                         "--config.train.steps=4"])
     assert code == 2 and "different config" in capsys.readouterr().err
+    assert (workdir / "results.csv").read_text() == before
+
+
+def test_bad_initial_weights_stop_the_sweep_before_the_source_trains(config_file, tmp_path, capsys):
+    """An empty directory, weights of another width, and weights whose meta.json is cut short: one line
+    naming config.init, before any training (the source model's included)."""
+    from tl_research import config as C, models
+    from tl_research.checkpoints import weights as weights_lib
+    from tl_research.models.base import ModelMeta
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    other = C.base_config().model
+    other.stage_sizes, other.width = (1, 1), 8  # the sweep's model has width 4
+    wide = tmp_path / "wide"
+    weights_lib.save_weights(wide, models.build(other, 5, 1, seed=0), ModelMeta())
+    torn = tmp_path / "torn"
+    other.width = 4
+    weights_lib.save_weights(torn, models.build(other, 5, 1, seed=0), ModelMeta())
+    (torn / "meta.json").write_text((torn / "meta.json").read_text()[:20])
+    for init, needle in [(empty, "no weights found there"), (wide, "does not fit"), (torn, "JSONDecodeError")]:
+        workdir = tmp_path / f"w_{init.name}"
+        code = launch.main(["--config", str(config_file), "--workdir", str(workdir), "--no_progress",
+                            f"--config.init={init}", "--config.frozen_depth=0"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert f"config.init='{init}'" in err and needle in err, err
+        assert not workdir.exists()
+
+
+def test_a_workdir_that_is_a_file_is_one_line(config_file, tmp_path, capsys):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    assert launch.main(["--config", str(config_file), "--workdir", str(not_a_dir), "--no_progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--workdir=" in err and "it is a file" in err
+
+
+def test_a_workdir_is_refused_to_another_config_file_naming_the_one_it_was_made_with(config_file, tmp_path,
+                                                                                      capsys):
+    workdir = tmp_path / "w3"
+    assert launch.main(["--config", str(config_file), "--workdir", str(workdir), "--no_progress",
+                        "--config.train.steps=2", "--config.seed=0", "--config.frozen_depth=0"]) == 0
+    before = (workdir / "results.csv").read_text()
+    other = tmp_path / "other.py"  # another sweep: other run ids, so no run's config.json is in the way
+    other.write_text(config_file.read_text().replace('c.name = "mini"', 'c.name = "other"'))
+    code = launch.main(["--config", str(other), "--workdir", str(workdir), "--no_progress",
+                        "--config.train.steps=2", "--config.seed=5"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "config 'mini'" in err, err
     assert (workdir / "results.csv").read_text() == before

@@ -65,9 +65,13 @@ def parse(argv: list[str], define: Callable[[flags.FlagValues], None], *, usage:
         return None
     if first.config is None:
         raise ConfigError("--config", None, "--config FILE[:ARG], a config file whose runs the command reads")
+    if first.config.startswith("-"):
+        raise ConfigError("--config", first.config, "--config FILE[:ARG], a config file path after --config",
+                          why="a flag, not a file")
     path, colon, arg = first.config.partition(":")
     arg = arg if colon else None  # config_flags passes get_config an argument only after a colon
     module = config_lib.load_module(path)
+    config_lib.read_config(module, arg, path)  # the file's own mistakes (unknown keys, ARG) named first
     fv = flags.FlagValues()
     try:
         # lock_config=False: the base config stays as get_config returned it (runs copy it to set their keys)

@@ -95,6 +95,10 @@ def base_config() -> ml_collections.ConfigDict:
     # source model's features (tl_research.domain_similarity): a results column; cached in the workdir.
     c.report.similarity = False
     c.report.similarity_gamma = 0.01  # sim = exp(-gamma * EMD)
+    # Locked: a config file that sets a key not listed here (a typo) fails, naming the closest key
+    # (read_config). config.evals stays open: its entries are named by the config file.
+    c.lock()
+    c.evals.unlock()
     return c
 
 
@@ -153,10 +157,9 @@ def apply_overrides(config, overrides: dict[str, Any]) -> ml_collections.ConfigD
 
 def copy_config(config) -> ml_collections.ConfigDict:
     """An independent copy that keeps each field's declared type (copy_and_resolve_references would narrow
-    `frozen_depth` to the type of its current value)."""
-    out = copy.deepcopy(config)
-    out.unlock()
-    return out
+    `frozen_depth` to the type of its current value) and the lock of every block: a copy made in a config
+    file (e.g. a source run's) refuses unknown keys as the original does."""
+    return copy.deepcopy(config)
 
 
 # ---------------------------------------------------------------------------------------------- sweeps
@@ -233,6 +236,72 @@ def load_module(path: str):
     return module
 
 
+def read_config(module, arg: str | None, path: str = "") -> ml_collections.ConfigDict:
+    """module.get_config(arg), with its mistakes as ConfigErrors: an ARG for a get_config that takes none,
+    and a key the file sets that base_config() does not have (named with the closest one)."""
+    fn = module.get_config
+    if arg is not None and not _takes_an_argument(fn):
+        raise ConfigError("--config", f"{path}:{arg}", f"{path} without ':{arg}', or a get_config(arg=None) that "
+                                                        "reads it", why="its get_config takes no argument")
+    try:
+        return fn(*([] if arg is None else [arg]))
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the file does wrong is one line naming it
+        text = (str(e).strip().splitlines() or [""])[-1][:160]
+        raise _unknown_key(e, path) or ConfigError(
+            "--config", path + (f":{arg}" if arg is not None else ""),
+            "a config file whose get_config(arg=None) returns a ConfigDict", why=f"{type(e).__name__}: {text}"
+        ) from None
+
+
+def _takes_an_argument(fn) -> bool:
+    import inspect
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
+
+
+_LOCKED = re.compile(r'Key "([^"]+)" does not exist and cannot be added since the config is locked')
+
+
+def _unknown_key(e: Exception, path: str) -> ConfigError | None:
+    """The ConfigError for ConfigDict's refusal of a new key in a locked block: the dotted key (the block
+    found in base_config() by its keys) and the closest existing one."""
+    m = _LOCKED.search(str(e))
+    if not m:
+        return None
+    leaf, block, value = m[1], None, f"(set in {path or 'the config file'})"
+    tb = e.__traceback__
+    while tb is not None:  # the innermost ConfigDict frame: the block refusing the key, and the value
+        frame = tb.tb_frame
+        if isinstance(frame.f_locals.get("self"), ml_collections.ConfigDict):
+            block = frame.f_locals["self"]
+            value = frame.f_locals.get("value", value)
+        tb = tb.tb_next
+    keys = sorted(block.keys()) if block is not None else []
+    prefix = _block_path(base_config(), set(keys)) if keys else None
+    dotted = ".".join(filter(None, [prefix, leaf]))
+    close = difflib.get_close_matches(leaf, keys, n=1)
+    closest = f"{'.'.join(filter(None, [prefix, close[0]]))} (the closest) or " if close else ""
+    return ConfigError(dotted, value, f"{closest}a key of {prefix or 'config'}: {', '.join(keys)}",
+                       why=f"no such key, set in {path or 'the config file'}")
+
+
+def _block_path(node, keys: set[str], prefix: str = "") -> str | None:
+    """The dotted path of the block of base_config() with exactly these keys ('' for the top level)."""
+    if set(node.keys()) == keys:
+        return prefix
+    for k, v in node.items():
+        if isinstance(v, ml_collections.ConfigDict):
+            found = _block_path(v, keys, f"{prefix}.{k}" if prefix else k)
+            if found is not None:
+                return found
+    return None
+
+
 def sweep_points(module, arg: str | None, config, overrides: dict[str, Any]) -> Points:
     """The runs of a config file: its get_sweep(arg) points ([{}], one run, without one). A command-line
     override of a swept key replaces the sweep's values for that key (the user asked for that value); the
@@ -260,6 +329,56 @@ def sweep_points(module, arg: str | None, config, overrides: dict[str, Any]) -> 
 
 
 # ---------------------------------------------------------------------------------------------- validation
+
+def _check_cadences_and_batches(config, err) -> None:
+    for key in ("batch_size", "eval_batch_size"):
+        if config.data[key] <= 0:
+            raise err(f"data.{key}", config.data[key], "a positive number of examples")
+    for key in ("eval_every", "checkpoint_every"):
+        if config.train[key] < 0:
+            raise err(f"train.{key}", config.train[key], "0 (the default cadence) or a positive number of steps")
+
+
+@functools.lru_cache(maxsize=64)
+def _training_examples(data_json: str, seed: int) -> int:
+    """The size of a run's training set (its class and example subsets drawn, as the run draws them); the
+    subsets' own checks (e.g. data.per_class above a class's size) raise here, before any run trains."""
+    cfg = ml_collections.ConfigDict(json.loads(data_json))
+    cfg.cache_mb = 0  # labels only: no image is decoded
+    return len(pipeline.load(cfg, seed=seed).train)
+
+
+def check_initial_weights(config, *, prefix: str = "") -> None:
+    """Loads the weights config.init names (and its source run's) and fits them to config.model: a bad
+    file or another architecture stops the command here, before any run (a source model's included)
+    trains. After validate(), which checks that they exist."""
+    if config.init == "source":
+        check_initial_weights(config.source, prefix=prefix + "source.")
+    elif config.init != "scratch":
+        why = _init_problem(config.init, config.model.to_json())
+        if why:
+            raise ConfigError(prefix + "init", config.init, "weights that load and fit config.model (a weights "
+                              "or finished run directory, keras:PATH, torch:PATH, npz:PATH)", why=why)
+
+
+@functools.lru_cache(maxsize=16)
+def _init_problem(init: str, model_json: str) -> str:
+    """Why the weights `init` names cannot start a run of this model ('' when they can): nothing there, a
+    file cut short, arrays of other shapes, another architecture. Loaded here, before any run trains."""
+    from tl_research import trainer
+    from tl_research.checkpoints import weights as weights_lib
+    model_cfg = ml_collections.ConfigDict(json.loads(model_json))
+    try:
+        weights, _ = trainer.init_weights(init, model_cfg)
+        # the head is re-initialised either way, so 2 classes and 3 channels (adapted to the data's) do
+        weights_lib.transfer(models.zeros(model_cfg, 2, 3), weights)
+    except ConfigError:
+        raise  # e.g. a directory without weights, named as such
+    except Exception as e:  # noqa: BLE001 - a converter's or orbax's error on a bad file, as one line
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        return f"{type(e).__name__}: {(lines[0] if lines else '')[:200]}"
+    return ""
+
 
 @functools.lru_cache(maxsize=64)
 def _num_units(model_json: str) -> int:
@@ -301,6 +420,7 @@ def validate(config, *, prefix: str = "") -> None:
         for key in ("log_every",):
             if config.train[key] <= 0:
                 raise err(f"train.{key}", config.train[key], "a positive number of steps")
+        _check_cadences_and_batches(config, err)
         if config.train.class_weights not in ("none", "inverse", "effective"):
             raise err("train.class_weights", config.train.class_weights, "none, inverse, effective")
         pipeline.check_subset_config(config.data)
@@ -314,6 +434,9 @@ def validate(config, *, prefix: str = "") -> None:
         if bad or len(set(config.data.classes)) != len(config.data.classes) or len(config.data.classes) == 1:
             raise err("data.classes", tuple(config.data.classes),
                       f"() for all, or two or more distinct class ids in 0..{num_classes - 1}")
+        n_train = _training_examples(config.data.to_json(), config.seed)  # data.per_class checked there
+        if config.data.batch_size > n_train:
+            raise err("data.batch_size", config.data.batch_size, f"at most the {n_train} training examples")
         init = config.init
         fmt, sep, path = init.partition(":")
         if init == "source":
@@ -326,6 +449,7 @@ def validate(config, *, prefix: str = "") -> None:
         elif init != "scratch" and not pathlib.Path(init).is_dir():
             raise err("init", init, "scratch, source, a weights or run directory, keras:PATH, torch:PATH, "
                                     "npz:PATH", why="no such directory")
+
     except ConfigError as e:
         if prefix and not e.key.startswith(prefix):
             raise ConfigError(prefix + e.key, e.value, e.allowed) from None

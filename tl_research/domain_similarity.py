@@ -28,7 +28,7 @@ from typing import Any
 
 import ml_collections
 
-from tl_research import config as config_lib
+from tl_research import config as config_lib, durable
 from tl_research.checkpoints import weights as weights_lib
 from tl_research.errors import ConfigError
 
@@ -128,9 +128,10 @@ class Measurer:
         if not weights_lib.is_weights_dir(source.weights_dir):
             raise ConfigError("init", str(source.weights_dir), RUN_DIR, why="no source weights there")
         path = self.cache_dir / f"{self.pair_key(source, target_data, seed)}.json"
-        if path.exists():
+        cached = durable.read_json(path)  # torn by a crash: measured again
+        if cached is not None:
             self.cached += 1
-            return json.loads(path.read_text())
+            return cached
         from tl_research import similarity
         from tl_research.data import pipeline
         extractor, meta, (h, w, c), (src_means, src_counts) = self._source(source)
@@ -147,9 +148,7 @@ class Measurer:
             "target": {**data_key(target_data, seed), "images": int(counts.sum())},
         }
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1, default=str))
-        os.replace(tmp, path)
+        durable.write_json(path, result, default=str)
         self.computed += 1
         return result
 

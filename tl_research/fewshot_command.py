@@ -19,7 +19,6 @@ weights directory, or in the workdir for a converted checkpoint). Bad input: one
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
 import re
@@ -29,7 +28,7 @@ import time
 import numpy as np
 from absl import flags
 
-from tl_research import command_line, config as config_lib, fewshot
+from tl_research import command_line, config as config_lib, durable, fewshot
 from tl_research.errors import ConfigError
 
 DEFAULT_CONFIG = "configs/quickstart.py"
@@ -174,7 +173,7 @@ def main(argv: list[str]) -> int:
         return 2
     out = pathlib.Path(args.out) if args.out else _default_out(args, init)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1, default=str))
+    durable.write_json(out, record, default=str)
     print(table(record))
     print(f"json: {out}")
     return 0

@@ -24,7 +24,6 @@ the per-step curve. A schedule then takes its bounds from it:
 """
 from __future__ import annotations
 
-import json
 import math
 import pathlib
 
@@ -33,7 +32,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tl_research import trainer
+from tl_research import durable, trainer
 from tl_research.data import pipeline
 from tl_research.errors import ConfigError
 
@@ -139,7 +138,7 @@ def run(config, out_dir, *, init_path: str | None = None, cache=None, progress: 
     if not diverged:
         result["note"] = "the loss did not diverge: lr_range.max_lr may be too low to show the upper bound"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "range_test.json").write_text(json.dumps(result, indent=1))
+    durable.write_json(out_dir / "range_test.json", result)
     _plot(out_dir / "range_test.png", lrs[:n], np.asarray(losses), curve, result)
     echo(f"LR range test: {n} steps{' (stopped: loss diverged)' if diverged else ''}; suggested base_lr="
          f"{result['base_lr']:.3g}, max_lr={result['max_lr']:.3g} -> {out_dir / 'range_test.json'}")

@@ -4,12 +4,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 import pandas as pd
+
+from tl_research import durable, locks
 
 FIRST_COLUMNS = ["run_id", "status", "reason", "val_accuracy", "test_accuracy", "best_step",
                  "trainable_params", "wall_time"]
@@ -20,12 +20,15 @@ def read_rows(path) -> list[dict]:
     if not path.exists():
         return []
     with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    # a row cut short (a disk that lost the end of the file) has missing cells: dropped, the run is recorded
+    # again from its result.json on relaunch
+    return [r for r in rows if None not in r.values() and None not in r and r.get("run_id")]
 
 
 def write_rows(path, rows: list[dict]) -> None:
-    """Atomic: the whole file is written to a temporary name and renamed over the old one, so a kill never
-    leaves a half-written results.csv."""
+    """Atomic and fsynced (tl_research.durable): a crash never leaves a half-written results.csv. Callers
+    that read, change and write it back hold `locked(path)` around all three."""
     path = pathlib.Path(path)
     keys = [k for k in FIRST_COLUMNS if any(k in r for r in rows)]
     keys += sorted({k for r in rows for k in r} - set(keys))
@@ -34,10 +37,13 @@ def write_rows(path, rows: list[dict]) -> None:
     writer.writeheader()
     for r in rows:
         writer.writerow({k: _cell(r.get(k, "")) for k in keys})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results-", suffix=".csv")
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, path)
+    durable.write_text(path, buf.getvalue(), point="results.csv")
+
+
+def locked(path):
+    """Holds results.csv's lock (DIR/.locks/results.lock): processes sharing a workdir update it in turn."""
+    path = pathlib.Path(path)
+    return locks.held(locks.lock_path(path.parent, "results"), what=f"{path.name}")
 
 
 def _cell(v):
@@ -50,10 +56,11 @@ def _cell(v):
 
 def upsert_row(path, row: dict) -> list[dict]:
     """Adds a run's row, replacing an earlier row of the same run id (a retried failure)."""
-    rows = [r for r in read_rows(path) if r["run_id"] != row["run_id"]]
-    rows.append({k: v for k, v in row.items()})
-    write_rows(path, rows)
-    return read_rows(path)
+    with locked(path):
+        rows = [r for r in read_rows(path) if r["run_id"] != row["run_id"]]
+        rows.append({k: v for k, v in row.items()})
+        write_rows(path, rows)
+        return read_rows(path)
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
@@ -137,8 +144,10 @@ def plot(summary: pd.DataFrame, x: str, series: tuple[str, ...], metric: str, pa
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format="png")
     plt.close(fig)
+    durable.write_bytes(path, buf.getvalue())
 
 
 def write_report(workdir, report_cfg, rows: list[dict]) -> str:
@@ -147,8 +156,9 @@ def write_report(workdir, report_cfg, rows: list[dict]) -> str:
     x, series, metric = report_cfg.x, tuple(report_cfg.series), report_cfg.metric
     summary = summarise(rows, x, series, metric)
     md, tex = report_tables(report_cfg, rows, summary, workdir=workdir)
-    (workdir / "table.md").write_text(md)
-    (workdir / "table.tex").write_text(tex)
+    # atomic: workers sharing a workdir each write the report when they finish
+    durable.write_text(workdir / "table.md", md)
+    durable.write_text(workdir / "table.tex", tex)
     plot(summary, x, series, metric, workdir / "plot.png")
     return md
 

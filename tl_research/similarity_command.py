@@ -27,7 +27,7 @@ import sys
 
 from absl import flags
 
-from tl_research import command_line, sweep, trainer
+from tl_research import command_line, durable, sweep, trainer
 from tl_research import config as config_lib
 from tl_research import domain_similarity as ds
 from tl_research.checkpoints import weights as weights_lib
@@ -108,7 +108,7 @@ def main(argv: list[str]) -> int:
         return 2
     out = pathlib.Path(cli.flags.out or workdir / "similarity.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=1, default=str))
+    durable.write_json(out, rows, default=str)
     _print_table(rows, measurer, workdir, gamma, out)
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
 import time
 import traceback
@@ -11,11 +12,12 @@ import traceback
 from flax.traverse_util import flatten_dict
 
 from tl_research import config as config_lib
-from tl_research import domain_similarity, results, tracking, trainer
+from tl_research import domain_similarity, durable, locks, results, tracking, trainer
 from tl_research.errors import ConfigError
 
 log = logging.getLogger(__name__)
 RESULTS = "results.csv"
+WORKDIR_FILE = "workdir.json"  # the config a workdir was made with (_claim_workdir)
 
 
 def run_configs(base, points, workdir="."):
@@ -26,6 +28,7 @@ def run_configs(base, points, workdir="."):
         cfg = config_lib.apply_overrides(base, point)
         config_lib.validate(cfg)
         domain_similarity.check(cfg, workdir)
+        config_lib.check_initial_weights(cfg)
         out.append((config_lib.run_id(point), point, cfg))
     return out
 
@@ -35,9 +38,9 @@ def _check_workdir(workdir: pathlib.Path, runs) -> None:
     block is left out: it changes how results are tabulated (or measured after the fact: report.similarity),
     not what a run trains."""
     for rid, _, cfg in runs:
-        existing = workdir / rid / "config.json"
-        if existing.exists():
-            old = {k: v for k, v in json.loads(existing.read_text()).items() if k != "report"}
+        recorded = durable.read_json(workdir / rid / "config.json")  # torn: absent (rewritten below)
+        if isinstance(recorded, dict):
+            old = {k: v for k, v in recorded.items() if k != "report"}
             new = {k: v for k, v in json.loads(cfg.to_json()).items() if k != "report"}
             if old != new:
                 old, new = flatten_dict(old, sep="."), flatten_dict(new, sep=".")
@@ -46,76 +49,168 @@ def _check_workdir(workdir: pathlib.Path, runs) -> None:
                                   why=f"run {rid} there has a different config ({', '.join(diff[:5])})")
 
 
+def _claim_workdir(workdir: pathlib.Path, base, points) -> None:
+    """DIR/workdir.json records the config a workdir was made with (its name and every key no run sweeps);
+    a launch of another config, whose runs would have other ids, is refused rather than mixed in. More runs
+    of the same config (another seed, a swept key overridden) are welcome."""
+    path = workdir / WORKDIR_FILE
+    swept = {k for p in points for k in p}
+    recorded = durable.read_json(path)  # torn by a crash: absent, claimed again
+    mine = {"name": base.name, "swept": sorted(swept), "fixed": _fixed_keys(base, swept)}
+    if isinstance(recorded, dict) and "fixed" in recorded:
+        ignore = swept | set(recorded.get("swept", ()))
+        old = {k: v for k, v in recorded["fixed"].items() if not _under(k, ignore)}
+        new = {k: v for k, v in mine["fixed"].items() if not _under(k, ignore)}
+        diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        if recorded.get("name") != base.name or diff:
+            raise ConfigError("--workdir", str(workdir), "a new workdir, or the config it was made with",
+                              why=f"it holds the runs of config '{recorded.get('name')}', which differs in "
+                                  f"{', '.join((['name'] if recorded.get('name') != base.name else []) + diff[:5])}")
+        return
+    durable.write_json(path, mine)
+
+
+def _fixed_keys(base, swept: set[str]) -> dict:
+    flat = flatten_dict(json.loads(base.to_json()), sep=".")
+    return {k: v for k, v in flat.items() if not _under(k, swept) and not k.startswith("report.")}
+
+
+def _under(key: str, keys) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in keys)
+
+
+def prepare_workdir(workdir: pathlib.Path) -> None:
+    """Creates the workdir, or refuses with one line one that is a file or cannot be written; removes the
+    temporaries that writers which died mid-write left behind."""
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError("--workdir", str(workdir), "a directory (new or existing)", why="it is a file")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / f".probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError("--workdir", str(workdir), "a directory this user can write",
+                          why=e.strerror or type(e).__name__) from None
+    durable.remove_stale_temporaries(workdir)
+    for old in workdir.glob(".results-*.csv"):  # an earlier version's temporaries
+        old.unlink(missing_ok=True)
+
+
 def source_dir(workdir: pathlib.Path, source_cfg) -> pathlib.Path:
     return workdir / "sources" / config_lib.config_hash(source_cfg)
 
 
-def train_source(source_cfg, workdir: pathlib.Path, cache, progress: bool) -> tuple[pathlib.Path, str]:
-    """Trains a source model once per workdir (keyed by its config) and returns its directory."""
+def train_source(source_cfg, workdir: pathlib.Path, cache, progress: bool, echo=print) -> tuple[pathlib.Path, str]:
+    """Trains a source model once per workdir (keyed by its config) and returns its directory. Held under
+    the source's lock: workers that need it at the same time wait for the one training it."""
     d = source_dir(workdir, source_cfg)
     d.mkdir(parents=True, exist_ok=True)
-    (d / "config.json").write_text(source_cfg.to_json(indent=1))
-    result = trainer.run(source_cfg, d, cache=cache, wandb_dir=workdir / "wandb",
-                         group=f"{source_cfg.name}-source", name=f"source {d.name}", run_id=f"source-{d.name}",
-                         progress=progress)
+    with locks.held(locks.lock_path(workdir, "source", d.name), echo, what=f"source model {d.name}"):
+        if not (durable.read_json(d / trainer.RESULT_FILE) or {}).get("status"):
+            echo(f"training source model {d.name} (once per workdir)")
+        durable.write_text(d / "config.json", source_cfg.to_json(indent=1))
+        result = trainer.run(source_cfg, d, cache=cache, wandb_dir=workdir / "wandb",
+                             group=f"{source_cfg.name}-source", name=f"source {d.name}",
+                             run_id=f"source-{d.name}", progress=progress)
     return d, (result.reason if result.status != "done" else "")
+
+
+def _recorded(csv_path, retry_failed: bool) -> set[str]:
+    """The run ids results.csv holds as finished (done, or failed unless failures are retried)."""
+    return {r["run_id"] for r in results.read_rows(csv_path)
+            if r["status"] == "done" or (r["status"] == "failed" and not retry_failed)}
 
 
 def run_sweep(base, points, workdir, *, progress: bool = True, retry_failed: bool = False,
               echo=print) -> list[dict]:
+    """Trains the runs not recorded yet. Several launches may share a workdir: each takes the runs nobody
+    holds (DIR/.locks, tl_research.locks), then waits for the held ones and skips those finished meanwhile."""
     workdir = pathlib.Path(workdir).absolute()
     runs = run_configs(base, points, workdir)  # every check before any work
-    workdir.mkdir(parents=True, exist_ok=True)
+    prepare_workdir(workdir)
     _check_workdir(workdir, runs)
+    _claim_workdir(workdir, base, points)
     csv_path = workdir / RESULTS
-    finished = {r["run_id"]: r for r in results.read_rows(csv_path)}
-    cache = trainer.StepCache()
-    swept_keys = sorted({k for p in points for k in p})
-    sources: dict[str, tuple[pathlib.Path, str]] = {}
-    todo = [(rid, p, c) for rid, p, c in runs
-            if not (rid in finished and (finished[rid]["status"] == "done" or not retry_failed))]
+    skip = _recorded(csv_path, retry_failed)
+    todo = [r for r in runs if r[0] not in skip]
     if len(todo) < len(runs):
         echo(f"{len(runs) - len(todo)} of {len(runs)} runs already in {csv_path}; skipping them")
-    for i, (rid, point, cfg) in enumerate(todo, 1):
-        run_dir = workdir / rid
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(cfg.to_json(indent=1))
-        t0 = time.time()
-        init_path, failure = None, ""
-        if cfg.init == "source":
-            key = config_lib.config_hash(cfg.source)
-            if key not in sources:
-                echo(f"training source model {key} (once per workdir)")
-                sources[key] = train_source(config_lib.copy_config(cfg.source), workdir, cache, progress)
-            src, reason = sources[key]
-            init_path = str(src / "weights")
-            failure = f"source run failed: {reason}" if reason else ""
-        if failure:
-            result = trainer.RunResult("failed", failure, {})
+    ctx = _SweepContext(base, workdir, csv_path, sorted({k for p in points for k in p}), progress, retry_failed,
+                        echo, len(todo))
+    held_elsewhere = []
+    for run in todo:
+        lock = locks.Lock(locks.lock_path(workdir, "run", run[0]))
+        if lock.try_acquire():
+            ctx.run_locked(run, lock)
         else:
-            try:
-                result = trainer.run(cfg, run_dir, init_path=init_path, cache=cache, wandb_dir=workdir / "wandb",
-                                     group=base.name, name=config_lib.run_name(point), run_id=rid,
-                                     progress=progress)
-            except ConfigError as e:
-                result = trainer.RunResult("failed", str(e), {})
-            except Exception as e:  # noqa: BLE001 - a failed run is recorded and the sweep goes on
-                (run_dir / "error.txt").write_text(traceback.format_exc())
-                result = trainer.RunResult("failed", f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-                                           if str(e) else type(e).__name__, {})
-        row = {"run_id": rid, **{k: point.get(k, _get(cfg, k)) for k in swept_keys}, "status": result.status,
-               "reason": result.reason, **result.metrics}
-        row.setdefault("wall_time", round(time.time() - t0, 2))
-        results.upsert_row(csv_path, row)
-        metric = result.metrics.get("test_accuracy")
-        shown = f"test_accuracy={metric:.4f}" if isinstance(metric, float) else result.reason
-        echo(f"[{i}/{len(todo)}] {config_lib.run_name(point)}: {result.status} {shown} "
-             f"({row['wall_time']:.1f}s)")
+            held_elsewhere.append((run, lock))
+    for run, lock in held_elsewhere:  # another launch is training these: wait, then skip them if it finished
+        lock.acquire(echo, what=f"run {run[0]}")
+        ctx.run_locked(run, lock)
     if base.report.similarity:
         _record_similarity(runs, workdir, csv_path, base.report.similarity_gamma, echo)
     rows = results.read_rows(csv_path)
     tracking.log_sweep_table(base.wandb, base.name, workdir / "wandb", rows)
     return rows
+
+
+class _SweepContext:
+    """What training one run of a sweep needs; `run_locked` trains a run whose lock the caller holds."""
+
+    def __init__(self, base, workdir, csv_path, swept_keys, progress, retry_failed, echo, total):
+        self.base, self.workdir, self.csv_path, self.swept_keys = base, workdir, csv_path, swept_keys
+        self.progress, self.retry_failed, self.echo, self.total = progress, retry_failed, echo, total
+        self.cache = trainer.StepCache()
+        self.sources: dict[str, tuple[pathlib.Path, str]] = {}
+        self.count = 0
+
+    def run_locked(self, run, lock: locks.Lock) -> None:
+        try:
+            rid = run[0]
+            # under the lock: another launch may have finished it since results.csv was read
+            if rid not in _recorded(self.csv_path, self.retry_failed):
+                self._train(*run)
+        finally:
+            lock.release()
+
+    def _train(self, rid, point, cfg) -> None:
+        run_dir = self.workdir / rid
+        run_dir.mkdir(parents=True, exist_ok=True)
+        durable.write_text(run_dir / "config.json", cfg.to_json(indent=1))
+        t0 = time.time()
+        init_path, failure = None, ""
+        if cfg.init == "source":
+            key = config_lib.config_hash(cfg.source)
+            if key not in self.sources:
+                self.sources[key] = train_source(config_lib.copy_config(cfg.source), self.workdir, self.cache,
+                                                 self.progress, self.echo)
+            src, reason = self.sources[key]
+            init_path = str(src / "weights")
+            failure = f"source run failed: {reason}" if reason else ""
+        result = trainer.RunResult("failed", failure, {}) if failure else self._result(rid, point, cfg, init_path)
+        row = {"run_id": rid, **{k: point.get(k, _get(cfg, k)) for k in self.swept_keys}, "status": result.status,
+               "reason": result.reason, **result.metrics}
+        row.setdefault("wall_time", round(time.time() - t0, 2))
+        results.upsert_row(self.csv_path, row)
+        self.count += 1
+        metric = result.metrics.get("test_accuracy")
+        shown = f"test_accuracy={metric:.4f}" if isinstance(metric, float) else result.reason
+        self.echo(f"[{self.count}/{self.total}] {config_lib.run_name(point)}: {result.status} {shown} "
+                  f"({row['wall_time']:.1f}s)")
+
+    def _result(self, rid, point, cfg, init_path) -> trainer.RunResult:
+        run_dir = self.workdir / rid
+        try:
+            return trainer.run(cfg, run_dir, init_path=init_path, cache=self.cache, wandb_dir=self.workdir / "wandb",
+                               group=self.base.name, name=config_lib.run_name(point), run_id=rid,
+                               progress=self.progress)
+        except ConfigError as e:
+            return trainer.RunResult("failed", str(e), {})
+        except Exception as e:  # noqa: BLE001 - a failed run is recorded and the sweep goes on
+            (run_dir / "error.txt").write_text(traceback.format_exc())
+            return trainer.RunResult("failed", f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                                     if str(e) else type(e).__name__, {})
 
 
 def range_test(base, workdir, *, progress: bool = True, echo=print) -> dict:
@@ -124,11 +219,12 @@ def range_test(base, workdir, *, progress: bool = True, echo=print) -> dict:
     from tl_research import lr_range
     workdir = pathlib.Path(workdir).absolute()
     config_lib.validate(base)
+    config_lib.check_initial_weights(base)
+    prepare_workdir(workdir)
     init_path = None
     cache = trainer.StepCache()
     if base.init == "source":
-        echo(f"training source model {config_lib.config_hash(base.source)} (once per workdir)")
-        src, reason = train_source(config_lib.copy_config(base.source), workdir, cache, progress)
+        src, reason = train_source(config_lib.copy_config(base.source), workdir, cache, progress, echo)
         if reason:
             raise ConfigError("source", "(the source run)", "a source config that trains", why=reason)
         init_path = str(src / "weights")
@@ -148,10 +244,12 @@ def _record_similarity(runs, workdir, csv_path, gamma: float, echo) -> None:
         log.warning("domain similarity not measured: %s", e)
         (workdir / "similarity_error.txt").write_text(traceback.format_exc())
         return
-    for r in rows:
-        if r["run_id"] in sims:
-            r["domain_similarity"] = sims[r["run_id"]]
-    results.write_rows(csv_path, rows)
+    with results.locked(csv_path):  # re-read under the lock: other workers may have added rows
+        rows = results.read_rows(csv_path)
+        for r in rows:
+            if r["run_id"] in sims:
+                r["domain_similarity"] = sims[r["run_id"]]
+        results.write_rows(csv_path, rows)
     if measurer.computed:
         echo(f"domain similarity: {measurer.computed} (source, target) pair(s) measured, {measurer.cached} "
              f"read from {workdir / domain_similarity.CACHE_DIR}")

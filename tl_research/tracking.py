@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import pathlib
+import time
 from typing import Any
+
+from tl_research import durable
 
 log = logging.getLogger(__name__)
 
@@ -22,37 +26,54 @@ def _clean(value):
 
 
 def read_metrics(path) -> list[dict]:
-    path = pathlib.Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The rows of a metrics.jsonl; a last line cut short by a crash is dropped."""
+    return durable.read_jsonl(path)
 
 
 class RunTracker:
-    """metrics.jsonl + an optional W&B run for one training run."""
+    """metrics.jsonl + an optional W&B run for one training run.
+
+    On resume the file is cut back to the `keep_lines` rows it held when the checkpoint being resumed was
+    saved (`sync()` returns that count; the trainer keeps it in the checkpoint), so that after the resumed
+    run it reads as if the run had never stopped: no repeated or missing rows. Without a count (a checkpoint
+    of an older version) rows logged after `resume_step` are dropped."""
 
     def __init__(self, run_dir, *, wandb_cfg, group: str, name: str, run_id: str, config: dict,
-                 wandb_dir, resume_step: int = 0):
+                 wandb_dir, resume_step: int = 0, keep_lines: int | None = None):
         self.path = pathlib.Path(run_dir) / "metrics.jsonl"
-        self._truncate_after(resume_step)
+        self._truncate(resume_step, keep_lines)
         self._file = self.path.open("a")
         self.wandb = None
+        t0 = time.time()
         if wandb_cfg.mode != "disabled":
             self.wandb = _safe(lambda: _init_wandb(wandb_cfg, group, name, run_id, config, wandb_dir),
                                "init")
+        self.init_seconds = time.time() - t0  # W&B's start-up: not part of a run's wall_time
 
-    def _truncate_after(self, step: int) -> None:
-        """On resume, drop lines logged after the checkpoint: the resumed run logs them again."""
-        rows = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
+    def _truncate(self, step: int, keep_lines: int | None) -> None:
+        rows = read_metrics(self.path)
+        if keep_lines is not None:
+            if len(rows) < keep_lines:
+                log.warning("%s has %d rows, fewer than the %d its checkpoint recorded (lost on disk); "
+                            "the resumed run appends to what is there", self.path, len(rows), keep_lines)
+            rows = rows[:keep_lines] if step else []
+        else:
+            rows = [r for r in rows if r.get("step", 0) <= step] if step else []
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp.replace(self.path)
+        durable.write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows), point="metrics.jsonl")
+        self.lines = len(rows)
+
+    def sync(self) -> int:
+        """Makes every row logged so far durable; their number (for the checkpoint about to be saved)."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        return self.lines
 
     def log(self, metrics: dict[str, Any]) -> None:
         row = {k: _clean(v) for k, v in metrics.items()}
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
+        self.lines += 1
         if self.wandb is not None:
             step = row.get("step")
             data = {k: v for k, v in metrics.items() if k != "step" and isinstance(v, (int, float))}
@@ -69,14 +90,34 @@ class RunTracker:
             _safe(close, "finish")
 
 
+ONLINE_TIMEOUT_S = 15  # W&B's own default waits 90 s per run when there is no network
+_offline_instead = False  # set once an online start failed: the rest of the process logs offline
+
+
 def _init_wandb(cfg, group, name, run_id, config, wandb_dir):
+    """wandb.init; online is tried once with a short timeout, and after a failure every later run of the
+    process goes offline (one warning), so a machine without network does not wait at every run."""
+    global _offline_instead
     import wandb
     pathlib.Path(wandb_dir).mkdir(parents=True, exist_ok=True)
-    return wandb.init(
-        project=cfg.project, entity=cfg.entity or None, group=group, name=name, id=_wandb_id(group, run_id),
-        dir=str(wandb_dir), config=config, mode=cfg.mode, tags=list(cfg.tags) or None, resume="allow",
-        reinit="finish_previous", settings=wandb.Settings(console="off", silent=True, disable_git=True,
-                                                          x_disable_stats=True))
+    mode = "offline" if cfg.mode == "online" and _offline_instead else cfg.mode
+
+    def start(mode):
+        return wandb.init(
+            project=cfg.project, entity=cfg.entity or None, group=group, name=name, id=_wandb_id(group, run_id),
+            dir=str(wandb_dir), config=config, mode=mode, tags=list(cfg.tags) or None, resume="allow",
+            reinit="finish_previous", settings=wandb.Settings(console="off", silent=True, disable_git=True,
+                                                              x_disable_stats=True, init_timeout=ONLINE_TIMEOUT_S))
+    if mode != "online":
+        return start(mode)
+    try:
+        return start("online")
+    except Exception as e:  # noqa: BLE001 - no network, no login: offline for the rest of the sweep
+        _offline_instead = True
+        wandb.teardown()  # the failed online attempt still holds the run id
+        log.warning("W&B online failed (%s); logging offline for the rest of this sweep (wandb sync "
+                    "DIR/wandb/offline-run-* uploads later)", str(e).splitlines()[0][:160] if str(e) else e)
+        return start("offline")
 
 
 def _wandb_id(group: str, run_id: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
+import logging
 import math
 import os
 import pathlib
@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tl_research import evaluators, freezing, models, strategies
+from tl_research import durable, evaluators, freezing, models, strategies
 from tl_research.checkpoints import weights as weights_lib
 from tl_research.data import pipeline, sampling
 from tl_research.errors import ConfigError
@@ -38,6 +38,10 @@ from tl_research.models.base import ModelMeta, global_pool
 from tl_research.tracking import RunTracker
 
 RESULT_FILE = "result.json"
+# A cross-entropy this large (logits off by thousands; log(C) at chance) has exploded even while finite
+# (e.g. 1e30 at LR 1e30): reported as diverged, like NaN.
+DIVERGED_LOSS = 1e4
+log = logging.getLogger(__name__)
 
 
 class TrainingFailed(RuntimeError):
@@ -397,8 +401,9 @@ def run(config, run_dir, *, init_path: str | None = None, cache: StepCache | Non
     kill would (used to test resuming)."""
     run_dir = pathlib.Path(run_dir).absolute()
     done = run_dir / RESULT_FILE
-    if done.exists():
-        return RunResult(**json.loads(done.read_text()))
+    recorded = durable.read_json(done)  # torn by a crash: absent, the run finishes (again) from its checkpoint
+    if isinstance(recorded, dict) and recorded.get("status") in ("done", "failed"):
+        return RunResult(**recorded)
     t0 = time.time()
     cache = cache or StepCache()
     try:
@@ -406,7 +411,7 @@ def run(config, run_dir, *, init_path: str | None = None, cache: StepCache | Non
                     config.name, name or run_id, run_id, progress, stop_at_step, t0)
     except (TrainingFailed, weights_lib.CheckpointMismatch) as e:
         result = RunResult("failed", str(e).splitlines()[0], {"wall_time": round(time.time() - t0, 2)})
-        done.write_text(json.dumps(dataclasses.asdict(result), indent=1))
+        durable.write_json(done, dataclasses.asdict(result))
         return result
 
 
@@ -439,6 +444,8 @@ class HostState:
     best_val_loss: float | None = None
     best_seen_test_accuracy: float | None = None  # with train.eval_test: the best test accuracy of any eval
     phases: list[dict] = dataclasses.field(default_factory=list)  # metrics at the end of each finished phase
+    pending: list[dict] = dataclasses.field(default_factory=list)  # train metrics of steps not logged yet
+    metrics_lines: int | None = None  # rows of metrics.jsonl when the checkpoint was saved (resume cuts back)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -499,22 +506,52 @@ class Training:
         self.val_now = self.test_now = None  # the evals of the step just run, if it evaluated
 
     def restore(self) -> None:
-        """The state to start from: fresh, or the last checkpoint's. The state saved after step t has the
-        optimizer structure of the phase of step index t (phase switches happen before the checkpoint of
-        a phase's last step)."""
-        latest = self.manager.latest_step()
-        self.start = int(latest) if latest is not None else 0
-        self.phase_i = self.plan.phase_index(self.start)
+        """The state to start from: fresh, or the last readable checkpoint's (an unreadable one, e.g. cut
+        short by a disk that lost data, is deleted and the one before it, or a fresh start, used instead, with
+        a warning). The state saved after step t has the optimizer structure of the phase of step index t
+        (phase switches happen before the checkpoint of a phase's last step)."""
+        self.host, self.best = HostState(), None
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            if self._restore_step(int(step)):
+                break
+        else:
+            self._fresh(0)
+        if self.start and self.host.best_step and self.config.train.restore_best:
+            self._restore_best()
+
+    def _restore_best(self) -> None:
+        """The best weights the checkpoint's host state points to (best/, written before the checkpoint of
+        its step). Unreadable (a crash while a later best overwrote it, or a disk that lost it): the run
+        restarts from scratch, which reproduces them."""
+        try:
+            self.best = weights_lib.load_weights(self.best_dir)[0]
+        except Exception as e:  # noqa: BLE001 - any unreadable best/: redo the run rather than report other weights
+            log.warning("%s: the best weights (step %d) are unreadable (%s); restarting the run from scratch",
+                        self.run_dir, self.host.best_step, str(e).splitlines()[0][:160] if str(e) else type(e).__name__)
+            for step in self.manager.all_steps():
+                self.manager.delete(step)
+            self.host, self.best = HostState(), None
+            self._fresh(0)
+
+    def _fresh(self, step: int) -> None:
+        self.start, self.phase_i = step, self.plan.phase_index(step)
         self.steps = self.prog.steps(self.plan.phases[self.phase_i])
         self.state = self.prog.fresh_state(self.steps.tx)
-        self.host, self.best = HostState(), None
-        if self.start:
-            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self.state)
-            restored = self.manager.restore(self.start, args=ocp.args.Composite(
+
+    def _restore_step(self, step: int) -> bool:
+        self._fresh(step)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self.state)
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), host=ocp.args.JsonRestore()))
             self.state, self.host = restored.state, HostState.from_json(restored.host)
-            if self.host.best_step and weights_lib.is_weights_dir(self.best_dir):
-                self.best = weights_lib.load_weights(self.best_dir)[0]
+            return True
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: fall back, and say so
+            log.warning("%s: the checkpoint of step %d is unreadable (%s: %s); deleting it and starting from "
+                        "the one before it, or from scratch", self.run_dir, step, type(e).__name__,
+                        str(e).splitlines()[0][:160] if str(e) else "")
+            self.manager.delete(step)
+            return False
 
     def open_tracker(self, wandb_dir, group: str, name: str, run_id: str) -> None:
         s, plan = self.s, self.plan
@@ -524,7 +561,8 @@ class Training:
                         init_resolved=self.init_path or self.config.init,
                         phases=[dataclasses.asdict(p) for p in plan.phases])
         self.tracker = RunTracker(self.run_dir, wandb_cfg=self.config.wandb, group=group, name=name, run_id=run_id,
-                                  config=resolved, wandb_dir=wandb_dir, resume_step=self.start)
+                                  config=resolved, wandb_dir=wandb_dir, resume_step=self.start,
+                                  keep_lines=self.host.metrics_lines if self.start else 0)
         if self.start == 0:
             self.tracker.log({"step": 0, "event": "start", "transfer": s.transfer_report,
                               "trainable_params": self.trainable_params, "total_steps": s.total_steps})
@@ -546,7 +584,10 @@ class Training:
         if s.data.train_ids is not None:
             np.save(self.run_dir / "train_ids.npy", s.data.train_ids)  # the drawn training examples (TFDS ids)
         bar = _progress(progress, s.total_steps, self.start, name)
-        pending, step = [], self.start
+        # the train metrics of steps after the last log row, as the checkpoint kept them (float32, as the
+        # device returned them), so the first row after a resume averages the same steps
+        pending = [{k: np.float32(v) for k, v in m.items()} for m in self.host.pending]
+        step = self.start
         try:
             for step in range(self.start + 1, s.total_steps + 1):
                 pending = self._step(step, next(batches), pending, bar)
@@ -581,6 +622,8 @@ class Training:
         if step == phase.end and not last_phase:
             self._switch_phase(step)
         if step % self.ckpt_every == 0 or boundary or self.host.stopped_early:
+            self.host.pending = [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
+            self.host.metrics_lines = self.tracker.sync()  # the rows this checkpoint's resume keeps
             self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(self.state),
                                                             host=ocp.args.JsonSave(self.host.to_json())), force=True)
         return pending
@@ -588,8 +631,9 @@ class Training:
     def _log_train(self, step: int, pending: list, hp: dict, bar) -> None:
         vals = jax.device_get(pending)
         loss = float(np.mean([v["loss"] for v in vals]))
-        if not math.isfinite(loss):
-            raise TrainingFailed(f"loss became {loss} by step {step} (learning rate {float(hp['lr']):.3g})")
+        if not math.isfinite(loss) or loss > DIVERGED_LOSS:
+            raise TrainingFailed(f"loss became {loss:.4g} by step {step} (diverged; learning rate "
+                                 f"{float(hp['lr']):.3g})")
         self.tracker.log({"step": step, "train_loss": loss,
                           "train_accuracy": float(np.mean([v["accuracy"] for v in vals])),
                           "learning_rate": float(hp["lr"]), "momentum": float(hp["momentum"]),
@@ -663,8 +707,8 @@ class Training:
             val_acc, val_loss, best_step = val.accuracy, val.loss, step
         weights_lib.save_weights(self.run_dir / "weights", selected, self.s.meta, {"step": best_step})
         detail = tested.detail()
-        (self.run_dir / "test_metrics.json").write_text(json.dumps(
-            {**detail, "class_names": self.s.data.class_names}, indent=1))  # incl. the confusion matrix
+        durable.write_json(self.run_dir / "test_metrics.json",
+                           {**detail, "class_names": self.s.data.class_names})  # incl. the confusion matrix
         extras = {f"{name}_{k}": v for name, ev in self.extras.items() for k, v in ev.run(*sel_weights)}
         metrics = {
             "val_accuracy": val_acc, "val_loss": val_loss, "test_accuracy": tested.accuracy,
@@ -674,7 +718,7 @@ class Training:
             "frozen_depth_resolved": self.s.frozen_depth, "num_units": self.s.model.num_units,
             # the strategy in one cell (its keys are columns of their own only where a sweep varies them)
             "strategy_resolved": _strategy_summary(self.config.strategy, self.plan),
-            "wall_time": round(time.time() - t0, 2),
+            "wall_time": round(time.time() - t0 - self.tracker.init_seconds, 2),  # training, not W&B's start
         }
         if self.eval_test:
             final_test = self.test_now if self.test_now is not None else self.test.counts(*self._weights())
@@ -687,7 +731,7 @@ class Training:
         self.tracker.log({"step": step, "event": "end", **{f"final_{k}": v for k, v in metrics.items()}})
         self.tracker.finish(metrics)
         result = RunResult("done", "", metrics)
-        (self.run_dir / RESULT_FILE).write_text(json.dumps(dataclasses.asdict(result), indent=1))
+        durable.write_json(self.run_dir / RESULT_FILE, dataclasses.asdict(result))
         return result
 
 

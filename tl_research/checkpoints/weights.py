@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from tl_research import durable
 from tl_research.models.base import ModelMeta, UnitModel
 
 Weights = dict[str, dict[str, np.ndarray]]
@@ -61,7 +62,8 @@ def save_weights(directory, weights: Weights | nnx.Module, meta: ModelMeta, extr
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(directory / "state", tree, force=True)
     info = {"meta": meta.to_json(), **(extra or {})}
-    (directory / META_FILE).write_text(json.dumps(info, indent=1))
+    # the marker that the weights are complete (is_weights_dir): written last, atomically
+    durable.write_json(directory / META_FILE, info, point=f"{directory.name}/{META_FILE}")
 
 
 def is_weights_dir(directory) -> bool:
