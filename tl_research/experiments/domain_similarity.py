@@ -47,10 +47,8 @@ def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
                                         rho[arm]))
     order = (g.groupby("target")["similarity"].mean().sort_values(ascending=False).index.tolist()
              if not g.empty else [])
-    table = tables.ci_table(g.assign(similarity_text=g["target"].map(
-        g.groupby("target")["similarity"].mean().map("{:.4f}".format))) if not g.empty else g,
-        "gain", ["arm"], "target", "Gain over scratch (test accuracy, paired by seed), targets most similar "
-                                   "first", order=order)
+    table = tables.ci_table(g, "gain", ["arm"], "target", "Gain over scratch (test accuracy, paired by seed), "
+                                                          "targets most similar first", order=order)
     sims = tables.ci_table(g[g["arm"] == "fine-tune"] if not g.empty else g, "similarity", ["target"], None,
                            "Measured similarity to the source, exp(-0.01 EMD), per target")
     acc = tables.ci_table(df.assign(arm=df["init"].astype(str) + ", frozen " + df["frozen_depth"].astype(str)),
