@@ -64,6 +64,7 @@ def test_verdict_reads_held_did_not_hold_and_within_noise():
     assert verdict.less("c", "x", up).status == verdict.FAILED
     assert verdict.greater("c", "x", up, threshold=0.5).status == verdict.FAILED
     assert verdict.greater("c", "x", stats.mean_ci([0.3])).status == verdict.NOISE  # one seed: no interval
+    assert verdict.greater("c", "x", stats.mean_ci([])).status == verdict.NOT_RUN
     assert verdict.greater("c", "x", down).line().startswith("DID NOT HOLD: c: x = -0.110 [95% CI")
 
 

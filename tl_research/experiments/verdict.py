@@ -2,7 +2,7 @@
 
 A claim is a direction of an effect (greater or less than a threshold, usually 0). It "held" when the whole 95%
 interval lies on the claimed side, "did not hold" when the whole interval lies on the other side, and is
-"within noise" when the interval straddles the threshold (or there are too few seeds for an interval)."""
+"within noise" when the interval straddles the threshold (or there are too few seeds for an interval); "not run" without runs."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +10,7 @@ import math
 
 from tl_research.experiments.stats import Estimate
 
-HELD, FAILED, NOISE = "held", "did not hold", "within noise"
+HELD, FAILED, NOISE, NOT_RUN = "held", "did not hold", "within noise", "not run"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +27,8 @@ class Verdict:
 
 
 def _status(est: Estimate, threshold: float, greater: bool) -> str:
+    if est.n == 0:  # no finished runs to compare: nothing was measured
+        return NOT_RUN
     if est.n < 2 or math.isnan(est.low):
         return NOISE
     above, below = est.low > threshold, est.high < threshold
