@@ -38,6 +38,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.label = ""  # a free-form name for a run's variant (e.g. a strategy recipe); tables can group by it
     c.data = pipeline.default_config()
+    # More test sets, by built-in dataset name (e.g. ("mnist_m", "mnist_inverted")): shorthand that
+    # apply_overrides expands into c.evals.test_NAME = dict(type="classification", data=NAME, split="test"),
+    # so each run reports `test_NAME_accuracy` (and balanced accuracy, macro-F1) next to its own test set.
+    c.data.extra_test_sets = ()
     c.model = models.default_config()
     # 'scratch' | 'source' (train config.source first, once per workdir) | a weights or run directory
     # | 'keras:PATH' | 'torch:PATH' | 'npz:PATH' (converted on the fly)
@@ -152,6 +156,19 @@ def apply_overrides(config, overrides: dict[str, Any]) -> ml_collections.ConfigD
     config = copy_config(config)
     for key, value in overrides.items():
         set_value(config, key, value)
+    return expand_extra_test_sets(config)
+
+
+def expand_extra_test_sets(config) -> ml_collections.ConfigDict:
+    """data.extra_test_sets -> one classification evaluator per name (kept in the config: config.json shows
+    what ran). An evaluator of that name the config sets itself is left as it is."""
+    for name in config.data.get("extra_test_sets", ()):
+        if not isinstance(name, str) or not name:
+            raise ConfigError("data.extra_test_sets", tuple(config.data.extra_test_sets),
+                              "a tuple of dataset names with the run's classes, e.g. ('mnist_m',)")
+        key = "test_" + re.sub(r"[^A-Za-z0-9_]+", "_", name)
+        if key not in config.evals:
+            config.evals[key] = dict(type="classification", data=name, split="test", every=-1)
     return config
 
 

@@ -1,0 +1,37 @@
+"""Cyclical learning rates (Smith 2017, arXiv 1506.01186) against a fixed LR tuned on validation.
+
+From scratch on digits 5-9 (no transfer: Smith's comparison is about training), 150 steps of batch 32, test
+accuracy evaluated every 10 steps (train.eval_test: a curve, never used for selection), 3 seeds:
+  fixed LR 0.01, 0.03, 0.1 (the one with the best mean validation accuracy is "the fixed LR")
+  cyclical triangular, triangular2, exp_range (gamma 0.99): base_lr 0.01, max_lr 0.1, half cycle 25 steps
+
+    python -m tl_research.experiments run cyclical_lr
+"""
+from tl_research.config import axis, chain, product
+from tl_research.experiments.common import SEEDS, small_base
+
+FIXED_LRS = (0.01, 0.03, 0.1)
+MODES = ("triangular", "triangular2", "exp_range")
+
+
+def get_config():
+    c = small_base("cyclical_lr", steps=150)
+    c.schedule.name = "constant"
+    c.schedule.warmup_steps = 0
+    c.schedule.base_lr = 0.01
+    c.schedule.step_size = 25
+    c.schedule.gamma = 0.99
+    c.train.eval_every = 10
+    c.train.eval_test = True
+    c.train.restore_best = False  # the final weights: "final accuracy" is the claim
+    c.report.x = "label"
+    c.report.series = ()
+    c.report.metric = "final_test_accuracy"
+    return c
+
+
+def get_sweep():
+    fixed = [{"label": f"fixed {lr}", "schedule.name": "constant", "schedule.lr": lr} for lr in FIXED_LRS]
+    cyclic = [{"label": mode, "schedule.name": "cyclical", "schedule.mode": mode, "schedule.lr": 0.1}
+              for mode in MODES]
+    return product(axis("seed", list(SEEDS)), chain(fixed, cyclic))

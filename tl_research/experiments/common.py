@@ -1,0 +1,56 @@
+"""The setting the experiments share, so that their numbers compare: the quickstart's small ResNet (stem + 3
+residual blocks = 4 depth units, width 16) on the built-in MNIST digits, SGD with momentum, short cosine runs,
+W&B off (the tables are the record; offline W&B costs seconds a run), and the source model (task A: digits
+0-4, trained from scratch once per workdir)."""
+from __future__ import annotations
+
+from tl_research.config import base_config, copy_config
+
+SEEDS = (0, 1, 2)
+TARGET_CLASSES = (5, 6, 7, 8, 9)  # task B, relabelled 0-4
+SOURCE_CLASSES = (0, 1, 2, 3, 4)  # task A
+UNITS = 4  # depth units of the model below: frozen_depth 4 = all = a linear probe
+
+
+def small_base(name: str, *, steps: int = 60, classes=TARGET_CLASSES):
+    """A target run from scratch on `classes` of mnist_subset (grey 28x28), `steps` steps of batch 32."""
+    c = base_config()
+    c.name = name
+    c.data.name = "mnist_subset"
+    c.data.classes = tuple(classes)
+    c.data.channels = 1  # the ladder's RGB rungs are read in the source's grey
+    c.data.batch_size = 32
+    c.model.name = "resnet_cifar"
+    c.model.stage_sizes = (1, 1, 1)
+    c.model.width = 16
+    c.optimizer.name = "sgd"
+    c.optimizer.momentum = 0.9
+    c.optimizer.weight_decay = 5e-4
+    c.schedule.name = "cosine"  # decays to 0: the last steps settle instead of bouncing at a high LR
+    c.schedule.lr = 0.05
+    c.schedule.warmup_steps = 5
+    c.train.steps = steps
+    c.train.eval_every = 20
+    c.train.log_every = 20
+    c.train.checkpoint_every = 1000  # runs take seconds: a checkpoint at the end only
+    c.wandb.mode = "disabled"
+    return c
+
+
+def with_source(c, classes=SOURCE_CLASSES):
+    """c with init=source: the same model trained from scratch on all training images of `classes` for 5
+    epochs (once per workdir; the sweep keys it by its config)."""
+    source = copy_config(c)
+    source.name = f"{c.name}-source"
+    source.data.classes = tuple(classes)
+    for key, value in dict(train_examples=0, per_class=0, imbalance_ratio=1.0, balance="none").items():
+        source.data[key] = value
+    source.init = "scratch"
+    source.frozen_depth = 0
+    source.evals = base_config().evals
+    source.train.steps = 0
+    source.train.epochs = 5
+    source.train.eval_every = 0  # once per epoch
+    c.init = "source"
+    c.source = source
+    return c

@@ -1,0 +1,71 @@
+"""The plots of the experiments: lines with interval bands, grouped bars with interval whiskers."""
+from __future__ import annotations
+
+import pathlib
+from typing import Mapping, Sequence
+
+from tl_research.experiments.stats import Estimate
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def lines(series: Mapping[str, Sequence[tuple[object, Estimate]]], path: pathlib.Path, *, xlabel: str,
+          ylabel: str, title: str, references: Mapping[str, Estimate] | None = None, logx: bool = False) -> None:
+    """One line per series over its (x, estimate) points, the 95% interval as whiskers; references (a single
+    level, e.g. baseB) dashed across the plot with their interval shaded."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, points in series.items():
+        points = [(x, e) for x, e in points if e.n]
+        if not points:
+            continue
+        xs, es = [p[0] for p in points], [p[1] for p in points]
+        yerr = [[e.mean - e.low if e.n > 1 else 0 for e in es], [e.high - e.mean if e.n > 1 else 0 for e in es]]
+        ax.errorbar(xs, [e.mean for e in es], yerr=yerr, marker="o", capsize=3, label=label)
+    for label, e in (references or {}).items():
+        if not e.n:
+            continue
+        line = ax.axhline(e.mean, linestyle="--", label=label)
+        if e.n > 1:
+            ax.axhspan(e.low, e.high, color=line.get_color(), alpha=0.12)
+    _finish(ax, fig, path, xlabel, ylabel, title, logx)
+
+
+def bars(groups: Mapping[str, Mapping[str, Estimate]], path: pathlib.Path, *, ylabel: str, title: str) -> None:
+    """Grouped bars: one group per key of `groups`, one bar per inner key, whiskers = the 95% interval."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    names = list(dict.fromkeys(k for g in groups.values() for k in g))
+    width = 0.8 / max(len(names), 1)
+    for i, name in enumerate(names):
+        xs, means, err = [], [], [[], []]
+        for j, g in enumerate(groups.values()):
+            e = g.get(name)
+            if e is None or not e.n:
+                continue
+            xs.append(j + (i - (len(names) - 1) / 2) * width)
+            means.append(e.mean)
+            err[0].append(e.mean - e.low if e.n > 1 else 0)
+            err[1].append(e.high - e.mean if e.n > 1 else 0)
+        ax.bar(xs, means, width=width, yerr=err, capsize=3, label=name)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(list(groups), fontsize=8)
+    _finish(ax, fig, path, "", ylabel, title, False)
+
+
+def _finish(ax, fig, path, xlabel, ylabel, title, logx) -> None:
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})  # no version stamp: a rerun writes the same bytes
+    _pyplot().close(fig)

@@ -1,0 +1,24 @@
+"""The experiments by name, in the order `run all` and experiments/README.md take them."""
+from __future__ import annotations
+
+from tl_research.errors import ConfigError
+from tl_research.experiments import (class_imbalance, cyclical_lr, data_size, decision_matrix, domain_similarity,
+                                     layer_transfer, lp_ft)
+from tl_research.experiments.spec import Experiment
+
+EXPERIMENTS: list[Experiment] = [m.EXPERIMENT for m in (layer_transfer, cyclical_lr, data_size, lp_ft,
+                                                        domain_similarity, class_imbalance, decision_matrix)]
+
+
+def names() -> list[str]:
+    return [e.name for e in EXPERIMENTS]
+
+
+def get(name: str) -> list[Experiment]:
+    """The experiment called `name` ('all': every one), as a list."""
+    if name == "all":
+        return list(EXPERIMENTS)
+    for e in EXPERIMENTS:
+        if e.name == name:
+            return [e]
+    raise ConfigError("experiment NAME", name, "all, " + ", ".join(names()), why="no such experiment")
