@@ -20,6 +20,7 @@ import jax
 from tl_research.errors import ConfigError
 
 _ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+_started = ""  # how this process joined, once it has (a second call is a no-op)
 
 
 def _cluster() -> str:
@@ -35,7 +36,10 @@ def _cluster() -> str:
 def initialize(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1) -> str:
     """Starts JAX's distributed runtime when this process is one of several; returns how it was started
     ('explicit', 'slurm', 'tpu') or '' for a single process. Arguments left unset come from the
-    environment."""
+    environment. CPU processes exchange data through JAX's default CPU collectives (gloo)."""
+    global _started
+    if _started:
+        return _started
     coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
     num_processes = num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0") or 0)
     if process_id < 0:
@@ -48,10 +52,12 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
                               why=f"num_processes={num_processes}, process_id={process_id}")
         jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                    process_id=process_id)
-        return "explicit"
+        _started = "explicit"
+        return _started
     kind = _cluster()
     if kind:
         jax.distributed.initialize()  # JAX's own cluster detection reads the SLURM or TPU environment
+    _started = kind
     return kind
 
 

@@ -11,7 +11,7 @@ import traceback
 from flax.traverse_util import flatten_dict
 
 from tl_research import config as config_lib
-from tl_research import domain_similarity, results, tracking, trainer
+from tl_research import distributed, domain_similarity, results, tracking, trainer
 from tl_research.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ def train_source(source_cfg, workdir: pathlib.Path, cache, progress: bool) -> tu
     """Trains a source model once per workdir (keyed by its config) and returns its directory."""
     d = source_dir(workdir, source_cfg)
     d.mkdir(parents=True, exist_ok=True)
-    (d / "config.json").write_text(source_cfg.to_json(indent=1))
+    if distributed.is_writer():
+        (d / "config.json").write_text(source_cfg.to_json(indent=1))
     result = trainer.run(source_cfg, d, cache=cache, wandb_dir=workdir / "wandb",
                          group=f"{source_cfg.name}-source", name=f"source {d.name}", run_id=f"source-{d.name}",
                          progress=progress)
@@ -67,6 +68,7 @@ def run_sweep(base, points, workdir, *, progress: bool = True, retry_failed: boo
     runs = run_configs(base, points, workdir)  # every check before any work
     workdir.mkdir(parents=True, exist_ok=True)
     _check_workdir(workdir, runs)
+    distributed.barrier("workdir checked")  # multi-host: before process 0 writes into it
     csv_path = workdir / RESULTS
     finished = {r["run_id"]: r for r in results.read_rows(csv_path)}
     cache = trainer.StepCache()
@@ -79,7 +81,8 @@ def run_sweep(base, points, workdir, *, progress: bool = True, retry_failed: boo
     for i, (rid, point, cfg) in enumerate(todo, 1):
         run_dir = workdir / rid
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(cfg.to_json(indent=1))
+        if distributed.is_writer():  # multi-host: process 0 writes, every process trains
+            (run_dir / "config.json").write_text(cfg.to_json(indent=1))
         t0 = time.time()
         init_path, failure = None, ""
         if cfg.init == "source":
@@ -100,21 +103,25 @@ def run_sweep(base, points, workdir, *, progress: bool = True, retry_failed: boo
             except ConfigError as e:
                 result = trainer.RunResult("failed", str(e), {})
             except Exception as e:  # noqa: BLE001 - a failed run is recorded and the sweep goes on
-                (run_dir / "error.txt").write_text(traceback.format_exc())
+                if distributed.is_writer():
+                    (run_dir / "error.txt").write_text(traceback.format_exc())
                 result = trainer.RunResult("failed", f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
                                            if str(e) else type(e).__name__, {})
         row = {"run_id": rid, **{k: point.get(k, _get(cfg, k)) for k in swept_keys}, "status": result.status,
                "reason": result.reason, **result.metrics}
         row.setdefault("wall_time", round(time.time() - t0, 2))
-        results.upsert_row(csv_path, row)
+        if distributed.is_writer():
+            results.upsert_row(csv_path, row)
         metric = result.metrics.get("test_accuracy")
         shown = f"test_accuracy={metric:.4f}" if isinstance(metric, float) else result.reason
         echo(f"[{i}/{len(todo)}] {config_lib.run_name(point)}: {result.status} {shown} "
              f"({row['wall_time']:.1f}s)")
     if base.report.similarity:
         _record_similarity(runs, workdir, csv_path, base.report.similarity_gamma, echo)
+    distributed.barrier("sweep rows written")
     rows = results.read_rows(csv_path)
-    tracking.log_sweep_table(base.wandb, base.name, workdir / "wandb", rows)
+    if distributed.is_writer():
+        tracking.log_sweep_table(base.wandb, base.name, workdir / "wandb", rows)
     return rows
 
 
