@@ -21,15 +21,15 @@ from tl_research.errors import ConfigError
 from tl_research.tracking import read_metrics
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CACHE = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"tl_research_test_cache_{os.getuid()}"
 # the reference run: width 16 so that the conv kernels are large enough for FSDP to shard; an eval batch of 50
-# and a validation split of 179 examples (sklearn_digits, all classes) that 8 devices do not divide
-REFERENCE = {"model.width": 16, "model.dropout": 0.2, "data.eval_batch_size": 50, "data.classes": ()}
+# and a validation split (sklearn_digits 0-4) that 8 devices do not divide
+REFERENCE = {"model.width": 16, "model.dropout": 0.2, "data.eval_batch_size": 50}
 
 
 def _env(devices: int) -> dict:
     return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-                WANDB_MODE="disabled", TL_RESEARCH_CACHE=str(CACHE))
+                # the session's compilation cache (conftest), so that the subprocesses share compiled steps
+                WANDB_MODE="disabled", TL_RESEARCH_CACHE=str(pathlib.Path(jax.config.jax_compilation_cache_dir).parent))
 
 
 def _losses(run_dir) -> list[float]:
@@ -81,7 +81,8 @@ def test_sharding_rules_first_match_wins_and_every_parameter_needs_one():
 # ---------------------------------------------------------------------------------------------- 8 devices
 
 _EIGHT = r"""
-import glob, json, pathlib, sys
+import glob, json, pathlib, sys, time
+t0 = time.time()
 sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
 import jax, numpy as np
 from PIL import Image
@@ -90,6 +91,7 @@ from conftest import tiny
 from tl_research import config as C, trainer
 out, data_dir = pathlib.Path({out!r}), {data!r}
 cache = trainer.StepCache()
+trainer.enable_compilation_cache()
 info = {{"devices": jax.device_count()}}
 
 # FSDP: data=2 x fsdp=4, the whole run, and a run killed at step 6 and resumed
@@ -105,7 +107,8 @@ leaves.update({{f"opt.{{i}}": v for i, v in enumerate(jax.tree.leaves(t.state["o
 info["shares"] = {{k: [s.data.size / v.size for s in v.addressable_shards] for k, v in leaves.items()
                   if "fsdp" in str(v.sharding.spec)}}
 
-# every shipped config: the first run of its sweep (and its source run), one step and the evaluation after it
+print("fsdp", time.time() - t0, file=sys.stderr)
+# every shipped config: the first run of its sweep, one step and the evaluation after it
 photos = out / "photos"
 digits = load_digits()
 for c in range(3):
@@ -120,15 +123,20 @@ for path in paths:
     module = C.load_module(path)
     base = module.get_config(*arg)
     cfg = C.apply_overrides(base, module.get_sweep(*arg)[0] if hasattr(module, "get_sweep") else {{}})
-    runs = [("source", cfg.source), (name, cfg)] if cfg.init == "source" else [(name, cfg)]
-    for label, run_cfg in runs:
-        run_cfg = C.apply_overrides(run_cfg, {{"train.steps": 1, "train.eval_every": 1, "wandb.mode": "disabled",
-                                              "data.data_dir": data_dir}})
-        if run_cfg.init == "source":
-            run_cfg.init = "scratch"
-        C.validate(run_cfg)  # the batch sizes against these 8 devices
-        r = trainer.run(run_cfg, out / name if label == name else out / f"{{name}}-source", progress=False, cache=cache)
-        statuses[f"{{name}}:{{label}}"] = [r.status, r.reason, r.metrics.get("val_accuracy")]
+    over = {{"train.steps": 1, "train.eval_every": 1, "wandb.mode": "disabled", "data.data_dir": data_dir,
+            "schedule.warmup_steps": 0, "schedule.warmup_epochs": 0.0}}
+    # the source run is validated with the run (its batch sizes against these 8 devices too), not trained:
+    # the sources are the same small network on the same data as the runs
+    cfg = C.apply_overrides(cfg, {{**over, "init": "scratch" if cfg.init == "source" else cfg.init}})
+    if base.init == "source":
+        C.validate(C.apply_overrides(base.source, over))
+    C.validate(cfg)
+    run_dir = out / name
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(cfg.to_json())  # as the sweep writes it
+    r = trainer.run(cfg, run_dir, progress=False, cache=cache)
+    print(name, time.time() - t0, file=sys.stderr)
+    statuses[name] = [r.status, r.reason, r.metrics.get("val_accuracy")]
 info["configs"] = statuses
 print(json.dumps(info))
 """
@@ -139,6 +147,7 @@ def test_fsdp_and_every_shipped_config_on_eight_devices(reference, data_dir, tmp
                            reference=REFERENCE, configs=str(ROOT / "configs" / "*.py"))
     out = subprocess.run([sys.executable, "-c", script], env=_env(8), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
+    print("\n".join(l for l in out.stderr.splitlines() if l[:1].isalpha() and l.split()[-1][:1].isdigit()))
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["devices"] == 8 and info["status"] == ["done", "interrupted", "done"]
     one, one_losses = reference
@@ -159,7 +168,7 @@ def test_fsdp_and_every_shipped_config_on_eight_devices(reference, data_dir, tmp
     assert all(s == [0.25] * 8 for s in shares.values()), shares
     # every shipped config trains a step and evaluates on 8 devices
     names = {p.stem for p in (ROOT / "configs").glob("*.py")}
-    assert {k.split(":")[0] for k in info["configs"]} == names
+    assert set(info["configs"]) == names
     for run, (status, reason, val_accuracy) in info["configs"].items():
         assert status == "done" and 0 <= val_accuracy <= 1, (run, reason)
 
@@ -229,18 +238,19 @@ def test_two_processes_give_the_one_process_run_and_write_one_set_of_outputs(ref
 # ---------------------------------------------------------------------------------------------- bf16, accumulation
 
 def test_bfloat16_trains_the_quickstart_model_to_float32_accuracy(data_dir, tmp_path):
-    """The quickstart's network and data (digits 5-9 of mnist_subset), shortened: bfloat16 compute ends
-    within 2 points of float32."""
+    """The quickstart's network and optimizer, from scratch on the 8x8 digits (10 classes, 60 steps, a test
+    split of 360): bfloat16 compute ends within 2 points of float32."""
     base = config_lib.load_module(str(ROOT / "configs" / "quickstart.py")).get_config()
-    over = {"init": "scratch", "data.data_dir": data_dir, "data.per_class": 100, "data.batch_size": 32,
-            "train.steps": 60, "train.eval_every": 60, "wandb.mode": "disabled", "train.log_every": 20}
+    over = {"init": "scratch", "data.data_dir": data_dir, "data.name": "sklearn_digits", "data.classes": (),
+            "data.batch_size": 32, "train.steps": 60, "train.eval_every": 60, "wandb.mode": "disabled",
+            "train.log_every": 20}
     acc = {}
     for precision in ("float32", "bfloat16"):
         cfg = config_lib.apply_overrides(base, {**over, "precision": precision})
         result = trainer.run(cfg, tmp_path / precision, progress=False)
         assert result.status == "done", result.reason
         acc[precision] = result.metrics["test_accuracy"]
-    assert acc["float32"] > 0.8, acc  # it learned something to compare
+    assert acc["float32"] > 0.9, acc  # it learned enough for the comparison to mean something
     assert abs(acc["bfloat16"] - acc["float32"]) <= 0.02, acc
 
 
