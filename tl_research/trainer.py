@@ -206,7 +206,8 @@ class Placement:
 
     @classmethod
     def of(cls, mesh_: jax.sharding.Mesh, params: dict, rules=sharding.DEFAULT_RULES) -> "Placement":
-        shapes = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for k, v in params.items()}
+        # arrays or jax.ShapeDtypeStruct (benchmarks/sharding_memory.py places a model it never allocates)
+        shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in params.items()}
         return cls(mesh_, sharding.param_shardings({k: s.shape for k, s in shapes.items()}, rules, mesh_), shapes)
 
     @property
