@@ -66,7 +66,8 @@ def main(argv: list[str]) -> int:
             return 0
         base, points, workdir = cli.config, cli.points, cli.workdir
         from tl_research import distributed
-        echo = print if distributed.is_writer() else (lambda *args, **kw: None)  # multi-host: one voice
+        quiet = {} if distributed.is_writer() else {"echo": lambda *args, **kw: None}  # multi-host: one voice
+        echo = quiet.get("echo", print)
         trainer.enable_compilation_cache()
         progress = not cli.flags.no_progress and sys.stderr.isatty()
         if cli.flags.lr_range_test:
@@ -74,7 +75,7 @@ def main(argv: list[str]) -> int:
             return 0
         echo(f"{base.name}: {len(points)} run(s) into {workdir}")
         rows = sweep.run_sweep(base, points, workdir, progress=progress and distributed.is_writer(),
-                               retry_failed=cli.flags.retry_failed, echo=echo)
+                               retry_failed=cli.flags.retry_failed, **quiet)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
