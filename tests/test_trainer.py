@@ -1,17 +1,12 @@
-"""The training loop: resuming a killed run, sharding over 8 devices, failures, early stopping."""
+"""The training loop: resuming a killed run, failures, early stopping (sharding over 8 devices and processes:
+test_scaling.py)."""
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from tl_research import trainer
 from tl_research.tracking import read_metrics
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_a_killed_run_resumes_and_ends_like_the_uninterrupted_run(tiny_config, tmp_path):
@@ -62,32 +57,6 @@ def test_early_stopping_stops_and_reports_the_best_step(tiny_config, tmp_path):
     assert result.metrics["stopped_early"] is True
     assert result.metrics["best_step"] == 4
     assert result.metrics["steps"] == 12  # two evals without improvement after step 4
-
-
-_SHARDED = r"""
-import json, sys
-sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
-import jax
-from conftest import tiny
-from tl_research import trainer
-cfg = tiny({data!r}, **{{"model.dropout": 0.2, "data.batch_size": 32}})
-r = trainer.run(cfg, {out!r}, progress=False)
-print(json.dumps({{"devices": jax.device_count(), "status": r.status}}))
-"""
-
-
-def test_eight_devices_match_one_device(tiny_config, data_dir, tmp_path):
-    one = trainer.run(tiny_config(**{"model.dropout": 0.2}), tmp_path / "one", progress=False)
-    script = _SHARDED.format(root=str(ROOT), tests=str(ROOT / "tests"), data=data_dir, out=str(tmp_path / "eight"))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    info = json.loads(out.stdout.strip().splitlines()[-1])
-    assert info == {"devices": 8, "status": "done"}
-    a = [r["train_loss"] for r in read_metrics(tmp_path / "one" / "metrics.jsonl") if "train_loss" in r]
-    b = [r["train_loss"] for r in read_metrics(tmp_path / "eight" / "metrics.jsonl") if "train_loss" in r]
-    assert len(a) == len(b) == 6
-    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
 def test_imbalanced_run_records_its_examples_weights_and_per_class_metrics(tiny_config, tmp_path):

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import ml_collections
 from ml_collections import config_dict
 
-from tl_research import evaluators, lr_range, models, schedules, strategies
+from tl_research import evaluators, lr_range, models, schedules, sharding, strategies
 from tl_research.data import pipeline
 from tl_research.errors import ConfigError
 from tl_research.freezing import resolve_frozen_depth  # noqa: F401 - also config.resolve_frozen_depth
@@ -58,6 +58,14 @@ def base_config() -> ml_collections.ConfigDict:
         weight_decay=0.0,  # decoupled (Loshchilov & Hutter 2019), times the LR; kernels of trainable units only
         grad_clip=0.0,  # global gradient norm clip; 0 = off
     ))
+    # Scaling out (tl_research/sharding.py): the device mesh, ((axis, size), ...) with axes data and fsdp (one
+    # size -1: the devices left; batches split over both), e.g. (("data", 2), ("fsdp", 4)) on 8 devices; the
+    # parameter placement, ((regex over dotted parameter names, "replicate" | "fsdp"), ...), first match
+    # wins and every parameter must match one; the compute precision, "float32" | "bfloat16" (parameters,
+    # optimizer state, loss and BatchNorm statistics stay float32).
+    c.mesh = sharding.DEFAULT_MESH
+    c.sharding = sharding.DEFAULT_RULES
+    c.precision = "float32"
     c.augment = ()  # ordered on-device augmentation ops, e.g. ("flip", "crop(4)"); see data/augment.py
     c.train = ml_collections.ConfigDict(dict(
         steps=0,  # total steps; 0 = from epochs
@@ -71,6 +79,10 @@ def base_config() -> ml_collections.ConfigDict:
         early_stopping_metric="val_accuracy",  # val_accuracy | val_loss
         restore_best=True,  # report test metrics at the best validation step (else at the last step)
         eval_test=False,  # also evaluate test at every eval (a test-accuracy curve; never used for selection)
+        # micro-batches per step: each global batch is split in k whose gradients are averaged before one
+        # update (less memory, the same update without BatchNorm; BatchNorm sees micro-batch statistics and
+        # updates its running ones k times a step). data.batch_size must divide by k x the batch devices.
+        accumulate=1,
     ))
     # Extra evaluators, by name (tl_research/evaluators.py); none by default. Each is a dict with a `type` and
     #   every: 0 = at every validation eval | k > 0 = every k steps | -1 = only at the end
@@ -425,6 +437,7 @@ def validate(config, *, prefix: str = "") -> None:
         schedules.build(config.schedule, 10**7, 1000)  # the real run length is checked again in setup
         strategies.check(config)
         lr_range.check(config.lr_range)
+        sharding.check(config)  # mesh, sharding rules, precision, accumulation, batch sizes vs the devices
         evaluators.check(config.evals)
         if config.optimizer.name not in OPTIMIZERS:
             raise err("optimizer.name", config.optimizer.name, ", ".join(OPTIMIZERS))

@@ -17,11 +17,10 @@ import copy
 import dataclasses
 from typing import Any, Callable, Iterator
 
-import jax
 import ml_collections
 import numpy as np
 
-from tl_research import fewshot, metrics
+from tl_research import fewshot, metrics, sharding
 from tl_research.data import pipeline
 from tl_research.errors import ConfigError
 
@@ -137,7 +136,8 @@ class Classification:
             scalars.append((out["correct"], out["loss"]))
             # summed on the devices: one (C, C) matrix alive, however many batches (C may be 1000s)
             confusion = out["confusion"] if confusion is None else confusion + out["confusion"]
-        scalars, confusion = jax.device_get((scalars, confusion))  # one transfer, after every batch is queued
+        # one transfer, after every batch is queued; the sums are replicated, so every process reads its own copy
+        scalars, confusion = sharding.to_host((scalars, confusion))
         return Counts(sum(int(c) for c, _ in scalars), sum(float(loss) for _, loss in scalars),
                       np.asarray(confusion, np.int64))
 
@@ -170,7 +170,7 @@ class FewShot:
         out = []
         for k, batch in enumerate(pipeline.eval_batches(self.data, split, self.batch_size, self.threads)):
             f = self.features(params, stats, self.put({"image": batch["image"]}))
-            out.append(np.asarray(jax.device_get(f))[: len(split) - k * self.batch_size])  # padding rows go
+            out.append(sharding.to_host(f)[: len(split) - k * self.batch_size])  # padding rows go
         return np.concatenate(out)
 
     def run(self, params, stats) -> Iterator[tuple[str, Any]]:
@@ -185,13 +185,16 @@ class FewShot:
 
 # ---------------------------------------------------------------------------------------------- build
 
-def build(evals, *, data: pipeline.Dataset, data_cfg, eval_step: Callable, features: Callable, put: Put) -> dict:
-    """name -> evaluator for every entry of `config.evals`, in name order (checked by `check` first)."""
+def build(evals, *, data: pipeline.Dataset, data_cfg, eval_step: Callable, features: Callable, put: Put,
+          batch_size: int | None = None) -> dict:
+    """name -> evaluator for every entry of `config.evals`, in name order (checked by `check` first);
+    `batch_size` (default data.eval_batch_size) is the padded one the devices split evenly."""
     check(evals)
     out = {}
     for name in sorted(evals):
         s = settings(evals[name])
-        common = dict(put=put, batch_size=data_cfg.eval_batch_size, threads=data_cfg.threads, every=s["every"])
+        common = dict(put=put, batch_size=batch_size or data_cfg.eval_batch_size, threads=data_cfg.threads,
+                      every=s["every"])
         if s["type"] == "fewshot":
             out[name] = FewShot(features, data, shots=s["shots"], seeds=s["seeds"], l2_reg=s["l2_reg"], **common)
         else:

@@ -11,6 +11,10 @@ the lock file when it acquires it, so a process that finds it held can say who h
 
 A launch takes the runs nobody holds first and comes back to the held ones afterwards (waiting for them);
 a run whose result is recorded by then is skipped, so no run is trained twice.
+
+A multi-host run is one launch on several processes that must take every step together: process 0 alone
+holds the file lock, every process waits at a barrier until it has it, and `try_acquire` never succeeds (so
+all processes take the same, blocking, path through a sweep).
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ import time
 from typing import Iterator
 
 from filelock import FileLock, Timeout
+
+from tl_research import distributed
 
 log = logging.getLogger(__name__)
 LOCK_DIR = ".locks"
@@ -56,22 +62,26 @@ class Lock:
         self.path = pathlib.Path(path)
         self._lock = FileLock(self.path, on_acquired=_write_holder, thread_local=False)
 
-    def try_acquire(self) -> bool:
+    def _try(self) -> bool:
         try:
             self._lock.acquire(timeout=0)
         except Timeout:
             return False
         return True
 
+    def try_acquire(self) -> bool:
+        return not distributed.multi_process() and self._try()
+
     def acquire(self, echo=None, what: str = "") -> None:
-        if self.try_acquire():
-            return
-        message = f"{what or self.path.name} is held by {holder(self.path)}; waiting for it"
-        (echo or log.warning)(message)
-        self._lock.acquire()
+        if distributed.is_writer() and not self._try():
+            message = f"{what or self.path.name} is held by {holder(self.path)}; waiting for it"
+            (echo or log.warning)(message)
+            self._lock.acquire()
+        distributed.barrier(f"acquired {self.path.name}")
 
     def release(self) -> None:
-        self._lock.release()
+        if distributed.is_writer():
+            self._lock.release()
 
     @property
     def held(self) -> bool:

@@ -27,12 +27,10 @@ from __future__ import annotations
 import math
 import pathlib
 
-import jax
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tl_research import durable, trainer
+from tl_research import durable, sharding, trainer
 from tl_research.data import pipeline
 from tl_research.errors import ConfigError
 
@@ -101,11 +99,11 @@ def run(config, out_dir, *, init_path: str | None = None, cache=None, progress: 
     out_dir = pathlib.Path(out_dir)
     s = trainer.setup(config, init_path)
     phase = s.plan.phases[-1]
-    mesh_ = trainer.mesh()
+    mesh_ = trainer.mesh(config)
     prog = trainer.Program(s, config, mesh_, cache or trainer.StepCache())
     steps = prog.steps(phase)  # the very step the run's last phase trains with
     state = prog.fresh_state(steps.tx)
-    data_sharding = NamedSharding(mesh_, P("data"))
+    data_sharding = prog.placement.batch
     lrs = exponential_lrs(float(cfg.min_lr), float(cfg.max_lr), int(cfg.steps))
     batches = pipeline.train_batches(s.data, config.data.batch_size, config.seed, 0, len(lrs), config.data.threads,
                                      config.data.prefetch,
@@ -116,7 +114,7 @@ def run(config, out_dir, *, init_path: str | None = None, cache=None, progress: 
     for t, lr in enumerate(lrs):
         hp = {"lr": lr, "momentum": np.float32(momentum), "class_weights": s.class_weights}
         state, m = steps.train(state, trainer.to_device(next(batches), data_sharding), hp, prog.anchor)
-        loss = float(jax.device_get(m["loss"]))
+        loss = float(sharding.to_host(m["loss"]))
         losses.append(loss if math.isfinite(loss) else math.inf)
         avg = cfg.smoothing * avg + (1 - cfg.smoothing) * losses[-1]  # smooth()'s recursion, one step
         smoothed = avg / (1 - cfg.smoothing ** (t + 1))

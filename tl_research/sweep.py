@@ -12,7 +12,7 @@ import traceback
 from flax.traverse_util import flatten_dict
 
 from tl_research import config as config_lib
-from tl_research import domain_similarity, durable, locks, results, tracking, trainer
+from tl_research import distributed, domain_similarity, durable, locks, results, tracking, trainer
 from tl_research.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,8 @@ def _claim_workdir(workdir: pathlib.Path, base, points) -> None:
                               why=f"it holds the runs of config '{recorded.get('name')}', which differs in "
                                   f"{', '.join((['name'] if recorded.get('name') != base.name else []) + diff[:5])}")
         return
-    durable.write_json(path, mine)
+    if distributed.is_writer():
+        durable.write_json(path, mine)
 
 
 def _fixed_keys(base, swept: set[str]) -> dict:
@@ -84,6 +85,8 @@ def prepare_workdir(workdir: pathlib.Path) -> None:
     temporaries that writers which died mid-write left behind."""
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError("--workdir", str(workdir), "a directory (new or existing)", why="it is a file")
+    if not distributed.is_writer():  # multi-host: process 0 creates and cleans the workdir
+        return
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         probe = workdir / f".probe-{os.getpid()}"
@@ -109,7 +112,8 @@ def train_source(source_cfg, workdir: pathlib.Path, cache, progress: bool, echo=
     with locks.held(locks.lock_path(workdir, "source", d.name), echo, what=f"source model {d.name}"):
         if not (durable.read_json(d / trainer.RESULT_FILE) or {}).get("status"):
             echo(f"training source model {d.name} (once per workdir)")
-        durable.write_text(d / "config.json", source_cfg.to_json(indent=1))
+        if distributed.is_writer():
+            durable.write_text(d / "config.json", source_cfg.to_json(indent=1))
         result = trainer.run(source_cfg, d, cache=cache, wandb_dir=workdir / "wandb",
                              group=f"{source_cfg.name}-source", name=f"source {d.name}",
                              run_id=f"source-{d.name}", progress=progress)
@@ -131,6 +135,7 @@ def run_sweep(base, points, workdir, *, progress: bool = True, retry_failed: boo
     prepare_workdir(workdir)
     _check_workdir(workdir, runs)
     _claim_workdir(workdir, base, points)
+    distributed.barrier("workdir checked")  # multi-host: every process reads what process 0 wrote
     csv_path = workdir / RESULTS
     skip = _recorded(csv_path, retry_failed)
     todo = [r for r in runs if r[0] not in skip]
@@ -150,8 +155,10 @@ def run_sweep(base, points, workdir, *, progress: bool = True, retry_failed: boo
         ctx.run_locked(run, lock)
     if base.report.similarity:
         _record_similarity(runs, workdir, csv_path, base.report.similarity_gamma, echo)
+    distributed.barrier("sweep rows written")
     rows = results.read_rows(csv_path)
-    tracking.log_sweep_table(base.wandb, base.name, workdir / "wandb", rows)
+    if distributed.is_writer():
+        tracking.log_sweep_table(base.wandb, base.name, workdir / "wandb", rows)
     return rows
 
 
@@ -177,7 +184,8 @@ class _SweepContext:
     def _train(self, rid, point, cfg) -> None:
         run_dir = self.workdir / rid
         run_dir.mkdir(parents=True, exist_ok=True)
-        durable.write_text(run_dir / "config.json", cfg.to_json(indent=1))
+        if distributed.is_writer():  # multi-host: process 0 writes, every process trains
+            durable.write_text(run_dir / "config.json", cfg.to_json(indent=1))
         t0 = time.time()
         init_path, failure = None, ""
         if cfg.init == "source":
@@ -192,7 +200,8 @@ class _SweepContext:
         row = {"run_id": rid, **{k: point.get(k, _get(cfg, k)) for k in self.swept_keys}, "status": result.status,
                "reason": result.reason, **result.metrics}
         row.setdefault("wall_time", round(time.time() - t0, 2))
-        results.upsert_row(self.csv_path, row)
+        if distributed.is_writer():
+            results.upsert_row(self.csv_path, row)
         self.count += 1
         metric = result.metrics.get("test_accuracy")
         shown = f"test_accuracy={metric:.4f}" if isinstance(metric, float) else result.reason
@@ -208,7 +217,8 @@ class _SweepContext:
         except ConfigError as e:
             return trainer.RunResult("failed", str(e), {})
         except Exception as e:  # noqa: BLE001 - a failed run is recorded and the sweep goes on
-            (run_dir / "error.txt").write_text(traceback.format_exc())
+            if distributed.is_writer():
+                (run_dir / "error.txt").write_text(traceback.format_exc())
             return trainer.RunResult("failed", f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
                                      if str(e) else type(e).__name__, {})
 

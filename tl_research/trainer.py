@@ -13,6 +13,7 @@ of step k are pure functions of k, so a resumed run ends where the uninterrupted
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -30,7 +31,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tl_research import durable, evaluators, freezing, models, strategies
+from tl_research import distributed, durable, evaluators, freezing, models, sharding, strategies
 from tl_research.checkpoints import weights as weights_lib
 from tl_research.data import pipeline, sampling
 from tl_research.errors import ConfigError
@@ -66,12 +67,18 @@ def enable_compilation_cache(directory=None) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def mesh() -> jax.sharding.Mesh:
-    """All devices on one 'data' axis: batches are split over it, parameters replicated (FSDP would add a
-    'model' axis here and shard the parameter specs)."""
-    # Auto axes: shardings follow the jit in/out specs and XLA propagates the rest (the default axis type
-    # of make_mesh is Explicit in current JAX, under which per-example ops such as vmapped augmentation fail)
-    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+def mesh(config=None) -> jax.sharding.Mesh:
+    """The run's device mesh (config.mesh; without a config every device on one 'data' axis)."""
+    return sharding.make_mesh(config.mesh if config is not None else sharding.DEFAULT_MESH)
+
+
+def _host_memory():
+    """A context that builds arrays in host memory (the CPU backend), not on an accelerator: the whole model
+    is assembled there and each device then receives only its shard (sharding.place)."""
+    try:
+        return jax.default_device(jax.local_devices(backend="cpu")[0])
+    except RuntimeError:  # JAX_PLATFORMS without cpu
+        return contextlib.nullcontext()
 
 
 def init_weights(init: str, model_cfg, init_path: str | None = None):
@@ -140,22 +147,19 @@ class Setup:
 
 
 def setup(config, init_path: str | None = None) -> Setup:
+    sharding.check(config)  # mesh, precision, accumulation and batch sizes against the devices, before any data
     weights, meta = init_weights(config.init, config.model, init_path)
     meta = meta or model_meta(config.model.name)
     data = pipeline.load(config.data, meta, seed=config.seed)
-    if weights is None:
-        model = models.build(config.model, data.num_classes, data.image_shape[2], seed=config.seed)
-        report = "scratch"
-    else:  # every array comes from the checkpoint but the head, which starts at zero either way
-        model = models.zeros(config.model, data.num_classes, data.image_shape[2])
-        report = weights_lib.transfer(model, weights).summary()
+    with _host_memory():
+        if weights is None:
+            model = models.build(config.model, data.num_classes, data.image_shape[2], seed=config.seed)
+            report = "scratch"
+        else:  # every array comes from the checkpoint but the head, which starts at zero either way
+            model = models.zeros(config.model, data.num_classes, data.image_shape[2])
+            report = weights_lib.transfer(model, weights).summary()
     frozen_depth = freezing.resolve_frozen_depth(config.frozen_depth, model.num_units)
     names = list(weights_lib.flat_state(model)["params"])
-
-    n_dev = jax.device_count()
-    for key in ("batch_size", "eval_batch_size"):
-        if config.data[key] <= 0 or config.data[key] % n_dev:
-            raise ConfigError(f"data.{key}", config.data[key], f"a positive multiple of the {n_dev} devices")
     steps_per_epoch = max(1, math.ceil(len(data.train) / config.data.batch_size))
     total = config.train.steps or math.ceil(config.train.epochs * steps_per_epoch)
     if total <= 0:
@@ -195,11 +199,59 @@ def _dotted(path) -> str:
     return ".".join(str(p) for p in path)
 
 
-def _merger(graphdef, param_paths: dict, stat_paths: dict):
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a run's arrays live on the mesh: parameters by the config.sharding rules (sharding.py), their
+    optimizer state like them, BatchNorm statistics, step and key replicated, batches over the batch axes."""
+
+    mesh: jax.sharding.Mesh
+    params: dict  # dotted name -> NamedSharding
+    shapes: dict  # dotted name -> jax.ShapeDtypeStruct of the parameter
+
+    @classmethod
+    def of(cls, mesh_: jax.sharding.Mesh, params: dict, rules=sharding.DEFAULT_RULES) -> "Placement":
+        # arrays or jax.ShapeDtypeStruct (benchmarks/sharding_memory.py places a model it never allocates)
+        shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in params.items()}
+        return cls(mesh_, sharding.param_shardings({k: s.shape for k, s in shapes.items()}, rules, mesh_), shapes)
+
+    @property
+    def repl(self) -> NamedSharding:
+        return sharding.replicated(self.mesh)
+
+    @property
+    def batch(self) -> NamedSharding:
+        return sharding.batch_sharding(self.mesh)
+
+    def opt_state(self, tx: optax.GradientTransformation):
+        return sharding.like_params(jax.eval_shape(tx.init, self.shapes), self.shapes, self.params, self.mesh)
+
+    def state(self, tx: optax.GradientTransformation) -> dict:
+        repl = self.repl
+        return {"params": self.params, "batch_stats": repl, "opt_state": self.opt_state(tx), "step": repl,
+                "key": repl}
+
+    def anchor(self, l2sp) -> dict:
+        """L2-SP's anchor (the starting weights of the units) is placed like the parameters."""
+        return {k: s for k, s in self.params.items() if not k.startswith("head.")} if l2sp else {}
+
+
+def _replicated_shardings(mesh_: jax.sharding.Mesh):
+    """(params, state, anchor) shardings when a step is built without a Placement: everything replicated."""
+    repl = sharding.replicated(mesh_)
+    return repl, repl, repl
+
+
+def _merger(graphdef, param_paths: dict, stat_paths: dict, precision: str = "float32"):
+    compute = jnp.bfloat16 if precision == "bfloat16" else None
+
     def model_of(params, stats):
         p = nnx.from_flat_state([(param_paths[k], v) for k, v in params.items()])
         s = nnx.from_flat_state([(stat_paths[k], v) for k, v in stats.items()])
-        return nnx.merge(graphdef, p, s)
+        model = nnx.merge(graphdef, p, s)
+        if compute is not None:  # mixed precision: every layer computes in bfloat16 on float32 parameters
+            # (flax casts them per call); BatchNorm reduces its statistics in float32 and keeps them so
+            model.set_attributes(dtype=compute, raise_if_not_found=False)
+        return model
     return model_of
 
 
@@ -215,15 +267,17 @@ def preprocessor(value_range, mean, std):
 
 
 def build_eval(graphdef, param_paths: dict, stat_paths: dict, *, value_range, mean, std,
-               mesh_: jax.sharding.Mesh) -> Callable:
+               mesh_: jax.sharding.Mesh, placement: Placement | None = None, precision: str = "float32") -> Callable:
     """jitted (params, stats, batch) -> {"correct", "loss", "confusion"}: the batch's correct predictions, its
     summed cross-entropy and its (C, C) confusion matrix (rows = true class) over the examples batch["mask"]
-    marks, reduced across devices inside the step (evaluators.Classification sums them over batches)."""
-    model_of, preprocess = _merger(graphdef, param_paths, stat_paths), preprocessor(value_range, mean, std)
+    marks, reduced across devices (and processes) inside the step (evaluators.Classification sums them over
+    batches)."""
+    model_of = _merger(graphdef, param_paths, stat_paths, precision)
+    preprocess = preprocessor(value_range, mean, std)
 
     def eval_step(params, stats, batch):
         model = model_of(params, stats)
-        logits = model(preprocess(batch["image"]), train=False)
+        logits = model(preprocess(batch["image"]), train=False).astype(jnp.float32)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
         preds, labels, mask = jnp.argmax(logits, -1), batch["label"], batch["mask"]
         n = logits.shape[-1]
@@ -231,35 +285,71 @@ def build_eval(graphdef, param_paths: dict, stat_paths: dict, *, value_range, me
         return {"correct": jnp.sum(mask & (preds == labels)), "loss": jnp.sum(jnp.where(mask, loss, 0.0)),
                 "confusion": confusion}
 
-    repl, data = NamedSharding(mesh_, P()), NamedSharding(mesh_, P("data"))
-    return jax.jit(eval_step, in_shardings=(repl, repl, data), out_shardings=repl)
+    params_sh = placement.params if placement else sharding.replicated(mesh_)
+    repl, batch = sharding.replicated(mesh_), sharding.batch_sharding(mesh_)
+    return jax.jit(eval_step, in_shardings=(params_sh, repl, batch), out_shardings=repl)
 
 
 def build_features(graphdef, param_paths: dict, stat_paths: dict, *, value_range, mean, std, pool: str,
-                   mesh_: jax.sharding.Mesh) -> Callable:
+                   mesh_: jax.sharding.Mesh, placement: Placement | None = None,
+                   precision: str = "float32") -> Callable:
     """jitted (params, stats, batch) -> (B, D) penultimate features of batch["image"]: the depth units in
     inference mode and the head's global pooling. Replicated on the way out: the host-side probe reads them."""
-    model_of, preprocess = _merger(graphdef, param_paths, stat_paths), preprocessor(value_range, mean, std)
+    model_of = _merger(graphdef, param_paths, stat_paths, precision)
+    preprocess = preprocessor(value_range, mean, std)
 
     def features(params, stats, batch):
         model = model_of(params, stats)
-        return global_pool(model.features(preprocess(batch["image"]), train=False), pool)
+        return global_pool(model.features(preprocess(batch["image"]), train=False), pool).astype(jnp.float32)
 
-    repl, data = NamedSharding(mesh_, P()), NamedSharding(mesh_, P("data"))
-    return jax.jit(features, in_shardings=(repl, repl, data), out_shardings=repl)
+    params_sh = placement.params if placement else sharding.replicated(mesh_)
+    repl, batch = sharding.replicated(mesh_), sharding.batch_sharding(mesh_)
+    return jax.jit(features, in_shardings=(params_sh, repl, batch), out_shardings=repl)
+
+
+def _accumulated(grad_fn: Callable, k: int, batch_sharding: NamedSharding) -> Callable:
+    """grad_fn(train_params, stats, images, targets, labels, drop_key) -> (grads, loss, accuracy, stats), over
+    `k` micro-batches: micro-batch i holds examples i, i+k, i+2k, ... (so each one stays spread over all the
+    devices), their gradients, losses and accuracies averaged, BatchNorm's running statistics carried through
+    them in order. The mean of equal-sized micro-batches' mean gradients is the batch's mean gradient."""
+    if k == 1:
+        return grad_fn
+    spec = P(None, *batch_sharding.spec)
+    micro_sharding = NamedSharding(batch_sharding.mesh, spec)
+
+    def split(x):
+        x = jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+        return jax.lax.with_sharding_constraint(x, micro_sharding)
+
+    def accumulated(train_params, stats, images, targets, labels, drop_key):
+        def body(carry, xs):
+            g_sum, stats, loss_sum, acc_sum = carry
+            i, im, tg, lb = xs
+            g, loss, acc, stats = grad_fn(train_params, stats, im, tg, lb, jax.random.fold_in(drop_key, i))
+            return (jax.tree.map(jnp.add, g_sum, g), stats, loss_sum + loss, acc_sum + acc), None
+
+        zero = (jax.tree.map(jnp.zeros_like, train_params), stats, jnp.zeros(()), jnp.zeros(()))
+        (g, stats, loss, acc), _ = jax.lax.scan(
+            body, zero, (jnp.arange(k), split(images), split(targets), split(labels)))
+        return jax.tree.map(lambda x: x / k, g), loss / k, acc / k, stats
+    return accumulated
 
 
 def build_train(graphdef, param_paths: dict, stat_paths: dict, *, frozen_depth: int, label_map: dict,
                 opt_cfg, num_classes: int, label_smoothing: float, value_range, mean, std,
                 augment_ops: tuple, mesh_: jax.sharding.Mesh, lr_multipliers: dict | None = None,
                 weight_decay: float | None = None, l2sp: tuple[float, float] | None = None,
-                update_stats: bool = True) -> tuple[optax.GradientTransformation, Callable]:
+                update_stats: bool = True, placement: Placement | None = None, precision: str = "float32",
+                accumulate: int = 1) -> tuple[optax.GradientTransformation, Callable]:
     """(optimizer, jitted train step) for one phase: units below `frozen_depth` get no gradient and no
-    update; `l2sp = (alpha, beta)` adds the L2-SP penalty against the `anchor` weights given to each step."""
+    update; `l2sp = (alpha, beta)` adds the L2-SP penalty against the `anchor` weights given to each step;
+    `accumulate = k` averages the gradients of k micro-batches before the one update (_accumulated)."""
     tx = freezing.build_optimizer(opt_cfg, label_map, lr_multipliers, weight_decay)
     trainable = freezing.trainable(label_map)
     trainable_set = set(trainable)
-    model_of, preprocess = _merger(graphdef, param_paths, stat_paths), preprocessor(value_range, mean, std)
+    model_of = _merger(graphdef, param_paths, stat_paths, precision)
+    preprocess = preprocessor(value_range, mean, std)
+    repl, batch_sh = sharding.replicated(mesh_), sharding.batch_sharding(mesh_)
 
     def train_step(state, batch, hp, anchor):
         key = jax.random.fold_in(state["key"], state["step"])
@@ -272,20 +362,25 @@ def build_train(graphdef, param_paths: dict, stat_paths: dict, *, frozen_depth: 
         params = state["params"]
         frozen = {k: v for k, v in params.items() if k not in trainable_set}
 
-        def loss_fn(train_params):
-            model = model_of({**frozen, **train_params}, state["batch_stats"])
+        def loss_fn(train_params, stats, images, targets, drop_key):
+            model = model_of({**frozen, **train_params}, stats)
             logits = model(images, train=True, frozen_depth=frozen_depth, update_stats=update_stats,
-                           dropout_key=k_drop)
+                           dropout_key=drop_key).astype(jnp.float32)  # the loss in float32, whatever computes
             # per-example weight from the class weights (mixup targets weigh their classes pro rata)
             loss = (optax.softmax_cross_entropy(logits, targets) * (targets @ hp["class_weights"])).mean()
             objective = loss
             if l2sp is not None:
                 objective = loss + strategies.l2_sp_penalty(train_params, anchor, *l2sp)
-            stats = {_dotted(p): v.get_value() for p, v in nnx.to_flat_state(nnx.state(model, nnx.BatchStat))}
-            return objective, (loss, logits, stats)
+            new_stats = {_dotted(q): v.get_value() for q, v in nnx.to_flat_state(nnx.state(model, nnx.BatchStat))}
+            return objective, (loss, logits, new_stats)
 
-        (_, (loss, logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            {k: params[k] for k in trainable})
+        def grad_fn(train_params, stats, images, targets, labels, drop_key):
+            (_, (loss, logits, stats)), g = jax.value_and_grad(loss_fn, has_aux=True)(
+                train_params, stats, images, targets, drop_key)
+            return g, loss, jnp.mean(jnp.argmax(logits, -1) == labels), stats
+
+        grads, loss, acc, stats = _accumulated(grad_fn, accumulate, batch_sh)(
+            {k: params[k] for k in trainable}, state["batch_stats"], images, targets, batch["label"], k_drop)
         grads = {**{k: jnp.zeros_like(v) for k, v in frozen.items()}, **grads}
         opt_state = state["opt_state"]
         opt_state.hyperparams["learning_rate"] = hp["lr"]
@@ -294,13 +389,13 @@ def build_train(graphdef, param_paths: dict, stat_paths: dict, *, frozen_depth: 
         # frozen parameters are passed through untouched: bitwise unchanged, whatever the optimizer does
         new_params = {k: (optax.apply_updates(v, updates[k]) if k in trainable_set else v)
                       for k, v in params.items()}
-        acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         new_state = dict(state, params=new_params, batch_stats=stats, opt_state=opt_state,
                          step=state["step"] + 1)
         return new_state, {"loss": loss, "accuracy": acc}
 
-    repl, data = NamedSharding(mesh_, P()), NamedSharding(mesh_, P("data"))
-    train = jax.jit(train_step, in_shardings=(repl, data, repl, repl), out_shardings=(repl, repl),
+    _, state_sh, anchor_sh = ((None, placement.state(tx), placement.anchor(l2sp)) if placement
+                              else _replicated_shardings(mesh_))
+    train = jax.jit(train_step, in_shardings=(state_sh, batch_sh, repl, anchor_sh), out_shardings=(state_sh, repl),
                     donate_argnums=(0,))
     return tx, train
 
@@ -342,28 +437,35 @@ class Program:
 
     def __init__(self, s: Setup, config, mesh_: jax.sharding.Mesh, cache: StepCache):
         self.s, self.config, self.mesh, self.cache = s, config, mesh_, cache
-        self.graphdef, self.param_paths, self.stat_paths, self.params, self.stats = split_model(s.model)
+        self.graphdef, self.param_paths, self.stat_paths, params, stats = split_model(s.model)
+        # host copies (the same on every process): the state is placed from them shard by shard
+        self.params, self.stats = jax.tree.map(np.asarray, (params, stats))
+        self.placement = Placement.of(mesh_, self.params, config.sharding)
+        self.precision = config.precision
         self.sizes = {k: int(np.size(v)) for k, v in self.params.items()}
         self.value_range, self.mean, self.std = normaliser(s.meta, s.data.image_shape[2])
         self.augment_ops = tuple(config.augment)
         if self.augment_ops:
             from tl_research.data import augment
             self.augment_ops = augment.parse(self.augment_ops)
-        self.devices = tuple(mesh_.devices.flat)
-        self.repl = NamedSharding(mesh_, P())
+        # what decides where arrays live and how steps compute: part of every compiled step's cache key
+        self.devices = (tuple(mesh_.devices.flat), tuple(mesh_.shape.items()), _frozen(config.sharding),
+                        self.precision)
+        self.repl = sharding.replicated(mesh_)
+        place = dict(mesh_=mesh_, placement=self.placement, precision=self.precision)
         self.evaluate = cache.get(
             ("eval", self.graphdef, self.value_range, tuple(self.mean), tuple(self.std), self.devices),
             lambda: build_eval(self.graphdef, self.param_paths, self.stat_paths, value_range=self.value_range,
-                               mean=self.mean, std=self.std, mesh_=mesh_))
+                               mean=self.mean, std=self.std, **place))
         pool = s.model.head.pool
         self.features = cache.get(
             ("features", self.graphdef, self.value_range, tuple(self.mean), tuple(self.std), pool, self.devices),
             lambda: build_features(self.graphdef, self.param_paths, self.stat_paths, value_range=self.value_range,
-                                   mean=self.mean, std=self.std, pool=pool, mesh_=mesh_))
-        # L2-SP's anchor: the starting (transferred) weights of the units, a pure function of the config; a
-        # copy, since the state that starts from the same arrays is donated to the train step
-        self.anchor = jax.device_put(jax.device_get(
-            {k: v for k, v in self.params.items() if not k.startswith("head.")} if s.plan.l2sp else {}), self.repl)
+                                   mean=self.mean, std=self.std, pool=pool, **place))
+        # L2-SP's anchor: the starting (transferred) weights of the units, a pure function of the config,
+        # placed apart from the state (which is donated to the train step)
+        self.anchor = sharding.place({k: self.params[k] for k in self.placement.anchor(s.plan.l2sp)},
+                                     self.placement.anchor(s.plan.l2sp))
 
     def steps(self, phase: strategies.Phase) -> Steps:
         s, plan, cfg = self.s, self.s.plan, self.config
@@ -371,23 +473,49 @@ class Program:
         key = ("train", self.graphdef, phase.frozen_depth, tuple(sorted(labels.items())), cfg.optimizer.to_json(),
                tuple(sorted(plan.lr_multipliers.items())), plan.weight_decay, plan.l2sp, plan.update_stats,
                s.data.num_classes, float(cfg.train.label_smoothing), self.value_range, tuple(self.mean),
-               tuple(self.std), self.augment_ops, self.devices)
+               tuple(self.std), self.augment_ops, self.devices, cfg.train.accumulate)
         tx, train = self.cache.get(key, lambda: build_train(
             self.graphdef, self.param_paths, self.stat_paths, frozen_depth=phase.frozen_depth, label_map=labels,
             opt_cfg=cfg.optimizer, num_classes=s.data.num_classes, label_smoothing=float(cfg.train.label_smoothing),
             value_range=self.value_range, mean=self.mean, std=self.std, augment_ops=self.augment_ops,
             mesh_=self.mesh, lr_multipliers=plan.lr_multipliers, weight_decay=plan.weight_decay, l2sp=plan.l2sp,
-            update_stats=plan.update_stats))
+            update_stats=plan.update_stats, placement=self.placement, precision=self.precision,
+            accumulate=int(cfg.train.accumulate)))
         return Steps(tx, train, self.evaluate)
 
+    def place_weights(self, weights: dict) -> dict:
+        """{"params", "batch_stats"} host arrays -> device arrays placed as the run places them."""
+        p = self.placement
+        return {"params": sharding.place(weights["params"], p.params),
+                "batch_stats": sharding.place(weights["batch_stats"], {k: p.repl for k in weights["batch_stats"]})}
+
+    def init_opt(self, tx: optax.GradientTransformation, params: dict):
+        """tx.init(params) created where it will live (each device computes only its shard)."""
+        return jax.jit(tx.init, out_shardings=self.placement.opt_state(tx))(params)
+
+    def copy_weights(self, params: dict, stats: dict) -> dict:
+        """A device copy of the weights, placed like them (the state's own arrays are donated to each step)."""
+        p = self.placement
+        copy = jax.jit(lambda t: jax.tree.map(jnp.copy, t),
+                       out_shardings={"params": p.params, "batch_stats": p.repl})
+        return copy({"params": params, "batch_stats": stats})
+
     def fresh_state(self, tx: optax.GradientTransformation) -> dict:
-        """The state at step 0, replicated over the mesh."""
-        return jax.device_put({"params": self.params, "batch_stats": self.stats, "opt_state": tx.init(self.params),
-                               "step": jnp.zeros((), jnp.int32),
-                               "key": jax.random.key_data(jax.random.key(self.config.seed))}, self.repl)
+        """The state at step 0, created sharded: parameters shard by shard from the host, the optimizer
+        state by a jitted init whose outputs are the shards (no device holds the whole of a sharded tensor)."""
+        weights = self.place_weights({"params": self.params, "batch_stats": self.stats})
+        repl = self.repl
+        return {**weights, "opt_state": self.init_opt(tx, weights["params"]),
+                "step": sharding.place(np.zeros((), np.int32), repl),
+                "key": sharding.place(np.asarray(jax.random.key_data(jax.random.key(self.config.seed))), repl)}
 
     def trainable_count(self, phase: strategies.Phase) -> int:
         return sum(self.sizes[k] for k in freezing.trainable(self.s.labels(phase)))
+
+
+def _frozen(value):
+    """A (nested) list or tuple as nested tuples: hashable, for a cache key."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -411,7 +539,8 @@ def run(config, run_dir, *, init_path: str | None = None, cache: StepCache | Non
                     config.name, name or run_id, run_id, progress, stop_at_step, t0)
     except (TrainingFailed, weights_lib.CheckpointMismatch) as e:
         result = RunResult("failed", str(e).splitlines()[0], {"wall_time": round(time.time() - t0, 2)})
-        durable.write_json(done, dataclasses.asdict(result))
+        if distributed.is_writer():
+            durable.write_json(done, dataclasses.asdict(result))
         return result
 
 
@@ -482,8 +611,8 @@ class Training:
         self.config, self.run_dir, self.init_path = config, run_dir, init_path
         self.s = s = setup(config, init_path)
         self.plan = s.plan
-        self.mesh = mesh()
-        self.repl, self.data_sharding = NamedSharding(self.mesh, P()), NamedSharding(self.mesh, P("data"))
+        self.mesh = mesh(config)
+        self.repl, self.data_sharding = sharding.replicated(self.mesh), sharding.batch_sharding(self.mesh)
         self.prog = Program(s, config, self.mesh, cache)
         self.metric_name = config.train.early_stopping_metric
         if self.metric_name not in ("val_accuracy", "val_loss"):
@@ -494,11 +623,14 @@ class Training:
         self.track_best = config.train.restore_best or self.patience > 0
         self.eval_test = bool(config.train.eval_test)
         put = functools.partial(to_device, sharding=self.data_sharding)
-        common = dict(put=put, batch_size=config.data.eval_batch_size, threads=config.data.threads)
+        # any eval batch size on any device count: rounded up to split evenly, the extra rows masked
+        eval_bs = sharding.padded(config.data.eval_batch_size, self.data_sharding.num_devices)
+        common = dict(put=put, batch_size=eval_bs, threads=config.data.threads)
         self.val = evaluators.Classification(self.prog.evaluate, s.data, s.data.val, **common)
         self.test = evaluators.Classification(self.prog.evaluate, s.data, s.data.test, **common)
         self.extras = evaluators.build(config.get("evals", {}), data=s.data, data_cfg=config.data,
-                                       eval_step=self.prog.evaluate, features=self.prog.features, put=put)
+                                       eval_step=self.prog.evaluate, features=self.prog.features, put=put,
+                                       batch_size=eval_bs)
         self.manager = ocp.CheckpointManager(run_dir / "checkpoints", options=ocp.CheckpointManagerOptions(
             max_to_keep=1, enable_async_checkpointing=False), item_names=("state", "host"))
         self.best_dir = run_dir / "best"
@@ -524,7 +656,7 @@ class Training:
         its step). Unreadable (a crash while a later best overwrote it, or a disk that lost it): the run
         restarts from scratch, which reproduces them."""
         try:
-            self.best = weights_lib.load_weights(self.best_dir)[0]
+            self.best = self.prog.place_weights(weights_lib.load_weights(self.best_dir)[0])
         except Exception as e:  # noqa: BLE001 - any unreadable best/: redo the run rather than report other weights
             log.warning("%s: the best weights (step %d) are unreadable (%s); restarting the run from scratch",
                         self.run_dir, self.host.best_step, str(e).splitlines()[0][:160] if str(e) else type(e).__name__)
@@ -560,9 +692,11 @@ class Training:
                         total_steps=s.total_steps, trainable_params=self.trainable_params,
                         init_resolved=self.init_path or self.config.init,
                         phases=[dataclasses.asdict(p) for p in plan.phases])
+        # multi-host: one process writes metrics.jsonl and W&B
         self.tracker = RunTracker(self.run_dir, wandb_cfg=self.config.wandb, group=group, name=name, run_id=run_id,
                                   config=resolved, wandb_dir=wandb_dir, resume_step=self.start,
-                                  keep_lines=self.host.metrics_lines if self.start else 0)
+                                  keep_lines=self.host.metrics_lines if self.start else 0) \
+            if distributed.is_writer() else _NoTracker()
         if self.start == 0:
             self.tracker.log({"step": 0, "event": "start", "transfer": s.transfer_report,
                               "trainable_params": self.trainable_params, "total_steps": s.total_steps})
@@ -581,7 +715,7 @@ class Training:
         batches = pipeline.train_batches(s.data, config.data.batch_size, config.seed, self.start, s.total_steps,
                                          config.data.threads, config.data.prefetch,
                                          sampler=pipeline.train_sampler(config.data, s.data, config.seed))
-        if s.data.train_ids is not None:
+        if s.data.train_ids is not None and distributed.is_writer():
             np.save(self.run_dir / "train_ids.npy", s.data.train_ids)  # the drawn training examples (TFDS ids)
         bar = _progress(progress, s.total_steps, self.start, name)
         # the train metrics of steps after the last log row, as the checkpoint kept them (float32, as the
@@ -629,7 +763,7 @@ class Training:
         return pending
 
     def _log_train(self, step: int, pending: list, hp: dict, bar) -> None:
-        vals = jax.device_get(pending)
+        vals = sharding.to_host(pending)
         loss = float(np.mean([v["loss"] for v in vals]))
         if not math.isfinite(loss) or loss > DIVERGED_LOSS:
             raise TrainingFailed(f"loss became {loss:.4g} by step {step} (diverged; learning rate "
@@ -658,7 +792,7 @@ class Training:
         self.tracker.log(record)
         value = val.accuracy if self.metric_name == "val_accuracy" else -val.loss
         if self.host.observe(step, value, val, last_phase=last_phase, patience=self.patience) and self.track_best:
-            self.best = jax.device_get({"params": self.state["params"], "batch_stats": self.state["batch_stats"]})
+            self.best = self.prog.copy_weights(*self._weights())
             weights_lib.save_weights(self.best_dir, self.best, self.s.meta, {"step": step})
 
     def _run_extras(self, step: int, evaluated: bool) -> None:
@@ -680,8 +814,8 @@ class Training:
         self.tracker.log({"step": step, "event": "phase_end", **{f"phase_{k}": v for k, v in ended.items()}})
         self.phase_i += 1
         self.steps = self.prog.steps(self.plan.phases[self.phase_i])
-        self.state["opt_state"] = jax.device_put(
-            carry_over(self.state["opt_state"], self.steps.tx.init(self.state["params"])), self.repl)
+        self.state["opt_state"] = carry_over(self.state["opt_state"],
+                                             self.prog.init_opt(self.steps.tx, self.state["params"]))
         self.host.evals_since_best = 0
         self._log_phase_start(step)
 
@@ -692,10 +826,9 @@ class Training:
         the exported weights, config.evals at those weights, and the result."""
         host = self.host
         use_best = self.config.train.restore_best and self.best is not None
-        final = jax.device_get({"params": self.state["params"], "batch_stats": self.state["batch_stats"]})
-        selected = self.best if use_best else final
-        sel = jax.device_put(selected, self.repl)
-        sel_weights = (sel["params"], sel["batch_stats"])
+        final = {"params": self.state["params"], "batch_stats": self.state["batch_stats"]}
+        selected = self.best if use_best else final  # device arrays, sharded as trained: never gathered
+        sel_weights = (selected["params"], selected["batch_stats"])
         if use_best and host.best_step == step and self.test_now is not None:
             tested = self.test_now  # the best step is the last one, evaluated already
         else:
@@ -707,8 +840,9 @@ class Training:
             val_acc, val_loss, best_step = val.accuracy, val.loss, step
         weights_lib.save_weights(self.run_dir / "weights", selected, self.s.meta, {"step": best_step})
         detail = tested.detail()
-        durable.write_json(self.run_dir / "test_metrics.json",
-                           {**detail, "class_names": self.s.data.class_names})  # incl. the confusion matrix
+        if distributed.is_writer():
+            durable.write_json(self.run_dir / "test_metrics.json",
+                               {**detail, "class_names": self.s.data.class_names})  # incl. the confusion matrix
         extras = {f"{name}_{k}": v for name, ev in self.extras.items() for k, v in ev.run(*sel_weights)}
         metrics = {
             "val_accuracy": val_acc, "val_loss": val_loss, "test_accuracy": tested.accuracy,
@@ -731,8 +865,25 @@ class Training:
         self.tracker.log({"step": step, "event": "end", **{f"final_{k}": v for k, v in metrics.items()}})
         self.tracker.finish(metrics)
         result = RunResult("done", "", metrics)
-        durable.write_json(self.run_dir / RESULT_FILE, dataclasses.asdict(result))
+        if distributed.is_writer():
+            durable.write_json(self.run_dir / RESULT_FILE, dataclasses.asdict(result))
         return result
+
+
+class _NoTracker:
+    """The tracker of the processes that do not write (multi-host: process 0 writes metrics and W&B; the
+    checkpoint's host state, metrics_lines included, is the one process 0 saves)."""
+
+    init_seconds = 0.0
+
+    def log(self, metrics: dict) -> None:
+        pass
+
+    def sync(self) -> int:
+        return 0
+
+    def finish(self, summary: dict, failed: bool = False) -> None:
+        pass
 
 
 def _strategy_summary(cfg, plan: strategies.Plan) -> str:

@@ -57,13 +57,16 @@ def save_weights(directory, weights: Weights | nnx.Module, meta: ModelMeta, extr
     if isinstance(weights, nnx.Module):
         weights = flat_state(weights)
     directory.mkdir(parents=True, exist_ok=True)
-    tree = {coll: unflatten_dict({k: np.asarray(v) for k, v in table.items()}, sep=".")
-            for coll, table in weights.items() if table}
+    # device arrays stay as they are: a sharded model is written shard by shard (every process writes its
+    # own), never gathered onto one device
+    tree = {coll: unflatten_dict({k: v if isinstance(v, jax.Array) else np.asarray(v) for k, v in table.items()},
+                                 sep=".") for coll, table in weights.items() if table}
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(directory / "state", tree, force=True)
-    info = {"meta": meta.to_json(), **(extra or {})}
-    # the marker that the weights are complete (is_weights_dir): written last, atomically
-    durable.write_json(directory / META_FILE, info, point=f"{directory.name}/{META_FILE}")
+    if jax.process_index() == 0:  # multi-host: one process writes the metadata
+        info = {"meta": meta.to_json(), **(extra or {})}
+        # the marker that the weights are complete (is_weights_dir): written last, atomically
+        durable.write_json(directory / META_FILE, info, point=f"{directory.name}/{META_FILE}")
 
 
 def is_weights_dir(directory) -> bool:
@@ -76,7 +79,9 @@ def load_weights(directory) -> tuple[Weights, ModelMeta]:
     if not is_weights_dir(directory):
         raise FileNotFoundError(f"{directory} holds no weights (expected state/ and {META_FILE})")
     with ocp.StandardCheckpointer() as ckptr:
-        tree = ckptr.restore(directory / "state")
+        # into host arrays of the saved shapes: weights saved sharded on another device count load anywhere
+        saved = ckptr.metadata(directory / "state").item_metadata.tree
+        tree = ckptr.restore(directory / "state", jax.tree.map(lambda m: np.empty(m.shape, m.dtype), saved))
     weights = {coll: {k: np.asarray(v) for k, v in flatten_dict(tree.get(coll, {}), sep=".").items()}
                for coll in COLLECTIONS}
     meta = ModelMeta.from_json(json.loads((directory / META_FILE).read_text())["meta"])

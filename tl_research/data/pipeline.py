@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from tl_research import distributed
 from tl_research.data import folder, geometry, registry, subsets, targets as targets_lib, vtab as vtab_lib
 from tl_research.data.sampling import BalancedSampler
 from tl_research.errors import ConfigError
@@ -114,7 +115,17 @@ def vtab_task(cfg) -> vtab_lib.VtabTask | None:
 
 
 def builder(cfg) -> tfds.core.DatasetBuilder:
-    """The TFDS builder for `data.name`, prepared locally if it is built in."""
+    """The TFDS builder for `data.name`, prepared locally if it is built in (or a folder). Multi-host: process
+    0 prepares it while the others wait, then they read what it wrote."""
+    local = cfg.name.startswith(folder.PREFIX) or cfg.name in registry.BUILDERS
+    if not local or jax.process_count() == 1:
+        return _builder(cfg)
+    b = _builder(cfg) if distributed.is_writer() else None
+    distributed.barrier(f"prepared {cfg.name}")
+    return b or _builder(cfg)
+
+
+def _builder(cfg) -> tfds.core.DatasetBuilder:
     kwargs = {"data_dir": cfg.data_dir or None}
     if cfg.name.startswith(folder.PREFIX):
         return folder.builder(cfg.name[len(folder.PREFIX):], cfg.data_dir or None)
