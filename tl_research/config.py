@@ -67,7 +67,33 @@ def base_config() -> ml_collections.ConfigDict:
     c.sharding = sharding.DEFAULT_RULES
     c.precision = "float32"
     c.augment = ()  # ordered on-device augmentation ops, e.g. ("flip", "crop(4)"); see data/augment.py
-    c.train = ml_collections.ConfigDict(dict(
+    c.train = _train_config()
+    # Extra evaluators, by name (tl_research/evaluators.py); none by default. Each is a dict with a `type` and
+    #   every: 0 = at every validation eval | k > 0 = every k steps | -1 = only at the end
+    # type="fewshot": the closed-form few-shot linear probe on the model's frozen penultimate features
+    #   shots=(1, 5, 10, 25) (training examples per class), seeds=3 (draws per shot count; the metric is their
+    #   mean), l2_reg=2**10 (ridge strength on whitened features), e.g.
+    #   c.evals.fewshot = dict(type="fewshot", every=0, shots=(1, 5, 10, 25), seeds=3, l2_reg=2.0 ** 10)
+    # type="classification": accuracy, loss, balanced_accuracy, macro_f1 of one more split
+    #   split="test": train | val | test (the run's own, as it selected them) or a TFDS split string
+    #   data="": the run's dataset, or another data.name with the same classes (read with the run's data
+    #   settings and image shape), e.g. c.evals.test_b = dict(type="classification", split="test", data="X")
+    # Logged to metrics.jsonl and W&B as "{name}/{metric}" (e.g. fewshot/10shot_accuracy); the values at the
+    # weights the run reports (see train.restore_best) go into the result as "{name}_{metric}".
+    c.evals = evaluators.default_config()
+    c.lr_range = lr_range.default_config()  # launch.py --lr_range_test: see tl_research/lr_range.py
+    c.wandb = ml_collections.ConfigDict(dict(mode="offline", project="tl_research", entity="", tags=()))
+    c.report = _report_config()
+    # Locked: a config file that sets a key not listed here (a typo) fails, naming the closest key
+    # (read_config). config.evals stays open: its entries are named by the config file.
+    c.lock()
+    c.evals.unlock()
+    return c
+
+
+def _train_config() -> ml_collections.ConfigDict:
+    """The `config.train` block: run length, cadences, loss options, selection."""
+    return ml_collections.ConfigDict(dict(
         steps=0,  # total steps; 0 = from epochs
         epochs=5.0,
         log_every=10,
@@ -84,38 +110,23 @@ def base_config() -> ml_collections.ConfigDict:
         # updates its running ones k times a step). data.batch_size must divide by k x the batch devices.
         accumulate=1,
     ))
-    # Extra evaluators, by name (tl_research/evaluators.py); none by default. Each is a dict with a `type` and
-    #   every: 0 = at every validation eval | k > 0 = every k steps | -1 = only at the end
-    # type="fewshot": the closed-form few-shot linear probe on the model's frozen penultimate features
-    #   shots=(1, 5, 10, 25) (training examples per class), seeds=3 (draws per shot count; the metric is their
-    #   mean), l2_reg=2**10 (ridge strength on whitened features), e.g.
-    #   c.evals.fewshot = dict(type="fewshot", every=0, shots=(1, 5, 10, 25), seeds=3, l2_reg=2.0 ** 10)
-    # type="classification": accuracy, loss, balanced_accuracy, macro_f1 of one more split
-    #   split="test": train | val | test (the run's own, as it selected them) or a TFDS split string
-    #   data="": the run's dataset, or another data.name with the same classes (read with the run's data
-    #   settings and image shape), e.g. c.evals.test_b = dict(type="classification", split="test", data="X")
-    # Logged to metrics.jsonl and W&B as "{name}/{metric}" (e.g. fewshot/10shot_accuracy); the values at the
-    # weights the run reports (see train.restore_best) go into the result as "{name}_{metric}".
-    c.evals = evaluators.default_config()
-    c.lr_range = lr_range.default_config()  # launch.py --lr_range_test: see tl_research/lr_range.py
-    c.wandb = ml_collections.ConfigDict(dict(mode="offline", project="tl_research", entity="", tags=()))
+
+
+def _report_config() -> ml_collections.ConfigDict:
+    """The `config.report` block: how results.csv becomes table.md, table.tex and plot.png."""
     # How results.csv becomes table.md and plot.png: x axis, one line per series, the metric.
-    c.report = ml_collections.ConfigDict(dict(x="frozen_depth", series=("init",), metric="test_accuracy"))
+    report = ml_collections.ConfigDict(dict(x="frozen_depth", series=("init",), metric="test_accuracy"))
     # The tables of table.md / table.tex, in order (results.REPORT_TABLES): "mean" (mean ± std per setting),
     # "gain" (metric minus the report.baseline runs', paired by seed), "similarity" (report.x values ordered
     # by domain similarity, with its rank correlation to the metric), "schedules" (per schedule: the LR chosen
     # on validation, best/final test accuracy, steps to reach the constant LR's best; needs train.eval_test).
-    c.report.tables = ("mean",)
-    c.report.baseline = ""  # for "gain": the runs gains are measured against, "KEY=VALUE" with KEY in series
+    report.tables = ("mean",)
+    report.baseline = ""  # for "gain": the runs gains are measured against, "KEY=VALUE" with KEY in series
     # Cui et al. 2018's domain similarity of each run's target data to its source model's training data, on the
     # source model's features (tl_research.domain_similarity): a results column; cached in the workdir.
-    c.report.similarity = False
-    c.report.similarity_gamma = 0.01  # sim = exp(-gamma * EMD)
-    # Locked: a config file that sets a key not listed here (a typo) fails, naming the closest key
-    # (read_config). config.evals stays open: its entries are named by the config file.
-    c.lock()
-    c.evals.unlock()
-    return c
+    report.similarity = False
+    report.similarity_gamma = 0.01  # sim = exp(-gamma * EMD)
+    return report
 
 
 # ---------------------------------------------------------------------------------------------- overrides
