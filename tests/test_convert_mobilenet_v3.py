@@ -48,8 +48,7 @@ def _keras_unit_names(model, variant, top):
     return names
 
 
-@pytest.mark.parametrize("variant,top", [("small", True), ("large", False)])
-def test_mobilenet_v3_matches_keras(tmp_path, variant, top):
+def test_mobilenet_v3_matches_keras(tmp_path, variant="small", top=True):
     build = keras.applications.MobileNetV3Small if variant == "small" else keras.applications.MobileNetV3Large
     m = randomize(build(weights=None, input_shape=(32, 32, 3), classes=CLASSES, include_top=top,
                         classifier_activation=None, dropout_rate=0.0))
@@ -71,6 +70,22 @@ def test_mobilenet_v3_matches_keras(tmp_path, variant, top):
     assert_parity(model, x, ref_logits, ref_units, check_logits=top)
     if top:  # the Keras 2 spelling of the published files converts to the same weights
         _check_keras2_names(path, tmp_path / "keras2.h5", arch, cfg, weights)
+
+
+def test_keras_large_no_top_needs_fc_units_0_and_the_cli_says_so(tmp_path, capsys):
+    # Large's numbers are checked against torchvision below and Keras' layout on Small above; here the Keras
+    # Large table must use every tensor of a no-top file and fill every parameter (convert checks both).
+    from tl_research.convert import main
+    m = keras.applications.MobileNetV3Large(weights=None, input_shape=(32, 32, 3), include_top=False)
+    path = save_legacy_h5(m, tmp_path / "large_no_top.h5")
+    weights, _ = convert("keras", path, "mobilenet_v3_large_keras", model_cfg=model_cfg(
+        "mobilenet_v3_large_keras", fc_units=0))
+    assert "units.7.conv.kernel" in weights["params"] and not any(k.startswith("units.8") for k in weights["params"])
+    assert main([str(path), "--arch", "mobilenet_v3_large_keras", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith("this file converts with: --arch mobilenet_v3_large_keras --fc-units 0"), err
+    assert main([str(path), "--arch", "mobilenet_v3_small_keras", "--out", str(tmp_path / "o")]) == 2
+    assert "this file converts with: --arch mobilenet_v3_large_keras --fc-units 0" in capsys.readouterr().err
 
 
 def _keras2(name: str) -> str:
