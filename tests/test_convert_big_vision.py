@@ -199,3 +199,58 @@ def test_vit_class_token_takes_the_batch_sharding_under_explicit_axes():
     tokens = embed.trace(state, x).out_info
     assert tokens.shape == (2, 1 + 2 * 2, 192)
     assert tokens.sharding.spec[0] == "data"
+
+
+def todays_big_vision(p: dict, depth: int, *, scan: bool) -> dict:
+    """An AugReg-named checkpoint in today's big_vision layout (per-type module numbers, a `params/` prefix,
+    a top-level position embedding over the patches only); with `scan`, the blocks stacked on a leading
+    axis under `Transformer/encoderblock/` as nn.scan saves them."""
+    rename = {"MultiHeadDotProductAttention_1": "MultiHeadDotProductAttention_0", "LayerNorm_2": "LayerNorm_1",
+              "MlpBlock_3": "MlpBlock_0"}
+    out, blocks = {}, {}
+    for k, v in p.items():
+        parts = [rename.get(s, s) for s in k.split("/")]
+        if scan and parts[0] == "Transformer" and parts[1].startswith("encoderblock_"):
+            blocks.setdefault("/".join(parts[2:]), {})[int(parts[1].split("_")[1])] = v
+        else:
+            out["params/" + "/".join(parts)] = v
+    for name, per_block in blocks.items():
+        assert sorted(per_block) == list(range(depth))
+        out[f"params/Transformer/encoderblock/{name}"] = np.stack([per_block[i] for i in range(depth)])
+    pos = out.pop("params/Transformer/posembed_input/pos_embedding")
+    out["params/pos_embedding"] = pos[:, 1:]
+    out["params/cls"] = p["cls"] + pos[:, :1]  # the same network: the class token absorbs its posemb
+    return out
+
+
+@pytest.fixture
+def vit_b16_at_depth_2(monkeypatch):
+    """ViT-B/16's width, heads and MLP at 2 of its 12 blocks: the layout is what is tested, and 12 blocks of
+    ViT-B cost 344 MB of random weights per copy. The registry's abstract models are cached by name, so the
+    caches are cleared around the change."""
+    from tl_research.checkpoints import convert as conv
+    from tl_research.models import vit
+    conv._abstract.cache_clear()
+    monkeypatch.setitem(vit.VARIANTS, "b", (768, 2, 3072, 12))
+    yield dict(width=768, depth=2, heads=12, mlp=3072)
+    conv._abstract.cache_clear()
+
+
+@pytest.mark.parametrize("arch,scan", [("vit_s16", True), ("vit_b16", False)])
+def test_vit_s16_and_b16_match_a_numpy_forward_in_either_block_layout(arch, scan, tmp_path, request, capsys):
+    dims = dict(width=384, depth=12, heads=6, mlp=1536) if arch == "vit_s16" else \
+        request.getfixturevalue("vit_b16_at_depth_2")
+    p = augreg_vit_npz(tmp_path / "augreg.npz", grid=2, num_classes=CLASSES, seed=3, **dims)
+    np.savez(tmp_path / "bv.npz", **todays_big_vision(p, dims["depth"], scan=scan))
+    cfg = model_cfg(arch, image_size=32)
+    weights, _ = convert("npz", tmp_path / "bv.npz", arch, model_cfg=cfg)
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    ref_logits, ref_units = reference_vit(p, x, dims["depth"])
+    model = load_converted(weights, cfg, CLASSES)
+    assert model.num_units == dims["depth"] + 2
+    assert_parity(model, x, ref_logits, ref_units)
+    if arch == "vit_s16":  # given as another ViT, the file is recognised
+        from tl_research.convert import main
+        assert main([str(tmp_path / "bv.npz"), "--arch", "vit_b16", "--out", str(tmp_path / "o")]) == 2
+        assert capsys.readouterr().err.rstrip().endswith(
+            "this file converts with: --arch vit_s16 --image-size 32")

@@ -19,6 +19,13 @@ token is prepended, which is the same as a zero position embedding for the class
 `params/` prefix. Only class-token models (`pool_type="tok"`) convert; a `pre_logits` layer (the tanh
 "representation" layer of the original i21k checkpoints) belongs to the source head and is set aside by
 name together with the classifier that reads it, as vit_jax does when fine-tuning.
+
+Models trained with `scan=True` (an nn.scan over the blocks) store one stacked tensor per block parameter,
+`Transformer/encoderblock/<module>/<param>` with the blocks on a leading axis of length depth; they are
+unstacked into the per-block names on reading, so one table serves both layouts.
+
+The `.npz` files of big_transfer's BiT ResNets (`resnet/...` keys) are read here too; their table is in
+resnet_v2_tables.py.
 """
 from __future__ import annotations
 
@@ -26,7 +33,8 @@ import pathlib
 
 import numpy as np
 
-from tl_research.checkpoints.table import Table
+from tl_research.checkpoints.table import Table, TableMismatch
+from tl_research.checkpoints import resnet_v2_tables
 from tl_research.models import vit
 from tl_research.models.base import ModelMeta
 
@@ -35,6 +43,8 @@ _NEW_TO_OLD = {"LayerNorm_0": "LayerNorm_0", "MultiHeadDotProductAttention_0": "
 POS = "Transformer/posembed_input/pos_embedding"
 NAME = "big_vision"
 ARCHS = tuple(f"vit_{v}16" for v in vit.VARIANTS)
+ARCHS += resnet_v2_tables.ARCHS_NPZ  # BiT
+SCANNED = "Transformer/encoderblock/"
 
 
 def read(path) -> dict[str, np.ndarray]:
@@ -45,6 +55,7 @@ def read(path) -> dict[str, np.ndarray]:
     for prefix in ("params/", "opt/target/"):
         if src and all(k.startswith(prefix) for k in src):
             src = {k[len(prefix):]: v for k, v in src.items()}
+    src = unstack_scanned_blocks(src)
     if "Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel" in src:
         renamed = {}
         for k, v in src.items():
@@ -59,6 +70,22 @@ def read(path) -> dict[str, np.ndarray]:
             pos = np.concatenate([np.zeros_like(pos[:, :1]), pos], axis=1)
         src[POS] = pos
     return src
+
+
+def unstack_scanned_blocks(src: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`Transformer/encoderblock/X` of shape (depth, ...) -> `Transformer/encoderblock_{i}/X` (see module doc)."""
+    stacked = {k: v for k, v in src.items() if k.startswith(SCANNED)}
+    if not stacked:
+        return src
+    depths = {v.shape[0] if v.ndim else 0 for v in stacked.values()}
+    if len(depths) != 1 or 0 in depths:
+        raise ValueError(f"the scanned encoder blocks ({SCANNED}...) do not share one leading depth axis: "
+                         f"lengths {sorted(depths)}")
+    out = {k: v for k, v in src.items() if not k.startswith(SCANNED)}
+    for k, v in stacked.items():
+        for i in range(v.shape[0]):
+            out[f"Transformer/encoderblock_{i}/{k[len(SCANNED):]}"] = v[i]
+    return out
 
 
 def _split_heads_in(x: np.ndarray) -> np.ndarray:
@@ -104,6 +131,11 @@ def table(arch: str, source: dict[str, np.ndarray], model_cfg) -> tuple[Table, M
     from tl_research.models import META
     if arch not in ARCHS:
         raise ValueError(f"no big_vision converter for architecture {arch!r}; allowed: {', '.join(ARCHS)}")
+    if arch in resnet_v2_tables.ARCHS_NPZ:
+        return resnet_v2_tables.bit_table(), META[arch], []
+    if resnet_v2_tables.is_bit(source):  # a mismatch, so that the convert command names the right --arch
+        raise TableMismatch(f"the checkpoint is a BiT ResNet, not a ViT ({arch})",
+                            [("BiT ResNet tensors, no ViT's", sorted(source)[:3])])
     if "cls" not in source:
         raise ValueError("the checkpoint has no class token ('cls'): only pool_type='tok' ViTs convert; "
                          "global-average-pool or MAP-head big_vision models are not supported")

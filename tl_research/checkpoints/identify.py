@@ -26,6 +26,8 @@ def variants(arch: str, source: dict) -> list[dict]:
                 if found is None or mobilenet.channels(w, layout) == found]
     if arch.startswith("vgg16"):
         return [{"fc_units": 4096}, {"fc_units": 0}]
+    if arch.startswith("mobilenet_v3_") and arch.endswith("_keras"):  # with and without the pre-logits layer
+        return [{"fc_units": 4096}, {"fc_units": 0}]
     if arch.startswith("vit_"):
         pos = source.get("Transformer/posembed_input/pos_embedding")
         grid = int(round(np.sqrt(pos.shape[1] - 1))) if pos is not None and pos.ndim == 3 else 14

@@ -23,6 +23,7 @@ import pathlib
 import numpy as np
 
 from tl_research.checkpoints.table import Table, identity, keras_depthwise, reverse_input_channels
+from tl_research.checkpoints import mobilenet_v3_tables, resnet_v2_tables
 from tl_research.models import efficientnet, mobilenet, resnet, vgg
 from tl_research.models.base import ModelMeta
 
@@ -31,6 +32,8 @@ from tl_research.models.base import ModelMeta
 IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
 NAME = "Keras"
 ARCHS = ("resnet50_keras", "vgg16_keras", "mobilenet_v2_keras", "efficientnet_b0_keras")
+# MobileNetV3 and ResNet50V2, whose tables live in mobilenet_v3_tables.py and resnet_v2_tables.py.
+ARCHS += mobilenet_v3_tables.ARCHS_KERAS + resnet_v2_tables.ARCHS_KERAS
 
 
 def _decode(x) -> str:
@@ -191,6 +194,11 @@ def efficientnet_normalisation(source: dict[str, np.ndarray], meta: ModelMeta) -
 def table(arch: str, source: dict[str, np.ndarray], model_cfg) -> tuple[Table, ModelMeta, list[str]]:
     from tl_research.models import META
     meta, notes = META[arch], []
+    if arch in mobilenet_v3_tables.ARCHS_KERAS:  # Keras rescales inside the model: the metadata's mean/std
+        return mobilenet_v3_tables.table(arch, source, model_cfg), meta, [
+            "the model's own input Rescaling (include_preprocessing) is the metadata's mean/std 0.5"]
+    if arch in resnet_v2_tables.ARCHS_KERAS:
+        return resnet_v2_tables.keras_table(), meta, notes
     if arch == "resnet50_keras":
         t = resnet50_table()
     elif arch == "vgg16_keras":

@@ -69,6 +69,11 @@ def reverse_input_channels(x: np.ndarray) -> np.ndarray:
     return x[:, :, ::-1, :]
 
 
+def conv1x1_to_dense(x: np.ndarray) -> np.ndarray:
+    """A 1x1 conv kernel (1, 1, C, N) applied to a pooled map (Keras' and BiT's classifiers) -> dense (C, N)."""
+    return x.reshape(x.shape[-2], x.shape[-1])
+
+
 @dataclasses.dataclass(frozen=True)
 class Row:
     source: str  # name in the source file

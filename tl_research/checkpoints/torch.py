@@ -27,11 +27,14 @@ import pathlib
 import numpy as np
 
 from tl_research.checkpoints.table import Table, torch_conv, torch_linear
+from tl_research.checkpoints import mobilenet_v3_tables
 from tl_research.models import efficientnet, mobilenet, resnet, vgg
 from tl_research.models.base import ModelMeta
 
 NAME = "PyTorch"
 ARCHS = tuple(f"resnet{d}" for d in resnet.DEPTHS) + ("vgg16", "mobilenet_v2", "efficientnet_b0")
+# MobileNetV3, torchvision and timm names (their tables: mobilenet_v3_tables.py).
+ARCHS += mobilenet_v3_tables.ARCHS_TORCH
 _NO_TORCH = ("reading {path} needs PyTorch (`pip install torch`), which is not installed here. Either install "
              "it, or convert the file to safetensors where PyTorch is installed:\n"
              "  python -c \"import torch, safetensors.torch as st; "
@@ -240,6 +243,8 @@ def efficientnet_b0_timm_table() -> Table:
 def table(arch: str, source: dict[str, np.ndarray], model_cfg) -> tuple[Table, ModelMeta, list[str]]:
     from tl_research.models import META
     notes: list[str] = []
+    if arch in mobilenet_v3_tables.ARCHS_TORCH:
+        return mobilenet_v3_tables.table(arch, source, model_cfg), META[arch], notes
     if arch.startswith("resnet") and arch[len("resnet"):].isdigit():
         t = resnet_table(int(arch[len("resnet"):]))
     elif arch == "vgg16":

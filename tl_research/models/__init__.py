@@ -15,6 +15,7 @@ from flax import nnx
 import ml_collections
 
 from tl_research.models import efficientnet, mobilenet, resnet, resnet_cifar, vgg, vit
+from tl_research.models import mobilenet_v3, resnet_v2
 from tl_research.errors import ConfigError
 from tl_research.models.base import HIDDEN_INIT, ModelMeta, UnitModel
 
@@ -29,6 +30,10 @@ for _family in (resnet, vgg, mobilenet, efficientnet, vit):
 # What each name's published weights expect of their input (the converters return it with the weights).
 META: dict[str, ModelMeta] = {name: meta for _family in (resnet, vgg, mobilenet, efficientnet, vit)
                               for name, meta in _family.META.items()}
+# MobileNetV3 and ResNetV2 / BiT (one registry name per published layout, as above).
+for _family in (mobilenet_v3, resnet_v2):
+    _REGISTRY.update(_family.BUILDERS)
+    META.update(_family.META)
 
 
 def register(name: str, builder: Builder) -> None:
@@ -51,6 +56,7 @@ def default_config() -> ml_collections.ConfigDict:
         flatten_grid=7,  # pool=flatten: the final map is average-pooled to this grid, then flattened
         dropout=0.0,  # head dropout, right before the classifier
         fc_units=4096,  # vgg*: width of fc6/fc7, kept as the last depth unit; 0 drops them ("no top")
+        # (mobilenet_v3_*: 0 drops the pre-logits unit, absent from Keras' "no top" files; its width is fixed)
         width_multiplier=1.0,  # mobilenet_v2*: alpha (Keras publishes 0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
         image_size=224,  # vit_*: input size the position embedding is laid out for (others resample it)
     ))
