@@ -476,8 +476,12 @@ def validate(config, *, prefix: str = "") -> None:
             raise err("data.classes", tuple(config.data.classes),
                       f"() for all, or two or more distinct class ids in 0..{num_classes - 1}")
         n_train = _training_examples(config.data.to_json(), config.seed)  # data.per_class checked there
-        if config.data.batch_size > n_train:
-            raise err("data.batch_size", config.data.batch_size, f"at most the {n_train} training examples")
+        # A few-shot subset (data.per_class, data.train_examples) repeats its examples within a batch, as the
+        # few-shot protocols do (BiT: batch 512 at 1 example per class); a whole split never needs to.
+        subset = config.data.per_class or config.data.train_examples
+        if config.data.batch_size > n_train and not subset:
+            raise err("data.batch_size", config.data.batch_size, f"at most the {n_train} training examples "
+                      "(or a data.per_class / data.train_examples subset, whose batches repeat examples)")
         init = config.init
         fmt, sep, path = init.partition(":")
         if init == "source":
