@@ -15,6 +15,7 @@ from flax import nnx
 import ml_collections
 
 from tl_research.models import efficientnet, mobilenet, resnet, resnet_cifar, vgg, vit
+from tl_research.models import densenet, inception
 from tl_research.errors import ConfigError
 from tl_research.models.base import HIDDEN_INIT, ModelMeta, UnitModel
 
@@ -29,6 +30,10 @@ for _family in (resnet, vgg, mobilenet, efficientnet, vit):
 # What each name's published weights expect of their input (the converters return it with the weights).
 META: dict[str, ModelMeta] = {name: meta for _family in (resnet, vgg, mobilenet, efficientnet, vit)
                               for name, meta in _family.META.items()}
+# Inception-v3 and DenseNet-121 (models/inception.py, models/densenet.py)
+for _family in (inception, densenet):
+    _REGISTRY.update(_family.BUILDERS)
+    META.update(_family.META)
 
 
 def register(name: str, builder: Builder) -> None:
