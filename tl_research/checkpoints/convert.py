@@ -71,7 +71,7 @@ def abstract_model(arch: str, model_cfg=None, *, num_classes: int = 1000, in_cha
     return _abstract(arch, cfg.to_json(sort_keys=True), num_classes, in_channels)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
 def _abstract(arch: str, cfg_json: str, num_classes: int, in_channels: int):
     from tl_research import models
     cfg = ml_collections.ConfigDict(json.loads(cfg_json))
