@@ -37,7 +37,8 @@ def zeros_model(cfg, num_classes: int, in_channels: int = 3):
     initialisation costs seconds per distinct shape on CPU). Loading then goes through `transfer`."""
     abstract = conv.abstract_model(cfg.name, cfg, num_classes=num_classes, in_channels=in_channels)
     graphdef, state = nnx.split(abstract)
-    state = jax.tree.map(lambda s: jnp.asarray(np.zeros(s.shape, s.dtype)), state)
+    # device_put: jnp.asarray of a numpy array compiles one copy per distinct shape (JAX 0.10)
+    state = jax.tree.map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype)), state)
     return nnx.merge(graphdef, state)
 
 
