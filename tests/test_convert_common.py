@@ -144,7 +144,8 @@ def test_every_registered_imagenet_model_has_metadata():
     for name, meta in models.META.items():
         assert name in models.names()
         assert meta.first_conv.startswith("units.0") and meta.classifier == "head.classifier"
-        assert meta.input_size == (224, 224, 3) and len(meta.mean) == len(meta.std) == 3
+        size = 299 if name.startswith("inception") else 224  # Inception-v3 is published at 299 px
+        assert meta.input_size == (size, size, 3) and len(meta.mean) == len(meta.std) == 3
         assert meta.source and meta.license
 
 

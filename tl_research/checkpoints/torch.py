@@ -246,7 +246,7 @@ def efficientnet_b0_timm_table() -> Table:
 
 # --- Inception-v3 and DenseNet-121 ------------------------------------------------------------------------------
 
-AUX_REASON = "auxiliary classifier (a training-time loss on Mixed_6e), not part of the network"
+AUX_REASON = "auxiliary classifier, a training-time loss on Mixed_6e, not part of the network"
 
 
 def inception_v3_table() -> Table:

@@ -109,7 +109,8 @@ META: dict[str, ModelMeta] = {
     "densenet121": ModelMeta(**_IMAGENET, source="torchvision densenet121 IMAGENET1K_V1 (densenet121-a639ec97.pth)",
                              license="BSD-3-Clause (torchvision)"),
     "densenet121_keras": ModelMeta(
-        **_IMAGENET, source="keras.applications.DenseNet121 (densenet121_weights_tf_dim_ordering_tf_kernels[_notop].h5)",
+        **_IMAGENET,
+        source="keras.applications.DenseNet121 (densenet121_weights_tf_dim_ordering_tf_kernels[_notop].h5)",
         license="BSD-3-Clause (the authors' weights, ported to Keras)"),
 }
 

@@ -84,7 +84,8 @@ class InceptionA(nnx.Module):
         self.layout = layout
         self.branch1x1 = conv(c_in, 64, 1)
         self.branch5x5_1, self.branch5x5_2 = conv(c_in, 48, 1), conv(48, 64, 5)
-        self.branch3x3dbl_1, self.branch3x3dbl_2, self.branch3x3dbl_3 = conv(c_in, 64, 1), conv(64, 96, 3), conv(96, 96, 3)
+        self.branch3x3dbl_1 = conv(c_in, 64, 1)
+        self.branch3x3dbl_2, self.branch3x3dbl_3 = conv(64, 96, 3), conv(96, 96, 3)
         self.branch_pool = conv(c_in, pool_features, 1)
 
     def __call__(self, x):
@@ -118,7 +119,8 @@ class InceptionC(nnx.Module):
         conv = functools.partial(BasicConv, layout=layout, same=True, rngs=rngs)
         self.layout = layout
         self.branch1x1 = conv(c_in, 192, 1)
-        self.branch7x7_1, self.branch7x7_2, self.branch7x7_3 = conv(c_in, c7, 1), conv(c7, c7, (1, 7)), conv(c7, 192, (7, 1))
+        self.branch7x7_1 = conv(c_in, c7, 1)
+        self.branch7x7_2, self.branch7x7_3 = conv(c7, c7, (1, 7)), conv(c7, 192, (7, 1))
         self.branch7x7dbl_1 = conv(c_in, c7, 1)
         self.branch7x7dbl_2, self.branch7x7dbl_3 = conv(c7, c7, (7, 1)), conv(c7, c7, (1, 7))
         self.branch7x7dbl_4, self.branch7x7dbl_5 = conv(c7, c7, (7, 1)), conv(c7, 192, (1, 7))
@@ -157,7 +159,8 @@ class InceptionE(nnx.Module):
         conv = functools.partial(BasicConv, layout=layout, same=True, rngs=rngs)
         self.layout = layout
         self.branch1x1 = conv(c_in, 320, 1)
-        self.branch3x3_1, self.branch3x3_2a, self.branch3x3_2b = conv(c_in, 384, 1), conv(384, 384, (1, 3)), conv(384, 384, (3, 1))
+        self.branch3x3_1 = conv(c_in, 384, 1)
+        self.branch3x3_2a, self.branch3x3_2b = conv(384, 384, (1, 3)), conv(384, 384, (3, 1))
         self.branch3x3dbl_1, self.branch3x3dbl_2 = conv(c_in, 448, 1), conv(448, 384, 3)
         self.branch3x3dbl_3a, self.branch3x3dbl_3b = conv(384, 384, (1, 3)), conv(384, 384, (3, 1))
         self.branch_pool = conv(c_in, 192, 1)
