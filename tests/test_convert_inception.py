@@ -1,7 +1,7 @@
 """Inception-v3 from its three published layouts -> Flax: logits and every depth unit (the stem and each Mixed
 block) match the libraries' own model code, keras.applications.InceptionV3, torchvision 0.28.0's
 inception_v3 (aux_logits and transform_input on, as for the published weights) and timm's inception_v3, with
-random weights and random BatchNorm statistics, at 96 px (the smallest input is 75).
+random weights and random BatchNorm statistics, at 75 px (the smallest input Keras accepts).
 
 The Keras backend is PyTorch, set explicitly (see test_convert_keras.py).
 """
@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore::FutureWarning")]
 CLASSES = 7
-SIZE = 96
+SIZE = 75
 IMAGENET_MEAN, IMAGENET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
 
