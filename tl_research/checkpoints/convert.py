@@ -66,10 +66,12 @@ def abstract_model(arch: str, model_cfg=None, *, num_classes: int = 1000, in_cha
     it; callers must not modify it)."""
     from tl_research import models
     cfg = model_cfg if model_cfg is not None else models.default_config()
-    return _abstract(arch, cfg.to_json(), num_classes, in_channels)
+    # Keys sorted: a config copied through to_dict() (as `run` does) must hit the same entry; tracing a large
+    # model abstractly costs seconds (Inception-v3: about 5 s on two CPU cores).
+    return _abstract(arch, cfg.to_json(sort_keys=True), num_classes, in_channels)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
 def _abstract(arch: str, cfg_json: str, num_classes: int, in_channels: int):
     from tl_research import models
     cfg = ml_collections.ConfigDict(json.loads(cfg_json))

@@ -14,17 +14,24 @@ Caffe-style weights (ResNet50, VGG16: "caffe" preprocessing, BGR input) get thei
 channels reversed, so the converted network takes RGB like every other one here; the metadata's mean is in
 RGB order accordingly. EfficientNet's in-network input normalisation (a Normalization layer's mean and
 variance) becomes the metadata's mean/std.
+
+InceptionV3 leaves its conv and BatchNorm layers unnamed: Keras numbers them `conv2d_N` and
+`batch_normalization_N` in the order the model creates them (from 1 in the published files, which Keras 2.0
+wrote; from 0, i.e. `conv2d`, `conv2d_1`, ..., or from wherever the session's counter stood in a file saved by
+Keras 3). The table numbers the 94 convs of Inception-v3 in that creation order from the file's lowest number.
 """
 from __future__ import annotations
 
 import dataclasses
 import pathlib
+import re
 
 import numpy as np
 
 from tl_research.checkpoints.table import Table, identity, keras_depthwise, reverse_input_channels
 from tl_research.checkpoints import mobilenet_v3_tables, resnet_v2_tables
 from tl_research.models import efficientnet, mobilenet, resnet, vgg
+from tl_research.models import densenet, inception
 from tl_research.models.base import ModelMeta
 
 # keras.applications.efficientnet: the published files store the ImageNet std as the Normalization layer's
@@ -34,6 +41,7 @@ NAME = "Keras"
 ARCHS = ("resnet50_keras", "vgg16_keras", "mobilenet_v2_keras", "efficientnet_b0_keras")
 # MobileNetV3 and ResNet50V2, whose tables live in mobilenet_v3_tables.py and resnet_v2_tables.py.
 ARCHS += mobilenet_v3_tables.ARCHS_KERAS + resnet_v2_tables.ARCHS_KERAS
+ARCHS += ("inception_v3_keras", "densenet121_keras")
 
 
 def _decode(x) -> str:
@@ -191,6 +199,58 @@ def efficientnet_normalisation(source: dict[str, np.ndarray], meta: ModelMeta) -
     return meta, f"input normalisation folded into the metadata: mean={meta.mean}, std={meta.std} on [0, 1] pixels"
 
 
+# --- Inception-v3 and DenseNet-121 ------------------------------------------------------------------------------
+
+def _first_number(source, prefix: str) -> int:
+    """The lowest N among the file's layers auto-named `prefix` (N = 0) or `prefix_N` (0 when there are none)."""
+    pattern = re.compile(rf"{prefix}(?:_(\d+))?")
+    found = [m.group(1) for m in (pattern.fullmatch(k.split("/")[0]) for k in source) if m]
+    return min((int(n or 0) for n in found), default=0)
+
+
+def _auto_name(prefix: str, n: int) -> str:
+    return prefix if n == 0 else f"{prefix}_{n}"
+
+
+def inception_v3_table(source) -> Table:
+    """keras.applications.InceptionV3: the i-th conv2d_N / batch_normalization_N (scale=False: beta, moving
+    statistics) in creation order -> the i-th conv of the stem and each block's CONVS (see module doc)."""
+    t = Table(hint="Keras numbers InceptionV3's layers conv2d_N, batch_normalization_N in creation order; "
+                   "a file missing one of them, or holding another model's, does not convert")
+    paths = [f"units.0.{c}" for c in inception.Stem.CONVS]
+    paths += [f"units.{i + 1}.{c}" for i, (_, block, *_) in enumerate(inception.MIXED) for c in block.CONVS]
+    c0, b0 = _first_number(source, "conv2d"), _first_number(source, "batch_normalization")
+    for i, dst in enumerate(paths):
+        _conv(t, _auto_name("conv2d", c0 + i), f"{dst}.conv")
+        bn = _auto_name("batch_normalization", b0 + i)
+        t.add(f"{bn}/beta", f"{dst}.bn.bias")
+        t.add(f"{bn}/moving_mean", f"{dst}.bn.mean", collection="batch_stats")
+        t.add(f"{bn}/moving_variance", f"{dst}.bn.var", collection="batch_stats")
+    _dense(t, "predictions", "head.classifier", optional=True)
+    return t
+
+
+def densenet121_table() -> Table:
+    """keras.applications.DenseNet121: conv1_*, conv{2..5}_block{i}_{0_bn,1_conv,1_bn,2_conv}, pool{2..4}_*, bn."""
+    t = Table()
+    _conv(t, "conv1_conv", "units.0.conv")
+    _bn(t, "conv1_bn", "units.0.bn")
+    for b, n in enumerate(densenet.BLOCKS):
+        for j in range(n):
+            name, dst = f"conv{b + 2}_block{j + 1}", f"units.{b + 1}.layers.{j}"
+            _bn(t, f"{name}_0_bn", f"{dst}.norm1")
+            _conv(t, f"{name}_1_conv", f"{dst}.conv1")
+            _bn(t, f"{name}_1_bn", f"{dst}.norm2")
+            _conv(t, f"{name}_2_conv", f"{dst}.conv2")
+        if b + 1 < len(densenet.BLOCKS):
+            _bn(t, f"pool{b + 2}_bn", f"units.{b + 1}.transition.norm")
+            _conv(t, f"pool{b + 2}_conv", f"units.{b + 1}.transition.conv")
+        else:
+            _bn(t, "bn", f"units.{b + 1}.transition.norm")
+    _dense(t, "predictions", "head.classifier", optional=True)
+    return t
+
+
 def table(arch: str, source: dict[str, np.ndarray], model_cfg) -> tuple[Table, ModelMeta, list[str]]:
     from tl_research.models import META
     meta, notes = META[arch], []
@@ -199,6 +259,10 @@ def table(arch: str, source: dict[str, np.ndarray], model_cfg) -> tuple[Table, M
             "the model's own input Rescaling (include_preprocessing) is the metadata's mean/std 0.5"]
     if arch in resnet_v2_tables.ARCHS_KERAS:
         return resnet_v2_tables.keras_table(), meta, notes
+    if arch == "inception_v3_keras":
+        return inception_v3_table(source), meta, notes
+    if arch == "densenet121_keras":
+        return densenet121_table(), meta, notes
     if arch == "resnet50_keras":
         t = resnet50_table()
     elif arch == "vgg16_keras":

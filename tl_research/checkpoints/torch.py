@@ -15,6 +15,11 @@ Name tables (source name -> dotted path, with the layout change):
 - MobileNetV2: torchvision (`features.0.0`, `features.N.conv.M`, `features.18.0`, `classifier.1`);
 - EfficientNet-B0: torchvision (`features.S.B.block.M`, `classifier.1`) and timm (`conv_stem`,
   `blocks.S.B.conv_dw`, `conv_head`, `classifier`), recognised by their names.
+- Inception-v3: torchvision (`Conv2d_1a_3x3.conv`, `Mixed_5b.branch1x1.bn`, `fc`), which timm's
+  `inception_v3` shares; the auxiliary classifier (`AuxLogits.*`) is set aside by name.
+- DenseNet-121: torchvision (`features.conv0`, `features.denseblockB.denselayerL.norm1`,
+  `features.transitionB`, `features.norm5`, `classifier`), and the names of the published file from before
+  torchvision 0.4 (`denselayerL.norm.1`, `conv.2`), which torchvision renames when it loads it.
 
 Conv weights (out, in, h, w) become HWIO kernels, Linear weights (out, in) become (in, out), BatchNorm
 `weight/bias/running_mean/running_var` become `scale/bias` params and `mean/var` batch statistics; BatchNorm's
@@ -29,12 +34,14 @@ import numpy as np
 from tl_research.checkpoints.table import Table, torch_conv, torch_linear
 from tl_research.checkpoints import mobilenet_v3_tables
 from tl_research.models import efficientnet, mobilenet, resnet, vgg
+from tl_research.models import densenet, inception
 from tl_research.models.base import ModelMeta
 
 NAME = "PyTorch"
 ARCHS = tuple(f"resnet{d}" for d in resnet.DEPTHS) + ("vgg16", "mobilenet_v2", "efficientnet_b0")
 # MobileNetV3, torchvision and timm names (their tables: mobilenet_v3_tables.py).
 ARCHS += mobilenet_v3_tables.ARCHS_TORCH
+ARCHS += ("inception_v3", "densenet121")
 _NO_TORCH = ("reading {path} needs PyTorch (`pip install torch`), which is not installed here. Either install "
              "it, or convert the file to safetensors where PyTorch is installed:\n"
              "  python -c \"import torch, safetensors.torch as st; "
@@ -240,11 +247,73 @@ def efficientnet_b0_timm_table() -> Table:
     return t
 
 
+# --- Inception-v3 and DenseNet-121 ------------------------------------------------------------------------------
+
+AUX_REASON = "auxiliary classifier, a training-time loss on Mixed_6e, not part of the network"
+
+
+def inception_v3_table() -> Table:
+    """torchvision / timm: BasicConv2d (ConvNormAct in timm) = `.conv` + `.bn` for every conv."""
+    t = Table()
+    convs = [(f"C{c[1:]}", f"units.0.{c}") for c in inception.Stem.CONVS]  # Conv2d_1a_3x3 ...
+    convs += [(f"{name}.{c}", f"units.{i + 1}.{c}") for i, (name, block, *_) in enumerate(inception.MIXED)
+              for c in block.CONVS]
+    for src, dst in convs:
+        _conv(t, f"{src}.conv", f"{dst}.conv")
+        _bn(t, f"{src}.bn", f"{dst}.bn")
+    _linear(t, "fc", "head.classifier", optional=True)
+    for conv in ("conv0", "conv1"):  # torchvision's InceptionAux; timm's published tv_in1k file keeps it too
+        t.set_aside[f"AuxLogits.{conv}.conv.weight"] = AUX_REASON
+        for stat in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            t.set_aside[f"AuxLogits.{conv}.bn.{stat}"] = AUX_REASON
+    t.set_aside["AuxLogits.fc.weight"] = t.set_aside["AuxLogits.fc.bias"] = AUX_REASON
+    return t
+
+
+def _dense_layer_sep(source) -> str:
+    """"." for the published file's names from before torchvision 0.4 (`norm.1`), else "" (`norm1`)."""
+    return "." if "features.denseblock1.denselayer1.norm.1.weight" in source else ""
+
+
+def densenet121_table(source) -> Table:
+    """features.conv0/norm0, denseblockB.denselayerL.{norm1,conv1,norm2,conv2}, transitionB, norm5, classifier."""
+    t = Table()
+    sep = _dense_layer_sep(source)
+    _conv(t, "features.conv0", "units.0.conv")
+    _bn(t, "features.norm0", "units.0.bn")
+    for b, n in enumerate(densenet.BLOCKS):
+        for j in range(n):
+            src, dst = f"features.denseblock{b + 1}.denselayer{j + 1}", f"units.{b + 1}.layers.{j}"
+            for i in (1, 2):
+                _bn(t, f"{src}.norm{sep}{i}", f"{dst}.norm{i}")
+                _conv(t, f"{src}.conv{sep}{i}", f"{dst}.conv{i}")
+        if b + 1 < len(densenet.BLOCKS):
+            _bn(t, f"features.transition{b + 1}.norm", f"units.{b + 1}.transition.norm")
+            _conv(t, f"features.transition{b + 1}.conv", f"units.{b + 1}.transition.conv")
+        else:
+            _bn(t, "features.norm5", f"units.{b + 1}.transition.norm")
+    _linear(t, "classifier", "head.classifier", optional=True)
+    return t
+
+
+def _inception_densenet(arch: str, source) -> tuple[Table, ModelMeta, list[str]]:
+    from tl_research.models import META
+    if arch == "inception_v3":
+        notes = ["pixels scaled to [-1, 1] (mean 0.5, std 0.5): what torchvision's transform_input=True makes "
+                 "of ImageNet-normalised input for these weights, and timm's tv_in1k preprocessing"]
+        return inception_v3_table(), META[arch], notes
+    t = densenet121_table(source)
+    notes = ["dense layer names from before torchvision 0.4 (norm.1, conv.1, ...)"] if _dense_layer_sep(source) else []
+    return t, META[arch], notes
+
+
 def table(arch: str, source: dict[str, np.ndarray], model_cfg) -> tuple[Table, ModelMeta, list[str]]:
     from tl_research.models import META
     notes: list[str] = []
     if arch in mobilenet_v3_tables.ARCHS_TORCH:
         return mobilenet_v3_tables.table(arch, source, model_cfg), META[arch], notes
+    if arch in ("inception_v3", "densenet121"):
+        return _inception_densenet(arch, source)
     if arch.startswith("resnet") and arch[len("resnet"):].isdigit():
         t = resnet_table(int(arch[len("resnet"):]))
     elif arch == "vgg16":

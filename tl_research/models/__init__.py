@@ -10,12 +10,13 @@ import json
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 import ml_collections
 
 from tl_research.models import efficientnet, mobilenet, resnet, resnet_cifar, vgg, vit
 from tl_research.models import mobilenet_v3, resnet_v2
+from tl_research.models import densenet, inception
 from tl_research.errors import ConfigError
 from tl_research.models.base import HIDDEN_INIT, ModelMeta, UnitModel
 
@@ -30,8 +31,8 @@ for _family in (resnet, vgg, mobilenet, efficientnet, vit):
 # What each name's published weights expect of their input (the converters return it with the weights).
 META: dict[str, ModelMeta] = {name: meta for _family in (resnet, vgg, mobilenet, efficientnet, vit)
                               for name, meta in _family.META.items()}
-# MobileNetV3 and ResNetV2 / BiT (one registry name per published layout, as above).
-for _family in (mobilenet_v3, resnet_v2):
+# MobileNetV3, ResNetV2 / BiT (one registry name per published layout, as above), Inception-v3 and DenseNet-121
+for _family in (mobilenet_v3, resnet_v2, inception, densenet):
     _REGISTRY.update(_family.BUILDERS)
     META.update(_family.META)
 
@@ -95,7 +96,9 @@ def zeros(model_cfg, num_classes: int, in_channels: int, seed: int = 0) -> UnitM
     anyway (base.Head); an mlp head's hidden layers get their random initialisation (from `seed`), since
     zero hidden layers behind a zero classifier would never receive a gradient."""
     graphdef, state = nnx.split(abstract(model_cfg, num_classes, in_channels))
-    model = nnx.merge(graphdef, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state))
+    # device_put of host zeros: jnp.zeros would compile one broadcast per distinct shape (JAX 0.10), about
+    # 70 compilations for DenseNet-121
+    model = nnx.merge(graphdef, jax.tree.map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype)), state))
     if len(model.head.hidden):
         rngs = nnx.Rngs(params=jax.random.fold_in(jax.random.key(seed), 1))
         for layer in model.head.hidden:
