@@ -385,6 +385,9 @@ def _training_examples(data_json: str, seed: int) -> int:
     subsets' own checks (e.g. data.per_class above a class's size) raise here, before any run trains."""
     cfg = ml_collections.ConfigDict(json.loads(data_json))
     cfg.cache_mb = 0  # labels only: no image is decoded
+    # which examples a split holds does not depend on the input size, which for a folder of mixed sizes comes
+    # from the starting weights' metadata, read later
+    cfg.image_size = cfg.image_size or 32
     return len(pipeline.load(cfg, seed=seed).train)
 
 
