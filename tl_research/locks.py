@@ -15,6 +15,7 @@ a run whose result is recorded by then is skipped, so no run is trained twice.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -87,3 +88,21 @@ def held(path, echo=None, what: str = "") -> Iterator[Lock]:
         yield lock
     finally:
         lock.release()
+
+
+def is_held(path) -> bool:
+    """Whether some process holds the lock at `path` right now. A probe for progress displays: it takes a
+    free lock for an instant (a worker trying it then comes back to it later) and writes nothing."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
