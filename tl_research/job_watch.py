@@ -71,13 +71,14 @@ def step(slots: list[Slot], recorded: set[str], retries: int = RETRIES) -> tuple
 
 
 def _why(job) -> str:
-    """One line on how a job ended without its result (submitit's exception, or its state)."""
-    try:
-        error = job.exception()
-    except Exception as e:  # noqa: BLE001 - no result at all (e.g. killed): submitit raises instead
-        error = e
-    text = str(error or "").strip().splitlines()
-    return f"job {job.job_id} ended without recording it ({(text[-1] if text else job.state)[:160]})"
+    """One line on how a job ended without recording its runs: the last line of its error when it returned
+    one, else its state and where its log is (a killed process leaves no result for submitit to read)."""
+    if job.paths.result_pickle.exists():
+        text = str(job.exception() or "").strip().splitlines()
+        what = text[-1][:160] if text else "it returned"
+    else:
+        what = f"no result, state {job.state}; log {job.paths.stderr}"
+    return f"job {job.job_id} ended without recording it ({what})"
 
 
 def record_failed(workdir: pathlib.Path, runs: dict, rid: str, reason: str, keys: list[str]) -> bool:
@@ -96,7 +97,7 @@ def record_failed(workdir: pathlib.Path, runs: dict, rid: str, reason: str, keys
         lock.release()
 
 
-def wait(slots: list[Slot], workdir: pathlib.Path, runs: list, keys: list[str], *, poll_s: float = 5.0,
+def wait(slots: list[Slot], workdir: pathlib.Path, runs: list, keys: list[str], *, poll_s: float = 2.0,
          retries: int = RETRIES, echo=print) -> None:
     """Shows progress until every job has ended and its runs are recorded (resubmitting or failing them)."""
     by_id = {r[0]: r for r in runs}

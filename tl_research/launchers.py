@@ -42,7 +42,7 @@ class Options:
     launcher: str = "local"
     jobs: int = 0  # local: 0 trains in this process (the sequential launch)
     wait: bool = False
-    poll_s: float = 5.0
+    poll_s: float = 2.0  # between looks at results.csv, the run locks and the jobs' states
     argv: list = dataclasses.field(default_factory=list)  # the command line, for the --collect hint
     slurm: dict = dataclasses.field(default_factory=dict)  # --slurm.* by name, e.g. {"partition": "gpu"}
 
