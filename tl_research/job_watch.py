@@ -97,7 +97,7 @@ def record_failed(workdir: pathlib.Path, runs: dict, rid: str, reason: str, keys
         lock.release()
 
 
-def wait(slots: list[Slot], workdir: pathlib.Path, runs: list, keys: list[str], *, poll_s: float = 2.0,
+def wait(slots: list[Slot], workdir: pathlib.Path, runs: list, keys: list[str], *, poll_s: float = 1.0,
          retries: int = RETRIES, echo=print) -> None:
     """Shows progress until every job has ended and its runs are recorded (resubmitting or failing them)."""
     by_id = {r[0]: r for r in runs}

@@ -42,16 +42,29 @@ class Options:
     launcher: str = "local"
     jobs: int = 0  # local: 0 trains in this process (the sequential launch)
     wait: bool = False
-    poll_s: float = 2.0  # between looks at results.csv, the run locks and the jobs' states
+    poll_s: float = 1.0  # between looks at results.csv, the run locks and the jobs' states
     argv: list = dataclasses.field(default_factory=list)  # the command line, for the --collect hint
     slurm: dict = dataclasses.field(default_factory=dict)  # --slurm.* by name, e.g. {"partition": "gpu"}
 
 
 # ---------------------------------------------------------------------------------------------- devices
 
+def _accelerator_plugin() -> bool:
+    """Whether JAX could find an accelerator here: a PJRT plugin (CUDA, ROCm: the jax_plugins entry points or
+    namespace) or libtpu. Without one, jax.devices() is this host's CPU, and the probe can be skipped."""
+    import importlib.metadata
+    import importlib.util
+    if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+        return False
+    return bool(list(importlib.metadata.entry_points(group="jax_plugins"))
+                or importlib.util.find_spec("jax_plugins") or importlib.util.find_spec("libtpu"))
+
+
 def host_devices() -> tuple[str, list[int]]:
     """(platform, device ids) of this host, from jax.devices() in a short child process: this process only
     submits, and a GPU client started here would hold memory the workers need."""
+    if not _accelerator_plugin():
+        return "cpu", sorted(os.sched_getaffinity(0))
     try:
         out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=600)
         platform, count = out.stdout.split()[-2:]
