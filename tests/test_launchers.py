@@ -205,6 +205,17 @@ def test_device_slices():
         launchers.device_slices("cpu", [0, 1], 3)
 
 
+def test_a_local_worker_sees_only_its_gpus(tmp_path):
+    """What a worker on GPUs 4 and 5 of an 8-GPU host is given, in a real submitit local job (no GPU is
+    needed to read its environment)."""
+    import submitit
+    executor = submitit.LocalExecutor(folder=tmp_path)
+    executor.update_parameters(**launchers.worker_parameters("gpu", [4, 5]))
+    assert executor.submit(os.getenv, "CUDA_VISIBLE_DEVICES").result() == "4,5"
+    executor.update_parameters(**launchers.worker_parameters("cpu", [0]))
+    assert executor.submit(os.getenv, "CUDA_VISIBLE_DEVICES").result() == ""  # its cores come by affinity
+
+
 def test_slurm_options():
     assert slurm_launcher.extra_parameters("--qos=high, --exclusive --mem-per-gpu=40G") == {
         "qos": "high", "exclusive": True, "mem_per_gpu": "40G"}

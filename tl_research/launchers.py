@@ -25,7 +25,6 @@ import pathlib
 import shlex
 import subprocess
 import sys
-import time
 
 from tl_research import job_watch, results, slurm_launcher, sweep
 from tl_research.errors import ConfigError
@@ -110,6 +109,13 @@ def _importable():
 
 # ---------------------------------------------------------------------------------------------- local
 
+def worker_parameters(platform: str, devices: list[int]) -> dict:
+    """LocalExecutor.update_parameters for a worker on `devices`: submitit sets CUDA_VISIBLE_DEVICES to
+    the GPUs (to none on a CPU host, whose worker gets its cores by affinity instead)."""
+    gpus = tuple(devices) if platform != "cpu" else ()
+    return {"timeout_min": LOCAL_TIMEOUT_MIN, "gpus_per_node": len(gpus), "visible_gpus": gpus}
+
+
 def local_slots(base, points, workdir: pathlib.Path, todo: list[str], jobs: int, echo=print) -> list[Slot]:
     """--launcher=local --jobs=N: N submitit LocalExecutor workers, each on its slice of the devices."""
     import submitit
@@ -119,8 +125,7 @@ def local_slots(base, points, workdir: pathlib.Path, todo: list[str], jobs: int,
     slots = []
     for i, devs in enumerate(slices[: len(todo)]):  # never more workers than runs
         def submit(run_ids, devs=devs):
-            gpus = {} if platform == "cpu" else {"gpus_per_node": len(devs), "visible_gpus": tuple(devs)}
-            executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, **gpus)
+            executor.update_parameters(**worker_parameters(platform, devs))
             with _importable():  # submitit copies this process's environment into the worker's
                 return executor.submit(SweepJob(base, points, workdir, run_ids,
                                                 cpus=devs if platform == "cpu" else None))
