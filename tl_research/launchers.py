@@ -12,8 +12,8 @@ SLURM cluster (--launcher=slurm), each executing tl_research.sweep_job.SweepJob 
 A launcher only decides where runs go: the jobs run the sequential launch's sweep code, under the same
 per-run, per-source and results.csv locks (tl_research.locks). With --wait the launching command shows runs
 done / running / queued / failed while the jobs run, resubmits the runs of jobs that ended without
-recording them (a worker killed with kill -9, a node that failed) up to RETRIES times, then records those
-runs as failed with the reason, and writes the report. Preemption and time limits are submitit's: it sends
+recording them (a worker killed with kill -9, a node that failed; job_watch.RETRIES times), then records
+those runs as failed with the reason, and writes the report. Preemption and time limits are submitit's: it sends
 the job USR2, calls its checkpoint() and requeues it, and the run resumes from its orbax checkpoint.
 """
 from __future__ import annotations
