@@ -1,8 +1,12 @@
-"""Runs a config (one run) or its whole sweep into a workdir.
+"""Runs a config (one run) or its whole sweep into a workdir, here or through submitit's launchers.
 
     python launch.py                                       # the quickstart sweep (configs/quickstart.py)
     python launch.py --config configs/X.py[:arg] [--config.key=value ...] [--workdir DIR]
     python launch.py --config configs/X.py --lr_range_test [...]   # LR range test of the config's base run
+    python launch.py ... --launcher=local --jobs=N [--wait]       # N worker processes on this host's devices
+    python launch.py ... --launcher=slurm --slurm.partition=P [--slurm.KEY=VALUE ...] [--wait]
+    python launch.py ... --run=RUN_ID | --shard=I/N               # one run, or every N-th from the I-th
+    python launch.py ... --collect                                # results.csv, tables, plot from the run folders
 
 Flags: --retry_failed (rerun failed runs), --no_progress (no progress bars), -h/--help; several processes
 (multi-host) join with --coordinator_address=HOST:PORT --num_processes=N --process_id=I, or on their own
@@ -13,7 +17,8 @@ the config's sweep varies replaces the sweep's values for that key. Bad input is
 
 Outputs land in DIR (default runs/<config name>): results.csv, table.md, table.tex, plot.png, one folder per
 run (config.json, metrics.jsonl, checkpoints/, weights/) and wandb/. Relaunching the same command resumes:
-finished runs are skipped, an interrupted run continues from its last checkpoint.
+finished runs are skipped, an interrupted run continues from its last checkpoint. Launchers decide only where
+runs go (tl_research/launchers.py); a run id gives the same row whichever launcher ran it.
 """
 from __future__ import annotations
 
@@ -24,14 +29,36 @@ from absl import flags
 
 USAGE = __doc__
 FLAG_LIST = ("--config PATH[:ARG], --config.KEY=VALUE, --workdir DIR, --retry_failed, --no_progress, "
-             "--lr_range_test, --coordinator_address, --num_processes, --process_id, -h/--help")
+             "--lr_range_test, --launcher local|slurm, --jobs N, --wait, --run RUN_ID, --shard I/N, --collect, "
+             "--slurm.{partition,gpus_per_node,nodes,timeout_min,array_parallelism,account,extra}, "
+             "--coordinator_address, --num_processes, --process_id, -h/--help")
 
 
 def define_flags(fv) -> None:
     """launch.py's own flags; --config and --workdir come from tl_research.command_line."""
+    from tl_research import slurm_launcher
     flags.DEFINE_bool("retry_failed", False, "rerun the runs that failed", flag_values=fv)
     flags.DEFINE_bool("no_progress", False, "no progress bars", flag_values=fv)
     flags.DEFINE_bool("lr_range_test", False, "an LR range test of the config's base run", flag_values=fv)
+    flags.DEFINE_enum("launcher", "local", ["local", "slurm"], "where the runs go", flag_values=fv)
+    flags.DEFINE_integer("jobs", 0, "local: worker processes, each on its slice of the devices (0: this "
+                         "process, one run after the other)", flag_values=fv)
+    flags.DEFINE_bool("wait", False, "wait for the jobs, showing progress, then write the report", flag_values=fv)
+    flags.DEFINE_multi_string("run", [], "run only this run id (repeatable)", flag_values=fv)
+    flags.DEFINE_string("shard", None, "I/N: run every N-th run of the sweep from the I-th", flag_values=fv)
+    flags.DEFINE_bool("collect", False, "rebuild results.csv, the tables and the plot from the run folders",
+                      flag_values=fv)
+    d = slurm_launcher.DEFAULTS
+    flags.DEFINE_string("slurm.partition", d["partition"], "SLURM partition", flag_values=fv)
+    flags.DEFINE_integer("slurm.gpus_per_node", d["gpus_per_node"], "GPUs of each run", flag_values=fv)
+    flags.DEFINE_integer("slurm.nodes", d["nodes"], "nodes of each run", flag_values=fv)
+    flags.DEFINE_integer("slurm.timeout_min", d["timeout_min"], "time limit of a job (it is requeued after "
+                         "it, resuming its run)", flag_values=fv)
+    flags.DEFINE_integer("slurm.array_parallelism", d["array_parallelism"], "array tasks running at once",
+                         flag_values=fv)
+    flags.DEFINE_string("slurm.account", d["account"], "SLURM account", flag_values=fv)
+    flags.DEFINE_string("slurm.extra", d["extra"], "more sbatch options, e.g. '--qos=high --constraint=a100'",
+                        flag_values=fv)
     define_distributed_flags(fv)
 
 
@@ -54,6 +81,51 @@ def start_processes(argv: list[str]) -> None:
     distributed.initialize(fv.coordinator_address, fv.num_processes, fv.process_id)
 
 
+def _launch_options(fv, argv):
+    """The launcher flags checked together (before anything runs): None for a launch in this process."""
+    from tl_research import launchers, slurm_launcher
+    from tl_research.errors import ConfigError
+    slurm = {k: fv[f"slurm.{k}"].value for k in slurm_launcher.FLAGS}
+    given = [f"--slurm.{k}" for k in slurm_launcher.FLAGS if fv[f"slurm.{k}"].present]
+    if given and fv.launcher != "slurm":
+        raise ConfigError(given[0], slurm[given[0][len("--slurm."):]], "--slurm.* flags with --launcher=slurm")
+    if fv.jobs < 0 or (fv.jobs and fv.launcher == "slurm"):
+        raise ConfigError("--jobs", fv.jobs, "an integer >= 0 with --launcher=local (SLURM runs "
+                          "--slurm.array_parallelism tasks at once)")
+    if fv.run and fv.shard:
+        raise ConfigError("--shard", fv.shard, "either --run or --shard")
+    if fv.launcher == "local" and fv.jobs == 0:
+        return None
+    return launchers.Options(launcher=fv.launcher, jobs=fv.jobs, wait=fv.wait, slurm=slurm, argv=list(argv))
+
+
+def _selected(cli):
+    """The run ids --run / --shard select (None: every run); unknown ids are refused by sweep.select."""
+    from tl_research import config as config_lib, sweep
+    if cli.flags.shard:
+        return sweep.shard([config_lib.run_id(p) for p in cli.points], cli.flags.shard)
+    return list(cli.flags.run) or None
+
+
+def _train(cli, progress: bool, argv, echo=print):
+    """The runs, in this process or through a launcher: the rows to report, or None (jobs submitted)."""
+    from tl_research import launchers, sweep
+    base, points, workdir, fv = cli.config, cli.points, cli.workdir, cli.flags
+    opts = _launch_options(fv, argv)
+    only = _selected(cli)
+    if fv.collect:
+        return sweep.collect(base, points, workdir)
+    echo(f"{base.name}: {len(points) if only is None else len(only)} run(s) into {workdir}")
+    if opts is not None:
+        return launchers.launch(base, points, workdir, opts, only=only, retry_failed=fv.retry_failed)
+    if only is None:
+        return sweep.run_sweep(base, points, workdir, progress=progress, retry_failed=fv.retry_failed, echo=echo)
+    sweep.run_sweep(base, points, workdir, progress=progress, retry_failed=fv.retry_failed, only=only,
+                    finish=False, echo=echo)
+    echo(f"report of the whole sweep: python launch.py {' '.join(launchers.collect_args(argv))} --collect")
+    return None
+
+
 def main(argv: list[str]) -> int:
     from tl_research import command_line, results, sweep, trainer
     command_line.quiet_logging()
@@ -64,18 +136,17 @@ def main(argv: list[str]) -> int:
                                  flag_list=FLAG_LIST)
         if cli is None:  # --help
             return 0
-        base, points, workdir = cli.config, cli.points, cli.workdir
+        base, workdir = cli.config, cli.workdir
         from tl_research import distributed
-        quiet = {} if distributed.is_writer() else {"echo": lambda *args, **kw: None}  # multi-host: one voice
-        echo = quiet.get("echo", print)
+        echo = print if distributed.is_writer() else (lambda *args, **kw: None)  # multi-host: one voice
         trainer.enable_compilation_cache()
         progress = not cli.flags.no_progress and sys.stderr.isatty()
         if cli.flags.lr_range_test:
             sweep.range_test(base, workdir, progress=progress)
             return 0
-        echo(f"{base.name}: {len(points)} run(s) into {workdir}")
-        rows = sweep.run_sweep(base, points, workdir, progress=progress and distributed.is_writer(),
-                               retry_failed=cli.flags.retry_failed, **quiet)
+        rows = _train(cli, progress and distributed.is_writer(), argv, echo)
+        if rows is None:
+            return 0
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,13 +12,15 @@ the lock file when it acquires it, so a process that finds it held can say who h
 A launch takes the runs nobody holds first and comes back to the held ones afterwards (waiting for them);
 a run whose result is recorded by then is skipped, so no run is trained twice.
 
-A multi-host run is one launch on several processes that must take every step together: process 0 alone
-holds the file lock, every process waits at a barrier until it has it, and `try_acquire` never succeeds (so
-all processes take the same, blocking, path through a sweep).
+A multi-host run is one launch on several processes that must take every step together. The locks that
+every process passes through (`collective=True`: a run's, a source model's) are held by process 0 alone, every
+process waits at a barrier until it has them, and `try_acquire` never succeeds (so all processes take the
+same, blocking, path through a sweep). The others (results.csv) are taken by process 0 only, which writes.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -58,8 +60,8 @@ def holder(path) -> str:
 class Lock:
     """One of the locks above; `try_acquire()` does not wait, `acquire()` waits (saying for whom, once)."""
 
-    def __init__(self, path):
-        self.path = pathlib.Path(path)
+    def __init__(self, path, collective: bool = False):
+        self.path, self.collective = pathlib.Path(path), collective
         self._lock = FileLock(self.path, on_acquired=_write_holder, thread_local=False)
 
     def _try(self) -> bool:
@@ -70,17 +72,18 @@ class Lock:
         return True
 
     def try_acquire(self) -> bool:
-        return not distributed.multi_process() and self._try()
+        return not (self.collective and distributed.multi_process()) and self._try()
 
     def acquire(self, echo=None, what: str = "") -> None:
-        if distributed.is_writer() and not self._try():
+        if (distributed.is_writer() or not self.collective) and not self._try():
             message = f"{what or self.path.name} is held by {holder(self.path)}; waiting for it"
             (echo or log.warning)(message)
             self._lock.acquire()
-        distributed.barrier(f"acquired {self.path.name}")
+        if self.collective:
+            distributed.barrier(f"acquired {self.path.name}")
 
     def release(self) -> None:
-        if distributed.is_writer():
+        if distributed.is_writer() or not self.collective:
             self._lock.release()
 
     @property
@@ -89,11 +92,29 @@ class Lock:
 
 
 @contextlib.contextmanager
-def held(path, echo=None, what: str = "") -> Iterator[Lock]:
+def held(path, echo=None, what: str = "", collective: bool = False) -> Iterator[Lock]:
     """Holds the lock at `path` for the block, waiting for it if another process has it."""
-    lock = Lock(path)
+    lock = Lock(path, collective)
     lock.acquire(echo, what)
     try:
         yield lock
     finally:
         lock.release()
+
+
+def is_held(path) -> bool:
+    """Whether some process holds the lock at `path` right now. A probe for progress displays: it takes a
+    free lock for an instant (a worker trying it then comes back to it later) and writes nothing."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

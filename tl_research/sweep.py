@@ -12,7 +12,8 @@ import traceback
 from flax.traverse_util import flatten_dict
 
 from tl_research import config as config_lib
-from tl_research import distributed, domain_similarity, durable, locks, results, tracking, trainer
+from tl_research import distributed, domain_similarity, durable, interrupts, locks, results, tracking
+from tl_research import trainer
 from tl_research.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,8 @@ def train_source(source_cfg, workdir: pathlib.Path, cache, progress: bool, echo=
     the source's lock: workers that need it at the same time wait for the one training it."""
     d = source_dir(workdir, source_cfg)
     d.mkdir(parents=True, exist_ok=True)
-    with locks.held(locks.lock_path(workdir, "source", d.name), echo, what=f"source model {d.name}"):
+    with locks.held(locks.lock_path(workdir, "source", d.name), echo, what=f"source model {d.name}",
+                    collective=True):
         if not (durable.read_json(d / trainer.RESULT_FILE) or {}).get("status"):
             echo(f"training source model {d.name} (once per workdir)")
         if distributed.is_writer():
@@ -126,26 +128,63 @@ def _recorded(csv_path, retry_failed: bool) -> set[str]:
             if r["status"] == "done" or (r["status"] == "failed" and not retry_failed)}
 
 
-def run_sweep(base, points, workdir, *, progress: bool = True, retry_failed: bool = False,
-              echo=print) -> list[dict]:
-    """Trains the runs not recorded yet. Several launches may share a workdir: each takes the runs nobody
-    holds (DIR/.locks, tl_research.locks), then waits for the held ones and skips those finished meanwhile."""
+def prepare(base, points, workdir) -> list:
+    """Every check of a sweep before any work (each run's config, the workdir's own and the one it was made
+    with), then the workdir claimed; the runs, as run_configs gives them. What a launcher calls before it
+    submits anything, and what each of its jobs calls again (it is idempotent)."""
     workdir = pathlib.Path(workdir).absolute()
     runs = run_configs(base, points, workdir)  # every check before any work
     prepare_workdir(workdir)
     _check_workdir(workdir, runs)
     _claim_workdir(workdir, base, points)
     distributed.barrier("workdir checked")  # multi-host: every process reads what process 0 wrote
+    return runs
+
+
+def select(runs, only=None) -> list:
+    """The runs whose ids `only` lists, in that order (None: all of them); an id the sweep does not have is
+    a ConfigError naming the flag that selects runs."""
+    if only is None:
+        return list(runs)
+    by_id = {r[0]: r for r in runs}
+    unknown = [rid for rid in only if rid not in by_id]
+    if unknown:
+        shown = ", ".join(list(by_id)[:5]) + (", ..." if len(by_id) > 5 else "")
+        raise ConfigError("--run", unknown[0], f"a run id of this sweep ({shown})")
+    return [by_id[rid] for rid in only]
+
+
+def shard(runs, spec: str) -> list:
+    """--shard=i/n: runs i, i + n, i + 2n, ... of the sweep, in its order (every run in exactly one shard)."""
+    i, slash, n = str(spec).partition("/")
+    if not (slash and i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+        raise ConfigError("--shard", spec, "I/N with 0 <= I < N, e.g. --shard=0/4")
+    return list(runs)[int(i)::int(n)]
+
+
+def pending(runs, workdir, retry_failed: bool = False) -> list:
+    """The runs results.csv does not hold as finished: what a (re)launch has left to do."""
+    skip = _recorded(pathlib.Path(workdir).absolute() / RESULTS, retry_failed)
+    return [r for r in runs if r[0] not in skip]
+
+
+def run_sweep(base, points, workdir, *, progress: bool = True, retry_failed: bool = False,
+              echo=print, only=None, finish: bool = True) -> list[dict]:
+    """Trains the runs not recorded yet (with `only`, the runs of those ids, in that order). Several
+    launches may share a workdir: each takes the runs nobody holds (DIR/.locks, tl_research.locks), then
+    waits for the held ones and skips those finished meanwhile. `finish=False` (a launcher's job) leaves
+    the sweep-wide steps (domain similarity, the W&B table) to whoever collects the sweep."""
+    workdir = pathlib.Path(workdir).absolute()
+    runs = prepare(base, points, workdir)
+    mine = select(runs, only)
     csv_path = workdir / RESULTS
-    skip = _recorded(csv_path, retry_failed)
-    todo = [r for r in runs if r[0] not in skip]
-    if len(todo) < len(runs):
-        echo(f"{len(runs) - len(todo)} of {len(runs)} runs already in {csv_path}; skipping them")
-    ctx = _SweepContext(base, workdir, csv_path, sorted({k for p in points for k in p}), progress, retry_failed,
-                        echo, len(todo))
+    todo = pending(mine, workdir, retry_failed)
+    if len(todo) < len(mine):
+        echo(f"{len(mine) - len(todo)} of {len(mine)} runs already in {csv_path}; skipping them")
+    ctx = _SweepContext(base, workdir, csv_path, swept_keys(points), progress, retry_failed, echo, len(todo))
     held_elsewhere = []
     for run in todo:
-        lock = locks.Lock(locks.lock_path(workdir, "run", run[0]))
+        lock = locks.Lock(locks.lock_path(workdir, "run", run[0]), collective=True)
         if lock.try_acquire():
             ctx.run_locked(run, lock)
         else:
@@ -153,6 +192,34 @@ def run_sweep(base, points, workdir, *, progress: bool = True, retry_failed: boo
     for run, lock in held_elsewhere:  # another launch is training these: wait, then skip them if it finished
         lock.acquire(echo, what=f"run {run[0]}")
         ctx.run_locked(run, lock)
+    return finish_sweep(base, runs, workdir, echo) if finish else results.read_rows(csv_path)
+
+
+def train_sources(base, points, workdir, *, only=None, echo=print) -> dict[str, str]:
+    """Trains the source models the runs (those `only` names) start from, each once, under its lock: a
+    launcher's first stage. Source hash -> its failure reason ('' when trained)."""
+    workdir = pathlib.Path(workdir).absolute()
+    runs = select(prepare(base, points, workdir), only)
+    cache, out = trainer.StepCache(), {}
+    for _, _, cfg in runs:
+        if cfg.init == "source" and config_lib.config_hash(cfg.source) not in out:
+            d, reason = train_source(config_lib.copy_config(cfg.source), workdir, cache, False, echo)
+            out[d.name] = reason
+    return out
+
+
+def source_pending(cfg, workdir) -> str | None:
+    """The hash of the source model `cfg` starts from when it is not trained yet, else None."""
+    if cfg.init != "source":
+        return None
+    d = source_dir(pathlib.Path(workdir).absolute(), cfg.source)
+    return None if (durable.read_json(d / trainer.RESULT_FILE) or {}).get("status") else d.name
+
+
+def finish_sweep(base, runs, workdir, echo=print) -> list[dict]:
+    """The sweep-wide steps once its runs are trained: the domain similarity column, the W&B table."""
+    workdir = pathlib.Path(workdir).absolute()
+    csv_path = workdir / RESULTS
     if base.report.similarity:
         _record_similarity(runs, workdir, csv_path, base.report.similarity_gamma, echo)
     distributed.barrier("sweep rows written")
@@ -160,6 +227,42 @@ def run_sweep(base, points, workdir, *, progress: bool = True, retry_failed: boo
     if distributed.is_writer():
         tracking.log_sweep_table(base.wandb, base.name, workdir / "wandb", rows)
     return rows
+
+
+def swept_keys(points) -> list[str]:
+    return sorted({k for p in points for k in p})
+
+
+def result_row(rid, point, cfg, keys, result: trainer.RunResult) -> dict:
+    """A run's results.csv row: the same whichever launcher (or --collect) writes it."""
+    return {"run_id": rid, **{k: point.get(k, _get(cfg, k)) for k in keys}, "status": result.status,
+            "reason": result.reason, **result.metrics}
+
+
+def collect(base, points, workdir, echo=print) -> list[dict]:
+    """Rebuilds results.csv from the run folders (each run's result.json is the record of truth), then the
+    sweep-wide steps. A failure that only results.csv records (an exception, a failed source: no
+    result.json) keeps its row; rows of runs outside this sweep (another launch's extra seeds) are kept."""
+    workdir = pathlib.Path(workdir).absolute()
+    runs = prepare(base, points, workdir)
+    keys = swept_keys(points)
+    csv_path = workdir / RESULTS
+    with results.locked(csv_path):
+        old = {r["run_id"]: r for r in results.read_rows(csv_path)}
+        mine, found = [], 0
+        for rid, point, cfg in runs:
+            recorded = durable.read_json(workdir / rid / trainer.RESULT_FILE)
+            if isinstance(recorded, dict) and recorded.get("status") in ("done", "failed"):
+                mine.append(result_row(rid, point, cfg, keys, trainer.RunResult(**recorded)))
+                found += 1
+            elif old.get(rid, {}).get("status") == "failed":
+                mine.append(old[rid])
+        ids = {r[0] for r in runs}
+        results.write_rows(csv_path, mine + [r for rid, r in old.items() if rid not in ids])
+    left = len(runs) - len(mine)
+    echo(f"collected {found} result.json of {len(runs)} runs into {csv_path}"
+         + (f"; {left} not finished (relaunch the sweep to run them)" if left else ""))
+    return finish_sweep(base, runs, workdir, echo)
 
 
 class _SweepContext:
@@ -197,8 +300,7 @@ class _SweepContext:
             init_path = str(src / "weights")
             failure = f"source run failed: {reason}" if reason else ""
         result = trainer.RunResult("failed", failure, {}) if failure else self._result(rid, point, cfg, init_path)
-        row = {"run_id": rid, **{k: point.get(k, _get(cfg, k)) for k in self.swept_keys}, "status": result.status,
-               "reason": result.reason, **result.metrics}
+        row = result_row(rid, point, cfg, self.swept_keys, result)
         row.setdefault("wall_time", round(time.time() - t0, 2))
         if distributed.is_writer():
             results.upsert_row(self.csv_path, row)
@@ -211,9 +313,17 @@ class _SweepContext:
     def _result(self, rid, point, cfg, init_path) -> trainer.RunResult:
         run_dir = self.workdir / rid
         try:
-            return trainer.run(cfg, run_dir, init_path=init_path, cache=self.cache, wandb_dir=self.workdir / "wandb",
-                               group=self.base.name, name=config_lib.run_name(point), run_id=rid,
-                               progress=self.progress)
+            def train(stop=None):
+                return trainer.run(cfg, run_dir, init_path=init_path, cache=self.cache,
+                                   wandb_dir=self.workdir / "wandb", group=self.base.name,
+                                   name=config_lib.run_name(point), run_id=rid, progress=self.progress,
+                                   stop_at_step=stop)
+
+            result = train(interrupts.stop_step(run_dir))  # a stop step only where a test asks for one
+            if result.status == "interrupted":
+                interrupts.fire(run_dir)  # a signal to this process: it ends here, or is requeued
+                result = train()  # its handler let the process go on: the run resumes from its checkpoint
+            return result
         except ConfigError as e:
             return trainer.RunResult("failed", str(e), {})
         except Exception as e:  # noqa: BLE001 - a failed run is recorded and the sweep goes on

@@ -1,0 +1,76 @@
+"""Wall time of one small sweep, sequential (one process, one run after the other) vs
+--launcher=local --jobs=N (N submitit worker processes, each on its share of the cores or GPUs), as a ratio.
+
+Both launches start from the same warm JAX compilation cache (a first, untimed sweep fills it) and each
+trains its own source model, so the difference is the launcher: N processes at once, each paying Python's
+and JAX's start-up, against one process. On 2 CPU cores expect little gain (one core each, and the source
+model trains while the other worker waits for it); on a GPU host the goal is at least 0.8 x N.
+
+    python benchmarks/sweep_launchers.py [--jobs 2] [--steps 40] [--seeds 3] [--keep DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIG = '''
+from tl_research.config import base_config, axis, copy_config, product
+def get_config(arg=None):
+    c = base_config()
+    c.name = "bench_launchers"
+    c.data.name = "sklearn_digits"
+    c.data.classes = (5, 6, 7, 8, 9)
+    c.data.batch_size = 32
+    c.model.stage_sizes = (1, 1)
+    c.model.width = 8
+    c.train.steps = {steps}
+    c.train.eval_every = 10
+    c.wandb.mode = "disabled"
+    source = copy_config(c)
+    source.data.classes = (0, 1, 2, 3, 4)
+    c.init = "source"
+    c.source = source
+    return c
+def get_sweep(arg=None):
+    return product(axis("frozen_depth", [0, "all"]), axis("seed", list(range({seeds}))))
+'''
+
+
+def timed(argv: list[str], env: dict) -> float:
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, str(ROOT / "launch.py"), *argv, "--no_progress"], env=env,
+                         capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"launch failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--keep", help="a directory to keep the workdirs in (default: a temporary one)")
+    args = ap.parse_args()
+    tmp = pathlib.Path(args.keep or tempfile.mkdtemp(prefix="bench_launchers-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    config = tmp / "bench_launchers.py"
+    config.write_text(CONFIG.format(steps=args.steps, seeds=args.seeds))
+    env = {**os.environ, "TL_RESEARCH_CACHE": str(tmp / "cache"), "WANDB_MODE": "disabled"}
+    base = ["--config", str(config)]
+    timed([*base, "--workdir", str(tmp / "warm")], env)  # fills the compilation cache, untimed
+    sequential = timed([*base, "--workdir", str(tmp / "sequential")], env)
+    jobs = timed([*base, "--workdir", str(tmp / "jobs"), "--launcher=local", f"--jobs={args.jobs}", "--wait"], env)
+    runs = 2 * args.seeds
+    print(f"{runs} runs + 1 source, {args.steps} steps each, {os.cpu_count()} CPUs: sequential {sequential:.1f} s, "
+          f"--jobs={args.jobs} {jobs:.1f} s; speed-up {sequential / jobs:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

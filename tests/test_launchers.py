@@ -1,0 +1,266 @@
+"""The launchers run a sweep to the sequential launch's results: submitit LocalExecutor workers (two launches
+at once on one workdir, one worker killed with kill -9 mid-run, one preempted and requeued by submitit), and
+the SLURM path through submitit's own SLURM test double (the sbatch script it writes, then each array task
+run here as submitit's tests do, one of them timed out, checkpointed and requeued). Interruptions come at a
+known step (tl_research.interrupts), so every resumed run can be compared with the uninterrupted one."""
+import json
+import os
+import pathlib
+import re
+import signal
+import time
+from unittest.mock import patch
+
+import pytest
+
+import launch
+from tl_research import durable, interrupts, job_watch, launchers, locks, results, slurm_launcher, sweep
+from tl_research.errors import ConfigError
+
+CONFIG = '''
+from tl_research.config import base_config, axis, copy_config
+def get_config(arg=None):
+    c = base_config()
+    c.name = "launch"
+    c.data.name = "sklearn_digits"
+    c.data.data_dir = {data_dir!r}
+    c.data.classes = (5, 6, 7, 8, 9)
+    c.data.batch_size = 32
+    c.data.eval_batch_size = 64
+    c.model.stage_sizes = (1, 1)
+    c.model.width = 4
+    c.train.steps = 6
+    c.train.eval_every = 2
+    c.train.log_every = 1
+    c.train.checkpoint_every = 2
+    c.wandb.mode = "disabled"
+    source = copy_config(c)
+    source.data.classes = (0, 1, 2, 3, 4)
+    c.init = "source"
+    c.source = source
+    return c
+def get_sweep(arg=None):
+    return axis("frozen_depth", [0, 1, "all"])
+'''
+RUNS = ["frozen_depth-0", "frozen_depth-1", "frozen_depth-all"]
+
+
+def _rows(workdir) -> dict:
+    return {r["run_id"]: {k: v for k, v in r.items() if k != "wall_time"}
+            for r in results.read_rows(pathlib.Path(workdir) / "results.csv")}
+
+
+def _metrics(path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if "wall_time" not in k}
+            for line in pathlib.Path(path).read_text().splitlines()]
+
+
+def _same_as_reference(reference: pathlib.Path, workdir: pathlib.Path) -> None:
+    assert _rows(workdir) == _rows(reference) and sorted(_rows(workdir)) == RUNS
+    assert all(r["status"] == "done" for r in _rows(workdir).values())
+    sources = [f"sources/{d.name}" for d in (reference / "sources").iterdir()]
+    for rid in RUNS + sources:
+        assert _metrics(workdir / rid / "metrics.jsonl") == _metrics(reference / rid / "metrics.jsonl"), rid
+    stale = [p for p in workdir.rglob("*") if durable.TMP_MARK in p.name]
+    assert not stale, stale
+
+
+def _args(config, workdir, *more):
+    return ["--config", str(config), "--workdir", str(workdir), "--no_progress", *more]
+
+
+@pytest.fixture(scope="module")
+def sweep_files(tmp_path_factory, data_dir):
+    """The config and its uninterrupted, sequential sweep: what every launcher must reproduce."""
+    tmp = tmp_path_factory.mktemp("launchers")
+    config = tmp / "launch.py"
+    config.write_text(CONFIG.format(data_dir=data_dir))
+    assert launch.main(_args(config, tmp / "sequential")) == 0
+    return tmp, config, tmp / "sequential"
+
+
+def _wait_for_exit(pids, deadline_s=600):
+    """Waits for the local jobs (children of this process) a launch without --wait left running."""
+    end = time.monotonic() + deadline_s
+    for pid in pids:
+        while time.monotonic() < end:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+            except ChildProcessError:  # reaped already (subprocess' own clean-up)
+                break
+            time.sleep(0.2)
+
+
+def test_local_workers_of_two_launches_reproduce_the_sequential_sweep_through_a_kill_and_a_requeue(
+        sweep_files, capsys):
+    tmp, config, reference = sweep_files
+    work = tmp / "local"
+    import jax  # the session's compilation cache (tests/conftest.py), for the workers too
+    jobs = min(2, len(os.sched_getaffinity(0)))
+    env = {"TL_RESEARCH_CACHE": str(pathlib.Path(jax.config.jax_compilation_cache_dir).parent),
+           interrupts.SIGNAL_ENV: "frozen_depth-0@2:USR2,frozen_depth-1@2:KILL"}
+    with patch.dict(os.environ, env):
+        # launch A submits its workers and returns; launch B, started at once, waits for its own
+        assert launch.main(_args(config, work, "--launcher=local", f"--jobs={jobs}")) == 0
+        first = capsys.readouterr().out
+        assert launch.main(_args(config, work, "--launcher=local", "--jobs=1", "--wait")) == 0
+        second = capsys.readouterr().out
+    _wait_for_exit([int(p) for p in re.findall(r"local job (\d+)", first)])
+    assert "--collect" in first and re.search(r"runs: 3 done, 0 running, 0 queued, 0 failed", second)
+    _same_as_reference(reference, work)
+    logs = {p.name: p.read_text() for p in (work / "local").glob("*_log.*")}
+    text = "\n".join(logs.values())
+    assert text.count("training source model") == 1, logs  # once, though three workers started together
+    assert len(re.findall(r": done test_accuracy=", text)) == 3, logs  # each run recorded by one worker
+    assert "Caught signal SIGUSR2" in text and "Requeued job" in text, logs  # submitit's local requeue
+    for rid, sig in (("frozen_depth-0", "USR2"), ("frozen_depth-1", "KILL")):
+        assert (work / rid / f".signalled-{sig}").exists()  # the interruption did happen, mid-run
+    # --collect rebuilds results.csv from the run folders
+    (work / "results.csv").unlink()
+    assert launch.main(_args(config, work, "--collect")) == 0
+    assert _rows(work) == _rows(reference) and (work / "table.md").exists()
+
+
+@pytest.fixture
+def handlers():
+    """submitit's process_job installs its signal handlers in this process: put pytest's back."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGCONT, signal.SIGUSR2)}
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
+def test_slurm_array_script_and_a_timed_out_task_requeued_to_the_same_results(sweep_files, handlers, capsys):
+    from submitit.core import submission, test_core
+    tmp, config, reference = sweep_files
+    work = tmp / "slurm"
+    mock = test_core.MockedSubprocess(known_cmds=["srun", "sbatch"])  # submitit's own SLURM test double
+    flags = ["--launcher=slurm", "--slurm.partition=gpu", "--slurm.gpus_per_node=2", "--slurm.timeout_min=1",
+             "--slurm.array_parallelism=2", "--slurm.account=lab", "--slurm.extra=--qos=high --constraint=a100"]
+    with mock.context():
+        assert launch.main(_args(config, work, *flags)) == 0
+    out = capsys.readouterr().out
+    assert "SLURM job(s) 12: source model" in out and "SLURM job array 13: 3 run(s)" in out and "--collect" in out
+    source_sh = (work / "slurm" / "12_submission.sh").read_text()
+    array_sh = (work / "slurm" / "13_submission.sh").read_text()
+    for line in ("--partition=gpu", "--gpus-per-node=2", "--time=1", "--account=lab", "--qos=high",
+                 "--constraint=a100", "--nodes=1", "--ntasks-per-node=1", "--signal=USR2@120"):
+        assert f"#SBATCH {line}\n" in array_sh and f"#SBATCH {line}\n" in source_sh, line
+    assert "#SBATCH --array=0-2%2\n" in array_sh and "#SBATCH --dependency=afterany:12\n" in array_sh
+    assert f"#SBATCH --output={work / 'slurm'}/%A_%a_0_log.out" in array_sh and "--array" not in source_sh
+
+    requeue = patch("submitit.slurm.slurm.SlurmJobEnvironment._requeue", return_value=None)
+    with patch.dict(os.environ, {interrupts.SIGNAL_ENV: "frozen_depth-0@2:USR2"}), requeue as requeued:
+        with mock.job_context("12"):
+            submission.process_job(work / "slurm")  # the source stage
+        for task in ("13_0", "13_1", "13_2"):  # in sweep order: frozen_depth-0 is task 0
+            with mock.job_context(task):
+                if task == "13_0":
+                    with pytest.raises(SystemExit):  # USR2 at step 2: checkpoint(), requeue, exit
+                        submission.process_job(work / "slurm")
+                    # submitit judged it timed out (1 minute asked): one requeue of MAX_REQUEUES used
+                    requeued.assert_called_once_with(slurm_launcher.MAX_REQUEUES - 1)
+                    assert not (work / RUNS[0] / "result.json").exists()
+                submission.process_job(work / "slurm")  # the (re)queued task resumes its run
+    assert capsys.readouterr().out.count("training source model") == 1
+    _same_as_reference(reference, work)
+
+
+def test_a_job_that_ends_without_its_runs_is_resubmitted_then_they_are_failed_rows(tmp_path, tiny_config):
+    """Real local jobs that die at once (os._exit, as after an OOM kill) on a real workdir and its locks."""
+    import submitit
+    base = tiny_config()
+    points = [{"seed": 0}, {"seed": 1}, {"seed": 2}]
+    runs = sweep.prepare(base, points, tmp_path)
+    ids = [r[0] for r in runs]
+    executor = submitit.LocalExecutor(folder=tmp_path / "local")
+    submitted = []
+
+    def submit(run_ids):
+        submitted.append(list(run_ids))
+        return executor.submit(os._exit, 3)
+
+    held = locks.Lock(locks.lock_path(tmp_path, "run", ids[2]))
+    assert held.try_acquire()  # seed 2 is being trained by a live worker elsewhere: never failed here
+    slots = [job_watch.Slot("worker 0", ids[:2], submit(ids[:2]), submit),
+             job_watch.Slot("worker 1", ids[2:], submit(ids[2:]), submit)]
+    lines = []
+    job_watch.wait(slots, tmp_path, runs, sweep.swept_keys(points), poll_s=0.05, retries=1, echo=lines.append)
+    held.release()
+    rows = {r["run_id"]: r for r in results.read_rows(tmp_path / "results.csv")}
+    assert sorted(rows) == ids[:2] and all(r["status"] == "failed" for r in rows.values())
+    assert "ended without recording it" in rows[ids[0]]["reason"] and "2 attempts" in rows[ids[0]]["reason"]
+    assert submitted.count(ids[:2]) == 2 and any("resubmitted 2 run(s)" in line for line in lines), lines
+    assert rows[ids[0]]["seed"] == "0"  # the swept values, as the sequential launch writes them
+
+
+def test_device_slices():
+    assert launchers.device_slices("gpu", list(range(8)), 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert launchers.device_slices("gpu", list(range(8)), 8) == [[i] for i in range(8)]
+    assert launchers.device_slices("cpu", [0, 1, 2, 3, 4], 2) == [[0, 1], [2, 3, 4]]
+    with pytest.raises(ConfigError, match=r"--jobs=9 is not allowed .*allowed: 1 to 8, the GPUs of this host"):
+        launchers.device_slices("gpu", list(range(8)), 9)
+    with pytest.raises(ConfigError, match="--jobs=3"):
+        launchers.device_slices("cpu", [0, 1], 3)
+
+
+def test_a_local_worker_sees_only_its_gpus(tmp_path):
+    """What a worker on GPUs 4 and 5 of an 8-GPU host is given, in a real submitit local job (no GPU is
+    needed to read its environment)."""
+    import submitit
+    executor = submitit.LocalExecutor(folder=tmp_path)
+    executor.update_parameters(**launchers.worker_parameters("gpu", [4, 5]))
+    assert executor.submit(os.getenv, "CUDA_VISIBLE_DEVICES").result() == "4,5"
+    executor.update_parameters(**launchers.worker_parameters("cpu", [0]))
+    assert executor.submit(os.getenv, "CUDA_VISIBLE_DEVICES").result() == ""  # its cores come by affinity
+
+
+def test_slurm_options():
+    assert slurm_launcher.extra_parameters("--qos=high, --exclusive --mem-per-gpu=40G") == {
+        "qos": "high", "exclusive": True, "mem_per_gpu": "40G"}
+    assert slurm_launcher.partitions("gpu*\ncpu\n  \n") == ["cpu", "gpu"]
+    p = slurm_launcher.parameters({"partition": "a", "timeout_min": 30}, "sweep")
+    assert p["partition"] == "a" and p["time"] == 30 and p["nodes"] == 1 and "account" not in p
+    with patch("shutil.which", return_value="/usr/bin/sinfo"), \
+            patch.object(slurm_launcher, "_sinfo", return_value="gpu*\ncpu\n"):
+        slurm_launcher.check({"partition": "gpu"})
+        with pytest.raises(ConfigError, match=r"--slurm.partition='gpuu' .* one of this cluster's: cpu, gpu"):
+            slurm_launcher.check({"partition": "gpuu"})
+        with pytest.raises(ConfigError, match=r"--slurm.nodes=2"):
+            slurm_launcher.check({"nodes": 2})
+    assert launchers.collect_args(["--config", "c.py", "--launcher", "slurm", "--jobs=2", "--wait",
+                                   "--slurm.partition=gpu", "--workdir", "w"]) == ["--config", "c.py",
+                                                                                   "--workdir", "w"]
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--launcher=slurm"], "--launcher='slurm' is not allowed (no sbatch on this machine's PATH)"),
+    (["--launcher=local", "--jobs=64"], "--jobs=64 is not allowed (2 CPU cores to share out)"),
+    (["--slurm.partition=gpu"], "--slurm.partition='gpu' is not allowed; allowed: --slurm.* flags with --launcher"),
+    (["--run=frozen_depth-7"], "--run='frozen_depth-7' is not allowed; allowed: a run id of this sweep"),
+    (["--shard=2/2"], "--shard='2/2' is not allowed; allowed: I/N with 0 <= I < N"),
+])
+def test_launcher_input_errors_are_one_line_before_anything_runs(sweep_files, tmp_path, capsys, flags, needle):
+    if "--jobs=64" in flags:
+        needle = needle.replace("2 CPU cores", f"{len(os.sched_getaffinity(0))} CPU cores")
+    _, config, _ = sweep_files
+    assert launch.main(_args(config, tmp_path / "w", *flags)) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "w" / "local").exists() and not (tmp_path / "w" / "results.csv").exists()
+
+
+def test_run_and_shard_select_runs(sweep_files, tmp_path, capsys):
+    """--shard and --run record only the runs they select (the run folders are the reference's: each
+    run's recorded result.json is read back, nothing is trained)."""
+    import shutil
+    _, config, reference = sweep_files
+    work = tmp_path / "w"
+    shutil.copytree(reference, work)
+    (work / "results.csv").unlink()
+    assert launch.main(_args(config, work, "--shard=1/2")) == 0
+    assert sorted(_rows(work)) == [RUNS[1]]
+    assert launch.main(_args(config, work, f"--run={RUNS[0]}", f"--run={RUNS[2]}")) == 0
+    assert "--collect" in capsys.readouterr().out
+    assert _rows(work) == _rows(reference)

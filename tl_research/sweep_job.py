@@ -1,0 +1,39 @@
+"""The job a launcher submits (tl_research.launchers): a plain top-level callable that submitit pickles,
+runs on a worker (a local process or a SLURM array task) and, on preemption or a time limit, requeues.
+
+It runs the sweep code of a sequential launch for its run ids (tl_research.sweep.run_sweep with `only`),
+so a run gives the same row whichever launcher ran it. It holds no state of its own: requeued, it starts
+again and the sweep code skips the recorded runs and resumes the interrupted one from its orbax checkpoint.
+Module-level imports are kept light: submitit unpickles the job (importing this module) before it installs
+its signal handlers, and the CPU affinity must be set before JAX starts its thread pools.
+"""
+from __future__ import annotations
+
+import os
+
+from submitit.helpers import Checkpointable
+
+
+class SweepJob(Checkpointable):
+    """Trains `run_ids` of the sweep (`base`, `points`) into `workdir`, in that order; with `sources_only`,
+    only the source models they start from. `cpus`: the cores this job may use (a local worker's share)."""
+
+    def __init__(self, base, points, workdir, run_ids, *, cpus=None, sources_only: bool = False):
+        self.base, self.points, self.workdir = base, points, str(workdir)
+        self.run_ids, self.cpus, self.sources_only = list(run_ids), cpus, sources_only
+
+    def __call__(self) -> dict:
+        if self.cpus:  # before JAX sizes its thread pools by the cores it may use
+            os.sched_setaffinity(0, self.cpus)
+        from tl_research import command_line, sweep, trainer
+        command_line.quiet_logging()
+        trainer.enable_compilation_cache()
+        echo = lambda *a: print(*a, flush=True)  # noqa: E731 - the job's log is read while it runs
+        if self.sources_only:
+            return sweep.train_sources(self.base, self.points, self.workdir, only=self.run_ids, echo=echo)
+        rows = sweep.run_sweep(self.base, self.points, self.workdir, progress=False, only=self.run_ids,
+                               finish=False, echo=echo)
+        mine = set(self.run_ids)
+        return {r["run_id"]: r["status"] for r in rows if r["run_id"] in mine}
+
+    # checkpoint(): Checkpointable's own, which resubmits this job as it is: all its state is on disk.
