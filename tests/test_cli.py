@@ -70,7 +70,7 @@ def test_no_flags_runs_the_quickstart_sweep(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     seen = {}
 
-    def fake_run_sweep(base, points, workdir, progress, retry_failed):
+    def fake_run_sweep(base, points, workdir, progress, retry_failed, echo=print):
         seen.update(name=base.name, points=points, workdir=workdir, retry_failed=retry_failed)
         return []
 

@@ -111,7 +111,7 @@ photos = out / "photos"
 digits = load_digits()
 for c in range(3):
     (photos / f"class{{c}}").mkdir(parents=True)
-    for i, img in enumerate(digits.images[digits.target == c][:12]):
+    for i, img in enumerate(digits.images[digits.target == c][:16]):
         Image.fromarray((img * 16).astype(np.uint8)).save(photos / f"class{{c}}" / f"{{i}}.png")
 statuses = {{}}
 paths = sorted(glob.glob({configs!r}), key=lambda p: "frozen_depth_folder" in p)  # it starts from quickstart's
