@@ -83,7 +83,7 @@ class Score:
 def scorer(num_classes: int, image_hw: tuple[int, int]):
     """The host side of the evaluation: every batch's outputs -> the split's Score (COCOeval)."""
     def score(batches: list[dict]) -> Score:
-        cat = {k: np.concatenate([np.asarray(b[k]) for b in batches]) for k in batches[0]}
+        cat = {k: np.concatenate([np.atleast_1d(np.asarray(b[k])) for b in batches]) for k in batches[0]}
         keep = cat["mask"].astype(bool)
         maps = detection_metrics.coco_map(cat["gt_boxes"][keep], cat["gt_classes"][keep], cat["det_boxes"][keep],
                                           cat["det_scores"][keep], cat["det_classes"][keep],
