@@ -22,8 +22,9 @@ from typing import Any, Iterable
 import ml_collections
 from ml_collections import config_dict
 
-from tl_research import evaluators, lr_range, models, schedules, sharding, strategies
+from tl_research import evaluators, lr_range, models, schedules, sharding, strategies, tasks
 from tl_research.data import pipeline
+from tl_research.models import centernet, decoders
 from tl_research.errors import ConfigError
 from tl_research.freezing import resolve_frozen_depth  # noqa: F401 - also config.resolve_frozen_depth
 
@@ -37,12 +38,21 @@ def base_config() -> ml_collections.ConfigDict:
     c.name = "run"  # the sweep's name: W&B group and default workdir runs/<name>
     c.seed = 0
     c.label = ""  # a free-form name for a run's variant (e.g. a strategy recipe); tables can group by it
+    # what the run predicts (tl_research/tasks): "classification" (an image-level class), "segmentation" (a
+    # class per pixel: model.decoder on the depth units, mean IoU) or "detection" (boxes: a CenterNet head,
+    # COCO mAP). It sets data.targets (label, segmentation, detection) when that is left at "label".
+    c.task = "classification"
     c.data = pipeline.default_config()
     # More test sets, by built-in dataset name (e.g. ("mnist_m", "mnist_inverted")): shorthand that
     # apply_overrides expands into c.evals.test_NAME = dict(type="classification", data=NAME, split="test"),
     # so each run reports `test_NAME_accuracy` (and balanced accuracy, macro-F1) next to its own test set.
     c.data.extra_test_sets = ()
     c.model = models.default_config()
+    # segmentation's head (models/decoders.py): decoder = fcn | unet, skips = () (one per resolution) or unit
+    # indices, decoder_width; detection's (models/centernet.py): detect_unit (-1: the deepest with a map),
+    # fpn_units (() or two or more units), head_width, max_detections. Unused by classification.
+    c.model.update(decoders.default_config())
+    c.model.update(centernet.default_config())
     # 'scratch' | 'source' (train config.source first, once per workdir) | a weights or run directory
     # | 'keras:PATH' | 'torch:PATH' | 'npz:PATH' (converted on the fly)
     c.init = "scratch"
@@ -102,7 +112,9 @@ def _train_config() -> ml_collections.ConfigDict:
         label_smoothing=0.0,
         class_weights="none",  # loss weight per class: none | inverse (frequency) | effective (Cui et al. 2019)
         early_stopping_patience=0,  # evals without improvement before stopping; 0 = never stop early
-        early_stopping_metric="val_accuracy",  # val_accuracy | val_loss
+        # the validation metric that selects the best step: "" = the task's (val_accuracy, val_miou, val_map)
+        # | val_loss
+        early_stopping_metric="",
         restore_best=True,  # report test metrics at the best validation step (else at the last step)
         eval_test=False,  # also evaluate test at every eval (a test-accuracy curve; never used for selection)
         # micro-batches per step: each global batch is split in k whose gradients are averaged before one
@@ -179,7 +191,15 @@ def apply_overrides(config, overrides: dict[str, Any]) -> ml_collections.ConfigD
     config = copy_config(config)
     for key, value in overrides.items():
         set_value(config, key, value)
+    resolve_task_targets(config)
     return expand_extra_test_sets(config)
+
+
+def resolve_task_targets(config) -> None:
+    """data.targets from config.task, in the run's config and its source's (tasks.resolve_targets)."""
+    tasks.resolve_targets(config)
+    if config.get("source") is not None:
+        resolve_task_targets(config.source)
 
 
 def expand_extra_test_sets(config) -> ml_collections.ConfigDict:
@@ -457,8 +477,11 @@ def validate(config, *, prefix: str = "") -> None:
             raise err("optimizer.name", config.optimizer.name, ", ".join(OPTIMIZERS))
         if config.wandb.mode not in WANDB_MODES:
             raise err("wandb.mode", config.wandb.mode, ", ".join(WANDB_MODES))
-        if config.train.early_stopping_metric not in ("val_accuracy", "val_loss"):
-            raise err("train.early_stopping_metric", config.train.early_stopping_metric, "val_accuracy, val_loss")
+        tasks.check(config)  # config.task, data.targets, the head's keys, the options a dense task refuses
+        if config.data.targets != tasks.of(config).targets:  # not resolved yet: check what the run will read
+            config = copy_config(config)
+            tasks.resolve_targets(config)
+        tasks.selection_metric(config)
         if config.train.steps < 0 or (config.train.steps == 0 and config.train.epochs <= 0):
             raise err("train.steps", config.train.steps, "a positive number of steps, or train.epochs > 0")
         for key in ("log_every",):

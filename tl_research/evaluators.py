@@ -112,6 +112,21 @@ class Counts:
     def loss(self) -> float:
         return self.loss_sum / self.count
 
+    @property
+    def metric(self) -> float:
+        """The selection metric (tasks.classification: accuracy)."""
+        return self.accuracy
+
+    def values(self) -> dict:
+        """What every eval logs, as val_NAME / test_NAME."""
+        return {"accuracy": self.accuracy, "loss": self.loss}
+
+    def summary(self) -> dict:
+        """The test_NAME columns of a run's result."""
+        detail = self.detail()
+        return {"accuracy": self.accuracy, "loss": self.loss, "balanced_accuracy": detail["balanced_accuracy"],
+                "macro_f1": detail["macro_f1"]}
+
     def detail(self) -> dict:
         """metrics.classification_metrics of the (label, prediction) pairs the confusion matrix counts."""
         c = len(self.confusion)

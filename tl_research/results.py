@@ -11,8 +11,12 @@ import pandas as pd
 
 from tl_research import durable, locks
 
-FIRST_COLUMNS = ["run_id", "status", "reason", "val_accuracy", "test_accuracy", "best_step",
+# the task's headline metrics (tl_research.tasks: accuracy; segmentation mIoU and pixel accuracy; detection
+# COCO mAP@[.5:.95], @.5, @.75) lead; a column no row has is left out
+FIRST_COLUMNS = ["run_id", "status", "reason", "val_accuracy", "test_accuracy", "val_miou", "test_miou",
+                 "test_pixel_accuracy", "val_map", "test_map", "test_map50", "test_map75", "best_step",
                  "trainable_params", "wall_time"]
+METRIC_SUFFIXES = ("_accuracy", "_loss", "_f1", "_std", "_time", "similarity", "_miou", "_map", "_map50", "_map75")
 
 
 def read_rows(path) -> list[dict]:
@@ -285,8 +289,7 @@ def _setting_keys(df: pd.DataFrame, metric: str) -> list[str]:
     phase metrics of multi-phase strategies included)."""
     ignore = set(FIRST_COLUMNS) | {"steps", "stopped_early", "num_units", "frozen_depth_resolved", "val_loss",
                                    "strategy_resolved", "test_loss", metric}
-    metric_like = {c for c in df.columns if c.endswith(("_accuracy", "_loss", "_f1", "_std", "_time", "similarity"))
-                   or c.startswith("phase")}
+    metric_like = {c for c in df.columns if c.endswith(METRIC_SUFFIXES) or c.startswith("phase")}
     return [c for c in df.columns if c not in ignore and c not in metric_like]
 
 

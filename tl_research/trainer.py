@@ -14,6 +14,7 @@ of step k are pure functions of k, so a resumed run ends where the uninterrupted
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import logging
@@ -32,10 +33,12 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tl_research import distributed, durable, evaluators, freezing, models, sharding, strategies
+from tl_research import tasks as tasks_lib
 from tl_research.checkpoints import weights as weights_lib
 from tl_research.data import pipeline, sampling
 from tl_research.errors import ConfigError
 from tl_research.models.base import ModelMeta, global_pool
+from tl_research.tasks import classification
 from tl_research.tracking import RunTracker
 
 RESULT_FILE = "result.json"
@@ -141,6 +144,8 @@ class Setup:
     steps_per_epoch: int
     class_weights: np.ndarray
     transfer_report: str
+    task: Any = classification.TASK  # tl_research.tasks: the model's head, the loss, the evaluators
+
 
     def labels(self, phase: strategies.Phase) -> dict[str, str]:
         return freezing.labels(self.param_names, phase.frozen_depth)
@@ -148,16 +153,13 @@ class Setup:
 
 def setup(config, init_path: str | None = None) -> Setup:
     sharding.check(config)  # mesh, precision, accumulation and batch sizes against the devices, before any data
+    task = tasks_lib.of(config)
+    tasks_lib.check(config)
     weights, meta = init_weights(config.init, config.model, init_path)
     meta = meta or model_meta(config.model.name)
-    data = pipeline.load(config.data, meta, seed=config.seed)
+    data = pipeline.load(_task_data(config, task), meta, seed=config.seed)
     with _host_memory():
-        if weights is None:
-            model = models.build(config.model, data.num_classes, data.image_shape[2], seed=config.seed)
-            report = "scratch"
-        else:  # every array comes from the checkpoint but the head, which starts at zero either way
-            model = models.zeros(config.model, data.num_classes, data.image_shape[2])
-            report = weights_lib.transfer(model, weights).summary()
+        model, report = task.build_model(config, data, weights)  # a transferred model's head starts fresh
     frozen_depth = freezing.resolve_frozen_depth(config.frozen_depth, model.num_units)
     names = list(weights_lib.flat_state(model)["params"])
     steps_per_epoch = max(1, math.ceil(len(data.train) / config.data.batch_size))
@@ -169,7 +171,16 @@ def setup(config, init_path: str | None = None) -> Setup:
     counts = np.bincount(data.train.labels, minlength=data.num_classes)
     class_w = sampling.class_weights(counts, config.train.class_weights, key="train.class_weights")
     return Setup(data, model, run_meta(meta or ModelMeta(), data), plan.phases[-1].frozen_depth, names, plan,
-                 total, steps_per_epoch, np.asarray(class_w, np.float32), report)
+                 total, steps_per_epoch, np.asarray(class_w, np.float32), report, task)
+
+
+def _task_data(config, task):
+    """config.data with the targets the task reads (a config that skipped tasks.resolve_targets)."""
+    if config.data.targets == task.targets:
+        return config.data
+    data_cfg = copy.deepcopy(config.data)
+    data_cfg.targets = task.targets
+    return data_cfg
 
 
 # ---------------------------------------------------------------------------------------------- steps
@@ -267,23 +278,19 @@ def preprocessor(value_range, mean, std):
 
 
 def build_eval(graphdef, param_paths: dict, stat_paths: dict, *, value_range, mean, std,
-               mesh_: jax.sharding.Mesh, placement: Placement | None = None, precision: str = "float32") -> Callable:
-    """jitted (params, stats, batch) -> {"correct", "loss", "confusion"}: the batch's correct predictions, its
-    summed cross-entropy and its (C, C) confusion matrix (rows = true class) over the examples batch["mask"]
-    marks, reduced across devices (and processes) inside the step (evaluators.Classification sums them over
-    batches)."""
+               mesh_: jax.sharding.Mesh, placement: Placement | None = None, precision: str = "float32",
+               objective=None) -> Callable:
+    """jitted (params, stats, batch) -> the task objective's `reduce` of the model's outputs over the examples
+    batch["mask"] marks, reduced across devices (and processes) inside the step. Classification (the
+    default): {"correct", "loss", "confusion"}, the batch's correct predictions, summed cross-entropy and
+    (C, C) confusion matrix (rows = true class), which evaluators.Classification sums over batches."""
     model_of = _merger(graphdef, param_paths, stat_paths, precision)
     preprocess = preprocessor(value_range, mean, std)
+    objective = objective or classification.Objective(num_classes=0)  # its reduce reads C from the logits
 
     def eval_step(params, stats, batch):
         model = model_of(params, stats)
-        logits = model(preprocess(batch["image"]), train=False).astype(jnp.float32)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-        preds, labels, mask = jnp.argmax(logits, -1), batch["label"], batch["mask"]
-        n = logits.shape[-1]
-        confusion = jnp.zeros((n, n), jnp.int32).at[labels, preds].add(mask.astype(jnp.int32))
-        return {"correct": jnp.sum(mask & (preds == labels)), "loss": jnp.sum(jnp.where(mask, loss, 0.0)),
-                "confusion": confusion}
+        return objective.reduce(model(preprocess(batch["image"]), train=False), batch)
 
     params_sh = placement.params if placement else sharding.replicated(mesh_)
     repl, batch = sharding.replicated(mesh_), sharding.batch_sharding(mesh_)
@@ -308,10 +315,11 @@ def build_features(graphdef, param_paths: dict, stat_paths: dict, *, value_range
 
 
 def _accumulated(grad_fn: Callable, k: int, batch_sharding: NamedSharding) -> Callable:
-    """grad_fn(train_params, stats, images, targets, labels, drop_key) -> (grads, loss, accuracy, stats), over
-    `k` micro-batches: micro-batch i holds examples i, i+k, i+2k, ... (so each one stays spread over all the
-    devices), their gradients, losses and accuracies averaged, BatchNorm's running statistics carried through
-    them in order. The mean of equal-sized micro-batches' mean gradients is the batch's mean gradient."""
+    """grad_fn(train_params, stats, images, targets, drop_key) -> (grads, loss, metrics, stats), over `k`
+    micro-batches: micro-batch i holds examples i, i+k, i+2k, ... of the images and of every array of the
+    targets (so each one stays spread over all the devices), their gradients, losses and train metrics
+    averaged, BatchNorm's running statistics carried through them in order. The mean of equal-sized
+    micro-batches' mean gradients is the batch's mean gradient."""
     if k == 1:
         return grad_fn
     spec = P(None, *batch_sharding.spec)
@@ -321,17 +329,22 @@ def _accumulated(grad_fn: Callable, k: int, batch_sharding: NamedSharding) -> Ca
         x = jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
         return jax.lax.with_sharding_constraint(x, micro_sharding)
 
-    def accumulated(train_params, stats, images, targets, labels, drop_key):
+    def accumulated(train_params, stats, images, targets, drop_key):
         def body(carry, xs):
-            g_sum, stats, loss_sum, acc_sum = carry
-            i, im, tg, lb = xs
-            g, loss, acc, stats = grad_fn(train_params, stats, im, tg, lb, jax.random.fold_in(drop_key, i))
-            return (jax.tree.map(jnp.add, g_sum, g), stats, loss_sum + loss, acc_sum + acc), None
+            g_sum, stats, loss_sum, metric_sum = carry
+            i, im, tg = xs
+            g, loss, metrics, stats = grad_fn(train_params, stats, im, tg, jax.random.fold_in(drop_key, i))
+            return (jax.tree.map(jnp.add, g_sum, g), stats, loss_sum + loss,
+                    jax.tree.map(jnp.add, metric_sum, metrics)), None
 
-        zero = (jax.tree.map(jnp.zeros_like, train_params), stats, jnp.zeros(()), jnp.zeros(()))
-        (g, stats, loss, acc), _ = jax.lax.scan(
-            body, zero, (jnp.arange(k), split(images), split(targets), split(labels)))
-        return jax.tree.map(lambda x: x / k, g), loss / k, acc / k, stats
+        metric_shapes = jax.eval_shape(lambda *a: grad_fn(*a)[2], train_params, stats,
+                                       jax.tree.map(lambda x: x[:x.shape[0] // k], images),
+                                       jax.tree.map(lambda x: x[:x.shape[0] // k], targets), drop_key)
+        zero = (jax.tree.map(jnp.zeros_like, train_params), stats, jnp.zeros(()),
+                jax.tree.map(lambda m: jnp.zeros(m.shape, jnp.float32), metric_shapes))
+        (g, stats, loss, metrics), _ = jax.lax.scan(
+            body, zero, (jnp.arange(k), split(images), jax.tree.map(split, targets)))
+        return jax.tree.map(lambda x: x / k, g), loss / k, jax.tree.map(lambda m: m / k, metrics), stats
     return accumulated
 
 
@@ -340,10 +353,13 @@ def build_train(graphdef, param_paths: dict, stat_paths: dict, *, frozen_depth: 
                 augment_ops: tuple, mesh_: jax.sharding.Mesh, lr_multipliers: dict | None = None,
                 weight_decay: float | None = None, l2sp: tuple[float, float] | None = None,
                 update_stats: bool = True, placement: Placement | None = None, precision: str = "float32",
-                accumulate: int = 1) -> tuple[optax.GradientTransformation, Callable]:
+                accumulate: int = 1, objective=None) -> tuple[optax.GradientTransformation, Callable]:
     """(optimizer, jitted train step) for one phase: units below `frozen_depth` get no gradient and no
     update; `l2sp = (alpha, beta)` adds the L2-SP penalty against the `anchor` weights given to each step;
-    `accumulate = k` averages the gradients of k micro-batches before the one update (_accumulated)."""
+    `accumulate = k` averages the gradients of k micro-batches before the one update (_accumulated).
+    `objective` (tl_research.tasks) makes the targets and the loss; by default classification's, from
+    num_classes, label_smoothing and augment_ops."""
+    objective = objective or classification.Objective(num_classes, label_smoothing, tuple(augment_ops))
     tx = freezing.build_optimizer(opt_cfg, label_map, lr_multipliers, weight_decay)
     trainable = freezing.trainable(label_map)
     trainable_set = set(trainable)
@@ -354,33 +370,28 @@ def build_train(graphdef, param_paths: dict, stat_paths: dict, *, frozen_depth: 
     def train_step(state, batch, hp, anchor):
         key = jax.random.fold_in(state["key"], state["step"])
         k_aug, k_drop = jax.random.split(key)
-        images = preprocess(batch["image"])
-        targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], num_classes), label_smoothing)
-        if augment_ops:
-            from tl_research.data import augment
-            images, targets = augment.apply(augment_ops, images, targets, k_aug)
+        images, targets = objective.prepare(batch, preprocess(batch["image"]), k_aug)
         params = state["params"]
         frozen = {k: v for k, v in params.items() if k not in trainable_set}
 
         def loss_fn(train_params, stats, images, targets, drop_key):
             model = model_of({**frozen, **train_params}, stats)
-            logits = model(images, train=True, frozen_depth=frozen_depth, update_stats=update_stats,
-                           dropout_key=drop_key).astype(jnp.float32)  # the loss in float32, whatever computes
-            # per-example weight from the class weights (mixup targets weigh their classes pro rata)
-            loss = (optax.softmax_cross_entropy(logits, targets) * (targets @ hp["class_weights"])).mean()
-            objective = loss
+            outputs = model(images, train=True, frozen_depth=frozen_depth, update_stats=update_stats,
+                            dropout_key=drop_key)
+            loss, metrics = objective.loss(outputs, targets, hp)  # in float32, whatever computes
+            total = loss
             if l2sp is not None:
-                objective = loss + strategies.l2_sp_penalty(train_params, anchor, *l2sp)
+                total = loss + strategies.l2_sp_penalty(train_params, anchor, *l2sp)
             new_stats = {_dotted(q): v.get_value() for q, v in nnx.to_flat_state(nnx.state(model, nnx.BatchStat))}
-            return objective, (loss, logits, new_stats)
+            return total, (loss, metrics, new_stats)
 
-        def grad_fn(train_params, stats, images, targets, labels, drop_key):
-            (_, (loss, logits, stats)), g = jax.value_and_grad(loss_fn, has_aux=True)(
+        def grad_fn(train_params, stats, images, targets, drop_key):
+            (_, (loss, metrics, stats)), g = jax.value_and_grad(loss_fn, has_aux=True)(
                 train_params, stats, images, targets, drop_key)
-            return g, loss, jnp.mean(jnp.argmax(logits, -1) == labels), stats
+            return g, loss, metrics, stats
 
-        grads, loss, acc, stats = _accumulated(grad_fn, accumulate, batch_sh)(
-            {k: params[k] for k in trainable}, state["batch_stats"], images, targets, batch["label"], k_drop)
+        grads, loss, metrics, stats = _accumulated(grad_fn, accumulate, batch_sh)(
+            {k: params[k] for k in trainable}, state["batch_stats"], images, targets, k_drop)
         grads = {**{k: jnp.zeros_like(v) for k, v in frozen.items()}, **grads}
         opt_state = state["opt_state"]
         opt_state.hyperparams["learning_rate"] = hp["lr"]
@@ -391,7 +402,7 @@ def build_train(graphdef, param_paths: dict, stat_paths: dict, *, frozen_depth: 
                       for k, v in params.items()}
         new_state = dict(state, params=new_params, batch_stats=stats, opt_state=opt_state,
                          step=state["step"] + 1)
-        return new_state, {"loss": loss, "accuracy": acc}
+        return new_state, {"loss": loss, **metrics}
 
     _, state_sh, anchor_sh = ((None, placement.state(tx), placement.anchor(l2sp)) if placement
                               else _replicated_shardings(mesh_))
@@ -444,21 +455,21 @@ class Program:
         self.precision = config.precision
         self.sizes = {k: int(np.size(v)) for k, v in self.params.items()}
         self.value_range, self.mean, self.std = normaliser(s.meta, s.data.image_shape[2])
-        self.augment_ops = tuple(config.augment)
-        if self.augment_ops:
-            from tl_research.data import augment
-            self.augment_ops = augment.parse(self.augment_ops)
+        self.augment_ops = s.task.parse_augment(tuple(config.augment))
+        # the task's pieces of the steps (targets, loss, eval reduction): hashable, part of the cache keys
+        self.objective = s.task.objective(config, s.data, self.augment_ops)
         # what decides where arrays live and how steps compute: part of every compiled step's cache key
         self.devices = (tuple(mesh_.devices.flat), tuple(mesh_.shape.items()), _frozen(config.sharding),
                         self.precision)
         self.repl = sharding.replicated(mesh_)
         place = dict(mesh_=mesh_, placement=self.placement, precision=self.precision)
+        evaluation = self.objective.for_eval()  # without what only training uses: runs share eval steps
         self.evaluate = cache.get(
-            ("eval", self.graphdef, self.value_range, tuple(self.mean), tuple(self.std), self.devices),
+            ("eval", self.graphdef, self.value_range, tuple(self.mean), tuple(self.std), self.devices, evaluation),
             lambda: build_eval(self.graphdef, self.param_paths, self.stat_paths, value_range=self.value_range,
-                               mean=self.mean, std=self.std, **place))
-        pool = s.model.head.pool
-        self.features = cache.get(
+                               mean=self.mean, std=self.std, objective=evaluation, **place))
+        pool = getattr(s.model.head, "pool", None)  # a dense head has no pooled features
+        self.features = None if pool is None else cache.get(
             ("features", self.graphdef, self.value_range, tuple(self.mean), tuple(self.std), pool, self.devices),
             lambda: build_features(self.graphdef, self.param_paths, self.stat_paths, value_range=self.value_range,
                                    mean=self.mean, std=self.std, pool=pool, **place))
@@ -473,14 +484,14 @@ class Program:
         key = ("train", self.graphdef, phase.frozen_depth, tuple(sorted(labels.items())), cfg.optimizer.to_json(),
                tuple(sorted(plan.lr_multipliers.items())), plan.weight_decay, plan.l2sp, plan.update_stats,
                s.data.num_classes, float(cfg.train.label_smoothing), self.value_range, tuple(self.mean),
-               tuple(self.std), self.augment_ops, self.devices, cfg.train.accumulate)
+               tuple(self.std), self.augment_ops, self.devices, cfg.train.accumulate, self.objective)
         tx, train = self.cache.get(key, lambda: build_train(
             self.graphdef, self.param_paths, self.stat_paths, frozen_depth=phase.frozen_depth, label_map=labels,
             opt_cfg=cfg.optimizer, num_classes=s.data.num_classes, label_smoothing=float(cfg.train.label_smoothing),
             value_range=self.value_range, mean=self.mean, std=self.std, augment_ops=self.augment_ops,
             mesh_=self.mesh, lr_multipliers=plan.lr_multipliers, weight_decay=plan.weight_decay, l2sp=plan.l2sp,
             update_stats=plan.update_stats, placement=self.placement, precision=self.precision,
-            accumulate=int(cfg.train.accumulate)))
+            accumulate=int(cfg.train.accumulate), objective=self.objective))
         return Steps(tx, train, self.evaluate)
 
     def place_weights(self, weights: dict) -> dict:
@@ -569,9 +580,11 @@ class HostState:
     best_step: int = 0
     evals_since_best: int = 0  # in the last phase: early stopping's count
     stopped_early: bool = False
+    # the task's metric (accuracy, mIoU or mAP; these names are the checkpoints' JSON keys) and loss at the best
+    # eval, and with train.eval_test the best test value of that metric at any eval
     best_val_accuracy: float | None = None
     best_val_loss: float | None = None
-    best_seen_test_accuracy: float | None = None  # with train.eval_test: the best test accuracy of any eval
+    best_seen_test_accuracy: float | None = None
     phases: list[dict] = dataclasses.field(default_factory=list)  # metrics at the end of each finished phase
     pending: list[dict] = dataclasses.field(default_factory=list)  # train metrics of steps not logged yet
     metrics_lines: int | None = None  # rows of metrics.jsonl when the checkpoint was saved (resume cuts back)
@@ -583,12 +596,12 @@ class HostState:
     def from_json(cls, saved) -> "HostState":
         return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
 
-    def observe(self, step: int, value: float, val: evaluators.Counts, *, last_phase: bool, patience: int) -> bool:
+    def observe(self, step: int, value: float, val, *, last_phase: bool, patience: int) -> bool:
         """Records the validation eval of `step` (`value`: its selection metric); True if it is the new best.
         Patience runs out only in the last phase: earlier phases always finish."""
         if self.best_metric is None or value > self.best_metric:
             self.best_metric, self.best_step, self.evals_since_best = value, step, 0
-            self.best_val_accuracy, self.best_val_loss = val.accuracy, val.loss
+            self.best_val_accuracy, self.best_val_loss = val.metric, val.loss  # val: a task's Score
             return True
         if last_phase:
             self.evals_since_best += 1
@@ -614,9 +627,9 @@ class Training:
         self.mesh = mesh(config)
         self.repl, self.data_sharding = sharding.replicated(self.mesh), sharding.batch_sharding(self.mesh)
         self.prog = Program(s, config, self.mesh, cache)
-        self.metric_name = config.train.early_stopping_metric
-        if self.metric_name not in ("val_accuracy", "val_loss"):
-            raise ConfigError("train.early_stopping_metric", self.metric_name, "val_accuracy, val_loss")
+        self.task = s.task
+        self.metric = s.task.metric  # accuracy | miou | map: the val_/test_ metric selection and tables use
+        self.metric_name = tasks_lib.selection_metric(config)  # val_<metric> or val_loss
         self.eval_every = config.train.eval_every or s.steps_per_epoch
         self.ckpt_every = config.train.checkpoint_every or self.eval_every
         self.patience = config.train.early_stopping_patience
@@ -626,8 +639,8 @@ class Training:
         # any eval batch size on any device count: rounded up to split evenly, the extra rows masked
         eval_bs = sharding.padded(config.data.eval_batch_size, self.data_sharding.num_devices)
         common = dict(put=put, batch_size=eval_bs, threads=config.data.threads)
-        self.val = evaluators.Classification(self.prog.evaluate, s.data, s.data.val, **common)
-        self.test = evaluators.Classification(self.prog.evaluate, s.data, s.data.test, **common)
+        self.val = s.task.evaluator(self.prog.evaluate, s.data, s.data.val, **common)
+        self.test = s.task.evaluator(self.prog.evaluate, s.data, s.data.test, **common)
         self.extras = evaluators.build(config.get("evals", {}), data=s.data, data_cfg=config.data,
                                        eval_step=self.prog.evaluate, features=self.prog.features, put=put,
                                        batch_size=eval_bs)
@@ -768,8 +781,8 @@ class Training:
         if not math.isfinite(loss) or loss > DIVERGED_LOSS:
             raise TrainingFailed(f"loss became {loss:.4g} by step {step} (diverged; learning rate "
                                  f"{float(hp['lr']):.3g})")
-        self.tracker.log({"step": step, "train_loss": loss,
-                          "train_accuracy": float(np.mean([v["accuracy"] for v in vals])),
+        self.tracker.log({"step": step, "train_loss": loss,  # and the task's train metrics (train_accuracy)
+                          **{f"train_{k}": float(np.mean([v[k] for v in vals])) for k in vals[0] if k != "loss"},
                           "learning_rate": float(hp["lr"]), "momentum": float(hp["momentum"]),
                           "phase": self.phase_i + 1})
         if bar:
@@ -784,13 +797,13 @@ class Training:
         """Validation (and with train.eval_test, test: a curve, never used for selection), then the best step
         and early stopping; the best weights go to best/ when they may be restored."""
         val = self.val_now = self.val.counts(*self._weights())
-        record = {"step": step, "val_accuracy": val.accuracy, "val_loss": val.loss}
+        record = {"step": step, **{f"val_{k}": v for k, v in val.values().items()}}  # val_accuracy, val_loss
         if self.eval_test:
             test = self.test_now = self.test.counts(*self._weights())
-            record.update(test_accuracy=test.accuracy, test_loss=test.loss)
-            self.host.saw_test(test.accuracy)
+            record.update({f"test_{k}": v for k, v in test.values().items()})
+            self.host.saw_test(test.metric)
         self.tracker.log(record)
-        value = val.accuracy if self.metric_name == "val_accuracy" else -val.loss
+        value = -val.loss if self.metric_name == "val_loss" else val.metric
         if self.host.observe(step, value, val, last_phase=last_phase, patience=self.patience) and self.track_best:
             self.best = self.prog.copy_weights(*self._weights())
             weights_lib.save_weights(self.best_dir, self.best, self.s.meta, {"step": step})
@@ -808,8 +821,9 @@ class Training:
         """The end of a phase: its metrics, then the next phase's steps and optimizer state."""
         phase, val = self.plan.phases[self.phase_i], self.val_now  # phase ends are always evaluated
         test = self.test_now = self.test_now or self.test.counts(*self._weights())
-        ended = {"phase": self.phase_i + 1, "name": phase.name, "step": step, "val_accuracy": val.accuracy,
-                 "val_loss": val.loss, "test_accuracy": test.accuracy}
+        m = self.metric
+        ended = {"phase": self.phase_i + 1, "name": phase.name, "step": step, f"val_{m}": val.metric,
+                 "val_loss": val.loss, f"test_{m}": test.metric}
         self.host.phases = list(self.host.phases) + [ended]
         self.tracker.log({"step": step, "event": "phase_end", **{f"phase_{k}": v for k, v in ended.items()}})
         self.phase_i += 1
@@ -837,17 +851,18 @@ class Training:
             val_acc, val_loss, best_step = host.best_val_accuracy, host.best_val_loss, host.best_step
         else:  # the last step's eval already measured these weights, unless nothing ran here
             val = self.val_now if self.val_now is not None else self.val.counts(*sel_weights)
-            val_acc, val_loss, best_step = val.accuracy, val.loss, step
+            val_acc, val_loss, best_step = val.metric, val.loss, step
         weights_lib.save_weights(self.run_dir / "weights", selected, self.s.meta, {"step": best_step})
-        detail = tested.detail()
         if distributed.is_writer():
-            durable.write_json(self.run_dir / "test_metrics.json",
-                               {**detail, "class_names": self.s.data.class_names})  # incl. the confusion matrix
+            durable.write_json(self.run_dir / "test_metrics.json",  # incl. the confusion matrix
+                               {**tested.detail(), "class_names": self.s.data.class_names})
         extras = {f"{name}_{k}": v for name, ev in self.extras.items() for k, v in ev.run(*sel_weights)}
+        m = self.metric
         metrics = {
-            "val_accuracy": val_acc, "val_loss": val_loss, "test_accuracy": tested.accuracy,
-            "test_loss": tested.loss, "test_balanced_accuracy": detail["balanced_accuracy"],
-            "test_macro_f1": detail["macro_f1"], "best_step": best_step, "steps": step,
+            f"val_{m}": val_acc, "val_loss": val_loss,
+            # test_accuracy, test_loss, test_balanced_accuracy, test_macro_f1 | test_miou, ... | test_map, ...
+            **{f"test_{k}": v for k, v in tested.summary().items()},
+            "best_step": best_step, "steps": step,
             "stopped_early": host.stopped_early, "trainable_params": self.trainable_params,
             "frozen_depth_resolved": self.s.frozen_depth, "num_units": self.s.model.num_units,
             # the strategy in one cell (its keys are columns of their own only where a sweep varies them)
@@ -856,10 +871,10 @@ class Training:
         }
         if self.eval_test:
             final_test = self.test_now if self.test_now is not None else self.test.counts(*self._weights())
-            metrics.update(final_test_accuracy=final_test.accuracy,
-                           best_seen_test_accuracy=max(host.best_seen_test_accuracy or 0.0, final_test.accuracy))
+            metrics.update({f"final_test_{m}": final_test.metric,
+                            f"best_seen_test_{m}": max(host.best_seen_test_accuracy or 0.0, final_test.metric)})
         for ended in host.phases:  # e.g. two_phase: the head-only phase's metrics next to the final ones
-            for k in ("val_accuracy", "test_accuracy", "step"):
+            for k in (f"val_{m}", f"test_{m}", "step"):
                 metrics[f"phase{ended['phase']}_{k}"] = ended[k]
         metrics.update(extras)
         self.tracker.log({"step": step, "event": "end", **{f"final_{k}": v for k, v in metrics.items()}})

@@ -1,0 +1,98 @@
+"""Semantic segmentation: a class per pixel from a decoder on the depth units (models/decoders.py), per-pixel
+cross-entropy (segmentation_loss.py), mean IoU and pixel accuracy from a confusion matrix summed on the
+devices (segmentation_metrics.py). Ignore pixels (255) and padded eval examples count nowhere."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tl_research import segmentation_loss, segmentation_metrics
+from tl_research.tasks import dense_common
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    num_classes: int
+    augment_ops: tuple = ()
+
+    def for_eval(self) -> "Objective":
+        """What the eval step depends on (no augmentation, no smoothing)."""
+        return Objective(self.num_classes)
+
+    def prepare(self, batch: dict, images: jax.Array, key: jax.Array):
+        masks = batch["segmentation_mask"]
+        if self.augment_ops:  # the mask moves with the image (nearest neighbour; outside: ignore)
+            from tl_research.data import dense_augment
+            images, masks = dense_augment.apply_segmentation(self.augment_ops, images, masks, key)
+        return images, {"mask": masks}
+
+    def loss(self, logits: jax.Array, targets: dict, hp: dict):
+        """The mean cross-entropy over the batch's counted pixels; its pixel accuracy as the train metric."""
+        logits = logits.astype(jnp.float32)
+        total, count = segmentation_loss.pixel_cross_entropy(logits, targets["mask"])
+        cm = segmentation_metrics.confusion(targets["mask"], jnp.argmax(logits, -1), self.num_classes)
+        n = jnp.maximum(count, 1.0)
+        return total / n, {"pixel_accuracy": jnp.trace(cm).astype(jnp.float32) / n}
+
+    def reduce(self, logits: jax.Array, batch: dict) -> dict:
+        logits = logits.astype(jnp.float32)
+        total, count = segmentation_loss.pixel_cross_entropy(logits, batch["segmentation_mask"], batch["mask"])
+        cm = segmentation_metrics.confusion(batch["segmentation_mask"], jnp.argmax(logits, -1), self.num_classes,
+                                            batch["mask"])
+        return {"confusion": cm, "loss": total, "pixels": count}
+
+
+@dataclasses.dataclass
+class Score:
+    """A split's confusion matrix (rows = true class) and summed pixel cross-entropy."""
+
+    confusion: np.ndarray
+    loss_sum: float
+    pixels: float
+
+    @property
+    def metric(self) -> float:
+        return segmentation_metrics.mean_iou(self.confusion)
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.pixels, 1.0)
+
+    def values(self) -> dict:
+        return {"miou": self.metric, "pixel_accuracy": segmentation_metrics.pixel_accuracy(self.confusion),
+                "loss": self.loss}
+
+    def summary(self) -> dict:
+        return self.values()
+
+    def detail(self) -> dict:
+        return {**segmentation_metrics.segmentation_metrics(self.confusion),
+                "confusion": np.asarray(self.confusion).tolist()}
+
+
+def _score(sums: dict) -> Score:
+    return Score(np.asarray(sums["confusion"], np.int64), float(sums["loss"]), float(sums["pixels"]))
+
+
+class Segmentation(dense_common.DenseTask):
+    name = "segmentation"
+    targets = "segmentation"
+    metric = "miou"
+
+    def head_builder(self):
+        from tl_research.models import decoders
+        return decoders.build
+
+    def objective(self, config, data, augment_ops: tuple = ()) -> Objective:
+        return Objective(data.num_classes, tuple(augment_ops))
+
+    def evaluator(self, eval_step, data, split, put, *, batch_size: int, threads: int = 2):
+        # summed on the devices batch by batch: one (K, K) matrix alive, never the masks
+        return dense_common.SplitEval(eval_step, data, split, put, batch_size=batch_size, threads=threads,
+                                      combine=dense_common.add, score=_score)
+
+
+TASK = Segmentation()
