@@ -133,7 +133,9 @@ for path in paths:
     run_dir.mkdir()
     (run_dir / "config.json").write_text(cfg.to_json())  # as the sweep writes it
     r = trainer.run(cfg, run_dir, progress=False, cache=cache)
-    statuses[name] = [r.status, r.reason, r.metrics.get("val_accuracy")]
+    # the task's validation metric: accuracy, or mIoU / mAP for the segmentation and detection configs
+    statuses[name] = [r.status, r.reason, next((r.metrics[k] for k in ("val_accuracy", "val_miou", "val_map")
+                                               if k in r.metrics), None)]
 info["configs"] = statuses
 print(json.dumps(info))
 """
