@@ -61,7 +61,7 @@ class Classification:
         if weights is None:
             return models.build(config.model, data.num_classes, data.image_shape[2], seed=config.seed), "scratch"
         # every array comes from the checkpoint but the head, which starts at zero either way
-        model = models.zeros(config.model, data.num_classes, data.image_shape[2])
+        model = models.zeros(config.model, data.num_classes, data.image_shape[2], seed=config.seed)
         return model, weights_lib.transfer(model, weights).summary()
 
     def objective(self, config, data, augment_ops: tuple = ()) -> Objective:
