@@ -54,3 +54,43 @@ def tiny(data_dir, **overrides):
 @pytest.fixture
 def tiny_config(data_dir):
     return lambda **kw: tiny(data_dir, **kw)
+
+
+TRANSFER_CONFIG = """
+from tl_research.config import base_config, axis, product, chain, copy_config
+def get_config(arg=None):
+    c = base_config()
+    c.name = "{name}"
+    c.data.name = "sklearn_digits"
+    c.data.data_dir = {data_dir!r}
+    c.data.classes = (5, 6, 7, 8, 9)
+    c.data.batch_size = 32
+    c.data.eval_batch_size = 64
+    c.model.stage_sizes = (1, 1)
+    c.model.width = 4
+    c.train.steps = {steps}
+    c.train.eval_every = {eval_every}
+    c.train.log_every = {log_every}
+    c.train.checkpoint_every = {checkpoint_every}
+    c.wandb.mode = "disabled"
+    source = copy_config(c)
+    source.data.classes = (0, 1, 2, 3, 4)
+    c.init = "source"
+    c.source = source
+{settings}
+    return c
+def get_sweep(arg=None):
+{sweep}
+"""
+
+
+def transfer_config(name, data_dir, *, sweep, settings="", steps=6, eval_every=3, log_every=3,
+                    checkpoint_every=0) -> str:
+    """The text of a tiny sweep config file, for tests that drive the command line or several processes: a
+    source trained on digits 0-4 of the 8x8 digits (init='source'), the target digits 5-9; `settings` are more
+    lines of get_config (c is the config), `sweep` the body of get_sweep."""
+    def body(text):
+        return "\n".join("    " + line for line in text.strip().splitlines())
+    return TRANSFER_CONFIG.format(name=name, data_dir=data_dir, steps=steps, eval_every=eval_every,
+                                  log_every=log_every, checkpoint_every=checkpoint_every, settings=body(settings),
+                                  sweep=body(sweep))

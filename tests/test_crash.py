@@ -15,34 +15,13 @@ import pytest
 
 import launch
 from tl_research import durable, results
+from conftest import transfer_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-CONFIG = '''
-from tl_research.config import base_config, axis, copy_config
-def get_config(arg=None):
-    c = base_config()
-    c.name = "crash"
-    c.data.name = "sklearn_digits"
-    c.data.data_dir = {data_dir!r}
-    c.data.classes = (5, 6, 7, 8, 9)
-    c.data.batch_size = 32
-    c.data.eval_batch_size = 64
-    c.model.stage_sizes = (1, 1)
-    c.model.width = 4
-    c.train.steps = 4
-    c.train.eval_every = 2
-    c.train.log_every = 1
-    c.train.checkpoint_every = 2
-    c.wandb.mode = "disabled"
-    source = copy_config(c)
-    source.data.classes = (0, 1, 2, 3, 4)
-    c.init = "source"
-    c.source = source
-    return c
-def get_sweep(arg=None):
-    return axis("frozen_depth", {depths!r})
-'''
+def config_text(data_dir, depths) -> str:
+    return transfer_config("crash", data_dir, sweep=f"return axis('frozen_depth', {depths!r})", steps=4,
+                           eval_every=2, log_every=1, checkpoint_every=2)
 
 # Every write point of a sweep, in the order a sweep first reaches them: each launch of the chain dies at
 # its point, the next one resumes from what it left and dies at the next point. Right before the rename
@@ -95,9 +74,9 @@ def chain(tmp_path_factory, data_dir):
     started together on a third."""
     tmp = tmp_path_factory.mktemp("crash")
     config = tmp / "crash.py"
-    config.write_text(CONFIG.format(data_dir=data_dir, depths=[0, "all"]))
+    config.write_text(config_text(data_dir, [0, "all"]))
     wide = tmp / "wide.py"  # more runs than one launch takes at a time, for the two concurrent launches
-    wide.write_text(CONFIG.format(data_dir=data_dir, depths=[0, 1, 2, "all"]))
+    wide.write_text(config_text(data_dir, [0, 1, 2, "all"]))
     plan = [[_job(config, tmp / "whole", tmp / "whole.log")]]
     plan += [[_job(config, tmp / "crashed", tmp / f"crash{i}.log", crash)] for i, crash in enumerate(CHAIN)]
     plan += [[_job(config, tmp / "crashed", tmp / "final.log")]]

@@ -7,39 +7,19 @@ import pytest
 
 import launch
 from tl_research import results, similarity_command
+from conftest import transfer_config
 
-CONFIG = '''
-from tl_research.config import base_config, axis, product, chain, copy_config
-def get_config(arg=None):
-    c = base_config()
-    c.name = "sim"
-    c.data.name = "sklearn_digits"
-    c.data.data_dir = {data_dir!r}
-    c.data.classes = (5, 6, 7, 8, 9)
-    c.data.batch_size = 32
-    c.data.eval_batch_size = 64
-    c.model.stage_sizes = (1, 1)
-    c.model.width = 4
-    c.train.steps = 6
-    c.train.eval_every = 3
-    c.train.log_every = 3
-    c.wandb.mode = "disabled"
-    source = copy_config(c)
-    source.data.classes = (0, 1, 2, 3, 4)
-    c.init = "source"
-    c.source = source
-    c.frozen_depth = "all"
-    c.report.x = "data.classes"
-    c.report.series = ("init",)
-    c.report.similarity = True
-    c.report.tables = ("similarity", "gain", "mean")
-    c.report.baseline = "init=scratch"
-    return c
-def get_sweep(arg=None):
-    # the source's own data (classes 0-4, its seed) and new classes; transfer and scratch
-    return product(axis("data.classes", [(0, 1, 2, 3, 4), (5, 6, 7, 8, 9)]),
-                   [{{"init": "source"}}, {{"init": "scratch", "frozen_depth": 0}}])
-'''
+SETTINGS = """
+c.frozen_depth = "all"
+c.report.x = "data.classes"
+c.report.series = ("init",)
+c.report.similarity = True
+c.report.tables = ("similarity", "gain", "mean")
+c.report.baseline = "init=scratch"
+"""
+# the source's own data (classes 0-4, its seed) and new classes; transfer and scratch
+SWEEP = """return product(axis("data.classes", [(0, 1, 2, 3, 4), (5, 6, 7, 8, 9)]),
+               [{"init": "source"}, {"init": "scratch", "frozen_depth": 0}])"""
 
 SAME, OTHER = "(0, 1, 2, 3, 4)", "(5, 6, 7, 8, 9)"
 
@@ -47,7 +27,7 @@ SAME, OTHER = "(0, 1, 2, 3, 4)", "(5, 6, 7, 8, 9)"
 @pytest.fixture
 def config_file(tmp_path, data_dir):
     path = tmp_path / "sim.py"
-    path.write_text(CONFIG.format(data_dir=data_dir))
+    path.write_text(transfer_config("sim", data_dir, settings=SETTINGS, sweep=SWEEP))
     return path
 
 

@@ -16,32 +16,11 @@ import pytest
 import launch
 from tl_research import durable, interrupts, job_watch, launchers, locks, results, slurm_launcher, sweep
 from tl_research.errors import ConfigError
+from conftest import transfer_config
 
-CONFIG = '''
-from tl_research.config import base_config, axis, copy_config
-def get_config(arg=None):
-    c = base_config()
-    c.name = "launch"
-    c.data.name = "sklearn_digits"
-    c.data.data_dir = {data_dir!r}
-    c.data.classes = (5, 6, 7, 8, 9)
-    c.data.batch_size = 32
-    c.data.eval_batch_size = 64
-    c.model.stage_sizes = (1, 1)
-    c.model.width = 4
-    c.train.steps = 6
-    c.train.eval_every = 2
-    c.train.log_every = 1
-    c.train.checkpoint_every = 2
-    c.wandb.mode = "disabled"
-    source = copy_config(c)
-    source.data.classes = (0, 1, 2, 3, 4)
-    c.init = "source"
-    c.source = source
-    return c
-def get_sweep(arg=None):
-    return axis("frozen_depth", [0, 1, "all"])
-'''
+def config_text(data_dir) -> str:
+    return transfer_config("launch", data_dir, sweep="return axis('frozen_depth', [0, 1, 'all'])", steps=6,
+                           eval_every=2, log_every=1, checkpoint_every=2)
 RUNS = ["frozen_depth-0", "frozen_depth-1", "frozen_depth-all"]
 
 
@@ -74,7 +53,7 @@ def sweep_files(tmp_path_factory, data_dir):
     """The config and its uninterrupted, sequential sweep: what every launcher must reproduce."""
     tmp = tmp_path_factory.mktemp("launchers")
     config = tmp / "launch.py"
-    config.write_text(CONFIG.format(data_dir=data_dir))
+    config.write_text(config_text(data_dir))
     assert launch.main(_args(config, tmp / "sequential")) == 0
     return tmp, config, tmp / "sequential"
 

@@ -6,39 +6,16 @@ import pytest
 
 import launch
 from tl_research import results
+from conftest import transfer_config
 
-CONFIG = '''
-from tl_research.config import base_config, axis, product, chain, copy_config
-def get_config(arg=None):
-    c = base_config()
-    c.name = "mini"
-    c.data.name = "sklearn_digits"
-    c.data.data_dir = {data_dir!r}
-    c.data.classes = (5, 6, 7, 8, 9)
-    c.data.batch_size = 32
-    c.data.eval_batch_size = 64
-    c.model.stage_sizes = (1, 1)
-    c.model.width = 4
-    c.train.steps = 6
-    c.train.eval_every = 3
-    c.train.log_every = 3
-    c.wandb.mode = "disabled"
-    source = copy_config(c)
-    source.data.classes = (0, 1, 2, 3, 4)
-    c.init = "source"
-    c.source = source
-    c.report.series = ("init",)
-    return c
-def get_sweep(arg=None):
-    return product(axis("seed", [0, 1]), chain(product(axis("init", ["source"]), axis("frozen_depth", [0, "all"])),
-                   [{{"init": "scratch", "frozen_depth": 0, "schedule.lr": 3e38}}]))
-'''
+SWEEP = """return product(axis("seed", [0, 1]), chain(product(axis("init", ["source"]), axis("frozen_depth", [0, "all"])),
+               [{"init": "scratch", "frozen_depth": 0, "schedule.lr": 3e38}]))"""
 
 
 @pytest.fixture
 def config_file(tmp_path, data_dir):
     path = tmp_path / "mini.py"
-    path.write_text(CONFIG.format(data_dir=data_dir))
+    path.write_text(transfer_config("mini", data_dir, settings='c.report.series = ("init",)', sweep=SWEEP))
     return path
 
 
