@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import pathlib
 import re
+import sys
 from typing import Any, Callable
 
 from absl import flags
@@ -29,10 +30,34 @@ _BAD_VALUE = re.compile(r"^flag --([^=\s]+)=(.*?): (.*)$", re.S)
 _PARSE_ERRORS = (flags.Error, KeyError, AttributeError, ValueError, TypeError, OSError)
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a line is logged, not to the stream that was current when logging
+    was configured (a caller that swaps sys.stderr, e.g. a test runner capturing output, then closes it)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def quiet_logging() -> None:
     """Warnings of this package only: the libraries' routine INFO and WARNING lines (absl, XLA's platform probe,
     orbax, TFDS) would bury a command's own output."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    for h in list(root.handlers):  # absl's first log line, before any of this, calls logging.basicConfig()
+        if type(h) is logging.StreamHandler:
+            root.removeHandler(h)
+    if not any(isinstance(h, _Stderr) for h in root.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.WARNING)
     for noisy in ("absl", "jax._src.xla_bridge", "orbax", "tensorflow_datasets"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
