@@ -9,6 +9,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import pytest  # noqa: E402
+# submitit's import reconfigures logging (logging.config.dictConfig), which closes the handlers that exist,
+# absl's among them, and absl's handler closes the stream it was made with. Imported inside a test, that
+# stream is pytest's capture of stderr, and every later test fails on it; imported here, nothing is captured.
+import submitit  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session")

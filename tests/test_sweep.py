@@ -124,3 +124,40 @@ def test_a_workdir_is_refused_to_another_config_file_naming_the_one_it_was_made_
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "config 'mini'" in err, err
     assert (workdir / "results.csv").read_text() == before
+
+
+def test_a_workdir_made_before_a_key_existed_resumes_when_the_key_keeps_the_old_behaviour(
+        config_file, tmp_path, capsys, monkeypatch):
+    """A key added to base_config() after a workdir was made (config.INTRODUCED, with the value that trains
+    what the code trained before) neither refuses the workdir nor retrains its source model."""
+    import json
+    from tl_research import config as config_lib
+    workdir = tmp_path / "old"
+    args = ["--config", str(config_file), "--workdir", str(workdir), "--no_progress", "--config.train.steps=2"]
+    assert launch.main(args) == 0
+    before = (workdir / "results.csv").read_text()
+
+    def without_key(tree):  # the files as a version without train.log_every wrote them
+        tree.get("train", {}).pop("log_every", None)
+        if isinstance(tree.get("source"), dict):
+            without_key(tree["source"])
+        return tree
+    for path in [*workdir.glob("*/config.json"), *workdir.glob("sources/*/config.json")]:
+        path.write_text(json.dumps(without_key(json.loads(path.read_text()))))
+    claim = json.loads((workdir / "workdir.json").read_text())
+    claim["fixed"].pop("train.log_every")
+    claim["fixed"].pop("source.train.log_every")
+    (workdir / "workdir.json").write_text(json.dumps(claim))
+    capsys.readouterr()
+    assert launch.main(args) == 2 and "different config" in capsys.readouterr().err  # today: another config
+
+    monkeypatch.setattr(config_lib, "INTRODUCED", {"train.log_every": 3})
+    (source,) = (workdir / "sources").iterdir()
+    cfg = config_lib.ml_collections.ConfigDict(json.loads((source / "config.json").read_text()))
+    cfg.train.log_every = 3
+    source.rename(source.with_name(config_lib.config_hash(cfg)))  # the hash the older version gave it
+    assert config_lib.config_hash(cfg) != source.name
+    assert launch.main(args) == 0
+    out = capsys.readouterr().out
+    assert "6 of 6 runs already" in out and "training source model" not in out
+    assert (workdir / "results.csv").read_text() == before

@@ -276,8 +276,40 @@ def run_name(point: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(point.items())) or "run"
 
 
+# Keys added to base_config() after workdirs were made without them: each with the value that trains what the
+# code trained before the key existed. A config holding that value keeps the identity it had before the key
+# existed (its config_hash, so a source model is not retrained; the workdir checks, so a workdir is not
+# refused), so relaunching an existing sweep after an upgrade resumes it. A key set to any other value is a
+# different config, as usual.
+INTRODUCED: dict[str, Any] = {}
+
+
+def _plain(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def _introduced(path: str, value) -> bool:
+    while path.startswith("source."):  # a run's config holds its source model's config under source.
+        path = path[len("source."):]
+    return path in INTRODUCED and _plain(value) == _plain(INTRODUCED[path])
+
+
+def identity(tree: dict, prefix: str = "") -> dict:
+    """A config as a nested dict (ConfigDict.to_dict() or its JSON) without the INTRODUCED keys that hold
+    their old-behaviour value: what decides whether two configs are the same experiment."""
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out[key] = identity(value, path + ".")
+        elif not _introduced(path, value):
+            out[key] = value
+    return out
+
+
 def config_hash(config) -> str:
-    return hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    tree = identity(config.to_dict())
+    return hashlib.sha1(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------------------------------- files

@@ -41,8 +41,8 @@ def _check_workdir(workdir: pathlib.Path, runs) -> None:
     for rid, _, cfg in runs:
         recorded = durable.read_json(workdir / rid / "config.json")  # torn: absent (rewritten below)
         if isinstance(recorded, dict):
-            old = {k: v for k, v in recorded.items() if k != "report"}
-            new = {k: v for k, v in json.loads(cfg.to_json()).items() if k != "report"}
+            old = {k: v for k, v in config_lib.identity(recorded).items() if k != "report"}
+            new = {k: v for k, v in config_lib.identity(json.loads(cfg.to_json())).items() if k != "report"}
             if old != new:
                 old, new = flatten_dict(old, sep="."), flatten_dict(new, sep=".")
                 diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
@@ -73,7 +73,7 @@ def _claim_workdir(workdir: pathlib.Path, base, points) -> None:
 
 
 def _fixed_keys(base, swept: set[str]) -> dict:
-    flat = flatten_dict(json.loads(base.to_json()), sep=".")
+    flat = flatten_dict(config_lib.identity(json.loads(base.to_json())), sep=".")
     return {k: v for k, v in flat.items() if not _under(k, swept) and not k.startswith("report.")}
 
 
