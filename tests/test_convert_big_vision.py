@@ -223,23 +223,14 @@ def todays_big_vision(p: dict, depth: int, *, scan: bool) -> dict:
     return out
 
 
-@pytest.fixture
-def vit_b16_at_depth_2(monkeypatch):
-    """ViT-B/16's width, heads and MLP at 2 of its 12 blocks: the layout is what is tested, and 12 blocks of
-    ViT-B cost 344 MB of random weights per copy. The registry's abstract models are cached by name, so the
-    caches are cleared around the change."""
-    from tl_research.checkpoints import convert as conv
-    from tl_research.models import vit
-    conv._abstract.cache_clear()
-    monkeypatch.setitem(vit.VARIANTS, "b", (768, 2, 3072, 12))
-    yield dict(width=768, depth=2, heads=12, mlp=3072)
-    conv._abstract.cache_clear()
+VIT = {"vit_s16": dict(width=384, depth=12, heads=6, mlp=1536),
+       "vit_b16": dict(width=768, depth=12, heads=12, mlp=3072)}
 
 
 @pytest.mark.parametrize("arch,scan", [("vit_s16", True), ("vit_b16", False)])
-def test_vit_s16_and_b16_match_a_numpy_forward_in_either_block_layout(arch, scan, tmp_path, request, capsys):
-    dims = dict(width=384, depth=12, heads=6, mlp=1536) if arch == "vit_s16" else \
-        request.getfixturevalue("vit_b16_at_depth_2")
+def test_vit_s16_and_b16_match_a_numpy_forward_in_either_block_layout(arch, scan, tmp_path, capsys):
+    # The full models, all 12 blocks (ViT-B/16: 86M random weights, two 344 MB files, at 32 px).
+    dims = VIT[arch]
     p = augreg_vit_npz(tmp_path / "augreg.npz", grid=2, num_classes=CLASSES, seed=3, **dims)
     np.savez(tmp_path / "bv.npz", **todays_big_vision(p, dims["depth"], scan=scan))
     cfg = model_cfg(arch, image_size=32)

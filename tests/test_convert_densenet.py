@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 
 from safetensors.torch import save_file  # noqa: E402
 
-import torch_reference as R  # noqa: E402
+from real_torchvision import nhwc, randomize_  # noqa: E402
 from tl_research.checkpoints.convert import convert, run  # noqa: E402
 from test_convert_common import assert_parity, load_converted, model_cfg, preprocess  # noqa: E402
 from test_convert_keras import randomize, reference, save_legacy_h5  # noqa: E402
@@ -66,13 +66,13 @@ def _torch_units(m, x):
             if name in ("pool0", "transition1", "transition2", "transition3"):
                 outs.append(h)
         outs.append(torch.relu(h))
-    return logits.numpy(), [R.nhwc(u) for u in outs]
+    return logits.numpy(), [nhwc(u) for u in outs]
 
 
 @pytest.fixture(scope="module")
 def torchvision_file(tmp_path_factory):
     from real_torchvision import models as tv
-    ref = R.randomize_(tv.densenet121(num_classes=CLASSES), seed=4)
+    ref = randomize_(tv.densenet121(num_classes=CLASSES), seed=4)
     path = tmp_path_factory.mktemp("densenet") / "densenet121.safetensors"
     save_file(ref.state_dict(), path)
     return ref, path

@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import torch_reference as R  # noqa: E402
 from conftest import tiny  # noqa: E402
+from real_torchvision import build, models as tv, resnet_units  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from tl_research import sweep  # noqa: E402
@@ -32,8 +32,9 @@ def _probe_test_loss(ref, head, data, mean: float, std: float) -> float:
     losses = []
     for b in pipeline.eval_batches(data, data.test, 16, 1):
         x = np.repeat(((b["image"] / 255.0 - mean) / std).astype(np.float32), 3, axis=3)
+        last = resnet_units(ref, torch.from_numpy(x.transpose(0, 3, 1, 2)))[1][-1]
         with torch.no_grad():
-            feats = torch.flatten(ref.avgpool(ref.units(torch.from_numpy(x.transpose(0, 3, 1, 2)))[1][-1]), 1)
+            feats = torch.flatten(ref.avgpool(last), 1)
         logits = feats.numpy().astype(np.float64) @ head["kernel"] + head["bias"]
         logp = logits - logits.max(1, keepdims=True)
         logp -= np.log(np.exp(logp).sum(1, keepdims=True))
@@ -43,7 +44,7 @@ def _probe_test_loss(ref, head, data, mean: float, std: float) -> float:
 
 def test_converted_resnet18_fine_tunes_at_every_frozen_depth(data_dir, tmp_path, capsys):
     src = tmp_path / "resnet18.safetensors"
-    ref = R.randomize_(R.ResNet(18), seed=5)  # 1000 ImageNet classes
+    ref = build(tv.resnet18, seed=5)  # torchvision's own model, 1000 ImageNet classes
     save_file(ref.state_dict(), src)
     converted = tmp_path / "converted"
     from tl_research.convert import main

@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 
 from safetensors.torch import save_file  # noqa: E402
 
-import torch_reference as R  # noqa: E402
+from real_torchvision import nhwc, randomize_  # noqa: E402
 from tl_research.checkpoints import keras as keras_ckpt  # noqa: E402
 from tl_research.checkpoints.convert import run  # noqa: E402
 from tl_research.models import inception  # noqa: E402
@@ -90,12 +90,12 @@ def _torch_units(m, x):
         outs = [h]
         for name, *_ in inception.MIXED:
             outs.append(getattr(m, name)(outs[-1]))
-    return logits.numpy(), [R.nhwc(u) for u in outs]
+    return logits.numpy(), [nhwc(u) for u in outs]
 
 
 def test_inception_v3_matches_torchvision_with_transform_input_and_sets_aside_the_aux_classifier(tmp_path):
     from real_torchvision import models as tv
-    ref = R.randomize_(tv.inception_v3(num_classes=CLASSES, init_weights=False, aux_logits=True,
+    ref = randomize_(tv.inception_v3(num_classes=CLASSES, init_weights=False, aux_logits=True,
                                        transform_input=True), seed=2)
     path = tmp_path / "inception_v3_google.pth"
     torch.save(ref.state_dict(), path)
@@ -113,7 +113,7 @@ def test_inception_v3_matches_timm(tmp_path):
     timm = pytest.importorskip("timm")
     with torch.device("meta"):  # no initialisation: randomize_ sets every tensor (timm's own init takes seconds)
         ref = timm.create_model("inception_v3", pretrained=False, num_classes=CLASSES)
-    ref = R.randomize_(ref.to_empty(device="cpu"), seed=3)
+    ref = randomize_(ref.to_empty(device="cpu"), seed=3)
     save_file(ref.state_dict(), tmp_path / "model.safetensors")  # timm/inception_v3.tv_in1k's file name
     raw = _raw()
     x = ((raw / 255.0 - 0.5) / 0.5).astype(np.float32)  # timm's tv_in1k config: mean = std = 0.5

@@ -4,7 +4,9 @@ random weights (and random BatchNorm statistics), saved in the legacy layer-name
 The Keras backend is set to PyTorch here, explicitly (torch is a test dependency): the converter never
 imports Keras, so the backend only runs the reference, and with JAX Keras compiles every initializer and op
 of a model one by one (MobileNetV2 builds in about 24 s on two CPU cores, 9 s with PyTorch). The random
-weights are set so that they take effect on either backend (see `randomize`).
+weights are set so that they take effect on either backend (see `randomize`; on JAX, in a process of its
+own: `test_randomized_normalization_takes_effect_on_the_jax_backend`). The backend is chosen when Keras is
+first imported, so every test file that imports Keras sets the same one.
 """
 from __future__ import annotations
 
@@ -143,6 +145,42 @@ def test_efficientnet_b0_matches_keras_with_its_normalisation_in_the_metadata(tm
     stored = m.get_layer("normalization").get_weights()
     np.testing.assert_allclose(meta.mean, stored[0], rtol=1e-6)
     np.testing.assert_allclose(meta.std, np.sqrt(stored[1]), rtol=1e-6)
+
+
+_JAX_NORMALIZATION = r"""
+import json, os, sys
+os.environ["KERAS_BACKEND"] = "jax"
+sys.path[:0] = [{root!r}, {tests!r}]
+import keras
+import numpy as np
+from test_convert_keras import randomize  # (its KERAS_BACKEND=torch comes after Keras' import: no effect)
+inp = keras.Input((5, 5, 3))
+norm = keras.layers.Normalization(axis=-1)  # as keras.applications' EfficientNet builds it: no mean, no adapt
+m = randomize(keras.Model(inp, norm(keras.layers.Rescaling(1.0 / 255.0)(inp))), seed=3)
+mean, variance, _ = norm.get_weights()
+x = np.random.default_rng(4).uniform(0, 255, (2, 5, 5, 3)).astype(np.float32)
+got = keras.ops.convert_to_numpy(m(x))
+print(json.dumps(dict(backend=keras.backend.backend(), mean=mean.tolist(), variance=variance.tolist(),
+                      error=float(np.max(np.abs(got - (x / 255.0 - mean) / np.sqrt(variance)))))))
+"""
+
+
+def test_randomized_normalization_takes_effect_on_the_jax_backend():
+    # Keras picks its backend when first imported, so JAX runs in a process of its own. There the layer
+    # computes from the variables built with it unless `randomize` refreshes that state after set_weights.
+    import json
+    import pathlib
+    import subprocess
+    import sys
+    tests = pathlib.Path(__file__).resolve().parent
+    script = _JAX_NORMALIZATION.format(root=str(tests.parent), tests=str(tests))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert info["backend"] == "jax"
+    assert min(info["mean"]) >= 0.3 and max(info["variance"]) <= 0.09  # randomize's values, not 0 and 1
+    assert info["error"] < 1e-5
 
 
 def test_efficientnet_published_normalisation_matches_keras_on_random_pixels():

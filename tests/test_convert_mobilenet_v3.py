@@ -1,6 +1,6 @@
-"""MobileNetV3 Small / Large -> Flax: logits and every depth unit match keras.applications (Keras 3 and
-Keras 2 layer names), torchvision 0.28.0's and timm's own models with random weights and random BatchNorm
-statistics; the tables of the variants not run cover every tensor of those libraries' state dicts."""
+"""MobileNetV3 Small / Large -> Flax: logits and every depth unit match keras.applications (Small with its
+top, Keras 3 and Keras 2 layer names; Large from a no-top file), torchvision 0.28.0's and timm's own models
+(both variants each), with random weights and random BatchNorm statistics, at 32 px."""
 from __future__ import annotations
 
 import os
@@ -14,12 +14,10 @@ import pytest  # noqa: E402
 torch = pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
 
-import torch_reference as R  # noqa: E402
-from real_torchvision import models as tv  # noqa: E402
+from real_torchvision import build, models as tv, nhwc  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from tl_research.checkpoints import mobilenet_v3_tables as tables  # noqa: E402
-from tl_research.checkpoints.convert import convert, target_shapes  # noqa: E402
+from tl_research.checkpoints.convert import convert  # noqa: E402
 from tl_research.checkpoints.weights import transfer  # noqa: E402
 from test_convert_common import assert_parity, load_converted, model_cfg, preprocess, zeros_model  # noqa: E402
 from test_convert_keras import reference, randomize, save_legacy_h5  # noqa: E402
@@ -48,18 +46,27 @@ def _keras_unit_names(model, variant, top):
     return names
 
 
-def test_mobilenet_v3_matches_keras(tmp_path, variant="small", top=True):
-    build = keras.applications.MobileNetV3Small if variant == "small" else keras.applications.MobileNetV3Large
-    m = randomize(build(weights=None, input_shape=(32, 32, 3), classes=CLASSES, include_top=top,
-                        classifier_activation=None, dropout_rate=0.0))
+@pytest.fixture(scope="module")
+def keras_large_no_top(tmp_path_factory):
+    """keras.applications' MobileNetV3Large without its top, random, in the published no-top file layout."""
+    m = randomize(keras.applications.MobileNetV3Large(weights=None, input_shape=(32, 32, 3), include_top=False))
+    return m, save_legacy_h5(m, tmp_path_factory.mktemp("v3") / "mobilenet_v3_large_keras_no_top.h5")
+
+
+@pytest.mark.parametrize("variant,top", [("small", True), ("large", False)])
+def test_mobilenet_v3_matches_keras(tmp_path, request, variant, top):
+    if top:
+        m = randomize(keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), classes=CLASSES,
+                                                          classifier_activation=None, dropout_rate=0.0))
+        path = save_legacy_h5(m, tmp_path / "mobilenet_v3_small_keras.h5")
+    else:
+        m, path = request.getfixturevalue("keras_large_no_top")
     arch, raw = f"mobilenet_v3_{variant}_keras", _raw()
-    names = _keras_unit_names(m, variant, top)
-    ref_logits, ref_units = reference(m, names, raw)  # Keras rescales the 0..255 pixels itself
+    ref_logits, ref_units = reference(m, _keras_unit_names(m, variant, top), raw)  # Keras rescales 0..255 itself
     if top:  # the pooled 1x1-conv outputs are (N, 1, 1, C)
         ref_units[-1] = ref_units[-1].reshape(2, -1)
         ref_logits = ref_logits.reshape(2, -1)
     cfg = model_cfg(arch, fc_units=4096 if top else 0)
-    path = save_legacy_h5(m, tmp_path / f"{arch}.h5")
     weights, meta = convert("keras", path, arch, model_cfg=cfg)
     x = preprocess(raw, meta)
     if top:
@@ -72,15 +79,9 @@ def test_mobilenet_v3_matches_keras(tmp_path, variant="small", top=True):
         _check_keras2_names(path, tmp_path / "keras2.h5", arch, cfg, weights)
 
 
-def test_keras_large_no_top_needs_fc_units_0_and_the_cli_says_so(tmp_path, capsys):
-    # Large's numbers are checked against torchvision below and Keras' layout on Small above; here the Keras
-    # Large table must use every tensor of a no-top file and fill every parameter (convert checks both).
+def test_keras_large_no_top_needs_fc_units_0_and_the_cli_says_so(keras_large_no_top, tmp_path, capsys):
     from tl_research.convert import main
-    m = keras.applications.MobileNetV3Large(weights=None, input_shape=(32, 32, 3), include_top=False)
-    path = save_legacy_h5(m, tmp_path / "large_no_top.h5")
-    weights, _ = convert("keras", path, "mobilenet_v3_large_keras", model_cfg=model_cfg(
-        "mobilenet_v3_large_keras", fc_units=0))
-    assert "units.7.conv.kernel" in weights["params"] and not any(k.startswith("units.8") for k in weights["params"])
+    _, path = keras_large_no_top  # converts with fc_units=0: test_mobilenet_v3_matches_keras[large-False]
     assert main([str(path), "--arch", "mobilenet_v3_large_keras", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.rstrip().endswith("this file converts with: --arch mobilenet_v3_large_keras --fc-units 0"), err
@@ -151,35 +152,18 @@ class _TorchUnits:
             return m.classifier[3](x), outs
 
 
-@pytest.mark.parametrize("variant,kind", [("large", "torchvision"), ("small", "timm")])
+@pytest.mark.parametrize("variant", ["small", "large"])
+@pytest.mark.parametrize("kind", ["torchvision", "timm"])
 def test_mobilenet_v3_matches_torchvision_and_timm(tmp_path, variant, kind):
     if kind == "timm":
         import timm
-        ref, arch = timm.create_model(f"mobilenetv3_{variant}_100", num_classes=CLASSES), f"mobilenet_v3_{variant}_timm"
+        ref = build(timm.create_model, model_name=f"mobilenetv3_{variant}_100", num_classes=CLASSES)
+        arch = f"mobilenet_v3_{variant}_timm"
     else:
-        ref, arch = getattr(tv, f"mobilenet_v3_{variant}")(num_classes=CLASSES), f"mobilenet_v3_{variant}"
-    ref = R.randomize_(ref.eval())
+        ref, arch = build(getattr(tv, f"mobilenet_v3_{variant}"), num_classes=CLASSES), f"mobilenet_v3_{variant}"
     save_file(ref.state_dict(), tmp_path / "m.safetensors")
-    weights, meta = convert("torch", tmp_path / "m.safetensors", arch)
+    weights, meta = convert("torch", tmp_path / "m.safetensors", arch)  # every tensor used, every target set
     x = preprocess(_raw(), meta)
     ref_logits, ref_units = _TorchUnits(ref, variant, kind).units(torch.from_numpy(x.transpose(0, 3, 1, 2)))
-    ref_units = [R.nhwc(u) if u.ndim == 4 else u.numpy() for u in ref_units]
     model = load_converted(weights, model_cfg(arch), CLASSES)
-    assert_parity(model, x, ref_logits.numpy(), ref_units)
-
-
-@pytest.mark.parametrize("variant,kind", [("small", "torchvision"), ("large", "timm")])
-def test_mobilenet_v3_tables_cover_every_tensor(variant, kind):
-    # Shapes only (meta device: nothing allocated); the parity tests above check the numbers.
-    with torch.device("meta"):
-        if kind == "timm":
-            import timm
-            sd, arch = timm.create_model(f"mobilenetv3_{variant}_100").state_dict(), f"mobilenet_v3_{variant}_timm"
-        else:
-            sd, arch = getattr(tv, f"mobilenet_v3_{variant}")().state_dict(), f"mobilenet_v3_{variant}"
-    table = tables.table(arch, sd, None)
-    assert {r.source for r in table.rows} | set(table.set_aside) == set(sd)
-    target = target_shapes(arch, num_classes=1000)
-    for r in table.rows:
-        shape = r.transform(np.broadcast_to(np.float32(0), tuple(sd[r.source].shape))).shape
-        assert target[r.collection][r.target] == shape, r
+    assert_parity(model, x, ref_logits.numpy(), [nhwc(u) for u in ref_units])

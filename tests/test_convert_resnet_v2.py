@@ -13,8 +13,7 @@ import pytest  # noqa: E402
 torch = pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
 
-import real_torchvision  # noqa: E402,F401  (timm imports torchvision)
-import torch_reference as R  # noqa: E402
+from real_torchvision import nhwc  # noqa: E402  (and timm imports torchvision)
 
 from tl_research.checkpoints.convert import convert  # noqa: E402
 from tl_research.models import resnet_v2  # noqa: E402
@@ -74,7 +73,7 @@ def test_bit_r50x1_npz_matches_timm_loading_the_same_file(tmp_path, capsys):
         logits = ref.forward_head(ref.norm(h))
     model = load_converted(weights, model_cfg("resnetv2_50x1_bit"), CLASSES)
     assert model.num_units == 5
-    assert_parity(model, x, logits.numpy(), [R.nhwc(u) for u in units])
+    assert_parity(model, x, logits.numpy(), [nhwc(u) for u in units])
     # given as a ViT, the file is recognised
     from tl_research.convert import main
     assert main([str(path), "--arch", "vit_b16", "--out", str(tmp_path / "o")]) == 2

@@ -1,5 +1,6 @@
-"""PyTorch state dicts (torchvision / timm names) -> Flax: logits and every depth unit match the reference
-modules of tests/torch_reference.py, from .safetensors and .pth files; errors name the offending tensors."""
+"""PyTorch state dicts (torchvision / timm names) -> Flax: logits and every depth unit match torchvision
+0.28.0's and timm's own models (random weights, random BatchNorm statistics), from .safetensors and .pth
+files; errors name the offending tensors."""
 from __future__ import annotations
 
 import sys
@@ -9,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import torch_reference as R  # noqa: E402
+from real_torchvision import build, models as tv, nhwc, randomize_, resnet_units  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from tl_research.checkpoints import torch as torch_ckpt  # noqa: E402
@@ -26,42 +27,62 @@ def _raw(size=32, seed=1):
     return np.random.default_rng(seed).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
 
 
-def _parity(ref, path, arch, raw, **cfg):
-    """Converts `path`, checks the metadata's preprocessing reproduces the reference's, and compares."""
-    weights, meta = convert("torch", path, arch, model_cfg=model_cfg(arch, **cfg))
-    assert meta.num_classes == CLASSES
-    x = preprocess(raw, meta)
-    ref_logits, ref_units = ref.units(torch.from_numpy(x.transpose(0, 3, 1, 2)))
-    model = load_converted(weights, model_cfg(arch, **cfg), CLASSES)
-    assert_parity(model, x, ref_logits.numpy(), [R.nhwc(u) for u in ref_units])
-    return weights
+def _parity(units, path, arch, raw, **cfg):
+    """Converts `path`, checks the metadata's preprocessing reproduces the reference's, and compares with
+    `units(x)`: (the PyTorch model's logits, [each depth unit's output])."""
+    conversion = run("torch", path, arch, model_cfg=model_cfg(arch, **cfg))
+    assert conversion.meta.num_classes == CLASSES
+    x = preprocess(raw, conversion.meta)
+    ref_logits, ref_units = units(torch.from_numpy(x.transpose(0, 3, 1, 2)))
+    model = load_converted(conversion.weights, model_cfg(arch, **cfg), CLASSES)
+    assert_parity(model, x, ref_logits.numpy(), [nhwc(u) for u in ref_units])
+    return conversion
 
 
 @pytest.fixture(scope="module")
 def resnet18_file(tmp_path_factory):
-    ref = R.randomize_(R.ResNet(18, CLASSES), seed=3)
+    ref = build(tv.resnet18, seed=3, num_classes=CLASSES)  # torchvision 0.28.0's own model code
     path = tmp_path_factory.mktemp("r18") / "resnet18.pth"
     torch.save(ref.state_dict(), path)
     return ref, path
 
 
 def test_resnet50_safetensors_matches_torchvision(tmp_path):
-    ref = R.randomize_(R.ResNet(50, CLASSES))
+    ref = build(tv.resnet50, num_classes=CLASSES)
     save_file(ref.state_dict(), tmp_path / "resnet50.safetensors")
-    _parity(ref, tmp_path / "resnet50.safetensors", "resnet50", _raw())
+    _parity(lambda x: resnet_units(ref, x), tmp_path / "resnet50.safetensors", "resnet50", _raw())
 
 
 def test_resnet18_pth_matches_torchvision(resnet18_file):
     ref, path = resnet18_file
-    _parity(ref, path, "resnet18", _raw())
+    _parity(lambda x: resnet_units(ref, x), path, "resnet18", _raw())
+
+
+def _vgg_units(model, x):
+    """(logits, [each conv block up to its max-pool, fc6 + fc7]) of torchvision's VGG."""
+    outs = []
+    with torch.no_grad():
+        h = x
+        for layer in model.features:
+            h = layer(h)
+            if isinstance(layer, torch.nn.MaxPool2d):
+                outs.append(h)
+        outs.append(model.classifier[:6](torch.flatten(model.avgpool(h), 1)))
+        return model(x), outs
 
 
 def test_vgg16_with_fc_layers_matches_torchvision(tmp_path):
-    # fc6/fc7 narrowed to 64 units to keep the file small; fc6 still reads the full 7x7x512 pooled map
-    # (adaptive pooling from 1x1 at 32px input), so the (C,H,W) -> (H,W,C) row permutation is exercised.
-    ref = R.randomize_(R.VGG16(CLASSES, fc_units=64))
+    # torchvision's vgg16 with fc6/fc7 narrowed to 64 units to keep the file small (its Linear layers
+    # replaced; the model's own forward runs); fc6 still reads the full 7x7x512 pooled map (adaptive pooling
+    # from 1x1 at 32px input), so the (C,H,W) -> (H,W,C) row permutation is exercised.
+    def vgg16_narrow(num_classes):
+        m = tv.vgg16(num_classes=num_classes, init_weights=False)
+        for i, (c_in, c_out) in zip((0, 3, 6), ((512 * 7 * 7, 64), (64, 64), (64, num_classes))):
+            m.classifier[i] = torch.nn.Linear(c_in, c_out)
+        return m
+    ref = build(vgg16_narrow, num_classes=CLASSES)
     save_file(ref.state_dict(), tmp_path / "vgg16.safetensors")
-    _parity(ref, tmp_path / "vgg16.safetensors", "vgg16", _raw(), fc_units=64)
+    _parity(lambda x: _vgg_units(ref, x), tmp_path / "vgg16.safetensors", "vgg16", _raw(), fc_units=64)
 
 
 def test_vgg16_fc_permutation_at_224_grid():
@@ -72,47 +93,57 @@ def test_vgg16_fc_permutation_at_224_grid():
     assert np.array_equal(k[(h * 7 + wi) * 512 + c], w[:, c * 49 + h * 7 + wi])
 
 
-class Sequential:
-    """`units(x)` of a torchvision model whose `features` are its depth units in order, then its head."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def units(self, x):
-        outs = []
-        with torch.no_grad():
-            for block in self.model.features:
-                x = block(x)
-                outs.append(x)
-            return self.model.classifier(torch.flatten(self.model.avgpool(x) if hasattr(self.model, "avgpool")
-                                                       else x.mean((2, 3)), 1)), outs
+def _features_units(model, x, blocks=lambda layer: [layer]):
+    """(logits, [the output of each of `blocks(layer)` for the layers of `model.features`]): MobileNetV2's
+    units are its `features`; EfficientNet's split its stages into their blocks."""
+    outs = []
+    with torch.no_grad():
+        h = x
+        for layer in model.features:
+            for block in blocks(layer):
+                h = block(h)
+                outs.append(h)
+        return model(x), outs
 
 
 def test_mobilenet_v2_matches_torchvision(tmp_path):
-    from real_torchvision import models as tv
-    ref = R.randomize_(tv.mobilenet_v2(num_classes=CLASSES))  # torchvision 0.28.0's own model code
+    ref = randomize_(tv.mobilenet_v2(num_classes=CLASSES))  # torchvision 0.28.0's own model code
     save_file(ref.state_dict(), tmp_path / "mobilenet_v2.safetensors")
-    _parity(Sequential(ref), tmp_path / "mobilenet_v2.safetensors", "mobilenet_v2", _raw())
+    _parity(lambda x: _features_units(ref, x), tmp_path / "mobilenet_v2.safetensors", "mobilenet_v2", _raw())
 
 
-def test_efficientnet_b0_matches_torchvision_and_timm_names(tmp_path):
-    ref = R.randomize_(R.EfficientNetB0(CLASSES))
+def _timm_efficientnet_units(model, x):
+    """(logits, [stem, each block, conv_head + bn2]) of timm's EfficientNet."""
+    with torch.no_grad():
+        h = model.bn1(model.conv_stem(x))  # timm's BatchNormAct2d applies the SiLU
+        outs = [h]
+        for stage in model.blocks:
+            for block in stage:
+                h = block(h)
+                outs.append(h)
+        outs.append(model.bn2(model.conv_head(h)))
+        return model(x), outs
+
+
+def test_efficientnet_b0_matches_torchvision_and_timm(tmp_path):
+    ref = build(tv.efficientnet_b0, num_classes=CLASSES)
     save_file(ref.state_dict(), tmp_path / "tv.safetensors")
-    tv = _parity(ref, tmp_path / "tv.safetensors", "efficientnet_b0", _raw())
-    save_file(R.timm_efficientnet_b0_state_dict(ref), tmp_path / "timm.safetensors")
-    conversion = run("torch", tmp_path / "timm.safetensors", "efficientnet_b0")
+    from torchvision.models.efficientnet import MBConv
+    stages = lambda layer: list(layer) if isinstance(layer[0], MBConv) else [layer]  # a stage: its blocks
+    _parity(lambda x: _features_units(ref, x, stages), tmp_path / "tv.safetensors", "efficientnet_b0", _raw())
+    import timm
+    ref = build(timm.create_model, seed=1, model_name="efficientnet_b0", num_classes=CLASSES)
+    save_file(ref.state_dict(), tmp_path / "timm.safetensors")  # timm/efficientnet_b0.ra_in1k's names
+    conversion = _parity(lambda x: _timm_efficientnet_units(ref, x), tmp_path / "timm.safetensors",
+                         "efficientnet_b0", _raw())
     assert "timm parameter names" in conversion.summary()
-    for coll in ("params", "batch_stats"):
-        assert conversion.weights[coll].keys() == tv[coll].keys()
-        for k, v in tv[coll].items():
-            np.testing.assert_array_equal(conversion.weights[coll][k], v)
 
 
 @pytest.mark.parametrize("depth", [34, 101, 152])
 def test_resnet_tables_cover_every_torchvision_tensor(depth):
     # Shapes only (meta device: nothing allocated); ResNet-18/50 above check the numbers.
     with torch.device("meta"):
-        sd = R.ResNet(depth).state_dict()
+        sd = getattr(tv, f"resnet{depth}")().state_dict()
     table = torch_ckpt.resnet_table(depth)
     sources = {r.source for r in table.rows}
     assert sources == {k for k in sd if not k.endswith("num_batches_tracked")}
@@ -201,8 +232,8 @@ def test_grayscale_model_gets_the_first_conv_summed_over_rgb(resnet18_file):
     report = transfer(gray, weights)
     assert report.adapted == ["units.0.conv.kernel 3->1 input channels"]
     x = np.random.default_rng(2).standard_normal((2, 32, 32, 1)).astype(np.float32)
-    _, ref_units = ref.units(torch.from_numpy(np.repeat(x, 3, axis=3).transpose(0, 3, 1, 2)))
+    _, ref_units = resnet_units(ref, torch.from_numpy(np.repeat(x, 3, axis=3).transpose(0, 3, 1, 2)))
     # A grey image is equal R, G and B: the summed kernel must give the RGB network's stem output.
     stem = gray.units[0]
     set_unit_mode(stem, train=False)
-    assert rel_err(stem(x), R.nhwc(ref_units[0])) < 1e-5
+    assert rel_err(stem(x), nhwc(ref_units[0])) < 1e-5
