@@ -14,8 +14,8 @@ _BN = dict(momentum=0.9, epsilon=1e-5)
 
 
 class Stem(nnx.Module):
-    def __init__(self, in_channels: int, width: int, *, rngs: nnx.Rngs):
-        self.conv = nnx.Conv(in_channels, width, (3, 3), use_bias=False, rngs=rngs)
+    def __init__(self, in_channels: int, width: int, stride: int = 1, *, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(in_channels, width, (3, 3), strides=stride, use_bias=False, rngs=rngs)
         self.bn = nnx.BatchNorm(width, **_BN, rngs=rngs)
 
     def __call__(self, x):
@@ -44,7 +44,7 @@ class BasicBlock(nnx.Module):
 
 def build(cfg, num_classes: int, in_channels: int, rngs: nnx.Rngs) -> UnitModel:
     width = int(cfg.width)
-    units = [Stem(in_channels, width, rngs=rngs)]
+    units = [Stem(in_channels, width, int(cfg.get("stem_stride", 1)), rngs=rngs)]
     channels = width
     for stage, size in enumerate(cfg.stage_sizes):
         out = width * 2**stage
