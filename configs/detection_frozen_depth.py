@@ -27,19 +27,20 @@ def _backbone(c) -> None:
     c.model.name = "resnet_cifar"
     c.model.stage_sizes = (1, 1, 1)
     c.model.width = 16
+    c.model.stem_stride = 2
 
 
 def source_config():
     """The digit classifier the target runs start from."""
     s = base_config()
     s.name = "detection_frozen_depth-source"
-    s.data.name = "mnist_subset"
-    s.data.image_size, s.data.channels = 16, 3
+    s.data.name = "mnist_m"
+    s.data.image_size, s.data.channels = 24, 3
     s.data.batch_size = 64
     _backbone(s)
     s.optimizer.weight_decay = 5e-4
     s.schedule.name, s.schedule.lr = "constant", 0.05
-    s.train.epochs = 3
+    s.train.epochs = 4
     return s
 
 
@@ -48,17 +49,17 @@ def get_config():
     c.name = "detection_frozen_depth"
     c.task = "detection"  # sets data.targets = detection
     c.data.name = "mnist_detection"
-    c.data.image_size, c.data.channels = 48, 3  # fixed: a run from the source would read its 16x16 otherwise
+    c.data.image_size, c.data.channels = 96, 3  # fixed: a run from the source would read its 16x16 otherwise
     c.data.max_boxes = 5  # the scenes hold 1-5 digits
-    c.data.batch_size = 32
+    c.data.batch_size = 16
     c.data.eval_batch_size = 100
     _backbone(c)
     c.model.detect_unit = -1  # the deepest map: 12x12
     c.model.head_width = 32
-    c.augment = ("flip", "crop(4)")
+    c.augment = ("crop(8)",)
     c.optimizer.name = "adam"
     c.schedule.name, c.schedule.lr = "cosine", 2e-3
-    c.train.epochs = 4
+    c.train.epochs = 2
     c.train.log_every = 20
     c.init = "source"
     c.source = source_config()

@@ -28,19 +28,20 @@ def _backbone(c) -> None:
     c.model.name = "resnet_cifar"
     c.model.stage_sizes = (1, 1, 1)
     c.model.width = 16
+    c.model.stem_stride = 2
 
 
 def source_config():
     """The digit classifier the target runs start from."""
     s = base_config()
     s.name = "segmentation_frozen_depth-source"
-    s.data.name = "mnist_subset"
-    s.data.image_size, s.data.channels = 24, 3
+    s.data.name = "mnist_m"
+    s.data.image_size, s.data.channels = 32, 3
     s.data.batch_size = 64
     _backbone(s)
     s.optimizer.weight_decay = 5e-4
     s.schedule.name, s.schedule.lr = "constant", 0.05
-    s.train.epochs = 3
+    s.train.epochs = 4
     return s
 
 
@@ -49,17 +50,18 @@ def get_config():
     c.name = "segmentation_frozen_depth"
     c.task = "segmentation"  # sets data.targets = segmentation
     c.data.name = "mnist_segmentation"
-    c.data.image_size, c.data.channels = 32, 3  # fixed: a run from the source would read its 24x24 otherwise
-    c.data.batch_size = 32
+    c.data.image_size, c.data.channels = 64, 3  # fixed: a run from the source would read its 24x24 otherwise
+    c.data.batch_size = 16
     c.data.eval_batch_size = 100
     _backbone(c)
     c.model.decoder = "unet"
     c.model.skips = ()  # the last unit of each resolution finer than the deepest map's
     c.model.decoder_width = 32
-    c.augment = ("flip", "crop(2)")
-    c.optimizer.weight_decay = 5e-4
-    c.schedule.name, c.schedule.lr = "cosine", 0.05
-    c.train.epochs = 4
+    c.augment = ("crop(4)",)
+    c.train.background_weight = 0.2
+    c.optimizer.name = "adam"
+    c.schedule.name, c.schedule.lr = "cosine", 3e-3
+    c.train.epochs = 2
     c.train.log_every = 20
     c.init = "source"
     c.source = source_config()
