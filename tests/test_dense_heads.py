@@ -70,6 +70,14 @@ def test_vit_token_grid_drops_the_class_token_row_major():
         feature_maps.as_map(tokens[:, :4], (SIZE, SIZE))
 
 
+def test_a_stride_2_stem_halves_every_unit_map_of_the_cifar_resnet():
+    shape = lambda **k: feature_maps.unit_map_shapes(models.abstract(_cfg("resnet_cifar", **k), 10, 3), (64, 64, 3))
+    assert shape() == [(64, 64, 16), (64, 64, 16), (32, 32, 32), (16, 16, 64)]
+    assert shape(stem_stride=2) == [(32, 32, 16), (32, 32, 16), (16, 16, 32), (8, 8, 64)]
+    with pytest.raises(ConfigError, match="config.model.stem_stride=0"):
+        models.abstract(_cfg("resnet_cifar", stem_stride=0), 10, 3)
+
+
 def test_vgg_fc_unit_is_not_a_skip_and_bad_skips_are_refused():
     shapes = feature_maps.unit_map_shapes(models.abstract(_cfg("vgg16"), 10, 3), (SIZE, SIZE, 3))
     assert shapes[-1] is None and decoders.deepest(shapes) == 4

@@ -52,3 +52,14 @@ def test_pixel_cross_entropy_counts_only_labelled_pixels_of_real_examples():
     total, count = jax.jit(segmentation_loss.pixel_cross_entropy)(logits, labels, jnp.array([True, False]))
     assert float(count) == 3
     assert float(total) == pytest.approx(3 * np.log(4), rel=1e-6)
+
+
+def test_background_weight_scales_background_pixels_in_the_sum_and_the_count():
+    logits = jnp.array([[[[2.0, 0.0], [0.0, 1.0]], [[0.5, 0.0], [0.0, 0.0]]]])  # (1, 2, 2, 2)
+    labels = jnp.array([[[0, 1], [0, 255]]], jnp.uint8)  # two background pixels, one digit, one ignore
+    ce = -jax.nn.log_softmax(logits, -1)
+    bg, fg = float(ce[0, 0, 0, 0] + ce[0, 1, 0, 0]), float(ce[0, 0, 1, 1])
+    total, weight = segmentation_loss.pixel_cross_entropy(logits, labels, background_weight=0.25)
+    assert float(weight) == pytest.approx(2 * 0.25 + 1)
+    assert float(total) == pytest.approx(0.25 * bg + fg, rel=1e-6)
+    assert float(segmentation_loss.pixel_cross_entropy(logits, labels)[0]) == pytest.approx(bg + fg, rel=1e-6)

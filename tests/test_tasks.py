@@ -100,3 +100,7 @@ def test_bad_task_settings_are_one_config_error_before_any_work(scenes_dir):
         _config(scenes_dir, "segmentation", **{"model.decoder": "unet", "model.skips": (5,)})
     with pytest.raises(ConfigError, match="config.evals"):
         _config(scenes_dir, "detection", **{"data.extra_test_sets": ("mnist_detection_shifted",)})
+    with pytest.raises(ConfigError, match="config.train.background_weight=0.5.*task=detection.*allowed: 1.0"):
+        _config(scenes_dir, "detection", **{"train.background_weight": 0.5})
+    with pytest.raises(ConfigError, match="config.train.background_weight=0.0.*> 0"):
+        _config(scenes_dir, "segmentation", **{"train.background_weight": 0.0})

@@ -111,6 +111,9 @@ def _train_config() -> ml_collections.ConfigDict:
         checkpoint_every=0,  # steps between checkpoints; 0 = at every eval
         label_smoothing=0.0,
         class_weights="none",  # loss weight per class: none | inverse (frequency) | effective (Cui et al. 2019)
+        # segmentation: the loss weight of a background (class 0) pixel, every other pixel's being 1; below 1
+        # it counters the background's share of the pixels (the eval loss stays the plain mean)
+        background_weight=1.0,
         early_stopping_patience=0,  # evals without improvement before stopping; 0 = never stop early
         # the validation metric that selects the best step: "" = the task's (val_accuracy, val_miou, val_map)
         # | val_loss

@@ -50,6 +50,7 @@ def default_config() -> ml_collections.ConfigDict:
         name="resnet_cifar",
         stage_sizes=(1, 1, 1),  # resnet_cifar: residual blocks per stage
         width=16,  # resnet_cifar: channels of the first stage (doubled per stage)
+        stem_stride=1,  # resnet_cifar: stride of the 3x3 stem (2 halves every map, for inputs above CIFAR's 32x32)
         # The head (models/base.py: Head), re-initialised on transfer and trained whole by frozen_depth=all:
         head="linear",  # linear: one dense classifier; mlp: dense + ReLU per head_hidden width, then it
         head_hidden=(256,),  # mlp: widths of the hidden dense layers

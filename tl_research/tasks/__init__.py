@@ -61,7 +61,12 @@ def resolve_targets(config) -> None:
 def check(config) -> None:
     """ConfigError for a bad config.task, targets that do not fit it, or settings the task cannot honour."""
     check_targets(config)
-    of(config).check(config)
+    task = of(config)
+    weight = config.train.get("background_weight", 1.0)
+    if task.name != "segmentation" and weight != 1.0:
+        raise ConfigError("train.background_weight", weight, "1.0", why=f"config.task={task.name} has no "
+                          "background pixels (a segmentation loss option)")
+    task.check(config)
 
 
 def selection_metric(config) -> str:

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tl_research import segmentation_loss, segmentation_metrics
+from tl_research.errors import ConfigError
 from tl_research.tasks import dense_common
 
 
@@ -17,9 +18,10 @@ from tl_research.tasks import dense_common
 class Objective:
     num_classes: int
     augment_ops: tuple = ()
+    background_weight: float = 1.0  # of class-0 pixels in the training loss (train.background_weight)
 
     def for_eval(self) -> "Objective":
-        """What the eval step depends on (no augmentation, no smoothing)."""
+        """What the eval step depends on (no augmentation, no loss weights: the eval loss is the plain mean)."""
         return Objective(self.num_classes)
 
     def prepare(self, batch: dict, images: jax.Array, key: jax.Array):
@@ -30,12 +32,14 @@ class Objective:
         return images, {"mask": masks}
 
     def loss(self, logits: jax.Array, targets: dict, hp: dict):
-        """The mean cross-entropy over the batch's counted pixels; its pixel accuracy as the train metric."""
+        """The (background-weighted) mean cross-entropy over the batch's counted pixels; its pixel accuracy as
+        the train metric."""
         logits = logits.astype(jnp.float32)
-        total, count = segmentation_loss.pixel_cross_entropy(logits, targets["mask"])
+        total, weight = segmentation_loss.pixel_cross_entropy(logits, targets["mask"],
+                                                              background_weight=self.background_weight)
         cm = segmentation_metrics.confusion(targets["mask"], jnp.argmax(logits, -1), self.num_classes)
-        n = jnp.maximum(count, 1.0)
-        return total / n, {"pixel_accuracy": jnp.trace(cm).astype(jnp.float32) / n}
+        pixels = jnp.maximum(jnp.sum(cm).astype(jnp.float32), 1.0)
+        return total / jnp.maximum(weight, 1e-12), {"pixel_accuracy": jnp.trace(cm).astype(jnp.float32) / pixels}
 
     def reduce(self, logits: jax.Array, batch: dict) -> dict:
         logits = logits.astype(jnp.float32)
@@ -86,8 +90,14 @@ class Segmentation(dense_common.DenseTask):
         from tl_research.models import decoders
         return decoders.build
 
+    def check(self, config) -> None:
+        super().check(config)
+        w = config.train.background_weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 < w <= 1e6:
+            raise ConfigError("train.background_weight", w, "a weight > 0 (1.0: every pixel weighs the same)")
+
     def objective(self, config, data, augment_ops: tuple = ()) -> Objective:
-        return Objective(data.num_classes, tuple(augment_ops))
+        return Objective(data.num_classes, tuple(augment_ops), float(config.train.background_weight))
 
     def evaluator(self, eval_step, data, split, put, *, batch_size: int, threads: int = 2):
         # summed on the devices batch by batch: one (K, K) matrix alive, never the masks
