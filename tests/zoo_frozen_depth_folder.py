@@ -127,16 +127,19 @@ def check(arch: str, work: pathlib.Path, photos: pathlib.Path) -> tuple[bool, st
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("archs", nargs="*", default=list(ARCHS), choices=list(ARCHS), metavar="ARCH")
+    ap.add_argument("archs", nargs="*", metavar="ARCH", help=f"default: every one of {', '.join(ARCHS)}")
     ap.add_argument("--workdir", default=None, help="where files, runs and data go (default: a temporary one)")
     args = ap.parse_args(argv)
+    unknown = [a for a in args.archs if a not in ARCHS]
+    if unknown:
+        ap.error(f"unknown ARCH {unknown[0]!r}; allowed: {', '.join(ARCHS)}")
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(args.workdir or tmp)
         photos = work / "photos"
         if not photos.is_dir():
             photo_folder(photos)
         failed = 0
-        for arch in args.archs:
+        for arch in args.archs or list(ARCHS):
             ok, line = check(arch, work, photos)
             failed += not ok
             print(line, flush=True)

@@ -284,7 +284,7 @@ def run_name(point: dict[str, Any]) -> str:
 # existed (its config_hash, so a source model is not retrained; the workdir checks, so a workdir is not
 # refused), so relaunching an existing sweep after an upgrade resumes it. A key set to any other value is a
 # different config, as usual.
-INTRODUCED: dict[str, Any] = {}
+INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight": 1.0}
 
 
 def _plain(value):
