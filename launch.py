@@ -106,16 +106,17 @@ _CHOSEN = ("launcher", "jobs", "run", "shard", "collect", "lr_range_test", "coor
 
 def _default_workers(fv, argv):
     """`python launch.py` on the quickstart with no launcher flags, on a CPU host with two or more cores:
-    two local workers, one core each, waited for (None otherwise: the runs train in this process). A step
-    on two cores is only ~1.4x as fast as on one, so two one-core workers finish the sweep sooner; a run's
-    results are the same either way. --jobs=0 keeps the one-process launch."""
+    the source model trained here, then two local workers, one core each, waited for (None otherwise: the
+    runs train in this process). A step on two cores is only ~1.4x as fast as on one, so two one-core
+    workers finish the sweep sooner; a run's results are the same either way. Ctrl-C stops the workers too.
+    --jobs=0 keeps the one-process launch."""
     from tl_research import launchers
     path = fv["config"].config_filename.partition(":")[0]
     if (any(fv[name].present for name in _CHOSEN) or not os.path.isfile(path)
             or not os.path.samefile(path, QUICKSTART) or not launchers.cpu_workers_help()):
         return None
     return launchers.Options(launcher="local", jobs=launchers.DEFAULT_CPU_JOBS, wait=True, argv=list(argv),
-                             stop_on_interrupt=True)
+                             sources_first=True, stop_on_interrupt=True)
 
 
 def _selected(cli):

@@ -12,12 +12,16 @@ The variants keep XLA's input gradient and replace the weight gradient:
   slices   dW[i, j] = sum over (n, h, w) of x_pad[n, h*s + i, w*s + j, :]^T dy[n, h, w, :]: one matmul per
            kernel offset on a strided slice of the padded input
   im2col   the kh*kw slices concatenated along channels, then one (N*H*W, kh*kw*Cin)^T (N*H*W, Cout) matmul
+  matmul   (1x1 convolutions) both gradients as matmuls: for a strided one XLA computes the input gradient
+           as a convolution of a zero-stuffed (lhs-dilated) output gradient, which YNNPACK does not take
 Each variant's gradients are checked against jax.grad's (max abs difference over max abs value).
 
     python benchmarks/backward_conv.py [--rounds 7] [--inner 10] [--step]
 
 --step also times the quickstart network's whole train step (tl_research.trainer.build_train, frozen depth 0,
-batch 64) with every convolution's weight gradient replaced, against the default step.
+batch 64) with every convolution's weight gradient replaced, against XLA's own ("default": every convolution
+lax.conv_general_dilated), and the network as tl_research builds it (tl_research/models/conv_grads.py on the
+strided 1x1 projections, the variant "slices, 1x1 convs only").
 """
 from __future__ import annotations
 
@@ -66,6 +70,18 @@ def weight_grad(kind, x, dy, kshape, strides, padding):
     return g.reshape(kshape[0], kshape[1], ci, co)
 
 
+def pointwise_grads(x, w, dy, strides):
+    """Both gradients of an unpadded 1x1 convolution with strides as matmuls: the input gradient placed on
+    the strided grid (XLA instead convolves a zero-stuffed, lhs-dilated copy of dy), the weight gradient
+    from the strided input."""
+    sh, sw = strides
+    xs = x[:, ::sh, ::sw, :][:, :dy.shape[1], :dy.shape[2], :]
+    dw = jnp.einsum("nhwc,nhwd->cd", xs, dy)[None, None]
+    dxs = jnp.einsum("nhwd,cd->nhwc", dy, w[0, 0])
+    dx = jnp.zeros_like(x).at[:, ::sh, ::sw, :].set(dxs) if (sh, sw) != (1, 1) else dxs
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
 def custom_conv(kind, only_1x1: bool = False):
     """A drop-in for lax.conv_general_dilated (nnx.Conv's conv_general_dilated argument) whose weight gradient
     is `kind`; anything but a plain NHWC/HWIO 2-D convolution (with only_1x1: a 1x1 one) goes to
@@ -97,6 +113,8 @@ def custom_conv(kind, only_1x1: bool = False):
 
         def f_bwd(res, dy):
             x, w = res
+            if kind == "matmul" and w.shape[:2] == (1, 1) and not any(map(any, pads)):
+                return pointwise_grads(x, w, dy, strides)
             dx = jax.vjp(lambda x_: fwd_conv(x_, w), x)[1](dy)[0]  # XLA's own input gradient
             return dx, weight_grad(kind, x, dy, w.shape[:2], strides, pads).astype(w.dtype)
 
@@ -125,7 +143,7 @@ def layers(rounds: int, inner: int) -> None:
         w = jnp.asarray(rng.standard_normal((k, k, ci, co)) / np.sqrt(k * k * ci), jnp.float32)
         ct = jnp.asarray(rng.standard_normal((n, -(-size // s), -(-size // s), co)), jnp.float32)
         convs = {"default": lax.conv_general_dilated, "slices": custom_conv("slices"),
-                 "im2col": custom_conv("im2col")}
+                 "im2col": custom_conv("im2col"), **({"matmul": custom_conv("matmul")} if k == 1 else {})}
         fns = {v: jax.jit(jax.grad(lambda x, w, c=c: jnp.vdot(c(x, w, (s, s), "SAME", dimension_numbers=DN), ct),
                                    argnums=(0, 1))) for v, c in convs.items()}
         ref = fns["default"](x, w)
@@ -137,7 +155,7 @@ def layers(rounds: int, inner: int) -> None:
         med = {v: statistics.median(t) * 1e3 for v, t in times.items()}
         print(f"{name:28s} grad default {med['default']:6.2f} ms | " + " | ".join(
             f"{v} {med[v]:6.2f} ms = {med[v] / med['default']:.2f}x (err {errs[v]:.1e})"
-            for v in ("slices", "im2col")), flush=True)
+            for v in list(fns)[1:]), flush=True)
 
 
 def whole_step(rounds: int, inner: int) -> None:
@@ -153,11 +171,13 @@ def whole_step(rounds: int, inner: int) -> None:
                                "label": rng.integers(0, 5, 64).astype(np.int32)}, NamedSharding(mesh, P("data")))
     hp = {"lr": np.float32(0.05), "momentum": np.float32(0.9), "class_weights": np.ones(5, np.float32)}
     runners, outs = {}, {}
-    kinds = {"default": None, "slices": custom_conv("slices"), "im2col": custom_conv("im2col"),
-             "slices, 1x1 convs only": custom_conv("slices", only_1x1=True)}
+    kinds = {"default": lax.conv_general_dilated, "slices": custom_conv("slices"), "im2col": custom_conv("im2col"),
+             "slices, 1x1 convs only": custom_conv("slices", only_1x1=True),
+             "1x1 convs as matmuls": custom_conv("matmul", only_1x1=True),
+             "tl_research's (conv_grads on the projections)": None}
     for kind, conv in kinds.items():
         model = models.build(cfg.model, 5, 1)
-        if conv is not None:
+        if conv is not None:  # every convolution, the projections' conv_grads included
             for _, m in nnx.iter_graph(model):
                 if isinstance(m, nnx.Conv):
                     m.conv_general_dilated = conv

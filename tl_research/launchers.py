@@ -44,6 +44,7 @@ class Options:
     wait: bool = False
     poll_s: float = 1.0  # between looks at results.csv, the run locks and the jobs' states
     argv: list = dataclasses.field(default_factory=list)  # the command line, for the --collect hint
+    sources_first: bool = False  # local: train the source models in this process (every core) first
     stop_on_interrupt: bool = False  # Ctrl-C while waiting cancels the jobs (a default launch, not an opt-in)
     slurm: dict = dataclasses.field(default_factory=dict)  # --slurm.* by name, e.g. {"partition": "gpu"}
 
@@ -166,7 +167,7 @@ def launch(base, points, workdir, opts: Options, *, only=None, retry_failed: boo
         with _importable():
             slots = slurm_launcher.slots(base, points, workdir, todo, opts.slurm, echo)
     elif todo:
-        if opts.stop_on_interrupt:  # the source on every core first, then the runs on one core each
+        if opts.sources_first:  # the source on every core, then the runs on the workers' shares
             sweep.train_sources(base, points, workdir, only=[r[0] for r in todo], echo=echo)
         slots = local_slots(base, points, workdir, [r[0] for r in todo], opts.jobs, echo)
     if not opts.wait:
