@@ -19,9 +19,8 @@ Each variant's gradients are checked against jax.grad's (max abs difference over
     python benchmarks/backward_conv.py [--rounds 7] [--inner 10] [--step]
 
 --step also times the quickstart network's whole train step (tl_research.trainer.build_train, frozen depth 0,
-batch 64) with every convolution's weight gradient replaced, against XLA's own ("default": every convolution
-lax.conv_general_dilated), and the network as tl_research builds it (tl_research/models/conv_grads.py on the
-strided 1x1 projections, the variant "slices, 1x1 convs only").
+batch 64) with the convolutions' weight gradients replaced (all of them, or the strided 1x1 projections'
+only), against XLA's own.
 """
 from __future__ import annotations
 
@@ -171,13 +170,12 @@ def whole_step(rounds: int, inner: int) -> None:
                                "label": rng.integers(0, 5, 64).astype(np.int32)}, NamedSharding(mesh, P("data")))
     hp = {"lr": np.float32(0.05), "momentum": np.float32(0.9), "class_weights": np.ones(5, np.float32)}
     runners, outs = {}, {}
-    kinds = {"default": lax.conv_general_dilated, "slices": custom_conv("slices"), "im2col": custom_conv("im2col"),
+    kinds = {"default": None, "slices": custom_conv("slices"), "im2col": custom_conv("im2col"),
              "slices, 1x1 convs only": custom_conv("slices", only_1x1=True),
-             "1x1 convs as matmuls": custom_conv("matmul", only_1x1=True),
-             "tl_research's (conv_grads on the projections)": None}
+             "1x1 convs as matmuls": custom_conv("matmul", only_1x1=True)}
     for kind, conv in kinds.items():
         model = models.build(cfg.model, 5, 1)
-        if conv is not None:  # every convolution, the projections' conv_grads included
+        if conv is not None:
             for _, m in nnx.iter_graph(model):
                 if isinstance(m, nnx.Conv):
                     m.conv_general_dilated = conv
