@@ -95,8 +95,28 @@ def _launch_options(fv, argv):
     if fv.run and fv.shard:
         raise ConfigError("--shard", fv.shard, "either --run or --shard")
     if fv.launcher == "local" and fv.jobs == 0:
-        return None
+        return _default_workers(fv, argv)
     return launchers.Options(launcher=fv.launcher, jobs=fv.jobs, wait=fv.wait, slurm=slurm, argv=list(argv))
+
+
+QUICKSTART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "quickstart.py")
+_CHOSEN = ("launcher", "jobs", "run", "shard", "collect", "lr_range_test", "coordinator_address",
+           "num_processes", "process_id")
+
+
+def _default_workers(fv, argv):
+    """`python launch.py` on the quickstart with no launcher flags, on a CPU host with two or more cores:
+    the source model trained here, then two local workers, one core each, waited for (None otherwise: the
+    runs train in this process). A step on two cores is only ~1.4x as fast as on one, so two one-core
+    workers finish the sweep sooner; a run's results are the same either way. Ctrl-C stops the workers too.
+    --jobs=0 keeps the one-process launch."""
+    from tl_research import launchers
+    path = fv["config"].config_filename.partition(":")[0]
+    if (any(fv[name].present for name in _CHOSEN) or not os.path.isfile(path)
+            or not os.path.samefile(path, QUICKSTART) or not launchers.cpu_workers_help()):
+        return None
+    return launchers.Options(launcher="local", jobs=launchers.DEFAULT_CPU_JOBS, wait=True, argv=list(argv),
+                             sources_first=True, stop_on_interrupt=True)
 
 
 def _selected(cli):

@@ -67,19 +67,32 @@ def test_the_arg_after_the_colon_reaches_get_config_and_get_sweep_and_workdir_de
 
 
 def test_no_flags_runs_the_quickstart_sweep(monkeypatch, capsys):
+    """`python launch.py`: the quickstart, on two one-core local workers where that is faster (a CPU host
+    with two or more cores), else in this process; --jobs=0 or any launcher flag keeps the user's choice."""
+    from tl_research import launchers
     monkeypatch.chdir(ROOT)
     seen = {}
 
     def fake_run_sweep(base, points, workdir, progress, retry_failed, echo=print):
-        seen.update(name=base.name, points=points, workdir=workdir, retry_failed=retry_failed)
+        seen.update(name=base.name, points=points, workdir=workdir, retry_failed=retry_failed, how="here")
+        return []
+
+    def fake_launch(base, points, workdir, opts, *, only=None, retry_failed=False, echo=print):
+        seen.update(name=base.name, points=points, workdir=workdir, retry_failed=retry_failed,
+                    how=(opts.launcher, opts.jobs, opts.wait, opts.sources_first, opts.stop_on_interrupt))
         return []
 
     monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
+    monkeypatch.setattr(launchers, "launch", fake_launch)
     monkeypatch.setattr(results, "write_report", lambda *a: "(table)")
-    for _ in range(2):  # absl flags are per call: a second parse in the same process works alike
-        assert launch.main([]) == 0
+    for helps, argv, how in ((True, [], ("local", 2, True, True, True)), (True, ["--jobs=0"], "here"),
+                             (True, ["--config", "configs/quickstart.py", "--launcher=local"], "here"),
+                             (False, [], "here"), (False, [], "here")):  # twice: absl flags are per call
+        monkeypatch.setattr(launchers, "cpu_workers_help", lambda: helps)
+        seen.clear()
+        assert launch.main(argv) == 0
         assert seen["name"] == "quickstart" and seen["workdir"] == pathlib.Path("runs") / "quickstart"
-        assert len(seen["points"]) > 1 and seen["retry_failed"] is False
+        assert len(seen["points"]) > 1 and seen["retry_failed"] is False and seen["how"] == how, (helps, argv)
     assert "quickstart:" in capsys.readouterr().out
 
 

@@ -195,6 +195,27 @@ def test_a_local_worker_sees_only_its_gpus(tmp_path):
     assert executor.submit(os.getenv, "CUDA_VISIBLE_DEVICES").result() == ""  # its cores come by affinity
 
 
+def test_a_one_core_worker_is_pinned_with_single_threaded_libraries(tmp_path):
+    """sweep_job.pin: the affinity, the thread counts (never raised above what the environment asks), and on
+    one core XLA's single-threaded Eigen flag, which the installed jaxlib accepts (an unknown flag is fatal)."""
+    import subprocess
+    import sys
+    from tl_research import sweep_job
+    cores = sorted(os.sched_getaffinity(0))
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "8", "XLA_FLAGS": "--xla_cpu_use_xnnpack=true"}
+    sweep_job.pin(cores, env)  # this process keeps its cores
+    assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == str(len(cores))
+    assert env["OPENBLAS_NUM_THREADS"] == str(len(cores))
+    assert ("multi_thread_eigen" in env["XLA_FLAGS"]) == (len(cores) == 1)
+    code = ("import os; from tl_research import sweep_job; sweep_job.pin([%d]); import jax, jax.numpy as jnp; "
+            "print(sorted(os.sched_getaffinity(0)), os.environ['OMP_NUM_THREADS'], os.environ['XLA_FLAGS'], "
+            "float(jnp.ones((8, 8)).sum()))" % cores[-1])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=launchers.ROOT,
+                         env={k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "OMP_NUM_THREADS")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [f"[{cores[-1]}]", "1", "--xla_cpu_multi_thread_eigen=false", "64.0"]
+
+
 def test_slurm_options():
     assert slurm_launcher.extra_parameters("--qos=high, --exclusive --mem-per-gpu=40G") == {
         "qos": "high", "exclusive": True, "mem_per_gpu": "40G"}

@@ -34,6 +34,7 @@ from tl_research.sweep_job import SweepJob
 ROOT = pathlib.Path(__file__).resolve().parents[1]  # on the workers' PYTHONPATH: they unpickle SweepJob
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 minutes) would interrupt every worker
 PROBE = "import jax; d = jax.devices(); print(d[0].platform, len(d))"
+DEFAULT_CPU_JOBS = 2  # one-core workers of a default launch (launch.py: the quickstart on a CPU host)
 
 
 @dataclasses.dataclass
@@ -43,6 +44,8 @@ class Options:
     wait: bool = False
     poll_s: float = 1.0  # between looks at results.csv, the run locks and the jobs' states
     argv: list = dataclasses.field(default_factory=list)  # the command line, for the --collect hint
+    sources_first: bool = False  # local: train the source models in this process (every core) first
+    stop_on_interrupt: bool = False  # Ctrl-C while waiting cancels the jobs (a default launch, not an opt-in)
     slurm: dict = dataclasses.field(default_factory=dict)  # --slurm.* by name, e.g. {"partition": "gpu"}
 
 
@@ -74,6 +77,13 @@ def host_devices() -> tuple[str, list[int]]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
     ids = [int(v) for v in visible] if all(v.strip().isdigit() for v in visible) else list(range(int(count)))
     return platform, ids[: int(count)]
+
+
+def cpu_workers_help() -> bool:
+    """Whether one-core local workers beat one process here: a CPU-only host with DEFAULT_CPU_JOBS or more
+    cores this process may use (an XLA step on two cores is ~1.4x as fast as on one, so two one-core workers
+    get more steps done; benchmarks/sweep_launchers.py --quickstart measures it)."""
+    return not _accelerator_plugin() and len(os.sched_getaffinity(0)) >= DEFAULT_CPU_JOBS
 
 
 def device_slices(platform: str, devices: list[int], jobs: int) -> list[list[int]]:
@@ -157,13 +167,21 @@ def launch(base, points, workdir, opts: Options, *, only=None, retry_failed: boo
         with _importable():
             slots = slurm_launcher.slots(base, points, workdir, todo, opts.slurm, echo)
     elif todo:
+        if opts.sources_first:  # the source on every core, then the runs on the workers' shares
+            sweep.train_sources(base, points, workdir, only=[r[0] for r in todo], echo=echo)
         slots = local_slots(base, points, workdir, [r[0] for r in todo], opts.jobs, echo)
     if not opts.wait:
         args = " ".join(shlex.quote(a) for a in collect_args(opts.argv))
         echo(f"jobs submitted (logs: {workdir / opts.launcher}/); once they are done: "
              f"python launch.py {args} --collect")
         return None
-    job_watch.wait(slots, workdir, selected, sweep.swept_keys(points), poll_s=opts.poll_s, echo=echo)
+    try:
+        job_watch.wait(slots, workdir, selected, sweep.swept_keys(points), poll_s=opts.poll_s, echo=echo)
+    except KeyboardInterrupt:
+        if opts.stop_on_interrupt:
+            for s in slots:
+                s.job.cancel(check=False)
+        raise
     return sweep.finish_sweep(base, runs, workdir, echo)
 
 

@@ -5,13 +5,36 @@ It runs the sweep code of a sequential launch for its run ids (tl_research.sweep
 so a run gives the same row whichever launcher ran it. It holds no state of its own: requeued, it starts
 again and the sweep code skips the recorded runs and resumes the interrupted one from its orbax checkpoint.
 Module-level imports are kept light: submitit unpickles the job (importing this module) before it installs
-its signal handlers, and the CPU affinity must be set before JAX starts its thread pools.
+its signal handlers, and the CPU affinity and thread settings must be in place before JAX starts its
+thread pools.
 """
 from __future__ import annotations
 
 import os
 
 from submitit.helpers import Checkpointable
+
+# A worker on one core: XLA's CPU backend then runs each op's Eigen kernels on the calling thread instead of
+# handing them to a one-thread pool (flag checked against the installed jaxlib; an unknown one is fatal).
+ONE_CORE_XLA_FLAGS = ("--xla_cpu_multi_thread_eigen=false",)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def pin(cpus, environ=None) -> None:
+    """Confines this process to the cores `cpus` before JAX starts: their affinity (XLA and Eigen size their
+    thread pools by it), the OpenMP / MKL / OpenBLAS thread counts (kept where the environment already asks
+    for fewer), and on one core XLA's single-threaded Eigen kernels."""
+    environ = os.environ if environ is None else environ
+    os.sched_setaffinity(0, cpus)
+    n = len(cpus)
+    for var in THREAD_VARIABLES:
+        given = environ.get(var, "")
+        environ[var] = str(min(int(given), n) if given.isdigit() and int(given) > 0 else n)
+    if n == 1:
+        flags = environ.get("XLA_FLAGS", "").split()
+        names = {f.split("=")[0] for f in flags}
+        flags += [f for f in ONE_CORE_XLA_FLAGS if f.split("=")[0] not in names]
+        environ["XLA_FLAGS"] = " ".join(flags)
 
 
 class SweepJob(Checkpointable):
@@ -24,7 +47,7 @@ class SweepJob(Checkpointable):
 
     def __call__(self) -> dict:
         if self.cpus:  # before JAX sizes its thread pools by the cores it may use
-            os.sched_setaffinity(0, self.cpus)
+            pin(self.cpus)
         from tl_research import command_line, sweep, trainer
         command_line.quiet_logging()
         trainer.enable_compilation_cache()

@@ -1,0 +1,223 @@
+"""XLA's CPU backward convolutions for the quickstart's shapes against hand-written VJPs, as ratios measured in
+the same run (variants interleaved round-robin, medians).
+
+What XLA emits for the gradient of a stride-1 3x3 convolution (NHWC, HWIO; read from
+jax.jit(jax.grad(f)).lower(...).compile().as_text()): the input gradient is an ordinary 3x3 convolution of
+the output gradient with the reversed, in/out-swapped kernel (a small transpose fusion); the weight gradient
+is a convolution whose "batch" is the input channels and whose "features" are the examples, with a window as
+large as the image (28x28 -> a 3x3 output), after transposing both the input (N,H,W,C -> C,H,W,N) and the
+output gradient into that layout; on this jaxlib it runs as a YNNPACK fusion.
+
+The variants keep XLA's input gradient and replace the weight gradient:
+  slices   dW[i, j] = sum over (n, h, w) of x_pad[n, h*s + i, w*s + j, :]^T dy[n, h, w, :]: one matmul per
+           kernel offset on a strided slice of the padded input
+  im2col   the kh*kw slices concatenated along channels, then one (N*H*W, kh*kw*Cin)^T (N*H*W, Cout) matmul
+  matmul   (1x1 convolutions) both gradients as matmuls: for a strided one XLA computes the input gradient
+           as a convolution of a zero-stuffed (lhs-dilated) output gradient, which YNNPACK does not take
+Each variant's gradients are checked against jax.grad's (max abs difference over max abs value).
+
+    python benchmarks/backward_conv.py [--rounds 7] [--inner 10] [--step]
+
+--step also times the quickstart network's whole train step (tl_research.trainer.build_train, frozen depth 0,
+batch 64) with the convolutions' weight gradients replaced (all of them, or the strided 1x1 projections'
+only), against XLA's own.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax import lax  # noqa: E402
+
+DN = ("NHWC", "HWIO", "NHWC")
+SHAPES = [  # (name, batch, size, c_in, c_out, kernel, stride): the convolutions of resnet_cifar (1, 1, 1) w16
+    ("stem 3x3 1->16 @28", 64, 28, 1, 16, 3, 1),
+    ("block1 3x3 16->16 @28", 64, 28, 16, 16, 3, 1),
+    ("block2.conv1 3x3 s2 16->32", 64, 28, 16, 32, 3, 2),
+    ("block2.conv2 3x3 32->32 @14", 64, 14, 32, 32, 3, 1),
+    ("block2.proj 1x1 s2 16->32", 64, 28, 16, 32, 1, 2),
+    ("block3.conv1 3x3 s2 32->64", 64, 14, 32, 64, 3, 2),
+    ("block3.conv2 3x3 64->64 @7", 64, 7, 64, 64, 3, 1),
+    ("block3.proj 1x1 s2 32->64", 64, 14, 32, 64, 1, 2),
+]
+
+
+def _offset_slices(x, padding, kshape, strides, out_hw):
+    """The strided slices of the padded input that kernel offset (i, j) multiplies, in (i, j) order."""
+    xp = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+    (sh, sw), (h, w) = strides, out_hw
+    return [lax.slice(xp, (0, i, j, 0), (xp.shape[0], i + (h - 1) * sh + 1, j + (w - 1) * sw + 1, xp.shape[3]),
+                      (1, sh, sw, 1)) for i in range(kshape[0]) for j in range(kshape[1])]
+
+
+def weight_grad(kind, x, dy, kshape, strides, padding):
+    cols = _offset_slices(x, padding, kshape, strides, dy.shape[1:3])
+    ci, co = x.shape[3], dy.shape[3]
+    if kind == "slices":
+        g = jnp.stack([jnp.einsum("nhwc,nhwd->cd", c, dy) for c in cols])
+    else:  # im2col
+        patches = jnp.concatenate(cols, axis=-1).reshape(-1, len(cols) * ci)
+        g = (patches.T @ dy.reshape(-1, co)).reshape(len(cols), ci, co)
+    return g.reshape(kshape[0], kshape[1], ci, co)
+
+
+def pointwise_grads(x, w, dy, strides):
+    """Both gradients of an unpadded 1x1 convolution with strides as matmuls: the input gradient placed on
+    the strided grid (XLA instead convolves a zero-stuffed, lhs-dilated copy of dy), the weight gradient
+    from the strided input."""
+    sh, sw = strides
+    xs = x[:, ::sh, ::sw, :][:, :dy.shape[1], :dy.shape[2], :]
+    dw = jnp.einsum("nhwc,nhwd->cd", xs, dy)[None, None]
+    dxs = jnp.einsum("nhwd,cd->nhwc", dy, w[0, 0])
+    dx = jnp.zeros_like(x).at[:, ::sh, ::sw, :].set(dxs) if (sh, sw) != (1, 1) else dxs
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+def custom_conv(kind, only_1x1: bool = False):
+    """A drop-in for lax.conv_general_dilated (nnx.Conv's conv_general_dilated argument) whose weight gradient
+    is `kind`; anything but a plain NHWC/HWIO 2-D convolution (with only_1x1: a 1x1 one) goes to
+    lax.conv_general_dilated."""
+
+    def conv(x, w, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
+             feature_group_count=1, precision=None, **kw):
+        plain = (x.ndim == 4 and feature_group_count == 1 and not kw.get("preferred_element_type")
+                 and all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1)))
+                 and lax.conv_dimension_numbers(x.shape, w.shape, dimension_numbers)
+                 == lax.conv_dimension_numbers(x.shape, w.shape, DN))
+        if not plain or (only_1x1 and w.shape[:2] != (1, 1)):
+            return lax.conv_general_dilated(x, w, window_strides, padding, lhs_dilation, rhs_dilation,
+                                            dimension_numbers, feature_group_count=feature_group_count,
+                                            precision=precision, **kw)
+        strides = tuple(window_strides)
+        pads = tuple(tuple(p) for p in (lax.padtype_to_pads(x.shape[1:3], w.shape[:2], strides, padding)
+                                        if isinstance(padding, str) else padding))
+
+        def fwd_conv(x, w):
+            return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=DN, precision=precision)
+
+        @jax.custom_vjp
+        def f(x, w):
+            return fwd_conv(x, w)
+
+        def f_fwd(x, w):
+            return fwd_conv(x, w), (x, w)
+
+        def f_bwd(res, dy):
+            x, w = res
+            if kind == "matmul" and w.shape[:2] == (1, 1) and not any(map(any, pads)):
+                return pointwise_grads(x, w, dy, strides)
+            dx = jax.vjp(lambda x_: fwd_conv(x_, w), x)[1](dy)[0]  # XLA's own input gradient
+            return dx, weight_grad(kind, x, dy, w.shape[:2], strides, pads).astype(w.dtype)
+
+        f.defvjp(f_fwd, f_bwd)
+        return f(x, w)
+
+    return conv
+
+
+def _time(fn, args, inner):
+    t = time.perf_counter()
+    for _ in range(inner):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t) / inner
+
+
+def _error(got, ref):
+    return max(float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-30)) for a, b in zip(got, ref))
+
+
+def layers(rounds: int, inner: int) -> None:
+    rng = np.random.default_rng(0)
+    for name, n, size, ci, co, k, s in SHAPES:
+        x = jnp.asarray(rng.standard_normal((n, size, size, ci)), jnp.float32)
+        w = jnp.asarray(rng.standard_normal((k, k, ci, co)) / np.sqrt(k * k * ci), jnp.float32)
+        ct = jnp.asarray(rng.standard_normal((n, -(-size // s), -(-size // s), co)), jnp.float32)
+        convs = {"default": lax.conv_general_dilated, "slices": custom_conv("slices"),
+                 "im2col": custom_conv("im2col"), **({"matmul": custom_conv("matmul")} if k == 1 else {})}
+        fns = {v: jax.jit(jax.grad(lambda x, w, c=c: jnp.vdot(c(x, w, (s, s), "SAME", dimension_numbers=DN), ct),
+                                   argnums=(0, 1))) for v, c in convs.items()}
+        ref = fns["default"](x, w)
+        errs = {v: _error(fn(x, w), ref) for v, fn in fns.items()}
+        times = {v: [] for v in fns}
+        for _ in range(rounds):
+            for v, fn in fns.items():
+                times[v].append(_time(fn, (x, w), inner))
+        med = {v: statistics.median(t) * 1e3 for v, t in times.items()}
+        print(f"{name:28s} grad default {med['default']:6.2f} ms | " + " | ".join(
+            f"{v} {med[v]:6.2f} ms = {med[v] / med['default']:.2f}x (err {errs[v]:.1e})"
+            for v in list(fns)[1:]), flush=True)
+
+
+def whole_step(rounds: int, inner: int) -> None:
+    from flax import nnx
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from tl_research import config as C, freezing, models, trainer
+    cfg = C.base_config()
+    cfg.model.width, cfg.model.stage_sizes = 16, (1, 1, 1)
+    cfg.optimizer.momentum, cfg.optimizer.weight_decay = 0.9, 5e-4
+    mesh = trainer.mesh()
+    rng = np.random.default_rng(0)
+    batch = trainer.to_device({"image": rng.integers(0, 255, (64, 28, 28, 1), np.uint8),
+                               "label": rng.integers(0, 5, 64).astype(np.int32)}, NamedSharding(mesh, P("data")))
+    hp = {"lr": np.float32(0.05), "momentum": np.float32(0.9), "class_weights": np.ones(5, np.float32)}
+    runners, outs = {}, {}
+    kinds = {"default": None, "slices": custom_conv("slices"), "im2col": custom_conv("im2col"),
+             "slices, 1x1 convs only": custom_conv("slices", only_1x1=True),
+             "1x1 convs as matmuls": custom_conv("matmul", only_1x1=True)}
+    for kind, conv in kinds.items():
+        model = models.build(cfg.model, 5, 1)
+        if conv is not None:
+            for _, m in nnx.iter_graph(model):
+                if isinstance(m, nnx.Conv):
+                    m.conv_general_dilated = conv
+        graphdef, pp, sp, params, stats = trainer.split_model(model)
+        labels = freezing.labels(list(params), 0)
+        tx, train = trainer.build_train(graphdef, pp, sp, frozen_depth=0, label_map=labels, opt_cfg=cfg.optimizer,
+                                        num_classes=5, label_smoothing=0.0, value_range=(0.0, 1.0),
+                                        mean=np.array([0.5], np.float32), std=np.array([0.5], np.float32),
+                                        augment_ops=(), mesh_=mesh)
+        state = jax.device_put({"params": params, "batch_stats": stats, "opt_state": tx.init(params),
+                                "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(jax.random.key(0))},
+                               NamedSharding(mesh, P()))
+        state, m = train(jax.tree.map(jnp.copy, state), batch, hp, {})
+        outs[kind] = jax.tree.leaves(state["params"])  # after one step: lr * gradient + the weights
+        runners[kind] = [train, state]
+    errs = {k: _error(outs[k], outs["default"]) for k in runners}
+    times = {k: [] for k in runners}
+    for _ in range(rounds):
+        for k, (train, state) in runners.items():
+            t = time.perf_counter()
+            for _ in range(inner):
+                state, m = train(state, batch, hp, {})
+            jax.block_until_ready(m)
+            times[k].append((time.perf_counter() - t) / inner)
+            runners[k][1] = state
+    med = {k: statistics.median(t) * 1e3 for k, t in times.items()}
+    print(f"whole train step (frozen depth 0, batch 64): default {med['default']:.1f} ms | " + " | ".join(
+        f"{k} {med[k]:.1f} ms = {med[k] / med['default']:.2f}x (params after 1 step: err {errs[k]:.1e})"
+        for k in list(kinds)[1:]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--inner", type=int, default=10, help="calls per timed block")
+    ap.add_argument("--step", action="store_true", help="also the whole quickstart train step")
+    args = ap.parse_args()
+    print(f"{jax.devices()[0].platform} x{jax.device_count()}, jax {jax.__version__}")
+    layers(args.rounds, args.inner)
+    if args.step:
+        whole_step(args.rounds, args.inner)
+
+
+if __name__ == "__main__":
+    main()
