@@ -147,7 +147,7 @@ def _train(cli, progress: bool, argv, echo=print):
 
 
 def main(argv: list[str]) -> int:
-    from tl_research import command_line, results, sweep, trainer
+    from tl_research import command_line, results, sweep, timing, trainer
     command_line.quiet_logging()
     from tl_research.errors import ConfigError
     try:
@@ -160,6 +160,7 @@ def main(argv: list[str]) -> int:
         from tl_research import distributed
         echo = print if distributed.is_writer() else (lambda *args, **kw: None)  # multi-host: one voice
         trainer.enable_compilation_cache()
+        timing.new_launch()  # DIR/timing.json sums the runs this launch (and its workers) trained
         progress = not cli.flags.no_progress and sys.stderr.isatty()
         if cli.flags.lr_range_test:
             sweep.range_test(base, workdir, progress=progress)

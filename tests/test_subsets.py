@@ -161,3 +161,37 @@ def test_bad_fields_fail_before_any_data_is_prepared(tmp_path, field, value):
     assert not any(tmp_path.iterdir())
     with pytest.raises(ConfigError, match=r"data\.per_class"):
         pipeline.load(_cfg(str(tmp_path), per_class=5, train_examples=50))
+
+
+def test_runs_of_one_process_share_label_scans_and_decoded_splits_but_draw_their_own_subsets(digits_dir):
+    pipeline.SHARED.clear()
+    cfg = _cfg(digits_dir, cache_mb=64, per_class=20)
+    a = pipeline.load(cfg, seed=0)
+    assert pipeline.SHARED.computed == {"labels": 3, "decoded": 3}  # one scan and one decode per split
+    again = pipeline.load(cfg, seed=0)  # another run of the same data: nothing recomputed, the same arrays
+    assert pipeline.SHARED.computed == {"labels": 3, "decoded": 3}
+    assert again.train.images is a.train.images and again.test.images is a.test.images
+    other_seed = pipeline.load(cfg, seed=1)  # its own subset, decoded from the shared scan
+    assert pipeline.SHARED.computed == {"labels": 3, "decoded": 4}
+    assert not np.array_equal(other_seed.train_ids, a.train_ids)
+    assert other_seed.val.images is a.val.images
+    fresh = {k: v for k, v in pipeline.SHARED.computed.items()}
+    pipeline.SHARED.clear()
+    uncached = pipeline.load(cfg, seed=1)  # what it decodes on its own
+    np.testing.assert_array_equal(uncached.train.images, other_seed.train.images)
+    np.testing.assert_array_equal(uncached.test.images, a.test.images)
+    resized = pipeline.load(_cfg(digits_dir, cache_mb=64, per_class=20, image_size=16), seed=1)
+    assert resized.test.images.shape[1:3] == (16, 16)  # other preprocessing: decoded again
+    assert pipeline.SHARED.computed["decoded"] == 6 and fresh["decoded"] == 4
+    with pytest.raises(ValueError):
+        a.test.images[0, 0, 0, 0] = 1  # shared arrays are read-only
+    pipeline.SHARED.clear()
+
+
+def test_the_shared_cache_keeps_its_decoded_arrays_within_the_budget():
+    cache, mb = pipeline.SharedCache(), 2**20
+    for i in range(4):
+        cache.get("decoded", (i,), lambda: (np.zeros(mb, np.uint8), {}), budget_mb=2.5)
+    assert cache.get("decoded", (3,), lambda: None)[0].nbytes == mb  # the newest kept ...
+    assert cache.get("decoded", (0,), lambda: "again") == "again"  # ... the oldest evicted: computed again
+    assert cache.computed["decoded"] == 5

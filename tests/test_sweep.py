@@ -1,11 +1,12 @@
 """launch.py end to end: a sweep writes its rows once, skips finished runs, survives a failing run, and
 bad input stops it with one line before anything is written."""
+import json
 import pathlib
 
 import pytest
 
 import launch
-from tl_research import results
+from tl_research import results, timing
 from conftest import transfer_config
 
 SWEEP = """return product(axis("seed", [0, 1]), chain(product(axis("init", ["source"]), axis("frozen_depth", [0, "all"])),
@@ -36,11 +37,31 @@ def test_sweep_writes_rows_table_plot_and_relaunch_skips(config_file, tmp_path, 
     assert len(list((workdir / "sources").iterdir())) == 1  # one source model, shared by all runs
     out = capsys.readouterr().out
     assert out.count("test_accuracy=") == 4
+    _check_timing(workdir, rows, out)
     # relaunch: nothing re-runs, nothing duplicated
     before = (workdir / "results.csv").read_text()
     assert launch.main(["--config", str(config_file), "--workdir", str(workdir), "--no_progress"]) == 0
     assert "6 of 6 runs already" in capsys.readouterr().out
     assert (workdir / "results.csv").read_text() == before
+    assert json.loads((workdir / "timing.json").read_text())["runs"] == 7  # nothing trained: not rewritten
+
+
+def _check_timing(workdir, rows, out):
+    """DIR/timing.json: the six phases of the 7 runs this launch trained (the source, 4 done, 2 failed) add up
+    to their wall time, which is what the runs' own wall times add up to; one printed line per phase."""
+    t = json.loads((workdir / "timing.json").read_text())
+    assert t["runs"] == 7 and set(t["phases"]) == set(timing.PHASES)
+    phases = sum(t["phases"].values())
+    assert phases <= t["wall_s"] * 1.001 and phases + t["other"] == pytest.approx(t["wall_s"], abs=0.05)
+    assert phases >= 0.8 * t["wall_s"], t  # the phases account for the runs' time, not a small part of it
+    assert all(t["phases"][p] > 0 for p in ("data", "compilation", "training", "evaluation", "checkpoints")), t
+    runs = [json.loads((workdir / r["run_id"] / "timing.json").read_text()) for r in rows]
+    source = json.loads((next((workdir / "sources").iterdir()) / "timing.json").read_text())
+    assert sum(r["wall_s"] for r in runs) + source["wall_s"] == pytest.approx(t["wall_s"], abs=0.05)
+    for r, run in zip(rows, runs):  # a run's timing covers what its row reports as its wall time
+        assert run["wall_s"] == pytest.approx(float(r["wall_time"]), rel=0.1, abs=0.5)
+    printed = [line.split() for line in out.splitlines() if line.endswith("%")]
+    assert [row[0] for row in printed] == [*timing.PHASES, timing.OTHER], out
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tl_research import trainer
+from tl_research.checkpoints.weights import load_weights
 from tl_research.tracking import read_metrics
 
 
@@ -22,6 +23,14 @@ def test_a_killed_run_resumes_and_ends_like_the_uninterrupted_run(tiny_config, t
     assert resumed.status == whole.status == "done"
     for key in ("val_accuracy", "test_accuracy", "test_loss", "best_step"):
         assert resumed.metrics[key] == whole.metrics[key], key
+    # the best weights (kept in memory, written with the checkpoints and at the end) and the exported ones
+    # are those of the uninterrupted run
+    for d in ("best", "weights"):
+        (wa, _), (wb, _) = (load_weights(tmp_path / r / d) for r in ("whole", "resumed"))
+        for coll in wa:
+            assert wa[coll].keys() == wb[coll].keys() and wa[coll]
+            for k in wa[coll]:
+                np.testing.assert_array_equal(wa[coll][k], wb[coll][k], err_msg=f"{d} {k}")
     # the resumed log reads as if the run had never stopped: the same rows, the same values (the row of
     # step 8 averages steps 5 to 8 in both), one start and one end event
     a, b = (_without_wall_clock(tmp_path / d / "metrics.jsonl") for d in ("whole", "resumed"))

@@ -108,7 +108,8 @@ def _train_config() -> ml_collections.ConfigDict:
         epochs=5.0,
         log_every=10,
         eval_every=0,  # steps between validation evals; 0 = once per epoch
-        checkpoint_every=0,  # steps between checkpoints; 0 = at every eval
+        # steps between checkpoints; 0 = at every eval; none at the last step (the run's result follows)
+        checkpoint_every=0,
         label_smoothing=0.0,
         class_weights="none",  # loss weight per class: none | inverse (frequency) | effective (Cui et al. 2019)
         # segmentation: the loss weight of a background (class 0) pixel, every other pixel's being 1; below 1

@@ -12,7 +12,7 @@ import traceback
 from flax.traverse_util import flatten_dict
 
 from tl_research import config as config_lib
-from tl_research import distributed, domain_similarity, durable, interrupts, locks, results, tracking
+from tl_research import distributed, domain_similarity, durable, interrupts, locks, results, timing, tracking
 from tl_research import trainer
 from tl_research.errors import ConfigError
 
@@ -192,7 +192,10 @@ def run_sweep(base, points, workdir, *, progress: bool = True, retry_failed: boo
     for run, lock in held_elsewhere:  # another launch is training these: wait, then skip them if it finished
         lock.acquire(echo, what=f"run {run[0]}")
         ctx.run_locked(run, lock)
-    return finish_sweep(base, runs, workdir, echo) if finish else results.read_rows(csv_path)
+    if not finish:
+        tracking.wait()  # this process's W&B calls done before it reports back
+        return results.read_rows(csv_path)
+    return finish_sweep(base, runs, workdir, echo)
 
 
 def train_sources(base, points, workdir, *, only=None, echo=print) -> dict[str, str]:
@@ -226,6 +229,9 @@ def finish_sweep(base, runs, workdir, echo=print) -> list[dict]:
     rows = results.read_rows(csv_path)
     if distributed.is_writer():
         tracking.log_sweep_table(base.wandb, base.name, workdir / "wandb", rows)
+        tracking.wait()
+        sources = sorted((workdir / "sources").iterdir()) if (workdir / "sources").is_dir() else []
+        timing.write_sweep(workdir, [workdir / rid for rid, _, _ in runs] + sources, echo)
     return rows
 
 

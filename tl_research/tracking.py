@@ -2,16 +2,20 @@
 
 W&B runs offline by default (sync later with `wandb sync DIR/wandb/offline-run-*`); `wandb.mode=online`
 streams, `disabled` turns it off (tests). A W&B failure is reported once and never stops training: the
-local files are the record of truth.
+local files are the record of truth. Every W&B call (start-up, logging, the summary, finishing) runs in one
+background thread per process, in the order the runs make them, so training never waits for W&B; a sweep
+waits for that thread once, at its end (`wait`), and so does the process at exit.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import math
 import os
 import pathlib
-import time
+import queue
+import threading
 from typing import Any
 
 from tl_research import durable
@@ -43,12 +47,13 @@ class RunTracker:
         self.path = pathlib.Path(run_dir) / "metrics.jsonl"
         self._truncate(resume_step, keep_lines)
         self._file = self.path.open("a")
-        self.wandb = None
-        t0 = time.time()
-        if wandb_cfg.mode != "disabled":
-            self.wandb = _safe(lambda: _init_wandb(wandb_cfg, group, name, run_id, config, wandb_dir),
-                               "init")
-        self.init_seconds = time.time() - t0  # W&B's start-up: not part of a run's wall_time
+        self.wandb = None  # the W&B run once the background thread has started it
+        self._enabled = wandb_cfg.mode != "disabled"
+        self.init_seconds = 0.0  # W&B's start-up happens off the training thread
+        if self._enabled:
+            def start():
+                self.wandb = _init_wandb(wandb_cfg, group, name, run_id, config, wandb_dir)
+            _WORKER.submit(start, "init")
 
     def _truncate(self, step: int, keep_lines: int | None) -> None:
         rows = read_metrics(self.path)
@@ -74,20 +79,62 @@ class RunTracker:
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
         self.lines += 1
-        if self.wandb is not None:
+        if self._enabled:
             step = row.get("step")
             data = {k: v for k, v in metrics.items() if k != "step" and isinstance(v, (int, float))}
-            _safe(lambda: self.wandb.log(data, step=step), "log")
+            _WORKER.submit(lambda: self.wandb is not None and self.wandb.log(data, step=step), "log")
 
     def finish(self, summary: dict[str, Any], failed: bool = False) -> None:
         self._file.close()
-        if self.wandb is not None:
+        if self._enabled:
+            summary = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
+
             def close():
+                if self.wandb is None:  # its start failed (reported once)
+                    return
                 for k, v in summary.items():
-                    if isinstance(v, (int, float, str)):
-                        self.wandb.summary[k] = v
+                    self.wandb.summary[k] = v
                 self.wandb.finish(exit_code=1 if failed else 0)
-            _safe(close, "finish")
+            _WORKER.submit(close, "finish")
+
+
+class _Worker:
+    """One thread that makes this process's W&B calls in the order they were submitted; a failing call is
+    reported once per kind (_safe) and the next ones go on."""
+
+    def __init__(self):
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, fn, what: str) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="wandb", daemon=True)
+                self._thread.start()
+        self._queue.put((fn, what))
+
+    def _loop(self) -> None:
+        while True:
+            fn, what = self._queue.get()
+            try:
+                _safe(fn, what)
+            finally:
+                self._queue.task_done()
+
+    def wait(self) -> None:
+        """Returns once every call submitted so far has run."""
+        if self._thread is not None:
+            self._queue.join()
+
+
+_WORKER = _Worker()
+atexit.register(_WORKER.wait)
+
+
+def wait() -> None:
+    """Waits for this process's outstanding W&B calls (the end of a sweep, before its report)."""
+    _WORKER.wait()
 
 
 ONLINE_TIMEOUT_S = 15  # W&B's own default waits 90 s per run when there is no network
@@ -151,4 +198,4 @@ def log_sweep_table(wandb_cfg, group: str, wandb_dir, rows: list[dict], name: st
         run.log({name: table})
         run.finish()
 
-    _safe(go, "table")
+    _WORKER.submit(go, "table")

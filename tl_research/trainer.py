@@ -3,8 +3,9 @@
     setup      data -> model -> initial weights -> labels/optimizer -> schedule -> mesh -> compiled steps
                -> evaluators (val, test, config.evals)
     restore    fresh state, or the run's last orbax checkpoint (arrays + the typed HostState record)
-    loop       sharded jitted train step; logging; evaluation and selection (best step, early stopping);
-               phase switches; checkpoints
+    loop       sharded jitted train step; logging; evaluation and selection (best step, early stopping;
+               the best weights kept in memory); phase switches; checkpoints (asynchronous orbax saves, the
+               best weights to best/ with them)
     finish     test metrics at the selected step, exported weights, config.evals there, the result row
 
 There is one loop for every strategy: strategies change the labels, the optimizer or the phases, never this
@@ -32,7 +33,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tl_research import distributed, durable, evaluators, freezing, models, sharding, strategies
+from tl_research import distributed, durable, evaluators, freezing, models, sharding, strategies, timing
 from tl_research import tasks as tasks_lib
 from tl_research.checkpoints import weights as weights_lib
 from tl_research.data import pipeline, sampling
@@ -151,13 +152,20 @@ class Setup:
         return freezing.labels(self.param_names, phase.frozen_depth)
 
 
-def setup(config, init_path: str | None = None) -> Setup:
+def _phase(timer, name: str):
+    """`timer.phase(name)` (tl_research.timing), or nothing without a timer."""
+    return timer.phase(name) if timer is not None else contextlib.nullcontext()
+
+
+def setup(config, init_path: str | None = None, timer: timing.RunTimer | None = None) -> Setup:
     sharding.check(config)  # mesh, precision, accumulation and batch sizes against the devices, before any data
     task = tasks_lib.of(config)
     tasks_lib.check(config)
-    weights, meta = init_weights(config.init, config.model, init_path)
+    with _phase(timer, "checkpoints"):
+        weights, meta = init_weights(config.init, config.model, init_path)
     meta = meta or model_meta(config.model.name)
-    data = pipeline.load(_task_data(config, task), meta, seed=config.seed)
+    with _phase(timer, "data"):
+        data = pipeline.load(_task_data(config, task), meta, seed=config.seed)
     with _host_memory():
         model, report = task.build_model(config, data, weights)  # a transferred model's head starts fresh
     frozen_depth = freezing.resolve_frozen_depth(config.frozen_depth, model.num_units)
@@ -505,10 +513,11 @@ class Program:
         return jax.jit(tx.init, out_shardings=self.placement.opt_state(tx))(params)
 
     def copy_weights(self, params: dict, stats: dict) -> dict:
-        """A device copy of the weights, placed like them (the state's own arrays are donated to each step)."""
+        """A device copy of the weights, placed like them (the state's own arrays are donated to each step);
+        one jitted copy per model and placement, shared by the runs of a sweep."""
         p = self.placement
-        copy = jax.jit(lambda t: jax.tree.map(jnp.copy, t),
-                       out_shardings={"params": p.params, "batch_stats": p.repl})
+        copy = self.cache.get(("copy", self.graphdef, self.devices), lambda: jax.jit(
+            lambda t: jax.tree.map(jnp.copy, t), out_shardings={"params": p.params, "batch_stats": p.repl}))
         return copy({"params": params, "batch_stats": stats})
 
     def fresh_state(self, tx: optax.GradientTransformation) -> dict:
@@ -544,28 +553,34 @@ def run(config, run_dir, *, init_path: str | None = None, cache: StepCache | Non
     if isinstance(recorded, dict) and recorded.get("status") in ("done", "failed"):
         return RunResult(**recorded)
     t0 = time.time()
+    timer = timing.RunTimer()
     cache = cache or StepCache()
     try:
         return _run(config, run_dir, init_path, cache, wandb_dir or run_dir.parent / "wandb", group or
-                    config.name, name or run_id, run_id, progress, stop_at_step, t0)
+                    config.name, name or run_id, run_id, progress, stop_at_step, t0, timer)
     except (TrainingFailed, weights_lib.CheckpointMismatch) as e:
         result = RunResult("failed", str(e).splitlines()[0], {"wall_time": round(time.time() - t0, 2)})
         if distributed.is_writer():
+            timer.write(run_dir)
             durable.write_json(done, dataclasses.asdict(result))
         return result
 
 
 
-def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, progress, stop_at_step, t0):
-    t = Training(config, run_dir, init_path, cache)  # setup
-    t.restore()  # fresh state, or the last checkpoint
-    t.open_tracker(wandb_dir, group, name, run_id)
+def _run(config, run_dir, init_path, cache, wandb_dir, group, name, run_id, progress, stop_at_step, t0, timer):
+    t = Training(config, run_dir, init_path, cache, timer)  # setup
+    with timer.phase("checkpoints"):
+        t.restore()  # fresh state, or the last checkpoint
+    with timer.phase("reporting"):
+        t.open_tracker(wandb_dir, group, name, run_id)
     step = t.loop(progress, name, stop_at_step)  # training, evaluation and selection, phase switches
+    with timer.phase("checkpoints"):
+        t.manager.close()  # every checkpoint committed before anything marks the run's progress
     if stop_at_step is not None and stop_at_step <= step < t.s.total_steps and not t.host.stopped_early:
-        t.manager.close()
         t.tracker.finish({}, failed=False)
+        if distributed.is_writer():
+            timer.write(run_dir)
         return RunResult("interrupted", f"stopped at step {step}")
-    t.manager.close()
     return t.finish(step, t0)
 
 
@@ -620,9 +635,11 @@ class Training:
     """One run in progress, in the stages `_run` calls in order: setup (here), restore, loop (each step:
     train, log, evaluate and select, switch phase, checkpoint) and finish."""
 
-    def __init__(self, config, run_dir: pathlib.Path, init_path: str | None, cache: StepCache):
+    def __init__(self, config, run_dir: pathlib.Path, init_path: str | None, cache: StepCache,
+                 timer: timing.RunTimer | None = None):
         self.config, self.run_dir, self.init_path = config, run_dir, init_path
-        self.s = s = setup(config, init_path)
+        self.timer = timer or timing.RunTimer()
+        self.s = s = setup(config, init_path, self.timer)
         self.plan = s.plan
         self.mesh = mesh(config)
         self.repl, self.data_sharding = sharding.replicated(self.mesh), sharding.batch_sharding(self.mesh)
@@ -631,7 +648,7 @@ class Training:
         self.metric = s.task.metric  # accuracy | miou | map: the val_/test_ metric selection and tables use
         self.metric_name = tasks_lib.selection_metric(config)  # val_<metric> or val_loss
         self.eval_every = config.train.eval_every or s.steps_per_epoch
-        self.ckpt_every = config.train.checkpoint_every or self.eval_every
+        self.ckpt_every = config.train.checkpoint_every  # 0: at every eval
         self.patience = config.train.early_stopping_patience
         self.track_best = config.train.restore_best or self.patience > 0
         self.eval_test = bool(config.train.eval_test)
@@ -644,9 +661,12 @@ class Training:
         self.extras = evaluators.build(config.get("evals", {}), data=s.data, data_cfg=config.data,
                                        eval_step=self.prog.evaluate, features=self.prog.features, put=put,
                                        batch_size=eval_bs)
+        # asynchronous: a save copies the state to host memory and returns; the files are written while the
+        # next steps train. The loop waits for the last save before the run's result is written.
         self.manager = ocp.CheckpointManager(run_dir / "checkpoints", options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, enable_async_checkpointing=False), item_names=("state", "host"))
+            max_to_keep=1, enable_async_checkpointing=True), item_names=("state", "host"))
         self.best_dir = run_dir / "best"
+        self.best_written = True  # whether best/ holds self.best (written at checkpoints and at the end)
         self.trainable_params = self.prog.trainable_count(self.plan.phases[-1])
         self.val_now = self.test_now = None  # the evals of the step just run, if it evaluated
 
@@ -665,8 +685,8 @@ class Training:
             self._restore_best()
 
     def _restore_best(self) -> None:
-        """The best weights the checkpoint's host state points to (best/, written before the checkpoint of
-        its step). Unreadable (a crash while a later best overwrote it, or a disk that lost it): the run
+        """The best weights the checkpoint's host state points to (best/, written just before the first
+        checkpoint after its step, and at the run's end). Unreadable (a crash while a later best overwrote it, or a disk that lost it): the run
         restarts from scratch, which reproduces them."""
         try:
             self.best = self.prog.place_weights(weights_lib.load_weights(self.best_dir)[0])
@@ -724,10 +744,11 @@ class Training:
 
     def loop(self, progress: bool, name: str, stop_at_step: int | None) -> int:
         """Trains from the restored step to the end (or to an early stop, or `stop_at_step`); the last step run."""
-        s, config = self.s, self.config
-        batches = pipeline.train_batches(s.data, config.data.batch_size, config.seed, self.start, s.total_steps,
-                                         config.data.threads, config.data.prefetch,
-                                         sampler=pipeline.train_sampler(config.data, s.data, config.seed))
+        s, config, timer = self.s, self.config, self.timer
+        with timer.phase("data"):
+            batches = pipeline.train_batches(s.data, config.data.batch_size, config.seed, self.start,
+                                             s.total_steps, config.data.threads, config.data.prefetch,
+                                             sampler=pipeline.train_sampler(config.data, s.data, config.seed))
         if s.data.train_ids is not None and distributed.is_writer():
             np.save(self.run_dir / "train_ids.npy", s.data.train_ids)  # the drawn training examples (TFDS ids)
         bar = _progress(progress, s.total_steps, self.start, name)
@@ -737,7 +758,9 @@ class Training:
         step = self.start
         try:
             for step in range(self.start + 1, s.total_steps + 1):
-                pending = self._step(step, next(batches), pending, bar)
+                with timer.phase("data"):  # waiting for the batch (the loaders prepare them ahead)
+                    batch = to_device(next(batches), self.data_sharding)
+                pending = self._step(step, batch, pending, bar)
                 if bar:
                     bar.update(1)
                 if self.host.stopped_early or (stop_at_step is not None and step >= stop_at_step):
@@ -745,35 +768,62 @@ class Training:
         finally:
             if bar:
                 bar.close()
-            self.manager.wait_until_finished()
+            with timer.phase("checkpoints"):
+                self.manager.wait_until_finished()
         return step
 
     def _step(self, step: int, batch: dict, pending: list, bar) -> list:
         """One step: train, then what falls due at it; returns the train metrics not logged yet."""
-        phase = self.plan.phases[self.phase_i]
+        phase, timer = self.plan.phases[self.phase_i], self.timer
         last_phase = self.phase_i == len(self.plan.phases) - 1
         last = step == self.s.total_steps
         boundary = last or step == phase.end
         hp = {"lr": self.plan.lrs[step - 1], "momentum": self.plan.momenta[step - 1],
               "class_weights": self.s.class_weights}
-        self.state, m = self.steps.train(self.state, to_device(batch, self.data_sharding), hp, self.prog.anchor)
+        logged = step % self.config.train.log_every == 0 or boundary
+        evaluated = step % self.eval_every == 0 or boundary
+        with timer.phase("training"):
+            self.state, m = self.steps.train(self.state, batch, hp, self.prog.anchor)
+            if logged or evaluated:  # the step's work ends here, not in the logging or evaluation after it
+                jax.block_until_ready(m)
         pending.append(m)
-        if step % self.config.train.log_every == 0 or boundary:
-            self._log_train(step, pending, hp, bar)
+        if logged:
+            with timer.phase("reporting"):
+                self._log_train(step, pending, hp, bar)
             pending = []
         self.val_now = self.test_now = None
-        evaluated = step % self.eval_every == 0 or boundary
-        if evaluated:
-            self._evaluate(step, last_phase)
-        self._run_extras(step, evaluated)
+        with timer.phase("evaluation"):
+            if evaluated:
+                self._evaluate(step, last_phase)
+            self._run_extras(step, evaluated)
         if step == phase.end and not last_phase:
-            self._switch_phase(step)
-        if step % self.ckpt_every == 0 or boundary or self.host.stopped_early:
-            self.host.pending = [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
-            self.host.metrics_lines = self.tracker.sync()  # the rows this checkpoint's resume keeps
-            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(self.state),
-                                                            host=ocp.args.JsonSave(self.host.to_json())), force=True)
+            with timer.phase("training"):
+                self._switch_phase(step)
+        if self._checkpoint_due(step, evaluated, last):
+            with timer.phase("checkpoints"):
+                self._checkpoint(step, pending)
         return pending
+
+    def _checkpoint_due(self, step: int, evaluated: bool, last: bool) -> bool:
+        """At train.checkpoint_every's cadence (0: at every eval), never at the run's last step or an early
+        stop: the run's result follows at once, and a crash before it resumes from the checkpoint before."""
+        if last or self.host.stopped_early:
+            return False
+        return step % self.ckpt_every == 0 if self.ckpt_every else evaluated
+
+    def _checkpoint(self, step: int, pending: list) -> None:
+        """The best weights (if they changed since last written), then the state and host record of `step`,
+        saved asynchronously (orbax writes the files while the next steps train)."""
+        self._write_best()  # before the checkpoint whose host state points to them
+        self.host.pending = [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
+        self.host.metrics_lines = self.tracker.sync()  # the rows this checkpoint's resume keeps
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(self.state),
+                                                        host=ocp.args.JsonSave(self.host.to_json())), force=True)
+
+    def _write_best(self) -> None:
+        if self.best is not None and not self.best_written:
+            weights_lib.save_weights(self.best_dir, self.best, self.s.meta, {"step": self.host.best_step})
+            self.best_written = True
 
     def _log_train(self, step: int, pending: list, hp: dict, bar) -> None:
         vals = sharding.to_host(pending)
@@ -795,7 +845,8 @@ class Training:
 
     def _evaluate(self, step: int, last_phase: bool) -> None:
         """Validation (and with train.eval_test, test: a curve, never used for selection), then the best step
-        and early stopping; the best weights go to best/ when they may be restored."""
+        and early stopping; the best weights are kept in memory (best/ gets them at the next checkpoint and
+        at the end)."""
         val = self.val_now = self.val.counts(*self._weights())
         record = {"step": step, **{f"val_{k}": v for k, v in val.values().items()}}  # val_accuracy, val_loss
         if self.eval_test:
@@ -806,7 +857,7 @@ class Training:
         value = -val.loss if self.metric_name == "val_loss" else val.metric
         if self.host.observe(step, value, val, last_phase=last_phase, patience=self.patience) and self.track_best:
             self.best = self.prog.copy_weights(*self._weights())
-            weights_lib.save_weights(self.best_dir, self.best, self.s.meta, {"step": step})
+            self.best_written = False
 
     def _run_extras(self, step: int, evaluated: bool) -> None:
         """config.evals' evaluators due at `step` (every 0: with validation; k: every k steps), one row."""
@@ -838,25 +889,33 @@ class Training:
     def finish(self, step: int, t0: float) -> RunResult:
         """Test metrics at the selected step (the best validation step with train.restore_best, else the last),
         the exported weights, config.evals at those weights, and the result."""
-        host = self.host
+        host, timer = self.host, self.timer
         use_best = self.config.train.restore_best and self.best is not None
         final = {"params": self.state["params"], "batch_stats": self.state["batch_stats"]}
         selected = self.best if use_best else final  # device arrays, sharded as trained: never gathered
         sel_weights = (selected["params"], selected["batch_stats"])
-        if use_best and host.best_step == step and self.test_now is not None:
-            tested = self.test_now  # the best step is the last one, evaluated already
-        else:
-            tested = self.test.counts(*sel_weights)
-        if use_best:
-            val_acc, val_loss, best_step = host.best_val_accuracy, host.best_val_loss, host.best_step
-        else:  # the last step's eval already measured these weights, unless nothing ran here
-            val = self.val_now if self.val_now is not None else self.val.counts(*sel_weights)
-            val_acc, val_loss, best_step = val.metric, val.loss, step
-        weights_lib.save_weights(self.run_dir / "weights", selected, self.s.meta, {"step": best_step})
-        if distributed.is_writer():
-            durable.write_json(self.run_dir / "test_metrics.json",  # incl. the confusion matrix
-                               {**tested.detail(), "class_names": self.s.data.class_names})
-        extras = {f"{name}_{k}": v for name, ev in self.extras.items() for k, v in ev.run(*sel_weights)}
+        with timer.phase("evaluation"):
+            if use_best and host.best_step == step and self.test_now is not None:
+                tested = self.test_now  # the best step is the last one, evaluated already
+            else:
+                tested = self.test.counts(*sel_weights)
+            if use_best:
+                val_acc, val_loss, best_step = host.best_val_accuracy, host.best_val_loss, host.best_step
+            else:  # the last step's eval already measured these weights, unless nothing ran here
+                val = self.val_now if self.val_now is not None else self.val.counts(*sel_weights)
+                val_acc, val_loss, best_step = val.metric, val.loss, step
+        with timer.phase("checkpoints"):
+            weights_lib.save_weights(self.run_dir / "weights", selected, self.s.meta, {"step": best_step})
+            if use_best and not self.best_written:  # the same weights: best/ becomes a copy of weights/
+                weights_lib.copy_weights_dir(self.run_dir / "weights", self.best_dir)
+                self.best_written = True
+            self._write_best()
+        with timer.phase("reporting"):
+            if distributed.is_writer():
+                durable.write_json(self.run_dir / "test_metrics.json",  # incl. the confusion matrix
+                                   {**tested.detail(), "class_names": self.s.data.class_names})
+        with timer.phase("evaluation"):
+            extras = {f"{name}_{k}": v for name, ev in self.extras.items() for k, v in ev.run(*sel_weights)}
         m = self.metric
         metrics = {
             f"val_{m}": val_acc, "val_loss": val_loss,
@@ -870,17 +929,20 @@ class Training:
             "wall_time": round(time.time() - t0 - self.tracker.init_seconds, 2),  # training, not W&B's start
         }
         if self.eval_test:
-            final_test = self.test_now if self.test_now is not None else self.test.counts(*self._weights())
+            with timer.phase("evaluation"):
+                final_test = self.test_now if self.test_now is not None else self.test.counts(*self._weights())
             metrics.update({f"final_test_{m}": final_test.metric,
                             f"best_seen_test_{m}": max(host.best_seen_test_accuracy or 0.0, final_test.metric)})
         for ended in host.phases:  # e.g. two_phase: the head-only phase's metrics next to the final ones
             for k in (f"val_{m}", f"test_{m}", "step"):
                 metrics[f"phase{ended['phase']}_{k}"] = ended[k]
         metrics.update(extras)
-        self.tracker.log({"step": step, "event": "end", **{f"final_{k}": v for k, v in metrics.items()}})
-        self.tracker.finish(metrics)
+        with timer.phase("reporting"):
+            self.tracker.log({"step": step, "event": "end", **{f"final_{k}": v for k, v in metrics.items()}})
+            self.tracker.finish(metrics)
         result = RunResult("done", "", metrics)
         if distributed.is_writer():
+            timer.write(self.run_dir)  # before result.json: a finished run always has its timing
             durable.write_json(self.run_dir / RESULT_FILE, dataclasses.asdict(result))
         return result
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
+import shutil
+import socket
 
 import jax
 import numpy as np
@@ -67,6 +70,26 @@ def save_weights(directory, weights: Weights | nnx.Module, meta: ModelMeta, extr
         info = {"meta": meta.to_json(), **(extra or {})}
         # the marker that the weights are complete (is_weights_dir): written last, atomically
         durable.write_json(directory / META_FILE, info, point=f"{directory.name}/{META_FILE}")
+
+
+def copy_weights_dir(source, directory) -> None:
+    """Makes `directory` a copy of the weights directory `source` (the same weights without saving them
+    again): the arrays first, `meta.json` last and atomically, so that an interrupted copy reads as absent.
+    Multi-host: process 0 copies (the files of a finished save are all there)."""
+    source, directory = pathlib.Path(source).absolute(), pathlib.Path(directory).absolute()
+    if jax.process_index() != 0:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / META_FILE).unlink(missing_ok=True)  # no marker while the arrays change
+    for old in directory.glob(f".state{durable.TMP_MARK}*"):  # an earlier copy cut short (the run's lock
+        shutil.rmtree(old, ignore_errors=True)  # is held: nobody else writes here)
+    tmp = directory / f".state{durable.TMP_MARK}{socket.gethostname()}-{os.getpid()}"
+    shutil.copytree(source / "state", tmp)
+    shutil.rmtree(directory / "state", ignore_errors=True)
+    os.replace(tmp, directory / "state")
+    durable.fsync_dir(directory)
+    durable.write_bytes(directory / META_FILE, (source / META_FILE).read_bytes(),
+                        point=f"{directory.name}/{META_FILE}")
 
 
 def is_weights_dir(directory) -> bool:

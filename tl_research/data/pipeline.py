@@ -7,12 +7,20 @@ batches. With `data.targets` = "segmentation" or "detection" the batches carry t
 (data.targets: a mask, or padded boxes and classes) instead of the image-level label. Batch `k` of
 a run is a pure function of (seed, k), so a resumed run reads exactly the batches the uninterrupted run
 would have. Normalisation and augmentation happen on the device.
+
+Within one process the runs of a sweep share the work that does not depend on the run: a split's label
+scan and its decoded images are computed once and reused by every later run that reads the same dataset,
+split, records and preprocessing (`SHARED`, keyed on everything that determines them, memory-bounded by
+data.cache_mb); each run still draws its own training subset from the shared labels.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import hashlib
 import pathlib
+import threading
 from typing import Callable, Iterator
 
 import grain
@@ -80,6 +88,7 @@ class Split:
     labels: np.ndarray
     images: np.ndarray | None = None  # decoded uint8 images of every selected example, when cached
     extras: dict[str, np.ndarray] | None = None  # their target arrays (data.targets), when cached
+    key: tuple | None = None  # the dataset and split string its records come from (SHARED's keys)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -99,6 +108,60 @@ class Dataset:
     interpolation: str = "bilinear"  # how load_image resizes
     crop_pct: float = 1.0  # the centre crop load_image takes
     targets: targets_lib.TargetSpec | None = None  # segmentation or detection targets; None: image labels
+    decode_key: tuple | None = None  # what determines a decoded example besides its record (SHARED's keys)
+
+
+class SharedCache:
+    """Label scans and decoded splits shared by the runs of one process (`SHARED`): an LRU map from a key
+    naming everything a value depends on to the value, made read-only. Decoded splits are bounded: after an
+    insertion the entries held stay within 3 x data.cache_mb of the run that added it (each of a run's three
+    splits may take cache_mb, as when each run decoded its own), least recently used out first."""
+
+    def __init__(self):
+        self._items: collections.OrderedDict = collections.OrderedDict()  # key -> (value, bytes)
+        self._lock = threading.Lock()
+        self.computed: collections.Counter = collections.Counter()  # kind -> times computed (a miss)
+
+    def get(self, kind: str, key: tuple, compute: Callable[[], object], budget_mb: float | None = None):
+        k = (kind, key)
+        with self._lock:
+            if k in self._items:
+                self._items.move_to_end(k)
+                return self._items[k][0]
+        value = compute()
+        arrays = [v for v in jax.tree.leaves(value) if isinstance(v, np.ndarray)]
+        for a in arrays:
+            a.flags.writeable = False  # shared by runs: nobody may change another run's data
+        with self._lock:
+            self.computed[kind] += 1
+            self._items[k] = (value, sum(a.nbytes for a in arrays))
+            if budget_mb is not None:
+                self._evict(budget_mb * 2**20)
+        return value
+
+    def _evict(self, budget: float) -> None:
+        total = sum(n for _, n in self._items.values())
+        for k in list(self._items)[:-1]:  # never the entry just added
+            if total <= budget:
+                break
+            total -= self._items.pop(k)[1]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.computed.clear()
+
+
+SHARED = SharedCache()
+
+
+def source_key(cfg, b) -> tuple:
+    """What identifies the records a builder reads: the dataset as named, its TFDS data dir and version."""
+    return (cfg.name, cfg.data_dir, str(b.data_dir), str(b.version))
+
+
+def _digest(indices: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()
 
 
 VTAB_PREFIX = "vtab:"
@@ -371,7 +434,9 @@ def load(cfg, meta=None, seed: int = 0) -> Dataset:
         name = split_names[key]
         src = _source(b, name, key)
         records = subsets.vtab_positions(vtab, len(src)) if vtab else np.arange(len(src))
-        raw = _scan_labels(b, name, spec.label_of, records if vtab else None, spec.image_key)
+        scan_key = (source_key(cfg, b), name, vtab, len(src), spec.image_key, cfg.label_key)
+        raw = SHARED.get("labels", scan_key, lambda: _scan_labels(b, name, spec.label_of, records if vtab else None,
+                                                                  spec.image_key))
         bad = raw[(raw < 0) | (raw >= num_all)]
         if len(bad):
             raise ConfigError("data.name", cfg.name, f"a dataset whose labels lie in 0..{num_all - 1}",
@@ -380,7 +445,7 @@ def load(cfg, meta=None, seed: int = 0) -> Dataset:
         idx = np.flatnonzero(labels >= 0)
         if len(idx) == 0:
             raise ConfigError(key, name, "a split holding examples of data.classes")
-        return Split(src, records[idx], labels[idx])
+        return Split(src, records[idx], labels[idx], key=(source_key(cfg, b), name))
 
     if cfg.vtab and vtab_task(cfg) is None:
         train, val = split("data.train_split", cfg.vtab), split("data.train_split", "val200")
@@ -388,11 +453,12 @@ def load(cfg, meta=None, seed: int = 0) -> Dataset:
         train, val = split("data.train_split"), split("data.val_split")
     test = split("data.test_split")
     keep = select_training_examples(cfg, train.labels, seed)
-    train = Split(train.source, train.indices[keep], train.labels[keep])
+    train = Split(train.source, train.indices[keep], train.labels[keep], key=train.key)
     shape, interpolation, crop_pct = resolve_image_shape(cfg, b.info.features[spec.image_key].shape, meta)
     load_image = make_image_loader(spec.image_key, shape, interpolation, crop_pct, spec.pixel_scale)
     data = Dataset(cfg.name, train, val, test, len(classes), [all_names[c] for c in classes], shape,
-                   load_image, train_ids=train.indices.copy(), interpolation=interpolation, crop_pct=crop_pct)
+                   load_image, train_ids=train.indices.copy(), interpolation=interpolation, crop_pct=crop_pct,
+                   decode_key=(spec.image_key, shape, interpolation, crop_pct, spec.pixel_scale))
     if cfg.cache_mb:
         cache_in_memory(data, cfg.cache_mb)
     return data
@@ -414,14 +480,17 @@ def _load_with_targets(cfg, b, meta, seed: int) -> Dataset:
         src = _source(b, names[key], key)
         if not len(src):
             raise ConfigError(key, names[key], f"a split of {cfg.name} holding examples")
-        return Split(src, np.arange(len(src), dtype=np.int64), np.zeros(len(src), dtype=np.int64))
+        return Split(src, np.arange(len(src), dtype=np.int64), np.zeros(len(src), dtype=np.int64),
+                     key=(source_key(cfg, b), names[key]))
 
     train, val, test = split("data.train_split"), split("data.val_split"), split("data.test_split")
     keep = select_training_examples(cfg, train.labels, seed)
-    train = Split(train.source, train.indices[keep], train.labels[keep])
+    train = Split(train.source, train.indices[keep], train.labels[keep], key=train.key)
     load_image = make_image_loader(cfg.image_key, shape, interpolation, crop_pct)
     data = Dataset(cfg.name, train, val, test, len(spec.names), list(spec.names), shape, load_image,
-                   train_ids=train.indices.copy(), interpolation=interpolation, crop_pct=crop_pct, targets=spec)
+                   train_ids=train.indices.copy(), interpolation=interpolation, crop_pct=crop_pct, targets=spec,
+                   decode_key=(cfg.image_key, shape, interpolation, crop_pct, 1, cfg.targets, cfg.mask_key,
+                               cfg.objects_key, int(cfg.max_boxes)))
     if cfg.cache_mb:
         cache_in_memory(data, cfg.cache_mb)
     return data
@@ -461,10 +530,18 @@ def _decode(data: Dataset, records: list[dict]) -> tuple[np.ndarray, dict[str, n
 
 
 def cache_in_memory(data: Dataset, limit_mb: float) -> None:
-    """Decodes small splits once, so an epoch costs an index lookup instead of PNG decoding."""
+    """Decodes small splits once, so an epoch costs an index lookup instead of PNG decoding. A split whose
+    dataset, split string, records and preprocessing an earlier run of this process decoded reuses those
+    arrays (SHARED)."""
     for split in (data.train, data.val, data.test):
         if split.images is None and len(split) * _example_bytes(data) <= limit_mb * 2**20:
-            split.images, extras = _decode(data, split.source.__getitems__([int(i) for i in split.indices]))
+            def decode(split=split):
+                return _decode(data, split.source.__getitems__([int(i) for i in split.indices]))
+            if split.key is None or data.decode_key is None:  # a Dataset built by hand
+                split.images, extras = decode()
+            else:
+                key = (split.key, data.decode_key, _digest(split.indices))
+                split.images, extras = SHARED.get("decoded", key, decode, budget_mb=3 * limit_mb)
             split.extras = extras or None
 
 
