@@ -356,7 +356,8 @@ def build_train(graphdef, param_paths: dict, stat_paths: dict, *, frozen_depth: 
                 augment_ops: tuple, mesh_: jax.sharding.Mesh, lr_multipliers: dict | None = None,
                 weight_decay: float | None = None, l2sp: tuple[float, float] | None = None,
                 update_stats: bool = True, placement: Placement | None = None, precision: str = "float32",
-                accumulate: int = 1, objective=None, start_unit: int = 0) -> tuple[optax.GradientTransformation, Callable]:
+                accumulate: int = 1, objective=None,
+                start_unit: int = 0) -> tuple[optax.GradientTransformation, Callable]:
     """(optimizer, jitted train step) for one phase: units below `frozen_depth` get no gradient and no
     update; `l2sp = (alpha, beta)` adds the L2-SP penalty against the `anchor` weights given to each step;
     `accumulate = k` averages the gradients of k micro-batches before the one update (_accumulated).
@@ -660,8 +661,9 @@ class Training:
                                                batch_size=eval_bs, directory=run_dir.parent / feature_cache.FOLDER)
         d = self.feats.eval_depth
         evaluate = self.prog.evaluate_from(d)
-        self.val, self.test = (s.task.evaluator(evaluate, s.data, self.feats.split(r, d) if d else getattr(s.data, r),
-                                                **common) for r in ("val", "test"))
+        self.val, self.test = (
+            s.task.evaluator(evaluate, s.data, self.feats.split(r, d) if d else getattr(s.data, r), **common)
+            for r in ("val", "test"))
         self.extras = evaluators.build(config.get("evals", {}), data=s.data, data_cfg=config.data,
                                        eval_step=self.prog.evaluate, features=self.prog.features, put=put,
                                        batch_size=eval_bs)
