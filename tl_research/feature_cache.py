@@ -192,7 +192,8 @@ def build_prefix(model_of: Callable, preprocess: Callable, depth: int, mesh_, pa
 @dataclasses.dataclass
 class Source:
     """What computing a run's activations needs: the prefix function per depth (`prefix_of`), the weights
-    placed on the devices (`weights()`, placed on first use), the host weights and the keys' inputs."""
+    placed on the devices (`weights()`, placed anew for each split computed), the host weights (the run's
+    starting weights: a frozen prefix keeps them) and the keys' other inputs."""
 
     prefix_of: Callable[[int], Callable]
     weights: Callable[[], tuple]
