@@ -12,16 +12,21 @@ from tl_research.errors import ConfigError
 from tl_research.tracking import read_metrics
 
 
+# one StepCache (its compiled steps and its feature Store) for the module's runs, as a sweep shares one
+CACHE = trainer.StepCache()
+
+
 @pytest.fixture(scope="module")
 def source(data_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("cache_source") / "source"
-    r = trainer.run(tiny(data_dir, **{"data.classes": (5, 6, 7, 8, 9), "train.steps": 6}), d, progress=False)
+    r = trainer.run(tiny(data_dir, **{"data.classes": (5, 6, 7, 8, 9), "train.steps": 6}), d, progress=False,
+                    cache=CACHE)
     assert r.status == "done", r.reason
     return str(d)
 
 
 def _run(cfg, path, **kw):
-    r = trainer.run(cfg, path, progress=False, **kw)
+    r = trainer.run(cfg, path, progress=False, cache=CACHE, **kw)
     assert r.status in ("done", "interrupted"), r.reason
     return r
 
@@ -32,10 +37,8 @@ def _losses(path) -> list[float]:
 
 @pytest.mark.parametrize("depth", [2, "all"])
 def test_a_cached_run_equals_the_run_from_the_images(tiny_config, source, tmp_path, depth):
-    cache = trainer.StepCache()
-    cached = _run(tiny_config(init=source, frozen_depth=depth), tmp_path / "cached", cache=cache)
-    images = _run(tiny_config(init=source, frozen_depth=depth, **{"train.feature_cache": False}), tmp_path / "images",
-                  cache=cache)
+    cached = _run(tiny_config(init=source, frozen_depth=depth), tmp_path / "cached")
+    images = _run(tiny_config(init=source, frozen_depth=depth, **{"train.feature_cache": False}), tmp_path / "images")
     k = 2 if depth == 2 else 3
     assert cached.metrics["feature_path"] == f"cached@{k}" and images.metrics["feature_path"] == "input"
     start = next(r for r in read_metrics(tmp_path / "images" / "metrics.jsonl") if r.get("event") == "start")
