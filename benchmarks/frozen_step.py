@@ -1,10 +1,13 @@
-"""Cost of a train step vs frozen depth, as a ratio to full fine-tuning measured in the same run.
+"""Cost of a train step vs frozen depth, as a ratio to full fine-tuning measured in the same run, from the
+images and from cached frozen-prefix activations (tl_research.feature_cache), next to the step's FLOP ratio.
 
 No backward pass runs through frozen units (the gradient stops at the boundary), so a step should get
-cheaper as more units are frozen. Timings interleave the variants round-robin, so machine noise hits them
+cheaper as more units are frozen; with the cache the frozen prefix's forward pass goes too (it runs once per
+example, not once per step), leaving only the trainable suffix. The FLOP ratios are XLA's own counts of the
+compiled steps (`cost_analysis`). Timings interleave the variants round-robin, so machine noise hits them
 alike; the printed figures are ratios of medians.
 
-    python benchmarks/frozen_step.py [--model.stage_sizes=(2,2,2)] [--batch 128] [--rounds 5]
+    python benchmarks/frozen_step.py [--stage_sizes="(2,2,2)"] [--batch 128] [--rounds 5]
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-from tl_research import config as C, freezing, models, trainer  # noqa: E402
+from tl_research import config as C, feature_cache, freezing, models, trainer  # noqa: E402
 
 
 def main():
@@ -39,46 +42,66 @@ def main():
     cfg.model.stage_sizes = C.parse_value(args.stage_sizes)
     model = models.build(cfg.model, 5, 1)
     n = model.num_units
-    depths = sorted({0, n // 2, n})
     graphdef, pp, sp, params, stats = trainer.split_model(model)
     mesh = trainer.mesh()
     repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     rng = np.random.default_rng(0)
-    batch = trainer.to_device({"image": rng.integers(0, 255, (args.batch, args.image, args.image, 1), np.uint8),
-                               "label": rng.integers(0, 5, args.batch).astype(np.int32)}, data)
+    images = rng.integers(0, 255, (args.batch, args.image, args.image, 1), np.uint8)
+    labels = rng.integers(0, 5, args.batch).astype(np.int32)
     hp = {"lr": np.float32(0.01), "momentum": np.float32(0.9), "class_weights": np.ones(5, np.float32)}
-    runners = {}
-    for d in depths:
-        labels = freezing.labels(list(params), d)
-        tx, train = trainer.build_train(graphdef, pp, sp, frozen_depth=d, label_map=labels, opt_cfg=cfg.optimizer,
-                                        num_classes=5, label_smoothing=0.0, value_range=(0.0, 1.0),
-                                        mean=np.array([0.5], np.float32), std=np.array([0.5], np.float32),
-                                        augment_ops=(), mesh_=mesh)
-        steps = trainer.Steps(tx, train, None)
+    norm = dict(value_range=(0.0, 1.0), mean=np.array([0.5], np.float32), std=np.array([0.5], np.float32))
+    model_of = trainer._merger(graphdef, pp, sp)
+    variants = [(d, False) for d in range(n + 1)] + [(d, True) for d in range(1, n + 1)]
+    runners, flops = {}, {}
+    for d, cached in variants:
+        labels_map = freezing.labels(list(params), d)
+        tx, train = trainer.build_train(graphdef, pp, sp, frozen_depth=d, label_map=labels_map,
+                                        opt_cfg=cfg.optimizer, num_classes=5, label_smoothing=0.0, augment_ops=(),
+                                        mesh_=mesh, start_unit=d if cached else 0, **norm)
+        x = images
+        if cached:  # the batch's frozen-prefix activations, computed as the cache computes them
+            prefix = feature_cache.build_prefix(model_of, trainer.preprocessor(**norm), d, mesh, repl)
+            x = np.asarray(prefix(params, stats, jax.device_put(images, data)))
+        batch = trainer.to_device({"image": x, "label": labels}, data)
         state = jax.device_put({"params": jax.tree.map(jnp.copy, params), "batch_stats": jax.tree.map(jnp.copy, stats),
                                 "opt_state": tx.init(params),
                                 "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(jax.random.key(0))},
                                repl)
-        state, m = steps.train(state, batch, hp, {})  # compile
+        flops[d, cached] = _flops(train, state, batch, hp)
+        state, m = train(state, batch, hp, {})  # compile
         jax.block_until_ready(m)
-        runners[d] = [steps, state]
-    times = {d: [] for d in depths}
+        runners[d, cached] = [train, state, batch]
+    times = {v: [] for v in variants}
     for _ in range(args.rounds):
-        for d in depths:
-            steps, state = runners[d]
+        for v in variants:
+            train, state, batch = runners[v]
             t = time.perf_counter()
             for _ in range(args.steps):
-                state, m = steps.train(state, batch, hp, {})
+                state, m = train(state, batch, hp, {})
             jax.block_until_ready(m)
-            times[d].append((time.perf_counter() - t) / args.steps)
-            runners[d][1] = state
-    base = statistics.median(times[0])
+            times[v].append((time.perf_counter() - t) / args.steps)
+            runners[v][1] = state
+    base, base_flops = statistics.median(times[0, False]), flops[0, False]
     print(f"device: {jax.devices()[0].platform} x{jax.device_count()}  model: resnet_cifar "
-          f"stage_sizes={cfg.model.stage_sizes} width={args.width}  units={n}  batch={args.batch}")
-    for d in depths:
-        med = statistics.median(times[d])
-        print(f"frozen_depth={d}/{n}: {med * 1e3:8.2f} ms/step  ratio to full fine-tuning {med / base:.2f}"
-              f"  ({args.batch / med:,.0f} examples/s)")
+          f"stage_sizes={cfg.model.stage_sizes} width={args.width}  units={n}  batch={args.batch}  "
+          f"rounds={args.rounds}x{args.steps} steps")
+    print("ratios to the full fine-tuning step from the images (frozen_depth=0), measured in this run")
+    print(f"{'frozen_depth':>12} {'path':>7} {'ms/step':>9} {'time ratio':>10} {'FLOP ratio':>10} {'examples/s':>11}")
+    for d, cached in variants:
+        med = statistics.median(times[d, cached])
+        fl = f"{flops[d, cached] / base_flops:10.4f}" if base_flops and flops[d, cached] else f"{'?':>10}"
+        print(f"{f'{d}/{n}':>12} {'cached' if cached else 'images':>7} {med * 1e3:9.2f} {med / base:10.3f} {fl} "
+              f"{args.batch / med:11,.0f}")
+
+
+def _flops(train, state, batch, hp) -> float:
+    """XLA's FLOP count of the compiled step (0 where the backend does not report one)."""
+    try:
+        cost = train.lower(state, batch, hp, {}).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        return float(cost.get("flops", 0.0))
+    except Exception:  # noqa: BLE001 - a backend without cost analysis: the time ratios alone
+        return 0.0
 
 
 if __name__ == "__main__":

@@ -106,6 +106,10 @@ leaves.update({{f"opt.{{i}}": v for i, v in enumerate(jax.tree.leaves(t.state["o
 info["shares"] = {{k: [s.data.size / v.size for s in v.addressable_shards] for k, v in leaves.items()
                   if "fsdp" in str(v.sharding.spec)}}
 
+# frozen-prefix feature caching, the batches of cached activations sharded over the 8 devices
+cached = trainer.run(tiny(data_dir, **{reference!r}, frozen_depth=2), out / "cached", progress=False, cache=cache)
+info.update(cached=cached.metrics)
+
 # every shipped config: the first run of its sweep, one step and the evaluation after it
 photos = out / "photos"
 digits = load_digits()
@@ -164,6 +168,15 @@ def test_fsdp_and_every_shipped_config_on_eight_devices(reference, data_dir, tmp
     shares = info["shares"]
     assert len([k for k in shares if k.startswith("units.")]) >= 4 and any(k.startswith("opt.") for k in shares)
     assert all(s == [0.25] * 8 for s in shares.values()), shares
+    # a cached run on 8 devices: the 1-device run from the images
+    images = tmp_path / "images"
+    from conftest import tiny
+    one_images = trainer.run(tiny(data_dir, **REFERENCE, frozen_depth=2, **{"train.feature_cache": False}), images,
+                             progress=False)
+    assert info["cached"]["feature_path"] == "cached@2" and one_images.metrics["feature_path"] == "input"
+    np.testing.assert_allclose(_losses(tmp_path / "cached"), _losses(images), rtol=0, atol=1e-5)
+    for key in ("val_accuracy", "test_accuracy", "best_step"):
+        assert info["cached"][key] == one_images.metrics[key], key
     # every shipped config trains a step and evaluates on 8 devices
     names = {p.stem for p in (ROOT / "configs").glob("*.py")}
     assert set(info["configs"]) == names

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import ml_collections
 from ml_collections import config_dict
 
-from tl_research import evaluators, lr_range, models, schedules, sharding, strategies, tasks
+from tl_research import evaluators, feature_cache, lr_range, models, schedules, sharding, strategies, tasks
 from tl_research.data import pipeline
 from tl_research.models import centernet, decoders
 from tl_research.errors import ConfigError
@@ -125,6 +125,10 @@ def _train_config() -> ml_collections.ConfigDict:
         # update (less memory, the same update without BatchNorm; BatchNorm sees micro-batch statistics and
         # updates its running ones k times a step). data.batch_size must divide by k x the batch devices.
         accumulate=1,
+        # train the trainable units on the frozen prefix's activations, computed once per (weights, data,
+        # preprocessing, depth) and shared by a sweep's runs, where that is exact (tl_research.feature_cache:
+        # frozen depth >= 1, classification, no augmentation); the result equals the path from the images
+        feature_cache=True,
     ))
 
 
@@ -285,7 +289,8 @@ def run_name(point: dict[str, Any]) -> str:
 # existed (its config_hash, so a source model is not retrained; the workdir checks, so a workdir is not
 # refused), so relaunching an existing sweep after an upgrade resumes it. A key set to any other value is a
 # different config, as usual.
-INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight": 1.0}
+INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight": 1.0,
+                              "train.feature_cache": True}  # cached activations: the same results
 
 
 def _plain(value):
@@ -524,6 +529,7 @@ def validate(config, *, prefix: str = "") -> None:
             if config.train[key] <= 0:
                 raise err(f"train.{key}", config.train[key], "a positive number of steps")
         _check_cadences_and_batches(config, err)
+        feature_cache.check(config)
         if config.train.class_weights not in ("none", "inverse", "effective"):
             raise err("train.class_weights", config.train.class_weights, "none, inverse, effective")
         pipeline.check_subset_config(config.data)

@@ -71,6 +71,29 @@ def write_bytes(path, data: bytes, *, point: str | None = None, mode: int = 0o64
     _maybe_crash(point, "after")
 
 
+def write_with(path, fill, *, point: str | None = None) -> None:
+    """Atomically replaces `path` with the file `fill(temporary_path)` writes there (e.g. a large array
+    written in place through a memory map, never whole in memory), fsynced as write_bytes does."""
+    path = pathlib.Path(path)
+    point = point or path.name
+    tmp = _temp_name(path)
+    try:
+        fill(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _maybe_crash(point, "before")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+    _maybe_crash(point, "after")
+
+
 def write_text(path, text: str, *, point: str | None = None) -> None:
     write_bytes(path, text.encode(), point=point)
 

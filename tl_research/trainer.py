@@ -33,7 +33,8 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tl_research import distributed, durable, evaluators, freezing, models, sharding, strategies, timing
+from tl_research import distributed, durable, evaluators, feature_cache, freezing, models, sharding, strategies
+from tl_research import timing
 from tl_research import tasks as tasks_lib
 from tl_research.checkpoints import weights as weights_lib
 from tl_research.data import pipeline, sampling
@@ -287,17 +288,20 @@ def preprocessor(value_range, mean, std):
 
 def build_eval(graphdef, param_paths: dict, stat_paths: dict, *, value_range, mean, std,
                mesh_: jax.sharding.Mesh, placement: Placement | None = None, precision: str = "float32",
-               objective=None) -> Callable:
+               objective=None, start_unit: int = 0) -> Callable:
     """jitted (params, stats, batch) -> the task objective's `reduce` of the model's outputs over the examples
     batch["mask"] marks, reduced across devices (and processes) inside the step. Classification (the
     default): {"correct", "loss", "confusion"}, the batch's correct predictions, summed cross-entropy and
-    (C, C) confusion matrix (rows = true class), which evaluators.Classification sums over batches."""
+    (C, C) confusion matrix (rows = true class), which evaluators.Classification sums over batches.
+    `start_unit = k > 0`: batch["image"] holds unit k-1's cached activations (tl_research.feature_cache)."""
     model_of = _merger(graphdef, param_paths, stat_paths, precision)
     preprocess = preprocessor(value_range, mean, std)
     objective = objective or classification.Objective(num_classes=0)  # its reduce reads C from the logits
 
     def eval_step(params, stats, batch):
         model = model_of(params, stats)
+        if start_unit:
+            return objective.reduce(model(batch["image"], train=False, start=start_unit), batch)
         return objective.reduce(model(preprocess(batch["image"]), train=False), batch)
 
     params_sh = placement.params if placement else sharding.replicated(mesh_)
@@ -361,12 +365,14 @@ def build_train(graphdef, param_paths: dict, stat_paths: dict, *, frozen_depth: 
                 augment_ops: tuple, mesh_: jax.sharding.Mesh, lr_multipliers: dict | None = None,
                 weight_decay: float | None = None, l2sp: tuple[float, float] | None = None,
                 update_stats: bool = True, placement: Placement | None = None, precision: str = "float32",
-                accumulate: int = 1, objective=None) -> tuple[optax.GradientTransformation, Callable]:
+                accumulate: int = 1, objective=None,
+                start_unit: int = 0) -> tuple[optax.GradientTransformation, Callable]:
     """(optimizer, jitted train step) for one phase: units below `frozen_depth` get no gradient and no
     update; `l2sp = (alpha, beta)` adds the L2-SP penalty against the `anchor` weights given to each step;
     `accumulate = k` averages the gradients of k micro-batches before the one update (_accumulated).
     `objective` (tl_research.tasks) makes the targets and the loss; by default classification's, from
-    num_classes, label_smoothing and augment_ops."""
+    num_classes, label_smoothing and augment_ops. `start_unit = k > 0` (k = frozen_depth, no augmentation):
+    batch["image"] holds unit k-1's cached activations and the step runs units k.. only (feature_cache)."""
     objective = objective or classification.Objective(num_classes, label_smoothing, tuple(augment_ops))
     tx = freezing.build_optimizer(opt_cfg, label_map, lr_multipliers, weight_decay)
     trainable = freezing.trainable(label_map)
@@ -378,14 +384,15 @@ def build_train(graphdef, param_paths: dict, stat_paths: dict, *, frozen_depth: 
     def train_step(state, batch, hp, anchor):
         key = jax.random.fold_in(state["key"], state["step"])
         k_aug, k_drop = jax.random.split(key)
-        images, targets = objective.prepare(batch, preprocess(batch["image"]), k_aug)
+        inputs = batch["image"] if start_unit else preprocess(batch["image"])
+        images, targets = objective.prepare(batch, inputs, k_aug)
         params = state["params"]
         frozen = {k: v for k, v in params.items() if k not in trainable_set}
 
         def loss_fn(train_params, stats, images, targets, drop_key):
             model = model_of({**frozen, **train_params}, stats)
             outputs = model(images, train=True, frozen_depth=frozen_depth, update_stats=update_stats,
-                            dropout_key=drop_key)
+                            dropout_key=drop_key, **({"start": start_unit} if start_unit else {}))
             loss, metrics = objective.loss(outputs, targets, hp)  # in float32, whatever computes
             total = loss
             if l2sp is not None:
@@ -486,21 +493,32 @@ class Program:
         self.anchor = sharding.place({k: self.params[k] for k in self.placement.anchor(s.plan.l2sp)},
                                      self.placement.anchor(s.plan.l2sp))
 
-    def steps(self, phase: strategies.Phase) -> Steps:
+    def steps(self, phase: strategies.Phase, start_unit: int = 0) -> Steps:
+        """The phase's optimizer and train step; `start_unit = k`: the step on cached unit k-1 activations."""
         s, plan, cfg = self.s, self.s.plan, self.config
         labels = s.labels(phase)
         key = ("train", self.graphdef, phase.frozen_depth, tuple(sorted(labels.items())), cfg.optimizer.to_json(),
                tuple(sorted(plan.lr_multipliers.items())), plan.weight_decay, plan.l2sp, plan.update_stats,
                s.data.num_classes, float(cfg.train.label_smoothing), self.value_range, tuple(self.mean),
-               tuple(self.std), self.augment_ops, self.devices, cfg.train.accumulate, self.objective)
+               tuple(self.std), self.augment_ops, self.devices, cfg.train.accumulate, self.objective, start_unit)
         tx, train = self.cache.get(key, lambda: build_train(
             self.graphdef, self.param_paths, self.stat_paths, frozen_depth=phase.frozen_depth, label_map=labels,
             opt_cfg=cfg.optimizer, num_classes=s.data.num_classes, label_smoothing=float(cfg.train.label_smoothing),
             value_range=self.value_range, mean=self.mean, std=self.std, augment_ops=self.augment_ops,
             mesh_=self.mesh, lr_multipliers=plan.lr_multipliers, weight_decay=plan.weight_decay, l2sp=plan.l2sp,
             update_stats=plan.update_stats, placement=self.placement, precision=self.precision,
-            accumulate=int(cfg.train.accumulate), objective=self.objective))
+            accumulate=int(cfg.train.accumulate), objective=self.objective, start_unit=start_unit))
         return Steps(tx, train, self.evaluate)
+
+    def evaluate_from(self, start_unit: int) -> Callable:
+        """The eval step on cached unit start_unit-1 activations (the normal one at 0)."""
+        if not start_unit:
+            return self.evaluate
+        return self.cache.get(
+            ("eval", self.graphdef, self.devices, self.objective.for_eval(), start_unit),
+            lambda: build_eval(self.graphdef, self.param_paths, self.stat_paths, value_range=self.value_range,
+                               mean=self.mean, std=self.std, objective=self.objective.for_eval(), mesh_=self.mesh,
+                               placement=self.placement, precision=self.precision, start_unit=start_unit))
 
     def place_weights(self, weights: dict) -> dict:
         """{"params", "batch_stats"} host arrays -> device arrays placed as the run places them."""
@@ -656,8 +674,17 @@ class Training:
         # any eval batch size on any device count: rounded up to split evenly, the extra rows masked
         eval_bs = sharding.padded(config.data.eval_batch_size, self.data_sharding.num_devices)
         common = dict(put=put, batch_size=eval_bs, threads=config.data.threads)
-        self.val = s.task.evaluator(self.prog.evaluate, s.data, s.data.val, **common)
-        self.test = s.task.evaluator(self.prog.evaluate, s.data, s.data.test, **common)
+        # the frozen prefix's activations, cached where that is exact (tl_research.feature_cache); computing
+        # them counts as data preparation in timing.json
+        with self.timer.phase("data"):
+            self.feats = feature_cache.for_program(self.prog, config, merger=_merger, preprocessor=preprocessor,
+                                                   put=put, batch_size=eval_bs,
+                                                   directory=run_dir.parent / feature_cache.FOLDER)
+            d = self.feats.eval_depth
+            evaluate = self.prog.evaluate_from(d)
+            self.val, self.test = (
+                s.task.evaluator(evaluate, s.data, self.feats.split(r, d) if d else getattr(s.data, r), **common)
+                for r in ("val", "test"))
         self.extras = evaluators.build(config.get("evals", {}), data=s.data, data_cfg=config.data,
                                        eval_step=self.prog.evaluate, features=self.prog.features, put=put,
                                        batch_size=eval_bs)
@@ -700,7 +727,8 @@ class Training:
 
     def _fresh(self, step: int) -> None:
         self.start, self.phase_i = step, self.plan.phase_index(step)
-        self.steps = self.prog.steps(self.plan.phases[self.phase_i])
+        phase = self.plan.phases[self.phase_i]
+        self.steps = self.prog.steps(phase, self.feats.start(phase))
         self.state = self.prog.fresh_state(self.steps.tx)
 
     def _restore_step(self, step: int) -> bool:
@@ -732,23 +760,23 @@ class Training:
             if distributed.is_writer() else _NoTracker()
         if self.start == 0:
             self.tracker.log({"step": 0, "event": "start", "transfer": s.transfer_report,
-                              "trainable_params": self.trainable_params, "total_steps": s.total_steps})
+                              "trainable_params": self.trainable_params, "total_steps": s.total_steps,
+                              **self.feats.summary()})
             self._log_phase_start(0)
 
     def _log_phase_start(self, step: int) -> None:
         phase = self.plan.phases[self.phase_i]
         self.tracker.log({"step": step, "event": "phase_start", "phase": self.phase_i + 1, "phase_name": phase.name,
-                          "frozen_depth": phase.frozen_depth, "trainable_params": self.prog.trainable_count(phase)})
+                          "frozen_depth": phase.frozen_depth, "trainable_params": self.prog.trainable_count(phase),
+                          "feature_path": self.feats.path(phase)})
 
     # ---- the step loop
 
     def loop(self, progress: bool, name: str, stop_at_step: int | None) -> int:
         """Trains from the restored step to the end (or to an early stop, or `stop_at_step`); the last step run."""
-        s, config, timer = self.s, self.config, self.timer
+        s, timer = self.s, self.timer
         with timer.phase("data"):
-            batches = pipeline.train_batches(s.data, config.data.batch_size, config.seed, self.start,
-                                             s.total_steps, config.data.threads, config.data.prefetch,
-                                             sampler=pipeline.train_sampler(config.data, s.data, config.seed))
+            self.batches = self._train_batches(self.start)
         if s.data.train_ids is not None and distributed.is_writer():
             np.save(self.run_dir / "train_ids.npy", s.data.train_ids)  # the drawn training examples (TFDS ids)
         bar = _progress(progress, s.total_steps, self.start, name)
@@ -759,7 +787,7 @@ class Training:
         try:
             for step in range(self.start + 1, s.total_steps + 1):
                 with timer.phase("data"):  # waiting for the batch (the loaders prepare them ahead)
-                    batch = to_device(next(batches), self.data_sharding)
+                    batch = to_device(next(self.batches), self.data_sharding)
                 pending = self._step(step, batch, pending, bar)
                 if bar:
                     bar.update(1)
@@ -771,6 +799,15 @@ class Training:
             with timer.phase("checkpoints"):
                 self.manager.wait_until_finished()
         return step
+
+    def _train_batches(self, start: int):
+        """Batches for step indices start.. (the same examples on either path: the sampler is the run's),
+        read from the current phase's cached activations on the cached path."""
+        s, config = self.s, self.config
+        data = self.feats.train_data(self.plan.phases[self.phase_i])
+        return pipeline.train_batches(data, config.data.batch_size, config.seed, start, s.total_steps,
+                                      config.data.threads, config.data.prefetch,
+                                      sampler=pipeline.train_sampler(config.data, s.data, config.seed))
 
     def _step(self, step: int, batch: dict, pending: list, bar) -> list:
         """One step: train, then what falls due at it; returns the train metrics not logged yet."""
@@ -878,7 +915,11 @@ class Training:
         self.host.phases = list(self.host.phases) + [ended]
         self.tracker.log({"step": step, "event": "phase_end", **{f"phase_{k}": v for k, v in ended.items()}})
         self.phase_i += 1
-        self.steps = self.prog.steps(self.plan.phases[self.phase_i])
+        start = self.feats.start(phase)
+        phase = self.plan.phases[self.phase_i]
+        self.steps = self.prog.steps(phase, self.feats.start(phase))
+        if self.feats.start(phase) != start:  # the next phase reads other inputs (e.g. images after a cached one)
+            self.batches = self._train_batches(step)
         self.state["opt_state"] = carry_over(self.state["opt_state"],
                                              self.prog.init_opt(self.steps.tx, self.state["params"]))
         self.host.evals_since_best = 0
@@ -926,6 +967,7 @@ class Training:
             "frozen_depth_resolved": self.s.frozen_depth, "num_units": self.s.model.num_units,
             # the strategy in one cell (its keys are columns of their own only where a sweep varies them)
             "strategy_resolved": _strategy_summary(self.config.strategy, self.plan),
+            "feature_path": self.feats.summary()["feature_path"],  # per phase: cached@k | input
             "wall_time": round(time.time() - t0 - self.tracker.init_seconds, 2),  # training, not W&B's start
         }
         if self.eval_test:

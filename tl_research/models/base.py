@@ -170,12 +170,23 @@ class UnitModel(nnx.Module):
     def num_units(self) -> int:
         return len(self.units)
 
+    def prefix(self, x: jax.Array, depth: int) -> jax.Array:
+        """Units 0..depth-1 in inference mode: what a frozen prefix of that depth hands to unit `depth`
+        (tl_research.feature_cache computes it once per example)."""
+        for i in range(depth):
+            set_unit_mode(self.units[i], train=False)
+            x = self.units[i](x)
+        return x
+
     def features(self, x: jax.Array, *, train: bool = False, frozen_depth: int = 0,
-                 update_stats: bool = True, return_units: bool = False):
+                 update_stats: bool = True, return_units: bool = False, start: int = 0):
         """Runs the depth units. Units below `frozen_depth` run in inference mode and the gradient stops at
-        their output, so no backward pass goes through a frozen prefix."""
+        their output, so no backward pass goes through a frozen prefix. `start = k` runs units k.. only, on
+        `x` = unit k-1's output (`prefix(images, k)`); `return_units` then lists the outputs of those."""
         outs = []
         for i, unit in enumerate(self.units):
+            if i < start:
+                continue
             set_unit_mode(unit, train=train and i >= frozen_depth, update_stats=update_stats)
             x = unit(x)
             if i + 1 == frozen_depth:
@@ -186,9 +197,9 @@ class UnitModel(nnx.Module):
 
     def __call__(self, x: jax.Array, *, train: bool = False, frozen_depth: int = 0,
                  update_stats: bool = True, dropout_key: jax.Array | None = None,
-                 return_units: bool = False):
+                 return_units: bool = False, start: int = 0):
         feats = self.features(x, train=train, frozen_depth=frozen_depth, update_stats=update_stats,
-                              return_units=return_units)
+                              return_units=return_units, start=start)
         if return_units:
             feats, outs = feats
             return self.head(feats, train=train, dropout_key=dropout_key), outs
