@@ -151,3 +151,17 @@ def test_command_line_refuses_bad_input_in_one_line(tmp_path, capsys):
         cli.main(["frobnicate"])
     assert e.value.code == 2
     assert cli.main(["list"]) == 0 and "decision_matrix" in capsys.readouterr().out
+
+
+def test_line_plot_draws_each_reference_level_in_its_own_colour(tmp_path, monkeypatch):
+    from tl_research.experiments import plots
+    seen = {}
+    monkeypatch.setattr(plots, "_finish", lambda ax, fig, *a: seen.update(ax=ax))
+    est = lambda *v: stats.mean_ci(list(v))
+    plots.lines({"AnB": [(1, est(.9, .92)), (2, est(.8, .82))]}, tmp_path / "p.png", xlabel="n", ylabel="acc",
+                title="t", references={"baseB": est(.7, .72), "AnB+": est(.95, .96), "empty": est()})
+    levels = [line for line in seen["ax"].lines if line.get_label() in ("baseB", "AnB+", "empty")]
+    assert [line.get_label() for line in levels] == ["baseB", "AnB+"]  # a level without runs is left out
+    colours = {line.get_color() for line in levels} | {seen["ax"].containers[0].lines[0].get_color()}
+    assert len(colours) == 3 and levels[0].get_linestyle() != levels[1].get_linestyle()
+    assert all(float(t).is_integer() for t in seen["ax"].get_xticks())  # n = 1, 2: no tick at 1.5
