@@ -129,6 +129,7 @@ def test_command_runs_resumes_and_writes_the_readme(tmp_path, data_dir, capsys):
     assert len(out.verdicts) == 1
     readme = (root / "tiny" / "README.md").read_text()
     assert "Test accuracy" in readme and "schedule.lr=0.05" in readme and "[95% CI" in readme
+    assert "empty workdir, on a shared" in readme  # no source model to count in its wall time
     assert (root / "tiny" / "plot.png").exists() and "[tiny](tiny/README.md)" in (root / "README.md").read_text()
     first = runner.read_summary(root / "tiny")
     assert first["wall_time_s"] > 0 and first["verdicts"][0]["status"] in (verdict.HELD, verdict.FAILED, verdict.NOISE)

@@ -17,10 +17,12 @@ def _pyplot():
 
 
 def lines(series: Mapping[str, Sequence[tuple[object, Estimate]]], path: pathlib.Path, *, xlabel: str,
-          ylabel: str, title: str, references: Mapping[str, Estimate] | None = None, logx: bool = False) -> None:
+          ylabel: str, title: str, references: Mapping[str, Estimate] | None = None, logx: bool = False,
+          whiskers: bool = True) -> None:
     """One line per series over its (x, estimate) points, the 95% interval as whiskers; references (single
     levels, e.g. baseB) as dashed lines across the plot, each in its own colour and dash pattern, their
-    intervals shaded. Integer x values (a depth n) get integer ticks."""
+    intervals shaded. Integer x values (a depth n) get integer ticks. whiskers=False: the means alone (a
+    dense curve of few seeds, whose intervals would cover the plot; the tables give them)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     all_x = []
@@ -31,7 +33,8 @@ def lines(series: Mapping[str, Sequence[tuple[object, Estimate]]], path: pathlib
         xs, es = [p[0] for p in points], [p[1] for p in points]
         all_x += xs
         yerr = [[e.mean - e.low if e.n > 1 else 0 for e in es], [e.high - e.mean if e.n > 1 else 0 for e in es]]
-        ax.errorbar(xs, [e.mean for e in es], yerr=yerr, marker="o", capsize=3, label=label)
+        ax.errorbar(xs, [e.mean for e in es], yerr=yerr if whiskers else None, marker="o", capsize=3,
+                    markersize=6 if whiskers else 3, label=label)
     levels = [(label, e) for label, e in (references or {}).items() if e.n]
     for i, (label, e) in enumerate(levels):
         # each level in the colour after the series' (axhline alone draws every one in C0), and with several

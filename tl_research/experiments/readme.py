@@ -39,14 +39,18 @@ def basis(rows: list[dict]) -> str:
     return "; ".join(parts) + "."
 
 
-def render(exp: Experiment, analysis: Analysis, summary: dict, rows: list[dict]) -> str:
+def sources_text(sources: int) -> str:
+    return {0: "", 1: ", source model included"}.get(sources, f", {sources} source models included")
+
+
+def render(exp: Experiment, analysis: Analysis, summary: dict, rows: list[dict], sources: int = 0) -> str:
     verdicts = "\n".join(f"- **{v.status}**: {v.claim}: {v.figure}" for v in analysis.verdicts)
     out = [f"# {exp.title}", "", "## Question", "", exp.question.strip(), "",
            "## Published", "", exp.published.strip(), "",
            "## Command", "", "```bash", command(exp.name), f"python -m tl_research.experiments report {exp.name}"
            "   # tables, plot and verdicts again from the workdir", "```", "",
            f"Config: [`config.py`]({exp.config}). Wall time: {wall_time_text(summary.get('wall_time_s'))} "
-           "(the whole command from an empty workdir, source model included, on a shared 2-core CPU).", "",
+           f"(the whole command from an empty workdir{sources_text(sources)}, on a shared 2-core CPU).", "",
            "## Verdict", "", "Computed from the results: mean and 95% Student-t interval over seeds (paired by "
            f"seed where the runs pair); *{HELD}*: the interval is on the claimed side, *{FAILED}*: on the other "
            f"side, *{NOISE}*: it straddles the threshold.", "", verdicts, "",
