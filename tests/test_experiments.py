@@ -166,3 +166,6 @@ def test_line_plot_draws_each_reference_level_in_its_own_colour(tmp_path, monkey
     colours = {line.get_color() for line in levels} | {seen["ax"].containers[0].lines[0].get_color()}
     assert len(colours) == 3 and levels[0].get_linestyle() != levels[1].get_linestyle()
     assert all(float(t).is_integer() for t in seen["ax"].get_xticks())  # n = 1, 2: no tick at 1.5
+    plots.lines({"FT": [(1, est(.5, .6)), (10, est(.8, .82)), (350, est(.9, .92))]}, tmp_path / "q.png", xlabel="k",
+                ylabel="acc", title="t", logx=True)
+    assert [t.get_text() for t in seen["ax"].get_xticklabels()] == ["1", "10", "350"]  # not 10^0, 10^1

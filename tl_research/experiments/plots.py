@@ -21,8 +21,9 @@ def lines(series: Mapping[str, Sequence[tuple[object, Estimate]]], path: pathlib
           whiskers: bool = True) -> None:
     """One line per series over its (x, estimate) points, the 95% interval as whiskers; references (single
     levels, e.g. baseB) as dashed lines across the plot, each in its own colour and dash pattern, their
-    intervals shaded. Integer x values (a depth n) get integer ticks. whiskers=False: the means alone (a
-    dense curve of few seeds, whose intervals would cover the plot; the tables give them)."""
+    intervals shaded. Integer x values (a depth n) get integer ticks; logx, a tick at each x.
+    whiskers=False: the means alone (a dense curve of few seeds, whose intervals would cover the plot; the
+    tables give them)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     all_x = []
@@ -43,7 +44,13 @@ def lines(series: Mapping[str, Sequence[tuple[object, Estimate]]], path: pathlib
                           linestyle=_DASHES[i % len(_DASHES)] if len(levels) > 1 else "--")
         if e.n > 1:
             ax.axhspan(e.low, e.high, color=line.get_color(), alpha=0.12 if len(levels) == 1 else 0.08)
-    if not logx and all_x and all(isinstance(x, int) for x in all_x):  # n = 1, 2, 3: no ticks at 1.5
+    if logx and all_x:  # a few sizes or ratios: a tick at each, read as 1, 10, 350 rather than 10^0
+        from matplotlib.ticker import FixedLocator, NullLocator
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(sorted(set(all_x))))
+        ax.xaxis.set_major_formatter(lambda x, _: f"{x:g}")
+        ax.xaxis.set_minor_locator(NullLocator())
+    elif all_x and all(isinstance(x, int) for x in all_x):  # n = 1, 2, 3: no ticks at 1.5
         from matplotlib.ticker import MaxNLocator
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _finish(ax, fig, path, xlabel, ylabel, title, logx)
@@ -72,7 +79,7 @@ def bars(groups: Mapping[str, Mapping[str, Estimate]], path: pathlib.Path, *, yl
 
 
 def _finish(ax, fig, path, xlabel, ylabel, title, logx) -> None:
-    if logx:
+    if logx and ax.get_xscale() != "log":  # (set again, it would reset the ticks lines() chose)
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
