@@ -18,12 +18,12 @@ def _pyplot():
 
 def lines(series: Mapping[str, Sequence[tuple[object, Estimate]]], path: pathlib.Path, *, xlabel: str,
           ylabel: str, title: str, references: Mapping[str, Estimate] | None = None, logx: bool = False,
-          whiskers: bool = True) -> None:
+          whiskers: bool = True, notes: Mapping[object, str] | None = None) -> None:
     """One line per series over its (x, estimate) points, the 95% interval as whiskers; references (single
     levels, e.g. baseB) as dashed lines across the plot, each in its own colour and dash pattern, their
     intervals shaded. Integer x values (a depth n) get integer ticks; logx, a tick at each x.
     whiskers=False: the means alone (a dense curve of few seeds, whose intervals would cover the plot; the
-    tables give them)."""
+    tables give them). notes: a text at an x, as a tick on the top axis (what a point is, e.g. its target)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     all_x = []
@@ -53,6 +53,9 @@ def lines(series: Mapping[str, Sequence[tuple[object, Estimate]]], path: pathlib
     elif all_x and all(isinstance(x, int) for x in all_x):  # n = 1, 2, 3: no ticks at 1.5
         from matplotlib.ticker import MaxNLocator
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if notes:
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(list(notes), list(notes.values()), fontsize=7, rotation=20, ha="left")
     _finish(ax, fig, path, xlabel, ylabel, title, logx)
 
 
