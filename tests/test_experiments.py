@@ -129,6 +129,7 @@ def test_command_runs_resumes_and_writes_the_readme(tmp_path, data_dir, capsys):
     assert len(out.verdicts) == 1
     readme = (root / "tiny" / "README.md").read_text()
     assert "Test accuracy" in readme and "schedule.lr=0.05" in readme and "[95% CI" in readme
+    assert "empty workdir, on a shared" in readme  # no source model to count in its wall time
     assert (root / "tiny" / "plot.png").exists() and "[tiny](tiny/README.md)" in (root / "README.md").read_text()
     first = runner.read_summary(root / "tiny")
     assert first["wall_time_s"] > 0 and first["verdicts"][0]["status"] in (verdict.HELD, verdict.FAILED, verdict.NOISE)
@@ -151,3 +152,20 @@ def test_command_line_refuses_bad_input_in_one_line(tmp_path, capsys):
         cli.main(["frobnicate"])
     assert e.value.code == 2
     assert cli.main(["list"]) == 0 and "decision_matrix" in capsys.readouterr().out
+
+
+def test_line_plot_draws_each_reference_level_in_its_own_colour(tmp_path, monkeypatch):
+    from tl_research.experiments import plots
+    seen = {}
+    monkeypatch.setattr(plots, "_finish", lambda ax, fig, *a: seen.update(ax=ax))
+    est = lambda *v: stats.mean_ci(list(v))
+    plots.lines({"AnB": [(1, est(.9, .92)), (2, est(.8, .82))]}, tmp_path / "p.png", xlabel="n", ylabel="acc",
+                title="t", references={"baseB": est(.7, .72), "AnB+": est(.95, .96), "empty": est()})
+    levels = [line for line in seen["ax"].lines if line.get_label() in ("baseB", "AnB+", "empty")]
+    assert [line.get_label() for line in levels] == ["baseB", "AnB+"]  # a level without runs is left out
+    colours = {line.get_color() for line in levels} | {seen["ax"].containers[0].lines[0].get_color()}
+    assert len(colours) == 3 and levels[0].get_linestyle() != levels[1].get_linestyle()
+    assert all(float(t).is_integer() for t in seen["ax"].get_xticks())  # n = 1, 2: no tick at 1.5
+    plots.lines({"FT": [(1, est(.5, .6)), (10, est(.8, .82)), (350, est(.9, .92))]}, tmp_path / "q.png", xlabel="k",
+                ylabel="acc", title="t", logx=True)
+    assert [t.get_text() for t in seen["ax"].get_xticklabels()] == ["1", "10", "350"]  # not 10^0, 10^1

@@ -35,6 +35,14 @@ def gains(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def arm_names(df: pd.DataFrame) -> list[str]:
+    """Each run's arm, as the gain table names it (fine-tune, linear probe, scratch)."""
+    names = pd.Series("", index=df.index)
+    for arm, where in {**ARMS, "scratch": SCRATCH}.items():
+        names[stats.matches(df, where)] = arm
+    return names.tolist()
+
+
 def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
     df = tables.done(rows)
     g = gains(df)
@@ -49,17 +57,21 @@ def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
              if not g.empty else [])
     table = tables.ci_table(g, "gain", ["arm"], "target", "Gain over scratch (test accuracy, paired by seed), "
                                                           "targets most similar first", order=order)
-    sims = tables.ci_table(g[g["arm"] == "fine-tune"] if not g.empty else g, "similarity", ["target"], None,
-                           "Measured similarity to the source, exp(-0.01 EMD), per target")
-    acc = tables.ci_table(df.assign(arm=df["init"].astype(str) + ", frozen " + df["frozen_depth"].astype(str)),
-                          "test_accuracy", ["arm"], "data.name", "Test accuracy", order=order)
+    rank = {t: i for i, t in enumerate(order)}
+    one_arm = g[g["arm"] == "fine-tune"].sort_values("target", key=lambda t: t.map(rank)) if not g.empty else g
+    sims = tables.ci_table(one_arm, "similarity", ["target"], None,
+                           "Measured similarity to the source, exp(-0.01 EMD), per target, most similar first")
+    acc = tables.ci_table(df.assign(arm=arm_names(df)), "test_accuracy", ["arm"], "data.name", "Test accuracy",
+                          order=order)
 
     def plot(path):
         series = {arm: [(float(s["similarity"].mean()), stats.mean_ci(s["gain"].tolist()))
                         for _, s in g[g["arm"] == arm].groupby("target")] for arm in ARMS} if not g.empty else {}
         series = {k: sorted(v, key=lambda p: p[0]) for k, v in series.items()}
+        notes = g.groupby("target")["similarity"].mean() if not g.empty else pd.Series(dtype=float)
         plots.lines(series, path, xlabel="domain similarity to the source (Cui et al. 2018)",
-                    ylabel="gain over scratch", title="Gain vs similarity, 4 targets, 95% CI over seeds")
+                    ylabel="gain over scratch", title="Gain vs similarity, 4 targets, 95% CI over seeds",
+                    notes={float(x): target for target, x in notes.items()})
     return Analysis([sims, table, acc], verdicts, plot,
                     headline="; ".join(f"rho {arm} {e.text(2)}" for arm, e in rho.items()))
 

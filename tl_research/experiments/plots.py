@@ -6,6 +6,8 @@ from typing import Mapping, Sequence
 
 from tl_research.experiments.stats import Estimate
 
+_DASHES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
+
 
 def _pyplot():
     import matplotlib
@@ -15,24 +17,45 @@ def _pyplot():
 
 
 def lines(series: Mapping[str, Sequence[tuple[object, Estimate]]], path: pathlib.Path, *, xlabel: str,
-          ylabel: str, title: str, references: Mapping[str, Estimate] | None = None, logx: bool = False) -> None:
-    """One line per series over its (x, estimate) points, the 95% interval as whiskers; references (a single
-    level, e.g. baseB) dashed across the plot with their interval shaded."""
+          ylabel: str, title: str, references: Mapping[str, Estimate] | None = None, logx: bool = False,
+          whiskers: bool = True, notes: Mapping[object, str] | None = None) -> None:
+    """One line per series over its (x, estimate) points, the 95% interval as whiskers; references (single
+    levels, e.g. baseB) as dashed lines across the plot, each in its own colour and dash pattern, their
+    intervals shaded. Integer x values (a depth n) get integer ticks; logx, a tick at each x.
+    whiskers=False: the means alone (a dense curve of few seeds, whose intervals would cover the plot; the
+    tables give them). notes: a text at an x, as a tick on the top axis (what a point is, e.g. its target)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    all_x = []
     for label, points in series.items():
         points = [(x, e) for x, e in points if e.n]
         if not points:
             continue
         xs, es = [p[0] for p in points], [p[1] for p in points]
+        all_x += xs
         yerr = [[e.mean - e.low if e.n > 1 else 0 for e in es], [e.high - e.mean if e.n > 1 else 0 for e in es]]
-        ax.errorbar(xs, [e.mean for e in es], yerr=yerr, marker="o", capsize=3, label=label)
-    for label, e in (references or {}).items():
-        if not e.n:
-            continue
-        line = ax.axhline(e.mean, linestyle="--", label=label)
+        ax.errorbar(xs, [e.mean for e in es], yerr=yerr if whiskers else None, marker="o", capsize=3,
+                    markersize=6 if whiskers else 3, label=label)
+    levels = [(label, e) for label, e in (references or {}).items() if e.n]
+    for i, (label, e) in enumerate(levels):
+        # each level in the colour after the series' (axhline alone draws every one in C0), and with several
+        # levels each its own dash pattern
+        line = ax.axhline(e.mean, color=f"C{(len(ax.containers) + i) % 10}", label=label,
+                          linestyle=_DASHES[i % len(_DASHES)] if len(levels) > 1 else "--")
         if e.n > 1:
-            ax.axhspan(e.low, e.high, color=line.get_color(), alpha=0.12)
+            ax.axhspan(e.low, e.high, color=line.get_color(), alpha=0.12 if len(levels) == 1 else 0.08)
+    if logx and all_x:  # a few sizes or ratios: a tick at each, read as 1, 10, 350 rather than 10^0
+        from matplotlib.ticker import FixedLocator, NullLocator
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(sorted(set(all_x))))
+        ax.xaxis.set_major_formatter(lambda x, _: f"{x:g}")
+        ax.xaxis.set_minor_locator(NullLocator())
+    elif all_x and all(isinstance(x, int) for x in all_x):  # n = 1, 2, 3: no ticks at 1.5
+        from matplotlib.ticker import MaxNLocator
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if notes:
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(list(notes), list(notes.values()), fontsize=7, rotation=20, ha="left")
     _finish(ax, fig, path, xlabel, ylabel, title, logx)
 
 
@@ -59,7 +82,7 @@ def bars(groups: Mapping[str, Mapping[str, Estimate]], path: pathlib.Path, *, yl
 
 
 def _finish(ax, fig, path, xlabel, ylabel, title, logx) -> None:
-    if logx:
+    if logx and ax.get_xscale() != "log":  # (set again, it would reset the ticks lines() chose)
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -39,14 +39,18 @@ def basis(rows: list[dict]) -> str:
     return "; ".join(parts) + "."
 
 
-def render(exp: Experiment, analysis: Analysis, summary: dict, rows: list[dict]) -> str:
+def sources_text(sources: int) -> str:
+    return {0: "", 1: ", source model included"}.get(sources, f", {sources} source models included")
+
+
+def render(exp: Experiment, analysis: Analysis, summary: dict, rows: list[dict], sources: int = 0) -> str:
     verdicts = "\n".join(f"- **{v.status}**: {v.claim}: {v.figure}" for v in analysis.verdicts)
     out = [f"# {exp.title}", "", "## Question", "", exp.question.strip(), "",
            "## Published", "", exp.published.strip(), "",
            "## Command", "", "```bash", command(exp.name), f"python -m tl_research.experiments report {exp.name}"
            "   # tables, plot and verdicts again from the workdir", "```", "",
            f"Config: [`config.py`]({exp.config}). Wall time: {wall_time_text(summary.get('wall_time_s'))} "
-           "(the whole command from an empty workdir, source model included, on a shared 2-core CPU).", "",
+           f"(the whole command from an empty workdir{sources_text(sources)}, on a shared 2-core CPU).", "",
            "## Verdict", "", "Computed from the results: mean and 95% Student-t interval over seeds (paired by "
            f"seed where the runs pair); *{HELD}*: the interval is on the claimed side, *{FAILED}*: on the other "
            f"side, *{NOISE}*: it straddles the threshold.", "", verdicts, "",
@@ -67,12 +71,17 @@ def index(root: pathlib.Path, experiments: list[Experiment], summaries: dict[str
                      "verdict": f"{statuses.count(HELD)} of {len(statuses)} held — {verdict}" if statuses else verdict,
                      "command": f"`{command(exp.name)}`", "wall time": wall_time_text(s.get("wall_time_s"))})
     table = tables.results.frame_to_markdown(pd.DataFrame(rows))
+    walls = [summaries.get(e.name, {}).get("wall_time_s") for e in experiments]
+    total = (f" All {len(walls)} together: {wall_time_text(sum(walls))}." if walls and None not in walls
+             else " The total is given once every experiment has a measured wall time.")
     return "\n".join([
         "# Experiments", "",
-        "Paper-style reproductions on the built-in MNIST digits (the quickstart's small ResNet, a few dozen "
+        "Paper-style reproductions on the built-in MNIST digits (the quickstart's small ResNet, 40 to 150 "
         "steps a run, 3 seeds). Each row is one command; its README sets our table and plot beside the "
         "published numbers, and the verdict is computed from the results (mean and 95% Student-t interval over "
         "seeds, paired where the design pairs runs). `python -m tl_research.experiments run all` regenerates "
         "every table and plot; `report NAME` rebuilds one from its workdir (default `runs/experiments/NAME`).",
         "", "Wall times: the whole command from an empty workdir on this project's shared 2-core CPU (other jobs "
-        "ran at the same time, so they are upper bounds).", "", table])
+        "ran at the same time, so they are upper bounds), with JAX's persistent compilation cache "
+        "(`~/.cache/tl_research/jax`, or `$TL_RESEARCH_CACHE`) already filled by earlier runs; an empty cache "
+        f"adds compilation, about a minute per experiment on this CPU.{total}", "", table])

@@ -58,11 +58,18 @@ def report(exp: Experiment, experiments: list[Experiment], *, root: pathlib.Path
                "headline": analysis.headline or (analysis.verdicts[0].figure if analysis.verdicts else ""),
                "wall_time_s": round(wall_time, 1) if wall_time is not None else old.get("wall_time_s")}
     (out / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
-    (out / "README.md").write_text(readme.render(exp, analysis, summary, rows))
+    sources = source_count(base, points)
+    (out / "README.md").write_text(readme.render(exp, analysis, summary, rows, sources=sources))
     write_index(experiments, root)
     for v in analysis.verdicts:
         echo(v.line())
     return analysis
+
+
+def source_count(base, points) -> int:
+    """How many source models the sweep trains (distinct source configs of its init=source runs)."""
+    configs = (config_lib.apply_overrides(base, p) for p in points)
+    return len({config_lib.config_hash(c.source) for c in configs if c.init == "source"})
 
 
 def read_summary(out: pathlib.Path) -> dict:

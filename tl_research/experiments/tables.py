@@ -17,19 +17,20 @@ def done(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
-def cell(values) -> str:
+def cell(values, digits: int = 3) -> str:
+    """'mean [95% CI] (n)' of the values, `digits` decimals."""
     e = stats.mean_ci(pd.to_numeric(pd.Series(list(values)), errors="coerce").tolist())
     if e.n == 0:
         return ""
     if e.n < 2:
-        return f"{e.mean:.3f} (1)"
-    return f"{e.mean:.3f} [{e.low:.3f}, {e.high:.3f}] ({e.n})"
+        return f"{e.mean:.{digits}f} (1)"
+    return f"{e.mean:.{digits}f} [{e.low:.{digits}f}, {e.high:.{digits}f}] ({e.n})"
 
 
 def ci_table(df: pd.DataFrame, metric: str, rows: Sequence[str], column: str | None, title: str,
-             order: Sequence | None = None) -> str:
+             order: Sequence | None = None, digits: int = 3) -> str:
     """One table row per combination of `rows`, one column per value of `column` (None: one metric column):
-    'mean [95% CI] (n)'."""
+    'mean [95% CI] (n)' with `digits` decimals."""
     if df.empty or metric not in df:
         return f"{title}\n\n(no finished runs)\n"
     keys = [k for k in rows if k in df]
@@ -41,9 +42,9 @@ def ci_table(df: pd.DataFrame, metric: str, rows: Sequence[str], column: str | N
         if column and column in df:
             values = order if order is not None else sorted(df[column].dropna().unique(), key=_sort_key)
             for v in values:
-                row[f"{column}={v}"] = cell(g[stats.matches(g, {column: v})][metric])
+                row[f"{column}={v}"] = cell(g[stats.matches(g, {column: v})][metric], digits)
         else:
-            row[metric] = cell(g[metric])
+            row[metric] = cell(g[metric], digits)
         out.append(row)
     return results.frame_to_markdown(pd.DataFrame(out), title)
 

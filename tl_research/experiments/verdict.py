@@ -39,11 +39,11 @@ def _status(est: Estimate, threshold: float, greater: bool) -> str:
     return NOISE
 
 
-def greater(claim: str, name: str, est: Estimate, threshold: float = 0.0) -> Verdict:
-    """The claim: the effect `name` is above `threshold`."""
-    return Verdict(claim, f"{name} = {est.text()} (claimed > {threshold:g})", _status(est, threshold, True))
+def greater(claim: str, name: str, est: Estimate, threshold: float = 0.0, digits: int = 3) -> Verdict:
+    """The claim: the effect `name` is above `threshold` (the figure shown with `digits` decimals)."""
+    return Verdict(claim, f"{name} = {est.text(digits)} (claimed > {threshold:g})", _status(est, threshold, True))
 
 
-def less(claim: str, name: str, est: Estimate, threshold: float = 0.0) -> Verdict:
-    """The claim: the effect `name` is below `threshold`."""
-    return Verdict(claim, f"{name} = {est.text()} (claimed < {threshold:g})", _status(est, threshold, False))
+def less(claim: str, name: str, est: Estimate, threshold: float = 0.0, digits: int = 3) -> Verdict:
+    """The claim: the effect `name` is below `threshold` (the figure shown with `digits` decimals)."""
+    return Verdict(claim, f"{name} = {est.text(digits)} (claimed < {threshold:g})", _status(est, threshold, False))
