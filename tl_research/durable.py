@@ -51,29 +51,17 @@ def _temp_name(path: pathlib.Path) -> pathlib.Path:
 def write_bytes(path, data: bytes, *, point: str | None = None, mode: int = 0o644) -> None:
     """Atomically replaces `path` with `data` (see the module docstring); `point` names the write point for
     crash injection (default: the file name)."""
-    path = pathlib.Path(path)
-    point = point or path.name
-    tmp = _temp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def fill(tmp: pathlib.Path) -> None:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.chmod(tmp, mode)  # the umask narrows os.open's mode; these files are as readable as the rest
-        _maybe_crash(point, "before")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-    _maybe_crash(point, "after")
+    write_with(path, fill, point=point)
 
 
 def write_with(path, fill, *, point: str | None = None) -> None:
-    """Atomically replaces `path` with the file `fill(temporary_path)` writes there (e.g. a large array
-    written in place through a memory map, never whole in memory), fsynced as write_bytes does."""
+    """Atomically replaces `path` with the file `fill(temporary_path)` writes there (write_bytes' bytes, or e.g.
+    a large array written in place through a memory map, never whole in memory): fsynced, renamed over
+    `path`, the directory fsynced; `point` names the write point for crash injection (default: the file name)."""
     path = pathlib.Path(path)
     point = point or path.name
     tmp = _temp_name(path)
