@@ -30,6 +30,7 @@ import ml_collections
 from flax import nnx
 
 from tl_research.errors import ConfigError
+from tl_research.models.conv import Conv
 from tl_research.models.feature_maps import as_map, resize
 
 PRIOR = 0.1
@@ -64,8 +65,8 @@ def check(model_cfg, shapes: Shapes) -> tuple[int, ...]:
 
 class Branch(nnx.Module):
     def __init__(self, in_channels: int, width: int, out: int, *, bias: float = 0.0, rngs: nnx.Rngs):
-        self.hidden = nnx.Conv(in_channels, width, (3, 3), rngs=rngs)
-        self.out = nnx.Conv(width, out, (1, 1), bias_init=nnx.initializers.constant(bias), rngs=rngs)
+        self.hidden = Conv(in_channels, width, (3, 3), rngs=rngs)
+        self.out = Conv(width, out, (1, 1), bias_init=nnx.initializers.constant(bias), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.out(nnx.relu(self.hidden(x)))
@@ -73,8 +74,8 @@ class Branch(nnx.Module):
 
 class FPN(nnx.Module):
     def __init__(self, channels: Sequence[int], width: int, *, rngs: nnx.Rngs):
-        self.lateral = nnx.List([nnx.Conv(c, width, (1, 1), rngs=rngs) for c in channels])
-        self.smooth = nnx.Conv(width, width, (3, 3), rngs=rngs)
+        self.lateral = nnx.List([Conv(c, width, (1, 1), rngs=rngs) for c in channels])
+        self.smooth = Conv(width, width, (3, 3), rngs=rngs)
 
     def __call__(self, maps: Sequence[jax.Array]) -> jax.Array:
         """maps shallow to deep -> one map at the resolution of the finest."""

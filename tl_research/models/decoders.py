@@ -27,6 +27,7 @@ import ml_collections
 from flax import nnx
 
 from tl_research.errors import ConfigError
+from tl_research.models.conv import Conv
 from tl_research.models.feature_maps import as_map, resize
 
 DECODERS = ("fcn", "unet")
@@ -80,8 +81,8 @@ def check(model_cfg, shapes: Shapes) -> tuple[int, ...]:
 class FCN(nnx.Module):
     def __init__(self, shapes: Shapes, num_classes: int, *, rngs: nnx.Rngs):
         self.source = deepest(shapes)
-        self.classifier = nnx.Conv(shapes[self.source][2], num_classes, (1, 1),
-                                   kernel_init=nnx.initializers.zeros, rngs=rngs)
+        self.classifier = Conv(shapes[self.source][2], num_classes, (1, 1),
+                               kernel_init=nnx.initializers.zeros, rngs=rngs)
 
     @property
     def units_read(self) -> tuple[int, ...]:
@@ -97,9 +98,9 @@ class UNet(nnx.Module):
                  rngs: nnx.Rngs):
         self.source = deepest(shapes)
         self.skips = tuple(sorted(skips, reverse=True))
-        self.reduce = nnx.Conv(shapes[self.source][2], width, (1, 1), rngs=rngs)
-        self.stages = nnx.List([nnx.Conv(width + shapes[k][2], width, (3, 3), rngs=rngs) for k in self.skips])
-        self.classifier = nnx.Conv(width, num_classes, (1, 1), kernel_init=nnx.initializers.zeros, rngs=rngs)
+        self.reduce = Conv(shapes[self.source][2], width, (1, 1), rngs=rngs)
+        self.stages = nnx.List([Conv(width + shapes[k][2], width, (3, 3), rngs=rngs) for k in self.skips])
+        self.classifier = Conv(width, num_classes, (1, 1), kernel_init=nnx.initializers.zeros, rngs=rngs)
 
     @property
     def units_read(self) -> tuple[int, ...]:

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tl_research.models.base import ModelMeta, UnitModel, make_head
+from tl_research.models.conv import Conv
 from tl_research.models.norm import batch_norm
 
 BLOCKS = (6, 12, 24, 16)  # dense layers per block (DenseNet-121)
@@ -35,7 +36,7 @@ def _pad(k: int):
 
 class Stem(nnx.Module):
     def __init__(self, in_channels: int, layout: str, *, rngs: nnx.Rngs):
-        self.conv = nnx.Conv(in_channels, STEM, (7, 7), strides=2, padding=_pad(7), use_bias=False, rngs=rngs)
+        self.conv = Conv(in_channels, STEM, (7, 7), strides=2, padding=_pad(7), use_bias=False, rngs=rngs)
         self.bn = batch_norm(STEM, **_BN[layout], rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -48,9 +49,9 @@ class DenseLayer(nnx.Module):
     def __init__(self, c_in: int, layout: str, *, rngs: nnx.Rngs):
         width = BOTTLENECK * GROWTH
         self.norm1 = batch_norm(c_in, **_BN[layout], rngs=rngs)
-        self.conv1 = nnx.Conv(c_in, width, (1, 1), padding=0, use_bias=False, rngs=rngs)
+        self.conv1 = Conv(c_in, width, (1, 1), padding=0, use_bias=False, rngs=rngs)
         self.norm2 = batch_norm(width, **_BN[layout], rngs=rngs)
-        self.conv2 = nnx.Conv(width, GROWTH, (3, 3), padding=_pad(3), use_bias=False, rngs=rngs)
+        self.conv2 = Conv(width, GROWTH, (3, 3), padding=_pad(3), use_bias=False, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = self.conv1(nnx.relu(self.norm1(x)))
@@ -61,7 +62,7 @@ class DenseLayer(nnx.Module):
 class Transition(nnx.Module):
     def __init__(self, c_in: int, layout: str, *, rngs: nnx.Rngs):
         self.norm = batch_norm(c_in, **_BN[layout], rngs=rngs)
-        self.conv = nnx.Conv(c_in, c_in // 2, (1, 1), padding=0, use_bias=False, rngs=rngs)
+        self.conv = Conv(c_in, c_in // 2, (1, 1), padding=0, use_bias=False, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv(nnx.relu(self.norm(x)))

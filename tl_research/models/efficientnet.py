@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tl_research.models.base import ModelMeta, UnitModel, make_head
+from tl_research.models.conv import Conv
 
 # (expand ratio, kernel, first stride, input channels, output channels, repeats): Table 1 of the paper.
 B0 = ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
@@ -39,8 +40,8 @@ class ConvBN(nnx.Module):
 
     def __init__(self, c_in: int, c_out: int, k: int, stride: int, layout: str, *, groups: int = 1,
                  act: bool = True, rngs: nnx.Rngs):
-        self.conv = nnx.Conv(c_in, c_out, (k, k), strides=stride, padding=_padding(layout, k),
-                             feature_group_count=groups, use_bias=False, rngs=rngs)
+        self.conv = Conv(c_in, c_out, (k, k), strides=stride, padding=_padding(layout, k),
+                         feature_group_count=groups, use_bias=False, rngs=rngs)
         self.bn = nnx.BatchNorm(c_out, **_BN[layout], rngs=rngs)
         self.act = act
 
@@ -53,8 +54,8 @@ class SqueezeExcite(nnx.Module):
     """Channel gates from the globally pooled map (Hu et al. 2018, arXiv 1709.01507)."""
 
     def __init__(self, channels: int, squeeze: int, *, rngs: nnx.Rngs):
-        self.reduce = nnx.Conv(channels, squeeze, (1, 1), rngs=rngs)
-        self.expand = nnx.Conv(squeeze, channels, (1, 1), rngs=rngs)
+        self.reduce = Conv(channels, squeeze, (1, 1), rngs=rngs)
+        self.expand = Conv(squeeze, channels, (1, 1), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         s = jnp.mean(x, axis=(1, 2), keepdims=True)

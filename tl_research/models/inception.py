@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tl_research.models.base import ModelMeta, UnitModel, make_head
+from tl_research.models.conv import Conv
 from tl_research.models.norm import batch_norm
 
 _MOMENTUM = {"torch": 0.9, "keras": 0.99}  # Flax's convention: the weight of the old running value
@@ -40,7 +41,7 @@ class BasicConv(nnx.Module):
                  rngs: nnx.Rngs):
         kh, kw = (k, k) if isinstance(k, int) else k
         pad = ((kh // 2, kh // 2), (kw // 2, kw // 2)) if same else ((0, 0), (0, 0))
-        self.conv = nnx.Conv(c_in, c_out, (kh, kw), strides=stride, padding=pad, use_bias=False, rngs=rngs)
+        self.conv = Conv(c_in, c_out, (kh, kw), strides=stride, padding=pad, use_bias=False, rngs=rngs)
         self.bn = batch_norm(c_out, epsilon=1e-3, momentum=_MOMENTUM[layout], use_scale=layout == "torch",
                              rngs=rngs)
 

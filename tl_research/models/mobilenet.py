@@ -19,6 +19,7 @@ import jax
 from flax import nnx
 
 from tl_research.models.base import ModelMeta, UnitModel, make_head
+from tl_research.models.conv import Conv
 
 # (expansion t, output channels c, repeats n, first stride s): Table 2 of the paper.
 SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
@@ -46,8 +47,8 @@ class ConvBN(nnx.Module):
 
     def __init__(self, c_in: int, c_out: int, k: int, stride: int, layout: str, *, groups: int = 1,
                  rngs: nnx.Rngs):
-        self.conv = nnx.Conv(c_in, c_out, (k, k), strides=stride, padding=_padding(layout, k),
-                             feature_group_count=groups, use_bias=False, rngs=rngs)
+        self.conv = Conv(c_in, c_out, (k, k), strides=stride, padding=_padding(layout, k),
+                         feature_group_count=groups, use_bias=False, rngs=rngs)
         self.bn = nnx.BatchNorm(c_out, **_BN[layout], rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tl_research.models.base import POOLS, ModelMeta, UnitModel, make_head
+from tl_research.models.conv import Conv
 
 # Per stage, its blocks as (kernel, expanded channels, output channels, squeeze-excite, hard-swish, stride):
 # torchvision's _mobilenet_v3_conf at width 1.0, grouped into timm's stages.
@@ -79,8 +80,8 @@ class ConvBN(nnx.Module):
 
     def __init__(self, c_in: int, c_out: int, k: int, stride: int, layout: str, *, groups: int = 1,
                  act=None, rngs: nnx.Rngs):
-        self.conv = nnx.Conv(c_in, c_out, (k, k), strides=stride, padding=_padding(layout, k),
-                             feature_group_count=groups, use_bias=False, rngs=rngs)
+        self.conv = Conv(c_in, c_out, (k, k), strides=stride, padding=_padding(layout, k),
+                         feature_group_count=groups, use_bias=False, rngs=rngs)
         self.bn = nnx.BatchNorm(c_out, **_BN[layout], rngs=rngs)
         self.act = act
 
@@ -94,8 +95,8 @@ class SqueezeExcite(nnx.Module):
 
     def __init__(self, channels: int, *, rngs: nnx.Rngs):
         squeeze = make_divisible(channels / 4)
-        self.reduce = nnx.Conv(channels, squeeze, (1, 1), rngs=rngs)
-        self.expand = nnx.Conv(squeeze, channels, (1, 1), rngs=rngs)
+        self.reduce = Conv(channels, squeeze, (1, 1), rngs=rngs)
+        self.expand = Conv(squeeze, channels, (1, 1), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         s = jnp.mean(x, axis=(1, 2), keepdims=True)

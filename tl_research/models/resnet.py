@@ -17,6 +17,7 @@ import jax
 from flax import nnx
 
 from tl_research.models.base import ModelMeta, UnitModel, make_head
+from tl_research.models.conv import Conv
 
 # (block kind, blocks per stage)
 DEPTHS = {
@@ -36,8 +37,8 @@ def _pad(k: int):
 
 class Stem(nnx.Module):
     def __init__(self, in_channels: int, layout: str, *, rngs: nnx.Rngs):
-        self.conv = nnx.Conv(in_channels, 64, (7, 7), strides=2, padding=_pad(7), use_bias=layout == "keras",
-                             rngs=rngs)
+        self.conv = Conv(in_channels, 64, (7, 7), strides=2, padding=_pad(7), use_bias=layout == "keras",
+                         rngs=rngs)
         self.bn = nnx.BatchNorm(64, **_BN[layout], rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -51,13 +52,13 @@ class BasicBlock(nnx.Module):
 
     def __init__(self, in_channels: int, width: int, stride: int, layout: str, *, rngs: nnx.Rngs):
         out = width
-        self.conv1 = nnx.Conv(in_channels, width, (3, 3), strides=stride, padding=_pad(3), use_bias=False,
-                              rngs=rngs)
+        self.conv1 = Conv(in_channels, width, (3, 3), strides=stride, padding=_pad(3), use_bias=False,
+                          rngs=rngs)
         self.bn1 = nnx.BatchNorm(width, **_BN[layout], rngs=rngs)
-        self.conv2 = nnx.Conv(width, out, (3, 3), padding=_pad(3), use_bias=False, rngs=rngs)
+        self.conv2 = Conv(width, out, (3, 3), padding=_pad(3), use_bias=False, rngs=rngs)
         self.bn2 = nnx.BatchNorm(out, **_BN[layout], rngs=rngs)
         if stride != 1 or in_channels != out:
-            self.proj = nnx.Conv(in_channels, out, (1, 1), strides=stride, padding=0, use_bias=False, rngs=rngs)
+            self.proj = Conv(in_channels, out, (1, 1), strides=stride, padding=0, use_bias=False, rngs=rngs)
             self.proj_bn = nnx.BatchNorm(out, **_BN[layout], rngs=rngs)
         else:
             self.proj = self.proj_bn = None
@@ -76,14 +77,14 @@ class Bottleneck(nnx.Module):
         out = width * 4
         bias = layout == "keras"
         s1, s2 = (stride, 1) if layout == "keras" else (1, stride)
-        self.conv1 = nnx.Conv(in_channels, width, (1, 1), strides=s1, padding=0, use_bias=bias, rngs=rngs)
+        self.conv1 = Conv(in_channels, width, (1, 1), strides=s1, padding=0, use_bias=bias, rngs=rngs)
         self.bn1 = nnx.BatchNorm(width, **_BN[layout], rngs=rngs)
-        self.conv2 = nnx.Conv(width, width, (3, 3), strides=s2, padding=_pad(3), use_bias=bias, rngs=rngs)
+        self.conv2 = Conv(width, width, (3, 3), strides=s2, padding=_pad(3), use_bias=bias, rngs=rngs)
         self.bn2 = nnx.BatchNorm(width, **_BN[layout], rngs=rngs)
-        self.conv3 = nnx.Conv(width, out, (1, 1), padding=0, use_bias=bias, rngs=rngs)
+        self.conv3 = Conv(width, out, (1, 1), padding=0, use_bias=bias, rngs=rngs)
         self.bn3 = nnx.BatchNorm(out, **_BN[layout], rngs=rngs)
         if stride != 1 or in_channels != out:
-            self.proj = nnx.Conv(in_channels, out, (1, 1), strides=stride, padding=0, use_bias=bias, rngs=rngs)
+            self.proj = Conv(in_channels, out, (1, 1), strides=stride, padding=0, use_bias=bias, rngs=rngs)
             self.proj_bn = nnx.BatchNorm(out, **_BN[layout], rngs=rngs)
         else:
             self.proj = self.proj_bn = None

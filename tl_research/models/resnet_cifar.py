@@ -12,13 +12,14 @@ from flax import nnx
 
 from tl_research.errors import ConfigError
 from tl_research.models.base import UnitModel, make_head
+from tl_research.models.conv import Conv
 
 _BN = dict(momentum=0.9, epsilon=1e-5)
 
 
 class Stem(nnx.Module):
     def __init__(self, in_channels: int, width: int, stride: int = 1, *, rngs: nnx.Rngs):
-        self.conv = nnx.Conv(in_channels, width, (3, 3), strides=stride, use_bias=False, rngs=rngs)
+        self.conv = Conv(in_channels, width, (3, 3), strides=stride, use_bias=False, rngs=rngs)
         self.bn = nnx.BatchNorm(width, **_BN, rngs=rngs)
 
     def __call__(self, x):
@@ -27,12 +28,12 @@ class Stem(nnx.Module):
 
 class BasicBlock(nnx.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int, *, rngs: nnx.Rngs):
-        self.conv1 = nnx.Conv(in_channels, out_channels, (3, 3), strides=stride, use_bias=False, rngs=rngs)
+        self.conv1 = Conv(in_channels, out_channels, (3, 3), strides=stride, use_bias=False, rngs=rngs)
         self.bn1 = nnx.BatchNorm(out_channels, **_BN, rngs=rngs)
-        self.conv2 = nnx.Conv(out_channels, out_channels, (3, 3), use_bias=False, rngs=rngs)
+        self.conv2 = Conv(out_channels, out_channels, (3, 3), use_bias=False, rngs=rngs)
         self.bn2 = nnx.BatchNorm(out_channels, **_BN, rngs=rngs)
         if stride != 1 or in_channels != out_channels:
-            self.proj = nnx.Conv(in_channels, out_channels, (1, 1), strides=stride, use_bias=False, rngs=rngs)
+            self.proj = Conv(in_channels, out_channels, (1, 1), strides=stride, use_bias=False, rngs=rngs)
             self.proj_bn = nnx.BatchNorm(out_channels, **_BN, rngs=rngs)
         else:
             self.proj = None

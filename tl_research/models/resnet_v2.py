@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tl_research.models.base import ModelMeta, UnitModel, make_head
+from tl_research.models.conv import Conv
 
 STAGES = (3, 4, 6, 3)
 WIDTHS = (64, 128, 256, 512)
@@ -62,7 +63,7 @@ def _conv(layout: str, c_in: int, c_out: int, k: int, stride: int = 1, *, bias: 
           rngs: nnx.Rngs):
     if layout == "bit":
         return StdConv(c_in, c_out, k, stride, rngs=rngs)
-    return nnx.Conv(c_in, c_out, (k, k), strides=stride, padding=_pad(k), use_bias=bias, rngs=rngs)
+    return Conv(c_in, c_out, (k, k), strides=stride, padding=_pad(k), use_bias=bias, rngs=rngs)
 
 
 def _norm(layout: str, c: int, *, rngs: nnx.Rngs):

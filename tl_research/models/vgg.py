@@ -20,6 +20,7 @@ import jax
 from flax import nnx
 
 from tl_research.models.base import POOLS, ModelMeta, UnitModel, adaptive_avg_pool, make_head
+from tl_research.models.conv import Conv
 
 CONFIG_D = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 POOL_GRID = 7
@@ -29,7 +30,7 @@ NO_TOP_HINT = ("a checkpoint without fc6/fc7 ('no top') loads into model.fc_unit
 
 class ConvBlock(nnx.Module):
     def __init__(self, in_channels: int, widths: tuple[int, ...], *, rngs: nnx.Rngs):
-        self.convs = nnx.List([nnx.Conv(c_in, c_out, (3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
+        self.convs = nnx.List([Conv(c_in, c_out, (3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
                                for c_in, c_out in zip((in_channels,) + widths[:-1], widths)])
 
     def __call__(self, x: jax.Array) -> jax.Array:

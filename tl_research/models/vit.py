@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tl_research.models.base import ModelMeta, UnitModel, make_head
+from tl_research.models.conv import Conv
 
 VARIANTS = {  # width, depth, MLP width, heads (Table 1 of arXiv 2106.10270)
     "ti": (192, 12, 768, 3),
@@ -34,7 +35,7 @@ LN_EPS = 1e-6
 
 class Embedding(nnx.Module):
     def __init__(self, in_channels: int, width: int, grid: int, *, rngs: nnx.Rngs):
-        self.patch = nnx.Conv(in_channels, width, (PATCH, PATCH), strides=PATCH, padding="VALID", rngs=rngs)
+        self.patch = Conv(in_channels, width, (PATCH, PATCH), strides=PATCH, padding="VALID", rngs=rngs)
         self.cls = nnx.Param(jnp.zeros((1, 1, width), jnp.float32))
         self.pos_embed = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, 1 + grid * grid, width)))
 
