@@ -673,7 +673,11 @@ class Training:
         put = functools.partial(to_device, sharding=self.data_sharding)
         # any eval batch size on any device count: rounded up to split evenly, the extra rows masked
         eval_bs = sharding.padded(config.data.eval_batch_size, self.data_sharding.num_devices)
-        common = dict(put=put, batch_size=eval_bs, threads=config.data.threads)
+        # val and test in batches no larger than the larger split: a small split is not padded to a batch
+        # many times its size at every evaluation
+        split_bs = sharding.padded(min(config.data.eval_batch_size, max(len(s.data.val), len(s.data.test), 1)),
+                                   self.data_sharding.num_devices)
+        common = dict(put=put, batch_size=split_bs, threads=config.data.threads)
         # the frozen prefix's activations, cached where that is exact (tl_research.feature_cache); computing
         # them counts as data preparation in timing.json
         with self.timer.phase("data"):
