@@ -10,6 +10,27 @@ from tl_research.checkpoints.weights import load_weights
 from tl_research.tracking import read_metrics
 
 
+def test_checkpoints_at_every_eval_are_spaced_by_checkpoint_seconds_after_the_first(tiny_config, tmp_path):
+    """train.checkpoint_every=0: the first eval's checkpoint, then evals train.checkpoint_seconds apart (0:
+    every eval). Stopped at step 10 with evals at 4 and 8, the state on disk is step 4's with an hour between
+    checkpoints and step 8's with none; both resume to the same run, with the same config identity."""
+    from tl_research import config as C
+    import orbax.checkpoint as ocp
+    runs = {}
+    for seconds in (3600.0, 0.0):
+        cfg = tiny_config(**{"train.checkpoint_seconds": seconds})
+        run_dir = tmp_path / f"every-{seconds:g}"
+        assert trainer.run(cfg, run_dir, progress=False, stop_at_step=10).status == "interrupted"
+        assert ocp.CheckpointManager(run_dir / "checkpoints").latest_step() == (4 if seconds else 8)
+        runs[seconds] = trainer.run(cfg, run_dir, progress=False)
+        assert C.config_hash(cfg) == C.config_hash(tiny_config())
+    assert runs[3600.0].status == runs[0.0].status == "done"
+    for key in ("val_accuracy", "test_accuracy", "best_step"):
+        assert runs[3600.0].metrics[key] == runs[0.0].metrics[key], key
+    with pytest.raises(Exception, match="train.checkpoint_seconds"):
+        C.validate(tiny_config(**{"train.checkpoint_seconds": -1.0}))
+
+
 def test_a_killed_run_resumes_and_ends_like_the_uninterrupted_run(tiny_config, tmp_path):
     # killed at step 6: a checkpoint (every 3 steps) between two log rows (every 4 steps)
     cfg = tiny_config(**{"model.dropout": 0.2, "train.checkpoint_every": 3, "train.log_every": 4})

@@ -110,6 +110,9 @@ def _train_config() -> ml_collections.ConfigDict:
         eval_every=0,  # steps between validation evals; 0 = once per epoch
         # steps between checkpoints; 0 = at every eval; none at the last step (the run's result follows)
         checkpoint_every=0,
+        # with checkpoint_every=0: after a run's first checkpoint, one at most every this many seconds (0: at
+        # every eval). It bounds what a resume redoes, never what it computes: any value trains the same run
+        checkpoint_seconds=60.0,
         label_smoothing=0.0,
         class_weights="none",  # loss weight per class: none | inverse (frequency) | effective (Cui et al. 2019)
         # segmentation: the loss weight of a background (class 0) pixel, every other pixel's being 1; below 1
@@ -293,6 +296,11 @@ INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight":
                               "train.feature_cache": True}  # cached activations: the same results
 
 
+# Keys that never change what a run computes (how often it checkpoints): left out of a config's identity at
+# every value, so setting one neither retrains a source model nor refuses a workdir.
+NEUTRAL: frozenset[str] = frozenset({"train.checkpoint_seconds"})
+
+
 def _plain(value):
     return json.loads(json.dumps(value, default=str))
 
@@ -300,7 +308,7 @@ def _plain(value):
 def _introduced(path: str, value) -> bool:
     while path.startswith("source."):  # a run's config holds its source model's config under source.
         path = path[len("source."):]
-    return path in INTRODUCED and _plain(value) == _plain(INTRODUCED[path])
+    return path in NEUTRAL or (path in INTRODUCED and _plain(value) == _plain(INTRODUCED[path]))
 
 
 def identity(tree: dict, prefix: str = "") -> dict:
@@ -438,6 +446,9 @@ def _check_cadences_and_batches(config, err) -> None:
     for key in ("eval_every", "checkpoint_every"):
         if config.train[key] < 0:
             raise err(f"train.{key}", config.train[key], "0 (the default cadence) or a positive number of steps")
+    if not config.train.checkpoint_seconds >= 0:
+        raise err("train.checkpoint_seconds", config.train.checkpoint_seconds,
+                  "0 (a checkpoint at every eval) or a positive number of seconds between checkpoints")
 
 
 @functools.lru_cache(maxsize=64)

@@ -666,7 +666,8 @@ class Training:
         self.metric = s.task.metric  # accuracy | miou | map: the val_/test_ metric selection and tables use
         self.metric_name = tasks_lib.selection_metric(config)  # val_<metric> or val_loss
         self.eval_every = config.train.eval_every or s.steps_per_epoch
-        self.ckpt_every = config.train.checkpoint_every  # 0: at every eval
+        self.ckpt_every = config.train.checkpoint_every  # 0: at evals, train.checkpoint_seconds apart
+        self.last_save = None  # time.monotonic() of this process's last state checkpoint
         self.patience = config.train.early_stopping_patience
         self.track_best = config.train.restore_best or self.patience > 0
         self.eval_test = bool(config.train.eval_test)
@@ -846,11 +847,15 @@ class Training:
         return pending
 
     def _checkpoint_due(self, step: int, evaluated: bool, last: bool) -> bool:
-        """At train.checkpoint_every's cadence (0: at every eval), never at the run's last step or an early
-        stop: the run's result follows at once, and a crash before it resumes from the checkpoint before."""
+        """At train.checkpoint_every's cadence (0: at evals, the first one and then at most one per
+        train.checkpoint_seconds), never at the run's last step or an early stop: the run's result follows at
+        once, and a crash before it resumes from the checkpoint before."""
         if last or self.host.stopped_early:
             return False
-        return step % self.ckpt_every == 0 if self.ckpt_every else evaluated
+        if self.ckpt_every:
+            return step % self.ckpt_every == 0
+        wait = self.config.train.checkpoint_seconds  # after the first: at most one per `wait` seconds
+        return evaluated and (self.last_save is None or time.monotonic() - self.last_save >= wait)
 
     def _checkpoint(self, step: int, pending: list) -> None:
         """The best weights (if they changed since last written), then the state and host record of `step`,
@@ -858,6 +863,7 @@ class Training:
         self._write_best()  # before the checkpoint whose host state points to them
         self.host.pending = [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
         self.host.metrics_lines = self.tracker.sync()  # the rows this checkpoint's resume keeps
+        self.last_save = time.monotonic()
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(self.state),
                                                         host=ocp.args.JsonSave(self.host.to_json())), force=True)
 
