@@ -4,9 +4,10 @@ script doing the same work with the same weights, interleaved, as ratios (cold a
 The work (configs/frozen_depth_folder.py at 64 px): frozen depth from the middle of ResNet-18's 9 depth units
 (the stem and 8 basic blocks) to all (5, 6, 7, 8, all), 2 seeds, 10 epochs each; SGD momentum 0.9, decoupled
 weight decay 1e-4, lr 0.01 with one epoch of linear warmup then cosine decay, batch 32, validation every epoch,
-test accuracy at the best validation epoch. The data: a photo folder of 120 crops of four scikit-image
-photographs (one class each), prepared by the project's folder builder (70/15/15 splits), resized as the
-checkpoint's metadata says (shorter side to 64 / 0.875, centre crop) and normalised with ImageNet's statistics.
+test accuracy at the best validation epoch. The data: a photo folder of crops of four scikit-image
+photographs (one class each, 30 per class or --crops), prepared by the project's folder builder (70/15/15
+splits), resized as the checkpoint's metadata says (shorter side to 64 / 0.875, centre crop) and normalised
+with ImageNet's statistics.
 
 The weights: torchvision's own ResNet-18 code (tests/real_torchvision.py imports it on this CPU wheel) with
 random weights and BatchNorm statistics, saved as the published .pth state dict, converted with
@@ -14,7 +15,7 @@ random weights and BatchNorm statistics, saved as the published .pth state dict,
 the torch side (2 threads, OMP_WAIT_POLICY=PASSIVE; frozen blocks by requires_grad=False, eval-mode BatchNorm
 and torch.no_grad). Rounds as in benchmarks/quickstart_vs_torch.py (whose `compare` this reuses).
 
-    python benchmarks/probe_vs_torch.py [--rounds 3] [--epochs 10] [--keep DIR]
+    python benchmarks/probe_vs_torch.py [--rounds 3] [--epochs 10] [--crops 30] [--keep DIR]
 
 Timings are of this machine as it is (2 shared CPU cores here): run it under the shared CPU lock.
 """
@@ -51,8 +52,9 @@ def get_sweep(arg=None):
 '''
 
 
-def make_inputs(tmp: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
-    """The photo folder, the random-weight ResNet-18 .pth (torchvision's layout) and its conversion."""
+def make_inputs(tmp: pathlib.Path, crops: int = CROPS) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
+    """The photo folder (`crops` per class), the random-weight ResNet-18 .pth (torchvision's layout) and its
+    conversion."""
     import numpy as np
     import skimage.data
     import torch
@@ -64,7 +66,7 @@ def make_inputs(tmp: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, pathlib.
     for name in CLASSES:
         img = getattr(skimage.data, name)()[..., :3]
         (photos / name).mkdir(parents=True, exist_ok=True)
-        for i in range(CROPS):
+        for i in range(crops):
             side = int(rng.integers(min(img.shape[:2]) // 3, min(img.shape[:2]) * 2 // 3))
             y, x = (int(rng.integers(0, img.shape[d] - side)) for d in (0, 1))
             Image.fromarray(img[y:y + side, x:x + side]).save(photos / name / f"crop_{i:03d}.png")
@@ -147,6 +149,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--epochs", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    ap.add_argument("--crops", type=int, default=CROPS, help="photos per class (70%% of them train)")
     ap.add_argument("--keep", help="a directory to keep the inputs, workdirs and caches in")
     ap.add_argument("--torch_worker", nargs=3, metavar=("NPZ", "PTH", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--export", nargs=3, metavar=("CONFIG", "ARG", "OUT"), help=argparse.SUPPRESS)
@@ -161,7 +164,7 @@ def main() -> None:
     from quickstart_vs_torch import compare
     tmp = pathlib.Path(args.keep or tempfile.mkdtemp(prefix="probe_vs_torch-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    photos, pth, weights = make_inputs(tmp)
+    photos, pth, weights = make_inputs(tmp, args.crops)
     config = tmp / "probe_config.py"
     config.write_text(CONFIG.format(image=IMAGE, epochs=args.epochs, seeds=list(SEEDS),
                                     depths=[*DEPTHS[:-1], "all"]))
