@@ -2,7 +2,7 @@
 the CPU backend where XLA's CPU convolution is far off its FLOPs, and XLA's own convolution everywhere else.
 
 Measured on XLA's CPU backend (benchmarks/backward_conv.py prints the figures of the machine it runs on):
-- Depthwise convolutions (MobileNet, EfficientNet) run 5-50x slower, forward and backward, than the same sum
+- Depthwise convolutions (MobileNet, EfficientNet) run 3-65x slower, forward and backward, than the same sum
   written as one shifted multiply-add per kernel tap. On CPU they always take that form.
 - Dense convolutions with a tiny output (at most 3x3 positions: ResNet's last stage at 64 px, any network's
   top at small inputs) run up to 50x slower than an explicit patch matrix times the kernel (im2col), e.g.
