@@ -94,7 +94,8 @@ def _step(arch: str, image: int, batch: int, depth: int, cached: bool):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (batch, image, image, 3), np.uint8)
     norm = dict(value_range=(0.0, 1.0), mean=np.full(3, 0.5, np.float32), std=np.full(3, 0.5, np.float32))
-    tx, train = trainer.build_train(graphdef, pp, sp, frozen_depth=depth, label_map=freezing.labels(list(params), depth),
+    labels = freezing.labels(list(params), depth)
+    tx, train = trainer.build_train(graphdef, pp, sp, frozen_depth=depth, label_map=labels,
                                     opt_cfg=cfg.optimizer, num_classes=10, label_smoothing=0.0, augment_ops=(),
                                     mesh_=mesh, start_unit=depth if cached else 0, **norm)
     x = images

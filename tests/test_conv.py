@@ -64,3 +64,21 @@ def test_conv_is_nnx_conv_with_the_same_parameters_and_output():
     assert jax.tree.structure(nnx.state(ours)) == jax.tree.structure(nnx.state(theirs))
     x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 7, 7, 16)), jnp.float32)
     np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("c_in,c_out,groups", [(64, 64, 1), (64, 64, 64)])
+def test_bfloat16_forms_sum_in_float32_as_xla_does(c_in, c_out, groups):
+    """bfloat16 compute: the patch and tap forms return bfloat16 sums accumulated in float32, as close to the
+    float32 result as XLA's own bfloat16 convolution is."""
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(4, 2, 2, c_in)), jnp.bfloat16)
+    w = jnp.asarray(rng.normal(size=(3, 3, c_in // groups, c_out)) * 0.1, jnp.bfloat16)
+    assert conv.form(x, w, (1, 1), "SAME", None, None, ("NHWC", "HWIO", "NHWC"), groups) is not None
+    ours, xla = _conv(conv.conv_general_dilated, "SAME", 1, groups), _conv(lax.conv_general_dilated, "SAME", 1,
+                                                                         groups)
+    exact = xla(x.astype(jnp.float32), w.astype(jnp.float32))
+    got, theirs = jax.jit(ours)(x, w), xla(x, w)
+    assert got.dtype == jnp.bfloat16
+    ours_err = float(jnp.max(jnp.abs(got.astype(jnp.float32) - exact)))
+    xla_err = float(jnp.max(jnp.abs(theirs.astype(jnp.float32) - exact)))
+    assert ours_err <= 1.5 * xla_err + 1e-6, (ours_err, xla_err)

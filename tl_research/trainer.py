@@ -718,8 +718,8 @@ class Training:
 
     def _restore_best(self) -> None:
         """The best weights the checkpoint's host state points to (best/, written just before the first
-        checkpoint after its step, and at the run's end). Unreadable (a crash while a later best overwrote it, or a disk that lost it): the run
-        restarts from scratch, which reproduces them."""
+        checkpoint after its step, and at the run's end). Unreadable (a crash while a later best overwrote it,
+        or a disk that lost it): the run restarts from scratch, which reproduces them."""
         try:
             self.best = self.prog.place_weights(weights_lib.load_weights(self.best_dir)[0])
         except Exception as e:  # noqa: BLE001 - any unreadable best/: redo the run rather than report other weights

@@ -87,11 +87,17 @@ def _taps(xp, rhs, strides: tuple, out_dtype):
     kh, kw = rhs.shape[:2]
     oh, ow = (_out(xp.shape[1 + a], (0, 0), rhs.shape[a], strides[a]) for a in (0, 1))
     dtype = out_dtype or jnp.result_type(xp, rhs)
-    y = jnp.zeros((xp.shape[0], oh, ow, rhs.shape[3]), dtype)
+    acc = _accumulator(dtype)
+    y = jnp.zeros((xp.shape[0], oh, ow, rhs.shape[3]), acc)
     for i in range(kh):
         for j in range(kw):
-            y = y + (_tap(xp, i, j, oh, ow, strides) * rhs[i, j, 0]).astype(dtype)
-    return y
+            y = y + _tap(xp, i, j, oh, ow, strides).astype(acc) * rhs[i, j, 0].astype(acc)
+    return y.astype(dtype)
+
+
+def _accumulator(dtype):
+    """float32 sums for 16-bit floats (bfloat16 compute), as XLA's convolution accumulates them."""
+    return jnp.float32 if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32 else dtype
 
 
 def _patches(xp, rhs, strides: tuple, precision, out_dtype):
@@ -100,8 +106,10 @@ def _patches(xp, rhs, strides: tuple, precision, out_dtype):
     kh, kw, c_in, c_out = rhs.shape
     oh, ow = (_out(xp.shape[1 + a], (0, 0), rhs.shape[a], strides[a]) for a in (0, 1))
     patches = jnp.concatenate([_tap(xp, i, j, oh, ow, strides) for i in range(kh) for j in range(kw)], axis=-1)
-    return lax.dot_general(patches, rhs.reshape(kh * kw * c_in, c_out), (((3,), (0,)), ((), ())),
-                           precision=precision, preferred_element_type=out_dtype)
+    dtype = out_dtype or jnp.result_type(xp, rhs)
+    y = lax.dot_general(patches, rhs.reshape(kh * kw * c_in, c_out), (((3,), (0,)), ((), ())),
+                        precision=precision, preferred_element_type=_accumulator(dtype))
+    return y.astype(dtype)
 
 
 class Conv(nnx.Conv):
