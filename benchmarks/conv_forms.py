@@ -44,7 +44,8 @@ LAYERS = [  # (name, size, c_in, c_out, kernel, stride, groups)
 ]
 
 
-def _median_time(fn, args, inner: int) -> float:
+def _block_time(fn, args, inner: int) -> float:
+    """Seconds per call over `inner` calls in a row."""
     t = time.perf_counter()
     for _ in range(inner):
         out = fn(*args)
@@ -74,7 +75,7 @@ def layers(batch: int, rounds: int, inner: int) -> None:
         for _ in range(rounds):
             for (impl, i), ts in times.items():
                 args = (w, x) if i == 1 else (x, w)
-                ts.append(_median_time(fns[impl][i], args, inner))
+                ts.append(_block_time(fns[impl][i], args, inner))
         med = {key: statistics.median(ts) for key, ts in times.items()}
         cells = " ".join(f"{med['xla', i] * 1e3:8.2f} {med['form', i] / med['xla', i]:6.3f}" for i in range(3))
         print(f"{name:42} {form[0] if form else 'xla':>8} {cells} {err:11.1e}", flush=True)

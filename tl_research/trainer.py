@@ -854,8 +854,11 @@ class Training:
             return False
         if self.ckpt_every:
             return step % self.ckpt_every == 0
+        if not evaluated:
+            return False
         wait = self.config.train.checkpoint_seconds  # after the first: at most one per `wait` seconds
-        return evaluated and (self.last_save is None or time.monotonic() - self.last_save >= wait)
+        # multi-host: process 0's clock decides for all (a checkpoint is a collective)
+        return distributed.agree(self.last_save is None or time.monotonic() - self.last_save >= wait)
 
     def _checkpoint(self, step: int, pending: list) -> None:
         """The best weights (if they changed since last written), then the state and host record of `step`,
