@@ -249,19 +249,22 @@ def test_two_processes_give_the_one_process_run_and_write_one_set_of_outputs(ref
 
 def test_bfloat16_trains_the_quickstart_model_to_float32_accuracy(data_dir, tmp_path):
     """The quickstart's network and optimizer, from scratch on the 8x8 digits (10 classes, 60 steps, a test
-    split of 360): bfloat16 compute ends within 2 points of float32."""
+    split of 360): bfloat16 compute ends, over 3 seeds, within 2.5 points of float32's mean test accuracy.
+    One seed's gap is noise of about that size either way (-2.5 to +2.2 points measured, with XLA's
+    convolution and with the CPU forms alike), so one seed cannot tell a broken bfloat16 from a lucky one."""
     base = config_lib.load_module(str(ROOT / "configs" / "quickstart.py")).get_config()
     over = {"init": "scratch", "data.data_dir": data_dir, "data.name": "sklearn_digits", "data.classes": (),
             "data.batch_size": 32, "train.steps": 60, "train.eval_every": 60, "wandb.mode": "disabled",
-            "train.log_every": 20}
-    acc = {}
-    for precision in ("float32", "bfloat16"):
-        cfg = config_lib.apply_overrides(base, {**over, "precision": precision})
-        result = trainer.run(cfg, tmp_path / precision, progress=False)
-        assert result.status == "done", result.reason
-        acc[precision] = result.metrics["test_accuracy"]
-    assert acc["float32"] > 0.9, acc  # it learned enough for the comparison to mean something
-    assert abs(acc["bfloat16"] - acc["float32"]) <= 0.02, acc
+            "train.log_every": 60}
+    acc = {"float32": [], "bfloat16": []}
+    for seed in (0, 1, 2):
+        for precision in acc:
+            cfg = config_lib.apply_overrides(base, {**over, "precision": precision, "seed": seed})
+            result = trainer.run(cfg, tmp_path / f"{precision}-{seed}", progress=False)
+            assert result.status == "done", result.reason
+            acc[precision].append(result.metrics["test_accuracy"])
+    assert min(acc["float32"]) > 0.9, acc  # it learned enough for the comparison to mean something
+    assert abs(np.mean(acc["bfloat16"]) - np.mean(acc["float32"])) <= 0.025, acc
 
 
 def test_two_micro_batches_give_the_update_of_the_whole_batch(tiny_config):
