@@ -8,7 +8,7 @@ is a convolution whose "batch" is the input channels and whose "features" are th
 large as the image (28x28 -> a 3x3 output), after transposing both the input (N,H,W,C -> C,H,W,N) and the
 output gradient into that layout; on this jaxlib it runs as a YNNPACK fusion.
 
-The variants keep XLA's input gradient and replace the weight gradient:
+The variants keep XLA's input gradient and replace the weight gradient, except subpixel:
   slices   dW[i, j] = sum over (n, h, w) of x_pad[n, h*s + i, w*s + j, :]^T dy[n, h, w, :]: one matmul per
            kernel offset on a strided slice of the padded input
   im2col   the kh*kw slices concatenated along channels, then one (N*H*W, kh*kw*Cin)^T (N*H*W, Cout) matmul
@@ -143,9 +143,7 @@ def custom_conv(kind, only_1x1: bool = False):
 
         def f_bwd(res, dy):
             x, w = res
-            if kind == "matmul" and w.shape[:2] == (1, 1) and not any(map(any, pads)):
-                return pointwise_grads(x, w, dy, strides)
-            if kind == "subpixel+matmul" and w.shape[:2] == (1, 1) and not any(map(any, pads)):
+            if kind in ("matmul", "subpixel+matmul") and w.shape[:2] == (1, 1) and not any(map(any, pads)):
                 return pointwise_grads(x, w, dy, strides)
             if kind.startswith("subpixel"):
                 dw = jax.vjp(lambda w_: fwd_conv(x, w_), w)[1](dy)[0]  # XLA's own weight gradient
