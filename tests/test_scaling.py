@@ -257,10 +257,11 @@ def test_bfloat16_trains_the_quickstart_model_to_float32_accuracy(data_dir, tmp_
             "data.batch_size": 32, "train.steps": 60, "train.eval_every": 60, "wandb.mode": "disabled",
             "train.log_every": 60}
     acc = {"float32": [], "bfloat16": []}
+    cache = trainer.StepCache()  # the seeds share each precision's compiled steps, as a sweep's runs do
     for seed in (0, 1, 2):
         for precision in acc:
             cfg = config_lib.apply_overrides(base, {**over, "precision": precision, "seed": seed})
-            result = trainer.run(cfg, tmp_path / f"{precision}-{seed}", progress=False)
+            result = trainer.run(cfg, tmp_path / f"{precision}-{seed}", progress=False, cache=cache)
             assert result.status == "done", result.reason
             acc[precision].append(result.metrics["test_accuracy"])
     assert min(acc["float32"]) > 0.9, acc  # it learned enough for the comparison to mean something
