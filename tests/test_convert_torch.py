@@ -237,3 +237,53 @@ def test_grayscale_model_gets_the_first_conv_summed_over_rgb(resnet18_file):
     stem = gray.units[0]
     set_unit_mode(stem, train=False)
     assert rel_err(stem(x), nhwc(ref_units[0])) < 1e-5
+
+
+def test_zip_pth_reads_without_torch_as_torch_load_reads_it(tmp_path, monkeypatch):
+    """The zip format of torch.save read by checkpoints.torch_zip: every dtype, views into a larger storage
+    (offset and strides), shared storages, scalars and empty tensors equal torch.load's, with torch absent."""
+    from tl_research.checkpoints import torch_zip
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(6, 8, generator=g)
+    saved = {"f32": torch.randn(3, 4, generator=g), "f64": torch.randn(5, generator=g, dtype=torch.float64),
+             "f16": torch.randn(2, 3, generator=g).half(), "bf16": torch.randn(4, 2, generator=g).bfloat16(),
+             "i64": torch.tensor(7), "i32": torch.arange(6, dtype=torch.int32), "u8": torch.arange(5).byte(),
+             "i8": torch.arange(-3, 3, dtype=torch.int8), "bool": torch.tensor([True, False, True]),
+             "view_t": base.t(), "view_slice": base[2:5, 1::3], "same_base": base, "empty": torch.zeros(0, 3),
+             "param": torch.nn.Parameter(torch.randn(2, 2, generator=g))}
+    torch.save({"state_dict": saved, "epoch": 3, "names": ["a", "b"]}, tmp_path / "m.pth")
+    want = torch.load(tmp_path / "m.pth", weights_only=True)["state_dict"]
+    monkeypatch.setitem(sys.modules, "torch", None)  # the reader must not need PyTorch
+    got = torch_zip.load(tmp_path / "m.pth")
+    assert got["epoch"] == 3 and got["names"] == ["a", "b"]
+    for k, v in want.items():
+        ref = v.detach().float().numpy() if v.dtype in (torch.bfloat16, torch.float16) else v.detach().numpy()
+        arr = got["state_dict"][k].astype(np.float32) if k in ("bf16", "f16") else got["state_dict"][k]
+        assert arr.shape == ref.shape and arr.dtype == ref.dtype, k
+        np.testing.assert_array_equal(arr, ref, err_msg=k)
+    read = torch_ckpt.read(tmp_path / "m.pth")  # unwrapped, float16 widened as for safetensors
+    assert read["f16"].dtype == np.float32 and read["bf16"].dtype == np.float32
+
+
+def test_resnet18_pth_converts_without_torch_as_its_safetensors_twin(resnet18_file, tmp_path, monkeypatch):
+    ref, path = resnet18_file
+    save_file(ref.state_dict(), tmp_path / "twin.safetensors")
+    twin, _ = convert("torch", tmp_path / "twin.safetensors", "resnet18")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    without, _ = convert("torch", path, "resnet18")
+    assert set(without["params"]) == set(twin["params"]) and len(twin["params"]) > 40
+    for coll in twin:
+        for k, v in twin[coll].items():
+            np.testing.assert_array_equal(without[coll][k], v, err_msg=k)
+
+
+def test_convert_command_reads_the_format_and_the_architecture_from_the_file(resnet18_file, tmp_path, capsys):
+    import shutil
+    from tl_research.convert import main
+    _, path = resnet18_file
+    odd = tmp_path / "weights.ckpt"  # an extension that names no format: the zip archive's contents do
+    shutil.copy(path, odd)
+    assert main([str(odd), "--out", str(tmp_path / "o")]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"inferred from {odd}: --format torch --arch resnet18"
+    assert main([str(path), "--arch", "resnet9000", "--out", str(tmp_path / "o3")]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown --arch 'resnet9000'; allowed: ")

@@ -2,8 +2,10 @@
 
 Files:
 - `.safetensors`: read with the safetensors package into numpy; torch is not needed.
-- `.pth` / `.pt` / `.bin`: read only through `torch.load(path, weights_only=True, map_location="cpu")`, which
-  unpickles tensors and plain containers and refuses any other object, so a checkpoint cannot run code.
+- `.pth` / `.pt` / `.bin` in torch.save's zip format (PyTorch 1.6 and later): read without PyTorch by
+  `torch_zip`, which unpickles tensors and plain containers and refuses any other object, as
+  `torch.load(weights_only=True)` does, so a checkpoint cannot run code. Files of the legacy format are read
+  through `torch.load(path, weights_only=True, map_location="cpu")` where PyTorch is installed.
   A training checkpoint that wraps the state dict (`{"state_dict": ...}`, `{"model": ...}`) is unwrapped,
   and DataParallel's `module.` prefix is removed.
 
@@ -42,14 +44,37 @@ ARCHS = tuple(f"resnet{d}" for d in resnet.DEPTHS) + ("vgg16", "mobilenet_v2", "
 # MobileNetV3, torchvision and timm names (their tables: mobilenet_v3_tables.py).
 ARCHS += mobilenet_v3_tables.ARCHS_TORCH
 ARCHS += ("inception_v3", "densenet121")
-_NO_TORCH = ("reading {path} needs PyTorch (`pip install torch`), which is not installed here. Either install "
-             "it, or convert the file to safetensors where PyTorch is installed:\n"
+_NO_TORCH = ("{path} is in torch.save's legacy (pre-1.6, not zip) format; reading it needs PyTorch "
+             "(`pip install torch`), which is not installed here. Either install it, or convert the file to "
+             "safetensors where PyTorch is installed:\n"
              "  python -c \"import torch, safetensors.torch as st; "
              "st.save_file(torch.load('{path}', weights_only=True, map_location='cpu'), '{stem}.safetensors')\"\n"
              "and convert the .safetensors file, which needs no PyTorch.")
 
 
 def _load_pickle(path: pathlib.Path) -> dict:
+    """A torch.save file: the zip format (every torch.save since PyTorch 1.6) is read without PyTorch
+    (`torch_zip`); the legacy format through torch.load where PyTorch is installed."""
+    from tl_research.checkpoints import torch_zip
+    if torch_zip.is_zip_checkpoint(path):
+        try:
+            obj = torch_zip.load(path)
+        except torch_zip.Refused as e:
+            raise ValueError(_REFUSED.format(path=path, why=e)) from e
+        out = _unwrap(obj, path)
+        for k, v in out.items():
+            if not isinstance(v, np.ndarray):
+                raise ValueError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor")
+        return dict(out)
+    return _load_legacy(path)
+
+
+_REFUSED = ("{path} holds objects other than tensors and plain containers ({why}); such files are not "
+            "unpickled, as they can run code. Save just the state dict (torch.save(model.state_dict(), ...)) or "
+            "a .safetensors file where the checkpoint was made.")
+
+
+def _load_legacy(path: pathlib.Path) -> dict:
     try:
         import torch
     except ImportError as e:
@@ -58,11 +83,7 @@ def _load_pickle(path: pathlib.Path) -> dict:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # torch raises pickle.UnpicklingError (or RuntimeError in older versions)
         if "weights_only" in str(e) or "Unsupported global" in str(e) or "Unpickl" in type(e).__name__:
-            raise ValueError(
-                f"{path} holds objects other than tensors and plain containers; it is only read with "
-                f"torch.load(weights_only=True), which refuses to unpickle arbitrary objects (they can run "
-                f"code). Save just the state dict (torch.save(model.state_dict(), ...)) or a .safetensors "
-                f"file where the checkpoint was made. torch said: {str(e).splitlines()[0]}") from e
+            raise ValueError(_REFUSED.format(path=path, why=f"torch said: {str(e).splitlines()[0]}")) from e
         raise
     obj = _unwrap(obj, path)
     out = {}
