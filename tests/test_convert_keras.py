@@ -10,6 +10,7 @@ first imported, so every test file that imports Keras sets the same one.
 """
 from __future__ import annotations
 
+import json
 import os
 
 os.environ["KERAS_BACKEND"] = "torch"
@@ -121,12 +122,24 @@ def test_mobilenet_v2_matches_keras(tmp_path, capsys, alpha):
     raw = _raw()
     path = save_legacy_h5(m, tmp_path / f"mobilenet_v2_{alpha}.h5")
     _check(m, path, "mobilenet_v2_keras", names + ["out_relu"], raw / 127.5 - 1.0, raw, width_multiplier=alpha)
-    if alpha == 0.35:  # the convert command, without the width: a short error that names it
+    if alpha == 0.35:  # the convert command: the family name and no width, both taken from the file
         from tl_research.convert import main
-        assert main([str(path), "--arch", "mobilenet_v2_keras", "--out", str(tmp_path / "o")]) == 2
+        capsys.readouterr()
+        assert main([str(path), "--arch", "mobilenet_v2", "--out", str(tmp_path / "o")]) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines()[0] == (f"inferred from {path}: --format keras --arch mobilenet_v2_keras "
+                                       f"--width-multiplier 0.35")
+        info = json.loads((tmp_path / "o" / "meta.json").read_text())["converted_from"]
+        assert info["arch"] == "mobilenet_v2_keras" and info["width_multiplier"] == 0.35
+        assert main([str(path), "--out", str(tmp_path / "o2")]) == 0  # no --arch: the one that fits
+        assert "--arch mobilenet_v2_keras --width-multiplier 0.35" in capsys.readouterr().out
+        # a width given that the file does not have: a short error that names the right one
+        assert main([str(path), "--arch", "mobilenet_v2_keras", "--width-multiplier", "1.0",
+                     "--out", str(tmp_path / "o3")]) == 2
         err = capsys.readouterr().err
         assert "shape mismatch (" in err and len(err.splitlines()) <= 6 and "Traceback" not in err
-        assert err.rstrip().endswith("this file converts with: --arch mobilenet_v2_keras --width-multiplier 0.35")
+        assert err.endswith("this file converts with: --arch mobilenet_v2_keras --width-multiplier 0.35\n")
+        assert not (tmp_path / "o3").exists()
 
 
 def test_efficientnet_b0_matches_keras_with_its_normalisation_in_the_metadata(tmp_path):

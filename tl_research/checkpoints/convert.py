@@ -89,11 +89,36 @@ def target_shapes(arch: str, model_cfg=None, *, num_classes: int = 1000, in_chan
 
 
 def infer_format(path) -> str:
+    """keras | torch | npz, from the file's extension, else from its first bytes (an HDF5 signature, a
+    torch.save or numpy .npz zip archive)."""
     suffix = pathlib.Path(path).suffix.lower()
-    if suffix not in _EXTENSIONS:
-        raise ValueError(f"cannot tell the format of {path} from its extension {suffix!r}; pass the format "
-                         f"explicitly, one of: {', '.join(FORMATS)}")
-    return _EXTENSIONS[suffix]
+    if suffix in _EXTENSIONS:
+        return _EXTENSIONS[suffix]
+    sniffed = sniff_format(path)
+    if sniffed is None:
+        raise ValueError(f"cannot tell the format of {path} from its extension {suffix!r} or its contents; pass "
+                         f"the format explicitly, one of: {', '.join(FORMATS)}")
+    return sniffed
+
+
+def sniff_format(path) -> str | None:
+    """The format a file's contents show, or None (no file, or no known signature)."""
+    import zipfile
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    if head == b"\x89HDF\r\n\x1a\n":
+        return "keras"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        if any(n.endswith("/data.pkl") for n in names):
+            return "torch"
+        if names and all(n.endswith(".npy") for n in names):
+            return "npz"
+    return None
 
 
 def run(fmt: str, path, arch: str, *, model_cfg=None) -> Conversion:

@@ -54,23 +54,49 @@ def _names_fit(source: dict, table) -> bool:
     return required <= source.keys() and set(source) <= rows | set(table.set_aside)
 
 
+def _fits(fmt: str, source: dict, arch: str, options: dict) -> bool:
+    """Whether `source` has exactly the tensor names of `arch` at `options`, and converts to it."""
+    from tl_research import models
+    cfg = models.default_config()
+    cfg.name = arch
+    cfg.update(options)
+    try:
+        table, _, _ = convert_lib.READERS[fmt].table(arch, source, cfg)
+        if not _names_fit(source, table):
+            return False
+        convert_lib.convert_source(fmt, source, arch, cfg)
+    except (CheckpointMismatch, ValueError):
+        return False
+    return True
+
+
 def candidates(fmt: str, source: dict) -> list[tuple[str, dict]]:
     """[(arch, {config key: value})] that `source` (a read file of format `fmt`) converts to."""
-    from tl_research import models
-    reader, found = convert_lib.READERS[fmt], []
-    for arch in reader.ARCHS:
-        for options in variants(arch, source):
-            cfg = models.default_config()
-            cfg.name = arch
-            cfg.update(options)
-            try:
-                table, _, _ = reader.table(arch, source, cfg)
-                if _names_fit(source, table):
-                    convert_lib.convert_source(fmt, source, arch, cfg)
-                    found.append((arch, options))
-            except (CheckpointMismatch, ValueError):
-                continue
+    return [(arch, options) for arch in convert_lib.READERS[fmt].ARCHS for options in variants(arch, source)
+            if _fits(fmt, source, arch, options)]
+
+
+def fitting_options(fmt: str, source: dict, arch: str, given: dict) -> list[dict]:
+    """The shape options (the published variants of `arch`, with the `given` ones on top) at which `source`
+    converts to `arch`: one entry when the file decides them (a MobileNetV2's width from its channel counts,
+    a VGG16 with or without fc6/fc7, a ViT's input size from its position embedding)."""
+    found = []
+    for options in variants(arch, source):
+        options = {**options, **given}
+        if options not in found and _fits(fmt, source, arch, options):
+            found.append(options)
     return found
+
+
+def family_arch(fmt: str, arch: str) -> str | None:
+    """The format's converter architecture for `arch` given by its family name: `mobilenet_v2` for a Keras
+    file is `mobilenet_v2_keras`, `resnet50_keras` for a PyTorch file is `resnet50` (None: no such one)."""
+    names = convert_lib.READERS[fmt].ARCHS
+    if arch in names:
+        return arch
+    base = arch[: -len("_keras")] if arch.endswith("_keras") else arch
+    fits = [a for a in (f"{base}_keras", base) if a in names]
+    return fits[0] if len(fits) == 1 else None
 
 
 def command_line(arch: str, options: dict) -> str:
