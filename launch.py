@@ -6,7 +6,8 @@
     python launch.py ... --launcher=local --jobs=N [--wait]       # N worker processes on this host's devices
     python launch.py ... --launcher=slurm --slurm.partition=P [--slurm.KEY=VALUE ...] [--wait]
     python launch.py ... --run=RUN_ID | --shard=I/N               # one run, or every N-th from the I-th
-    python launch.py ... --collect                                # results.csv, tables, plot from the run folders
+    python launch.py ... --collect [--wait]                       # results.csv, tables, plot from the run folders
+                                                                  # (--wait: once the submitted runs end)
 
 Flags: --retry_failed (rerun failed runs), --no_progress (no progress bars), -h/--help; several processes
 (multi-host) join with --coordinator_address=HOST:PORT --num_processes=N --process_id=I, or on their own
@@ -134,6 +135,11 @@ def _train(cli, progress: bool, argv, echo=print):
     opts = _launch_options(fv, argv)
     only = _selected(cli)
     if fv.collect:
+        if fv.wait:  # follow the jobs another launch submitted, then the report
+            from tl_research import job_watch
+            ids = [r[0] for r in sweep.select(sweep.prepare(base, points, workdir), only)]
+            echo(f"waiting for {len(ids)} run(s) in {workdir} (Ctrl-C stops the waiting, not the jobs)")
+            job_watch.follow(workdir, ids, echo=echo)
         return sweep.collect(base, points, workdir)
     echo(f"{base.name}: {len(points) if only is None else len(only)} run(s) into {workdir}")
     if opts is not None:
@@ -187,6 +193,18 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def _process_index(argv: list[str]) -> int:
+    """--process_id's value from the raw command line (0 without it): which core a CPU process takes."""
+    for i, arg in enumerate(argv):
+        value = arg.partition("=")[2] if arg.startswith("--process_id=") else (
+            argv[i + 1] if arg == "--process_id" and i + 1 < len(argv) else "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from tl_research import sweep_job
+    sweep_job.pin_cpu_run(index=_process_index(sys.argv[1:]))  # a CPU run's numbers, whatever the core count
     sys.exit(main(sys.argv[1:]))

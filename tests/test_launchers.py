@@ -264,3 +264,24 @@ def test_run_and_shard_select_runs(sweep_files, tmp_path, capsys):
     assert launch.main(_args(config, work, f"--run={RUNS[0]}", f"--run={RUNS[2]}")) == 0
     assert "--collect" in capsys.readouterr().out
     assert _rows(work) == _rows(reference)
+
+
+def test_a_cpu_run_has_the_same_numbers_in_one_process_and_on_a_one_core_worker(tmp_path):
+    """The reproducibility contract on a CPU (sweep_job.pin_cpu_run): `python launch.py --jobs=0` and a local
+    worker each train a run on one core, so their losses agree bit for bit. The run is the quickstart's baseB
+    at the quickstart's size, where XLA's CPU reductions split over the cores a process may use: trained on
+    two cores, its losses differ from one core's in the last digits."""
+    import subprocess
+    import sys
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: nothing to split")
+    rid = "frozen_depth-0__init-scratch__schedule.name-constant__seed-0"
+    base = [sys.executable, "launch.py", f"--run={rid}", "--config.train.steps=12", "--config.train.eval_every=6",
+            "--no_progress"]
+    for name, more in (("here", ["--jobs=0"]), ("worker", ["--launcher=local", "--jobs=2", "--wait"])):
+        out = subprocess.run(base + [f"--workdir={tmp_path / name}", *more], cwd=launchers.ROOT,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    here, worker = (_metrics(tmp_path / n / rid / "metrics.jsonl") for n in ("here", "worker"))
+    assert len(here) >= 3 and any("val_loss" in m for m in here)
+    assert here == worker

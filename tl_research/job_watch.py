@@ -47,6 +47,21 @@ def _recorded(workdir: pathlib.Path) -> set[str]:
     return {r["run_id"] for r in results.read_rows(workdir / sweep.RESULTS) if r["status"] in ("done", "failed")}
 
 
+def follow(workdir: pathlib.Path, run_ids: list[str], *, poll_s: float = 2.0, echo=print) -> None:
+    """`launch.py ... --collect --wait`: shows the progress line of jobs another command submitted until
+    every run of `run_ids` is recorded (done or failed). Ctrl-C stops the waiting, not the jobs."""
+    last = None
+    while True:
+        c = counts(workdir, run_ids)
+        line = f"runs: {c['done']} done, {c['running']} running, {c['queued']} queued, {c['failed']} failed"
+        if line != last:
+            echo(line)
+            last = line
+        if c["running"] == c["queued"] == 0:
+            return
+        time.sleep(poll_s)
+
+
 def step(slots: list[Slot], recorded: set[str], retries: int = RETRIES) -> tuple[list, list]:
     """One look at the jobs: (slots to resubmit with the runs left to them, (slot, runs) given up on).
     A job that ended leaves runs behind only where no live job also covers them (a local worker takes any

@@ -26,7 +26,7 @@ import shlex
 import subprocess
 import sys
 
-from tl_research import job_watch, results, slurm_launcher, sweep
+from tl_research import job_watch, results, slurm_launcher, sweep, sweep_job
 from tl_research.errors import ConfigError
 from tl_research.job_watch import Slot
 from tl_research.sweep_job import SweepJob
@@ -51,29 +51,21 @@ class Options:
 
 # ---------------------------------------------------------------------------------------------- devices
 
-def _accelerator_plugin() -> bool:
-    """Whether JAX could find an accelerator here: a PJRT plugin (CUDA, ROCm: the jax_plugins entry points or
-    namespace) or libtpu. Without one, jax.devices() is this host's CPU, and the probe can be skipped."""
-    import importlib.metadata
-    import importlib.util
-    if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
-        return False
-    return bool(list(importlib.metadata.entry_points(group="jax_plugins"))
-                or importlib.util.find_spec("jax_plugins") or importlib.util.find_spec("libtpu"))
+_accelerator_plugin = sweep_job.accelerator_plugin
 
 
 def host_devices() -> tuple[str, list[int]]:
     """(platform, device ids) of this host, from jax.devices() in a short child process: this process only
     submits, and a GPU client started here would hold memory the workers need."""
     if not _accelerator_plugin():
-        return "cpu", sorted(os.sched_getaffinity(0))
+        return "cpu", sweep_job.host_cpus()
     try:
         out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=600)
         platform, count = out.stdout.split()[-2:]
     except (subprocess.SubprocessError, ValueError):
         raise ConfigError("--launcher", "local", "a host where JAX starts", why="jax.devices() failed") from None
     if platform == "cpu":
-        return platform, sorted(os.sched_getaffinity(0))  # the cores are what a CPU host splits
+        return platform, sweep_job.host_cpus()  # the cores are what a CPU host splits
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
     ids = [int(v) for v in visible] if all(v.strip().isdigit() for v in visible) else list(range(int(count)))
     return platform, ids[: int(count)]
@@ -83,7 +75,7 @@ def cpu_workers_help() -> bool:
     """Whether one-core local workers beat one process here: a CPU-only host with DEFAULT_CPU_JOBS or more
     cores this process may use (an XLA step on two cores is ~1.4x as fast as on one, so two one-core workers
     get more steps done; benchmarks/sweep_launchers.py --quickstart measures it)."""
-    return not _accelerator_plugin() and len(os.sched_getaffinity(0)) >= DEFAULT_CPU_JOBS
+    return not _accelerator_plugin() and len(sweep_job.host_cpus()) >= DEFAULT_CPU_JOBS
 
 
 def device_slices(platform: str, devices: list[int], jobs: int) -> list[list[int]]:
@@ -171,9 +163,7 @@ def launch(base, points, workdir, opts: Options, *, only=None, retry_failed: boo
             sweep.train_sources(base, points, workdir, only=[r[0] for r in todo], echo=echo)
         slots = local_slots(base, points, workdir, [r[0] for r in todo], opts.jobs, echo)
     if not opts.wait:
-        args = " ".join(shlex.quote(a) for a in collect_args(opts.argv))
-        echo(f"jobs submitted (logs: {workdir / opts.launcher}/); once they are done: "
-             f"python launch.py {args} --collect")
+        echo(background_note(opts, workdir, slots, len(todo)))
         return None
     try:
         job_watch.wait(slots, workdir, selected, sweep.swept_keys(points), poll_s=opts.poll_s, echo=echo)
@@ -183,6 +173,19 @@ def launch(base, points, workdir, opts: Options, *, only=None, retry_failed: boo
                 s.job.cancel(check=False)
         raise
     return sweep.finish_sweep(base, runs, workdir, echo)
+
+
+def background_note(opts: Options, workdir: pathlib.Path, slots: list[Slot], runs: int) -> str:
+    """The one line a launch without --wait ends with: where the jobs are and how to follow them."""
+    args = " ".join(shlex.quote(a) for a in collect_args(opts.argv))
+    follow = f"python launch.py {args} --collect --wait".replace("  ", " ")
+    if not slots:
+        return f"nothing to submit; the report: python launch.py {args} --collect".replace("  ", " ")
+    ids = ", ".join(str(s.job.job_id) for s in slots)
+    where = (f"{len(slots)} local worker process(es) (pid {ids})" if opts.launcher == "local"
+             else f"SLURM job(s) {ids}")
+    return (f"{runs} run(s) go on in the background in {where}, after this command returns (logs: "
+            f"{workdir / opts.launcher}/); to follow them and write the report when they end: {follow}")
 
 
 def collect_args(argv: list[str]) -> list[str]:

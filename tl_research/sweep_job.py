@@ -37,6 +37,40 @@ def pin(cpus, environ=None) -> None:
         environ["XLA_FLAGS"] = " ".join(flags)
 
 
+def accelerator_plugin() -> bool:
+    """Whether JAX could find an accelerator here: a PJRT plugin (CUDA, ROCm: the jax_plugins entry points or
+    namespace) or libtpu. Without one, jax.devices() is this host's CPU."""
+    import importlib.metadata
+    import importlib.util
+    if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+        return False
+    return bool(list(importlib.metadata.entry_points(group="jax_plugins"))
+                or importlib.util.find_spec("jax_plugins") or importlib.util.find_spec("libtpu"))
+
+
+_HOST_CPUS: list[int] = []  # the cores this process could use before pin_cpu_run confined it
+
+
+def host_cpus() -> list[int]:
+    """The cores this process may use, or could before pin_cpu_run confined it to one: what a launcher
+    shares out among its local workers."""
+    return list(_HOST_CPUS) or sorted(os.sched_getaffinity(0))
+
+
+def pin_cpu_run(cpus=None, index: int = 0) -> None:
+    """On a CPU host, confines this process to one core (the `index`-th of `cpus`, default the cores it may
+    use) before JAX starts, so that a run's numbers do not depend on how many cores trained it: XLA's CPU
+    backend splits reductions over its thread pool, sized by the process's cores, so the same run on two
+    cores and on one differs in the last bits and then in its accuracies. Every CPU run (a launch in one
+    process, each local worker, a SLURM task) trains on one core; --jobs=N trains N runs at once. No-op on a
+    host with an accelerator (its runs do not run on the CPU)."""
+    if accelerator_plugin():
+        return
+    _HOST_CPUS[:] = host_cpus()
+    cpus = sorted(cpus or _HOST_CPUS)
+    pin([cpus[index % len(cpus)]])
+
+
 class SweepJob(Checkpointable):
     """Trains `run_ids` of the sweep (`base`, `points`) into `workdir`, in that order; with `sources_only`,
     only the source models they start from. `cpus`: the cores this job may use (a local worker's share)."""
@@ -46,8 +80,7 @@ class SweepJob(Checkpointable):
         self.run_ids, self.cpus, self.sources_only = list(run_ids), cpus, sources_only
 
     def __call__(self) -> dict:
-        if self.cpus:  # before JAX sizes its thread pools by the cores it may use
-            pin(self.cpus)
+        pin_cpu_run(self.cpus)  # before JAX sizes its thread pools by the cores it may use
         from tl_research import command_line, sweep, trainer
         command_line.quiet_logging()
         trainer.enable_compilation_cache()
