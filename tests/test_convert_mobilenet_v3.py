@@ -82,7 +82,12 @@ def test_mobilenet_v3_matches_keras(tmp_path, request, variant, top):
 def test_keras_large_no_top_needs_fc_units_0_and_the_cli_says_so(keras_large_no_top, tmp_path, capsys):
     from tl_research.convert import main
     _, path = keras_large_no_top  # converts with fc_units=0: test_mobilenet_v3_matches_keras[large-False]
-    assert main([str(path), "--arch", "mobilenet_v3_large_keras", "--out", str(tmp_path / "o")]) == 2
+    # without --fc-units the converter reads it from the file (no pre-logits layer) and says so
+    assert main([str(path), "--arch", "mobilenet_v3_large_keras", "--out", str(tmp_path / "o")]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"inferred from {path}: --format keras --fc-units 0"
+    # given a value the file does not have, it is refused with the options that convert it
+    assert main([str(path), "--arch", "mobilenet_v3_large_keras", "--fc-units", "4096",
+                 "--out", str(tmp_path / "o4096")]) == 2
     err = capsys.readouterr().err
     assert err.rstrip().endswith("this file converts with: --arch mobilenet_v3_large_keras --fc-units 0"), err
     assert main([str(path), "--arch", "mobilenet_v3_small_keras", "--out", str(tmp_path / "o")]) == 2
