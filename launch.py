@@ -120,6 +120,29 @@ def _default_workers(fv, argv):
                              sources_first=True, stop_on_interrupt=True)
 
 
+def _where(base, opts) -> str:
+    """The launch's first line: what its runs train on (the platform, devices, processes and mesh), and a
+    warning line after it when the host has an accelerator JAX does not use."""
+    from tl_research import launchers, runtime, trainer
+    if opts is None or (opts.launcher == "local" and opts.sources_first):  # this process trains
+        info = runtime.describe(trainer.mesh(base))
+        text = runtime.line(info)
+        if opts is not None:
+            text += f"; then {opts.jobs} local workers, one core each"
+        platform = info["platform"]
+    elif opts.launcher == "local":
+        platform, ids = launchers.host_devices()
+        unit = "core" if platform == "cpu" else "device"
+        text = (f"on {platform}: {opts.jobs} local worker(s) sharing {len(ids)} {unit}(s) "
+                f"{','.join(map(str, ids))} (each worker's log names its devices)")
+    else:
+        s = opts.slurm
+        return (f"on SLURM: {s.get('nodes') or 1} node(s) x {s.get('gpus_per_node') or 0} GPU(s) per run "
+                f"(each job's log names its devices)")
+    warning = runtime.unused_accelerator_warning(platform)
+    return text + (f"\n{warning}" if warning else "")
+
+
 def _selected(cli):
     """The run ids --run / --shard select (None: every run); unknown ids are refused by sweep.select."""
     from tl_research import config as config_lib, sweep
@@ -141,6 +164,7 @@ def _train(cli, progress: bool, argv, echo=print):
             echo(f"waiting for {len(ids)} run(s) in {workdir} (Ctrl-C stops the waiting, not the jobs)")
             job_watch.follow(workdir, ids, echo=echo)
         return sweep.collect(base, points, workdir)
+    echo(_where(base, opts))
     echo(f"{base.name}: {len(points) if only is None else len(only)} run(s) into {workdir}")
     if opts is not None:
         return launchers.launch(base, points, workdir, opts, only=only, retry_failed=fv.retry_failed)
@@ -163,12 +187,18 @@ def main(argv: list[str]) -> int:
         if cli is None:  # --help
             return 0
         base, workdir = cli.config, cli.workdir
-        from tl_research import distributed
+        from tl_research import distributed, runtime
         echo = print if distributed.is_writer() else (lambda *args, **kw: None)  # multi-host: one voice
+        if runtime.sweep_deterministic(base, cli.points):
+            if runtime.backend_started():
+                echo("warning: train.deterministic=True comes too late for this process (its config already ran "
+                     "JAX); set XLA_FLAGS=--xla_gpu_deterministic_ops=true before launching")
+            runtime.deterministic(True)  # XLA_FLAGS, for this process and the workers it starts
         trainer.enable_compilation_cache()
         timing.new_launch()  # DIR/timing.json sums the runs this launch (and its workers) trained
         progress = not cli.flags.no_progress and sys.stderr.isatty()
         if cli.flags.lr_range_test:
+            echo(_where(base, None))
             sweep.range_test(base, workdir, progress=progress)
             return 0
         rows = _train(cli, progress and distributed.is_writer(), argv, echo)

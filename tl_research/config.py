@@ -132,6 +132,10 @@ def _train_config() -> ml_collections.ConfigDict:
         # preprocessing, depth) and shared by a sweep's runs, where that is exact (tl_research.feature_cache:
         # frozen depth >= 1, classification, no augmentation); the result equals the path from the images
         feature_cache=True,
+        # XLA's deterministic GPU ops (the same run gives the same bits on the same GPU; slower: scatters and
+        # reductions lose their atomics). Set for the process before JAX starts, so one value per sweep; a
+        # CPU run is deterministic already (one core each: sweep_job.pin_cpu_run)
+        deterministic=False,
     ))
 
 
@@ -293,7 +297,8 @@ def run_name(point: dict[str, Any]) -> str:
 # refused), so relaunching an existing sweep after an upgrade resumes it. A key set to any other value is a
 # different config, as usual.
 INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight": 1.0,
-                              "train.feature_cache": True}  # cached activations: the same results
+                              "train.feature_cache": True,  # cached activations: the same results
+                              "train.deterministic": False}
 
 
 # Keys that never change what a run computes (how often it checkpoints): left out of a config's identity at

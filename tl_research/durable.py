@@ -155,3 +155,29 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# FUSE file systems over object stores: a rename is a copy and a delete (a reader can see half a file, a
+# crash can leave both), and flock is per machine: neither the crash safety above nor the workdir locks hold.
+NO_ATOMIC_RENAME = frozenset({"fuse.gcsfuse", "fuse.s3fs", "fuse.goofys", "fuse.rclone", "fuse.blobfuse",
+                              "fuse.mountpoint-s3"})
+
+
+def filesystem_type(path, mounts: str = "/proc/mounts") -> str:
+    """The type of the file system that holds `path` (or would hold it: its nearest existing parent), from
+    the mount table; '' where the table cannot be read."""
+    try:
+        lines = pathlib.Path(mounts).read_text().splitlines()
+    except OSError:
+        return ""
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind

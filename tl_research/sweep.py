@@ -12,7 +12,8 @@ import traceback
 from flax.traverse_util import flatten_dict
 
 from tl_research import config as config_lib
-from tl_research import distributed, domain_similarity, durable, interrupts, locks, results, timing, tracking
+from tl_research import distributed, domain_similarity, durable, interrupts, locks, results, runtime, timing
+from tl_research import tracking
 from tl_research import trainer
 from tl_research.errors import ConfigError
 
@@ -40,8 +41,8 @@ def _check_workdir(workdir: pathlib.Path, runs) -> None:
     not what a run trains."""
     for rid, _, cfg in runs:
         recorded = durable.read_json(workdir / rid / "config.json")  # torn: absent (rewritten below)
-        if isinstance(recorded, dict):
-            old = {k: v for k, v in config_lib.identity(recorded).items() if k != "report"}
+        if isinstance(recorded, dict):  # what it ran on (runtime) is a record, not the config
+            old = {k: v for k, v in config_lib.identity(recorded).items() if k not in ("report", "runtime")}
             new = {k: v for k, v in config_lib.identity(json.loads(cfg.to_json())).items() if k != "report"}
             if old != new:
                 old, new = flatten_dict(old, sep="."), flatten_dict(new, sep=".")
@@ -86,6 +87,11 @@ def prepare_workdir(workdir: pathlib.Path) -> None:
     temporaries that writers which died mid-write left behind."""
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError("--workdir", str(workdir), "a directory (new or existing)", why="it is a file")
+    fs = durable.filesystem_type(workdir)
+    if fs in durable.NO_ATOMIC_RENAME:
+        raise ConfigError("--workdir", str(workdir), "a directory on a file system with atomic rename and "
+                          "working flock that every process sees (a local disk on one host; NFS such as "
+                          "Filestore on a cluster or TPU pod)", why=f"it is on {fs}")
     if not distributed.is_writer():  # multi-host: process 0 creates and cleans the workdir
         return
     try:
@@ -239,6 +245,15 @@ def swept_keys(points) -> list[str]:
     return sorted({k for p in points for k in p})
 
 
+def _runtime(cfg) -> dict:
+    """What the run is about to train on, for its config.json ({} when its mesh does not fit: the run then
+    fails with the reason, as it would without this record)."""
+    try:
+        return runtime.describe(trainer.mesh(cfg))
+    except (ValueError, RuntimeError):
+        return {}
+
+
 def result_row(rid, point, cfg, keys, result: trainer.RunResult) -> dict:
     """A run's results.csv row: the same whichever launcher (or --collect) writes it."""
     return {"run_id": rid, **{k: point.get(k, _get(cfg, k)) for k in keys}, "status": result.status,
@@ -294,7 +309,8 @@ class _SweepContext:
         run_dir = self.workdir / rid
         run_dir.mkdir(parents=True, exist_ok=True)
         if distributed.is_writer():  # multi-host: process 0 writes, every process trains
-            durable.write_text(run_dir / "config.json", cfg.to_json(indent=1))
+            recorded = {**json.loads(cfg.to_json()), "runtime": _runtime(cfg)}
+            durable.write_text(run_dir / "config.json", json.dumps(recorded, indent=1))
         t0 = time.time()
         init_path, failure = None, ""
         if cfg.init == "source":

@@ -81,6 +81,7 @@ class RunTimer:
         self.t0, self.compiled0 = time.perf_counter(), compile_seconds()
         self.seconds = {p: 0.0 for p in PHASES}
         self._stack: list[list[float]] = []  # per open block: [time, compilation] of the blocks inside it
+        self.runtime: dict = {}  # what the run ran on (tl_research.runtime.describe), recorded with its times
 
     @contextlib.contextmanager
     def phase(self, name: str):
@@ -105,7 +106,7 @@ class RunTimer:
         self.seconds["compilation"] = compile_seconds() - self.compiled0
         phases = {k: round(v, 3) for k, v in self.seconds.items()}
         return {"launch": launch_id(), "finished": time.time(), "wall_s": round(wall, 3), "phases": phases,
-                OTHER: round(max(wall - sum(self.seconds.values()), 0.0), 3)}
+                OTHER: round(max(wall - sum(self.seconds.values()), 0.0), 3), "runtime": self.runtime}
 
     def write(self, run_dir) -> dict:
         rec = self.record()

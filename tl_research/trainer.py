@@ -34,7 +34,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tl_research import distributed, durable, evaluators, feature_cache, freezing, models, sharding, strategies
-from tl_research import timing
+from tl_research import runtime as runtime_lib, timing
 from tl_research import tasks as tasks_lib
 from tl_research.checkpoints import weights as weights_lib
 from tl_research.data import pipeline, sampling
@@ -59,6 +59,7 @@ class RunResult:
     status: str  # "done" | "failed"
     reason: str = ""
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    runtime: dict[str, Any] = dataclasses.field(default_factory=dict)  # platform, devices, processes, mesh
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -577,7 +578,8 @@ def run(config, run_dir, *, init_path: str | None = None, cache: StepCache | Non
         return _run(config, run_dir, init_path, cache, wandb_dir or run_dir.parent / "wandb", group or
                     config.name, name or run_id, run_id, progress, stop_at_step, t0, timer)
     except (TrainingFailed, weights_lib.CheckpointMismatch) as e:
-        result = RunResult("failed", str(e).splitlines()[0], {"wall_time": round(time.time() - t0, 2)})
+        result = RunResult("failed", str(e).splitlines()[0], {"wall_time": round(time.time() - t0, 2)},
+                           runtime=timer.runtime)
         if distributed.is_writer():
             timer.write(run_dir)
             durable.write_json(done, dataclasses.asdict(result))
@@ -660,6 +662,7 @@ class Training:
         self.s = s = setup(config, init_path, self.timer)
         self.plan = s.plan
         self.mesh = mesh(config)
+        self.timer.runtime = self.runtime = runtime_lib.describe(self.mesh)
         self.repl, self.data_sharding = sharding.replicated(self.mesh), sharding.batch_sharding(self.mesh)
         self.prog = Program(s, config, self.mesh, cache)
         self.task = s.task
@@ -757,7 +760,7 @@ class Training:
         resolved.update(frozen_depth_resolved=s.frozen_depth, num_units=s.model.num_units,
                         total_steps=s.total_steps, trainable_params=self.trainable_params,
                         init_resolved=self.init_path or self.config.init,
-                        phases=[dataclasses.asdict(p) for p in plan.phases])
+                        phases=[dataclasses.asdict(p) for p in plan.phases], runtime=self.runtime)
         # multi-host: one process writes metrics.jsonl and W&B
         self.tracker = RunTracker(self.run_dir, wandb_cfg=self.config.wandb, group=group, name=name, run_id=run_id,
                                   config=resolved, wandb_dir=wandb_dir, resume_step=self.start,
@@ -995,7 +998,7 @@ class Training:
         with timer.phase("reporting"):
             self.tracker.log({"step": step, "event": "end", **{f"final_{k}": v for k, v in metrics.items()}})
             self.tracker.finish(metrics)
-        result = RunResult("done", "", metrics)
+        result = RunResult("done", "", metrics, runtime=self.runtime)
         if distributed.is_writer():
             timer.write(self.run_dir)  # before result.json: a finished run always has its timing
             durable.write_json(self.run_dir / RESULT_FILE, dataclasses.asdict(result))
