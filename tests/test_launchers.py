@@ -3,6 +3,8 @@ at once on one workdir, one worker killed with kill -9 mid-run, one preempted an
 the SLURM path through submitit's own SLURM test double (the sbatch script it writes, then each array task
 run here as submitit's tests do, one of them timed out, checkpointed and requeued). Interruptions come at a
 known step (tl_research.interrupts), so every resumed run can be compared with the uninterrupted one."""
+import contextlib
+import io
 import json
 import os
 import pathlib
@@ -15,6 +17,7 @@ import pytest
 
 import launch
 from tl_research import durable, interrupts, job_watch, launchers, locks, results, slurm_launcher, sweep
+from tl_research import sweep_job
 from tl_research.errors import ConfigError
 from conftest import transfer_config
 
@@ -54,7 +57,10 @@ def sweep_files(tmp_path_factory, data_dir):
     tmp = tmp_path_factory.mktemp("launchers")
     config = tmp / "launch.py"
     config.write_text(config_text(data_dir))
-    assert launch.main(_args(config, tmp / "sequential")) == 0
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert launch.main(_args(config, tmp / "sequential")) == 0
+    (tmp / "sequential.out").write_text(out.getvalue())  # what the launch printed
     return tmp, config, tmp / "sequential"
 
 
@@ -103,11 +109,20 @@ def test_local_workers_of_two_launches_reproduce_the_sequential_sweep_through_a_
 
 @pytest.fixture
 def handlers():
-    """submitit's process_job installs its signal handlers in this process: put pytest's back."""
+    """submitit's process_job installs its signal handlers in this process, and the job it runs pins the
+    process to one core (sweep_job.pin_cpu_run, with its thread variables): put pytest's back."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGCONT, signal.SIGUSR2)}
+    cores = os.sched_getaffinity(0)
+    env = {k: os.environ.get(k) for k in ("XLA_FLAGS", *sweep_job.THREAD_VARIABLES)}
     yield
     for s, h in saved.items():
         signal.signal(s, h)
+    os.sched_setaffinity(0, cores)
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def test_slurm_array_script_and_a_timed_out_task_requeued_to_the_same_results(sweep_files, handlers, capsys):
@@ -144,6 +159,23 @@ def test_slurm_array_script_and_a_timed_out_task_requeued_to_the_same_results(sw
                 submission.process_job(work / "slurm")  # the (re)queued task resumes its run
     assert capsys.readouterr().out.count("training source model") == 1
     _same_as_reference(reference, work)
+
+
+def test_a_two_node_slurm_launch_asks_for_one_task_per_node_with_all_its_gpus(sweep_files, capsys):
+    """The sbatch script of --slurm.nodes=2 (submitit's SLURM test double); the tasks' start is
+    tests/test_scaling.py::test_a_two_node_slurm_run_gives_the_one_process_run."""
+    from submitit.core import test_core
+    tmp, config, _ = sweep_files
+    work = tmp / "slurm_nodes"
+    with test_core.MockedSubprocess(known_cmds=["srun", "sbatch"]).context():
+        assert launch.main(_args(config, work, "--launcher=slurm", "--slurm.nodes=2",
+                                 "--slurm.gpus_per_node=8")) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "on SLURM: 2 node(s) x 8 GPU(s) per run (each job's log names its devices)"
+    script = sorted((work / "slurm").glob("*_submission.sh"))[-1].read_text()
+    for line in ("--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=8"):
+        assert f"#SBATCH {line}\n" in script, line
+    assert "srun " in script  # submitit starts the job on every task
 
 
 def test_a_job_that_ends_without_its_runs_is_resubmitted_then_they_are_failed_rows(tmp_path, tiny_config):
@@ -227,8 +259,9 @@ def test_slurm_options():
         slurm_launcher.check({"partition": "gpu"})
         with pytest.raises(ConfigError, match=r"--slurm.partition='gpuu' .* one of this cluster's: cpu, gpu"):
             slurm_launcher.check({"partition": "gpuu"})
-        with pytest.raises(ConfigError, match=r"--slurm.nodes=2"):
-            slurm_launcher.check({"nodes": 2})
+        slurm_launcher.check({"nodes": 2})  # a run across two nodes: one task per node
+    p = slurm_launcher.parameters({"nodes": 2, "gpus_per_node": 8}, "sweep")
+    assert p["nodes"] == 2 and p["ntasks_per_node"] == 1 and p["gpus_per_node"] == 8
     assert launchers.collect_args(["--config", "c.py", "--launcher", "slurm", "--jobs=2", "--wait",
                                    "--slurm.partition=gpu", "--workdir", "w"]) == ["--config", "c.py",
                                                                                    "--workdir", "w"]
@@ -285,3 +318,35 @@ def test_a_cpu_run_has_the_same_numbers_in_one_process_and_on_a_one_core_worker(
     here, worker = (_metrics(tmp_path / n / rid / "metrics.jsonl") for n in ("here", "worker"))
     assert len(here) >= 3 and any("val_loss" in m for m in here)
     assert here == worker
+
+
+def test_a_workdir_on_an_object_store_mount_is_refused_before_anything_runs(sweep_files, tmp_path, capsys,
+                                                                             monkeypatch):
+    """gcsfuse (a TPU pod's usual bucket mount): rename is not atomic and flock is per machine."""
+    tmp, config, _ = sweep_files
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/sda1 / ext4 rw 0 0\nmy-bucket /mnt/gcs fuse.gcsfuse rw,nosuid 0 0\n")
+    assert durable.filesystem_type("/mnt/gcs/runs/new", mounts) == "fuse.gcsfuse"
+    assert durable.filesystem_type("/mnt/gcsx/runs", mounts) == "ext4"
+    monkeypatch.setattr(durable, "filesystem_type", lambda path, mounts="/proc/mounts": "fuse.gcsfuse")
+    assert launch.main(_args(config, tmp_path / "w")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --workdir=") and "it is on fuse.gcsfuse" in err and err.count("\n") == 1
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_launch_says_what_it_runs_on_first_and_every_run_records_it(sweep_files, tmp_path, capsys):
+    tmp, config, reference = sweep_files
+    first = (tmp / "sequential.out").read_text().splitlines()[0]
+    assert first.startswith("on cpu: 1 x cpu, 1 process, mesh data=1 (jax "), first
+    for rid in RUNS:
+        for name in ("config.json", "result.json", "timing.json"):
+            rec = json.loads((reference / rid / name).read_text())["runtime"]
+            assert rec["platform"] == "cpu" and rec["devices"] == rec["processes"] == 1, (rid, name)
+            assert rec["mesh"] == {"data": 1}
+    # the record is not the config: relaunching the same sweep on (a copy of) its workdir finds every run done
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(reference, copy)
+    assert launch.main(_args(config, copy)) == 0
+    assert "3 of 3 runs already in" in capsys.readouterr().out

@@ -245,6 +245,59 @@ def test_two_processes_give_the_one_process_run_and_write_one_set_of_outputs(ref
     assert len((workdir / "results.csv").read_text().strip().splitlines()) == 2  # the header and one row
 
 
+_SLURM_TASK = r"""
+import os, sys
+sys.path.insert(0, {root!r})
+os.chdir({root!r})
+from tl_research import config as C, sweep_job
+cfg = C.load_module({config!r}).get_config()
+print(sweep_job.SweepJob(cfg, [{{}}], {workdir!r}, ["run"])())
+"""
+
+
+def test_a_two_node_slurm_run_gives_the_one_process_run(reference, data_dir, tmp_path):
+    """--slurm.nodes=2: the job's two tasks (here two local processes with the SLURM environment srun gives
+    one task per node) join through JAX's SLURM detection (distributed.initialize) and train one run to the
+    one-process losses; process 0 writes it and its log names the two processes."""
+    config = tmp_path / "two_nodes.py"
+    config.write_text(_CONFIG_FILE.format(tests=str(ROOT / "tests"), data=data_dir, reference=REFERENCE))
+    workdir, port = tmp_path / "runs", _free_port()
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "127.0.0.1", "SLURM_NTASKS": "2",
+             "SLURM_LOCALID": "0", "SLURM_STEP_TASKS_PER_NODE": "1(x2)", "JAX_COORDINATOR_PORT": str(port)}
+    procs = [subprocess.Popen([sys.executable, "-c", _SLURM_TASK.format(
+        root=str(ROOT), config=str(config), workdir=str(workdir))], env={**_env(1), **slurm, "SLURM_PROCID": str(i)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "on cpu: 2 x cpu, 2 processes" in outs[0][0] and "{'run': 'done'}" in outs[0][0], outs[0][0][-2000:]
+    one, one_losses = reference
+    np.testing.assert_allclose(_losses(workdir / "run"), one_losses, rtol=0, atol=1e-5)
+    result = json.loads((workdir / "run" / trainer.RESULT_FILE).read_text())
+    assert result["runtime"]["processes"] == 2 and result["runtime"]["devices"] == 2
+    for key in ("val_accuracy", "test_accuracy", "best_step"):
+        assert result["metrics"][key] == one.metrics[key], key
+
+
+def test_a_slurm_task_sees_every_gpu_of_its_node_and_one_task_per_gpu_is_refused(monkeypatch):
+    from tl_research import distributed
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "1(x4)")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")  # SLURM's GPUs for the task: JAX numbers them 0..3
+    assert distributed.slurm_local_devices() == [0, 1, 2, 3]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setenv("SLURM_GPUS_ON_NODE", "8")
+    assert distributed.slurm_local_devices() == list(range(8))
+    monkeypatch.setenv("SLURM_GPUS_ON_NODE", "0")
+    assert distributed.slurm_local_devices() is None  # a CPU job: JAX's default
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "8(x4)")
+    with pytest.raises(ConfigError, match=r"srun --ntasks-per-node: 8 is not allowed .*allowed: 1: one task per node"):
+        distributed.slurm_local_devices()
+
+
 # ---------------------------------------------------------------------------------------------- bf16, accumulation
 
 def test_bfloat16_trains_the_quickstart_model_to_float32_accuracy(data_dir, tmp_path):

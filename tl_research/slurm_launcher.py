@@ -8,9 +8,13 @@
               under the source lock, once)
 
 Every task asks for --slurm.nodes nodes with --slurm.gpus_per_node GPUs and one task per node, for
---slurm.timeout_min minutes. SLURM sends USR2 before the time limit (and on preemption); submitit's handler
-calls the job's checkpoint() and requeues it (scontrol requeue), and the requeued task resumes its run from
-its orbax checkpoint. The workdir must be on a file system every node sees, with working flock.
+--slurm.timeout_min minutes. With --slurm.nodes=N > 1 a run spans N nodes: submitit starts the job on each
+node's one task, which joins the others through jax.distributed (distributed.initialize: JAX's SLURM detection,
+each task given every GPU of its node), so the run's mesh holds N x --slurm.gpus_per_node devices; process 0
+writes the run's files. One task per GPU is not supported (distributed.slurm_local_devices refuses it).
+SLURM sends USR2 before the time limit (and on preemption); submitit's handler calls the job's checkpoint()
+and requeues it (scontrol requeue), and the requeued task resumes its run from its orbax checkpoint. The
+workdir must be on a file system every node sees, with working flock.
 """
 from __future__ import annotations
 
@@ -74,8 +78,6 @@ def check(opts: dict) -> None:
     for key, low in (("nodes", 1), ("gpus_per_node", 0), ("timeout_min", 1), ("array_parallelism", 1)):
         if int(o[key]) < low:
             raise ConfigError(f"--slurm.{key}", o[key], f"an integer >= {low}")
-    if int(o["nodes"]) > 1:
-        raise ConfigError("--slurm.nodes", o["nodes"], "1 (one node per run; multi-host runs are not here yet)")
     extra_parameters(o["extra"] or "")
     if o["partition"] and shutil.which("sinfo"):
         listed = partitions(_sinfo())

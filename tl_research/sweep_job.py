@@ -81,10 +81,15 @@ class SweepJob(Checkpointable):
 
     def __call__(self) -> dict:
         pin_cpu_run(self.cpus)  # before JAX sizes its thread pools by the cores it may use
-        from tl_research import command_line, sweep, trainer
+        from tl_research import command_line, distributed, runtime, sweep, trainer
+        runtime.deterministic(runtime.sweep_deterministic(self.base, self.points))  # before JAX starts too
+        distributed.initialize()  # a task of a multi-node SLURM job joins the others (one task per node)
         command_line.quiet_logging()
         trainer.enable_compilation_cache()
         echo = lambda *a: print(*a, flush=True)  # noqa: E731 - the job's log is read while it runs
+        info = runtime.describe(trainer.mesh(self.base))
+        echo(runtime.line(info))
+        runtime.warn_if_unused_accelerator(info["platform"], echo)
         if self.sources_only:
             return sweep.train_sources(self.base, self.points, self.workdir, only=self.run_ids, echo=echo)
         rows = sweep.run_sweep(self.base, self.points, self.workdir, progress=False, only=self.run_ids,
