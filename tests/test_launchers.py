@@ -350,3 +350,27 @@ def test_a_launch_says_what_it_runs_on_first_and_every_run_records_it(sweep_file
     shutil.copytree(reference, copy)
     assert launch.main(_args(config, copy)) == 0
     assert "3 of 3 runs already in" in capsys.readouterr().out
+
+
+def test_collect_wait_follows_the_runs_until_each_is_recorded(tmp_path, monkeypatch):
+    """`launch.py ... --collect --wait` (job_watch.follow): the progress line until no run is running or
+    queued; here a run held by another process finishes while it waits."""
+    lines, looks = [], []
+    states = iter([{"done": 1, "running": 1, "queued": 0, "failed": 0}] * 2
+                  + [{"done": 2, "running": 0, "queued": 0, "failed": 0}])
+
+    def counts(workdir, ids):
+        looks.append(ids)
+        return next(states)
+
+    monkeypatch.setattr(job_watch, "counts", counts)
+    job_watch.follow(tmp_path, ["a", "b"], poll_s=0, echo=lines.append)
+    assert lines == ["runs: 1 done, 1 running, 0 queued, 0 failed", "runs: 2 done, 0 running, 0 queued, 0 failed"]
+    assert len(looks) == 3
+    launchers_note = launchers.background_note(
+        launchers.Options(launcher="local", jobs=2, argv=["--config", "c.py"]), tmp_path,
+        [job_watch.Slot("w0", [], type("Job", (), {"job_id": "4711"})(), None),
+         job_watch.Slot("w1", [], type("Job", (), {"job_id": "4712"})(), None)], 24)
+    assert launchers_note == (f"24 run(s) go on in the background in 2 local worker process(es) (pid 4711, 4712), "
+                              f"after this command returns (logs: {tmp_path / 'local'}/); to follow them and write "
+                              f"the report when they end: python launch.py --config c.py --collect --wait")

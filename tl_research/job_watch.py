@@ -52,14 +52,19 @@ def follow(workdir: pathlib.Path, run_ids: list[str], *, poll_s: float = 2.0, ec
     every run of `run_ids` is recorded (done or failed). Ctrl-C stops the waiting, not the jobs."""
     last = None
     while True:
-        c = counts(workdir, run_ids)
-        line = f"runs: {c['done']} done, {c['running']} running, {c['queued']} queued, {c['failed']} failed"
-        if line != last:
-            echo(line)
-            last = line
+        c, last = _progress(workdir, run_ids, last, echo)
         if c["running"] == c["queued"] == 0:
             return
         time.sleep(poll_s)
+
+
+def _progress(workdir: pathlib.Path, run_ids: list[str], last: str | None, echo) -> tuple[dict, str]:
+    """(the counts, the progress line), the line echoed when it changed since `last`."""
+    c = counts(workdir, run_ids)
+    line = f"runs: {c['done']} done, {c['running']} running, {c['queued']} queued, {c['failed']} failed"
+    if line != last:
+        echo(line)
+    return c, line
 
 
 def step(slots: list[Slot], recorded: set[str], retries: int = RETRIES) -> tuple[list, list]:
@@ -118,11 +123,7 @@ def wait(slots: list[Slot], workdir: pathlib.Path, runs: list, keys: list[str], 
     by_id = {r[0]: r for r in runs}
     ids, last = list(by_id), None
     while True:
-        c = counts(workdir, ids)
-        line = f"runs: {c['done']} done, {c['running']} running, {c['queued']} queued, {c['failed']} failed"
-        if line != last:
-            echo(line)
-            last = line
+        _, last = _progress(workdir, ids, last, echo)
         again, given_up = step(slots, _recorded(workdir), retries)
         for s, left in again:
             reason = _why(s.job)
