@@ -208,9 +208,36 @@ def _builder(cfg) -> tfds.core.DatasetBuilder:
         try:  # prepared copy from its files, which describe themselves
             b = tfds.core.read_only_builder.builder_from_files(name, **kwargs)
         except tfds.core.registered.DatasetNotFoundError:
-            raise ConfigError("data.name", cfg.name, "a dataset prepared in array_record under the TFDS data dir",
-                              why="its TFDS code needs TensorFlow, so only a prepared copy can be read") from None
+            root = cfg.data_dir or tfds.core.constants.DATA_DIR
+            raise ConfigError("data.name", cfg.name, f"a prepared dataset: {prepare_command(cfg.name, root)}",
+                              why=f"not prepared in {root}; its TFDS code needs TensorFlow") from None
+    check_prepared(cfg, b)
     return b
+
+
+def prepare_command(name: str, data_dir) -> str:
+    """The command that prepares dataset `name` (as data.name spells it) under `data_dir` (tl_research.prepare)."""
+    import shlex
+    return f"python -m tl_research.prepare {shlex.quote(name)} --data_dir {shlex.quote(str(data_dir))}"
+
+
+def check_prepared(cfg, b) -> None:
+    """ConfigError naming data.name, the data dir searched and the prepare command, unless `b` is prepared in a
+    format read without TensorFlow (array_record): an unprepared dataset, or one `tfds build` wrote as tfrecord
+    only, stops a launch here rather than at its first split."""
+    if b.download_and_prepare.__module__ == "tensorflow_datasets.testing.mocking":
+        return  # tfds.testing.mock_data: generated examples, no files to find
+    root = b.data_dir_root
+    if not b.is_prepared():
+        raise ConfigError("data.name", cfg.name, f"a prepared dataset: {prepare_command(cfg.name, root)}",
+                          why=f"not prepared in {root}")
+    formats = b.info.available_file_formats()
+    if not formats & tfds.core.file_adapters.FileFormat.with_random_access():
+        shown = ", ".join(sorted(f.value for f in formats)) or "?"
+        raise ConfigError("data.name", cfg.name, "a dataset prepared in array_record: "
+                          f"{prepare_command(cfg.name, root)} --overwrite",
+                          why=f"prepared in {b.data_dir} as {shown} only, which needs TensorFlow to read; "
+                          "it must be array_record")
 
 
 @dataclasses.dataclass(frozen=True)
