@@ -130,6 +130,26 @@ def test_the_split_key_follows_the_data_subset_and_the_image_loading(tiny_config
     assert feature_cache.split_key({**data_cfg, "name": "mnist_subset"}, "train", data.train, data) != key
 
 
+def test_the_split_key_follows_the_prepared_files_and_the_code_version(tiny_config, tmp_path, monkeypatch):
+    import dataclasses
+    cfg = tiny_config()
+    data = pipeline.load(cfg.data, seed=0)
+    copy = tmp_path / "prepared"  # the dataset as prepared, at a data dir of its own
+    copy.mkdir()
+    (copy / "dataset_info.json").write_text('{"version": "1.0.0", "splits": [{"shardLengths": ["100"]}]}')
+    source, name = data.train.key
+    split = dataclasses.replace(data.train, key=((*source[:2], str(copy), *source[3:]), name))
+
+    def key():
+        return feature_cache.split_key(cfg.data.to_dict(), "train", split, data)
+    before = key()
+    (copy / "dataset_info.json").write_text('{"version": "1.0.0", "splits": [{"shardLengths": ["101"]}]}')
+    assert key() != before  # prepared again with other content
+    changed = key()
+    monkeypatch.setattr(feature_cache, "CODE_VERSION", feature_cache.CODE_VERSION + 1)
+    assert key() != changed
+
+
 def test_the_store_keeps_small_entries_in_memory_and_large_ones_on_disk(tmp_path):
     calls = []
 
@@ -148,3 +168,139 @@ def test_the_store_keeps_small_entries_in_memory_and_large_ones_on_disk(tmp_path
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     (tmp_path / "b.bin").write_bytes(b"torn")  # cut short: computed again
     assert feature_cache.Store(disk_entry_mb=0.5).get("b", shape, np.float32, fill, tmp_path)[1] == "computed"
+
+
+# ---------------------------------------------------------------------------------------------- size cap, lock
+
+def _counting_fill(calls):
+    def fill(out):
+        calls.append(out.shape)
+        out[:] = len(calls)
+    return fill
+
+
+def _bins(directory) -> dict[str, int]:
+    return {p.stem: p.stat().st_size for p in directory.glob("*.bin")}
+
+
+def test_the_cap_holds_least_recently_used_entries_go_first_and_an_entry_over_it_is_not_kept(tmp_path):
+    import time
+    d, calls = tmp_path / "feature_cache", []
+    fill, cap_gb, shape = _counting_fill(calls), 10_000 / 1e9, (256, 4)  # entries of 4096 bytes, a cap of 10 kB
+    store = feature_cache.Store(disk_entry_mb=0)  # every entry on disk
+    for key in ("a", "b"):
+        assert store.get(key, shape, np.float32, fill, d, cap_gb)[1] == "computed"
+        time.sleep(0.01)
+    assert feature_cache.Store(disk_entry_mb=0).get("a", shape, np.float32, fill, d, cap_gb)[1] == "disk"  # a use
+    time.sleep(0.01)
+    assert store.get("c", shape, np.float32, fill, d, cap_gb)[1] == "computed"
+    assert set(_bins(d)) == {"a", "c"} and not (d / "b.json").exists()  # b, the least recently used, evicted
+    time.sleep(0.01)
+    assert store.get("b", shape, np.float32, fill, d, cap_gb)[1] == "computed" and len(calls) == 4
+    assert set(_bins(d)) == {"b", "c"}  # now a was the least recently used
+    assert sum(_bins(d).values()) <= 10_000
+    big, where = store.get("big", (1000, 4), np.float32, fill, d, cap_gb)  # 16 kB: over the cap, not kept
+    assert where == "computed" and not isinstance(big, np.memmap) and (big == 5).all()
+    assert set(_bins(d)) == {"b", "c"} and not [p for p in d.iterdir() if ".tmp-" in p.name]
+    assert "exceed train.feature_cache_max_gb=1e-05" in feature_cache.too_large(
+        16_000, cap_gb, feature_cache.usage(d), d)
+    u = feature_cache.usage(d)  # automatic: the smaller of 50 GB and 25% of the free space
+    assert feature_cache.cap_bytes(0, u) == min(50e9, 0.25 * (u.free + u.total))
+
+
+def test_an_over_the_cap_run_takes_the_input_path_and_says_why_in_one_line(tiny_config, source, tmp_path,
+                                                                            monkeypatch, caplog):
+    from tl_research import config as C
+    monkeypatch.setattr(feature_cache, "DISK_ENTRY_MB", 0)  # the tiny run's entries go to disk
+    over = {"init": source, "frozen_depth": 2, "train.steps": 4}
+    roomy = trainer.run(tiny_config(**over, **{"train.feature_cache_max_gb": 1.0}), tmp_path / "w" / "roomy",
+                        progress=False, cache=trainer.StepCache())
+    assert roomy.metrics["feature_path"] == "cached@2" and len(_bins(tmp_path / "w" / "feature_cache")) == 3
+    with caplog.at_level("WARNING", logger="tl_research.feature_cache"):
+        r = trainer.run(tiny_config(**over, **{"train.feature_cache_max_gb": 1e-9}), tmp_path / "small" / "run",
+                        progress=False, cache=trainer.StepCache())
+    assert r.status == "done" and r.metrics["feature_path"] == "input"
+    start = next(x for x in read_metrics(tmp_path / "small" / "run" / "metrics.jsonl") if x.get("event") == "start")
+    why = start["feature_path_reason"]
+    assert why.startswith("activations of ") and why.endswith("GB exceed train.feature_cache_max_gb=1e-09"), why
+    assert "\n" not in why and [m for m in caplog.messages if "exceed" in m] == [f"feature cache: {why}; training "
+                                                                                "from the images"]
+    assert not (tmp_path / "small" / "feature_cache").exists() or not _bins(tmp_path / "small" / "feature_cache")
+    assert r.metrics["test_accuracy"] == pytest.approx(roomy.metrics["test_accuracy"])
+    # results-neutral: the key changes no config's identity (no source model retrained, no workdir refused)
+    assert C.config_hash(tiny_config(**{"train.feature_cache_max_gb": 5.0})) == C.config_hash(tiny_config())
+    with pytest.raises(ConfigError, match="train.feature_cache_max_gb"):
+        feature_cache.check(types.SimpleNamespace(train={"feature_cache_max_gb": -1.0}))
+
+
+def _jpegs(root, seed: int, mtime: float, levels=(60, 190)) -> None:
+    import os
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    for cls, level in zip(("cat", "dog"), levels):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(10):
+            pixels = np.clip(rng.normal(level, 50, (12, 12, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / cls / ".new.jpg", quality=90)
+            os.utime(root / cls / ".new.jpg", (mtime, mtime))
+            os.replace(root / cls / ".new.jpg", root / cls / f"img{i}.jpg")  # as rsync and editors replace a file
+
+
+def test_replacing_the_photos_of_a_folder_computes_the_cache_anew(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.setattr(feature_cache, "DISK_ENTRY_MB", 0)  # on disk, as a later launch finds them
+    photos = tmp_path / "photos"
+    over = {"data.name": f"folder:{photos}", "data.data_dir": str(tmp_path / "tfds"), "data.classes": (),
+            "data.image_size": 8, "data.batch_size": 8, "data.eval_batch_size": 16, "frozen_depth": 2,
+            "train.steps": 4, "train.log_every": 1}
+
+    def run(path, **kw):  # a launch of its own: a new StepCache
+        r = trainer.run(tiny_config(**over, **kw), path, progress=False, cache=trainer.StepCache())
+        assert r.status == "done" and r.metrics["feature_path"] == ("input" if kw else "cached@2"), r.reason
+        return r
+
+    _jpegs(photos, seed=0, mtime=1.7e9)
+    old = run(tmp_path / "w" / "old")
+    _jpegs(photos, seed=1, mtime=1.7e9 + 100, levels=(190, 60))  # the same file names, other pixels
+    new = run(tmp_path / "w" / "new")
+    fresh = run(tmp_path / "fresh", **{"train.feature_cache": False})
+    np.testing.assert_allclose(_losses(tmp_path / "w" / "new"), _losses(tmp_path / "fresh"), rtol=0, atol=1e-5)
+    assert np.abs(np.subtract(_losses(tmp_path / "w" / "new"), _losses(tmp_path / "w" / "old"))).max() > 1e-3
+    assert new.metrics["test_loss"] == pytest.approx(fresh.metrics["test_loss"], abs=1e-5)
+    assert old.metrics["test_loss"] != pytest.approx(fresh.metrics["test_loss"], abs=1e-5)
+    assert len(_bins(tmp_path / "w" / "feature_cache")) == 6  # three entries each: nothing reused
+
+
+FILL_ONCE = """
+import pathlib, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[3])
+from tl_research import feature_cache
+d, me = pathlib.Path(sys.argv[1]), sys.argv[2]
+(d.parent / f"ready-{me}").touch()
+while len(list(d.parent.glob("ready-*"))) < 2:  # both processes start filling together
+    time.sleep(0.01)
+def fill(out):
+    with open(d.parent / "fills", "a") as f:
+        f.write(me + "\\n")
+    time.sleep(1.0)
+    out[:] = 7
+acts, where = feature_cache.Store(disk_entry_mb=0).get("k", (64, 4), np.float32, fill, d)
+assert (np.asarray(acts) == 7).all()
+print(where)
+"""
+
+
+def test_two_processes_filling_one_entry_compute_and_write_it_once(tmp_path):
+    import pathlib
+    import subprocess
+    import sys
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    d = tmp_path / "workdir" / "feature_cache"
+    d.parent.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", FILL_ONCE, str(d), str(i), root], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    assert sorted(out.split()[-1] for out, _ in outs) == ["computed", "disk"]  # one waited, then read it
+    assert len((d.parent / "fills").read_text().split()) == 1
+    assert (d.parent / ".locks" / "feature-k.lock").exists() and set(_bins(d)) == {"k"}

@@ -132,6 +132,11 @@ def _train_config() -> ml_collections.ConfigDict:
         # preprocessing, depth) and shared by a sweep's runs, where that is exact (tl_research.feature_cache:
         # frozen depth >= 1, classification, no augmentation); the result equals the path from the images
         feature_cache=True,
+        # the most the workdir's feature_cache/ folder holds on disk, in GB (least recently used entries are
+        # evicted to make room; a run whose entries exceed it trains from the images and says why); 0 =
+        # automatic: the smaller of 50 GB and 25% of the file system's free space. Where activations come
+        # from, never what a run computes
+        feature_cache_max_gb=0.0,
         # XLA's deterministic GPU ops (the same run gives the same bits on the same GPU; slower: scatters and
         # reductions lose their atomics). Set for the process before JAX starts, so one value per sweep; a
         # CPU run is deterministic already (one core each: sweep_job.pin_cpu_run)
@@ -301,9 +306,11 @@ INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight":
                               "train.deterministic": False}
 
 
-# Keys that never change what a run computes (how often it checkpoints): left out of a config's identity at
-# every value, so setting one neither retrains a source model nor refuses a workdir.
-NEUTRAL: frozenset[str] = frozenset({"train.checkpoint_seconds"})
+# Keys that never change what a run computes (how often it checkpoints, how much disk the feature cache may
+# take: a run it sends to the images computes what the cached path would, up to float reassociation, and the
+# automatic cap depends on the free space anyway): left out of a config's identity at every value, so
+# setting one neither retrains a source model nor refuses a workdir.
+NEUTRAL: frozenset[str] = frozenset({"train.checkpoint_seconds", "train.feature_cache_max_gb"})
 
 
 def _plain(value):
