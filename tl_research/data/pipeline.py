@@ -556,14 +556,42 @@ def _decode(data: Dataset, records: list[dict]) -> tuple[np.ndarray, dict[str, n
     return images, {k: np.stack([row[k] for row in rows]) for k in rows[0]}
 
 
+def _decode_split(data: Dataset, split: Split, limit_mb: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """`_decode` of a whole split, chunk by chunk into arrays of the final (resized) size allocated once:
+    besides them only one chunk of records is held at its stored resolution, about 1/16 of the budget (the
+    chunk length adapts to the records' size), so decoding stays within about `limit_mb`."""
+    n, chunk_bytes = len(split), max(limit_mb * 2**20 / 16, 1.0)
+    out: dict[str, np.ndarray] = {}
+    start, size = 0, 1  # then as many as fit in chunk_bytes
+    while start < n:
+        records = split.source.__getitems__([int(i) for i in split.indices[start:start + size]])
+        stored = sum(v.nbytes for r in records for v in jax.tree.leaves(r) if isinstance(v, np.ndarray))
+        for j, record in enumerate(records, start):
+            row = {"image": data.load_image(record)}
+            if data.targets is not None:
+                row.update(data.targets.read(record))
+            for key, value in row.items():
+                value = np.asarray(value)
+                if key not in out:
+                    out[key] = np.empty((n, *value.shape), value.dtype)
+                out[key][j] = value
+        start += len(records)
+        size = int(np.clip(chunk_bytes * len(records) / max(stored, 1), 1, 1024))
+        del records
+    if "image" not in out:  # an empty split
+        out["image"] = np.empty((0, *data.image_shape), np.uint8)
+    images = out.pop("image")
+    return images, out
+
+
 def cache_in_memory(data: Dataset, limit_mb: float) -> None:
     """Decodes small splits once, so an epoch costs an index lookup instead of PNG decoding. A split whose
     dataset, split string, records and preprocessing an earlier run of this process decoded reuses those
-    arrays (SHARED)."""
+    arrays (SHARED). Decoding holds about `limit_mb` per split at most (`_decode_split`)."""
     for split in (data.train, data.val, data.test):
         if split.images is None and len(split) * _example_bytes(data) <= limit_mb * 2**20:
             def decode(split=split):
-                return _decode(data, split.source.__getitems__([int(i) for i in split.indices]))
+                return _decode_split(data, split, limit_mb)
             if split.key is None or data.decode_key is None:  # a Dataset built by hand
                 split.images, extras = decode()
             else:
