@@ -814,7 +814,7 @@ class Training:
         s, config = self.s, self.config
         data = self.feats.train_data(self.plan.phases[self.phase_i])
         return pipeline.train_batches(data, config.data.batch_size, config.seed, start, s.total_steps,
-                                      config.data.threads, config.data.prefetch,
+                                      config.data.threads, config.data.prefetch, workers=config.data.workers,
                                       sampler=pipeline.train_sampler(config.data, s.data, config.seed))
 
     def _step(self, step: int, batch: dict, pending: list, bar) -> list:

@@ -15,12 +15,16 @@ data.cache_mb); each run still draws its own training subset from the shared lab
 """
 from __future__ import annotations
 
+import atexit
 import collections
 import dataclasses
 import functools
 import hashlib
+import io
+import os
 import pathlib
 import threading
+import weakref
 from typing import Callable, Iterator
 
 import grain
@@ -28,6 +32,7 @@ import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import flags
 from PIL import Image
 
 from tl_research import distributed
@@ -76,6 +81,11 @@ def default_config() -> ml_collections.ConfigDict:
         cache_mb=512,  # decode a split into memory once when it fits in this many MB (0 = never)
         threads=2,  # host loading threads
         prefetch=4,  # batches prepared ahead of the device
+        # processes that decode and assemble batches (pipeline.resolve_workers): 0 = the `threads` of this
+        # process (the GIL caps them near 540 JPEGs/s); N > 0 = N worker processes (started with "spawn", a
+        # few seconds each); -1 = automatic: the cores this process may use minus one, or 0 for a split held
+        # in memory (data.cache_mb). The batches are the same bytes whatever the value.
+        workers=0,
     ))
 
 
@@ -378,7 +388,10 @@ def make_image_loader(image_key, shape, interpolation, crop_pct, pixel_scale: in
     resample = INTERPOLATIONS[interpolation]
 
     def load(record: dict) -> np.ndarray:
-        img = np.asarray(record[image_key])
+        img = record[image_key]
+        if isinstance(img, EncodedImage):
+            img = _decode_encoded(img, h, w, crop_pct, resample) if pixel_scale == 1 else img.decode(img.data)
+        img = np.asarray(img)
         if pixel_scale != 1:
             img = np.minimum(img.astype(np.int32) * pixel_scale, 255).astype(np.uint8)
         if img.ndim == 2:
@@ -391,7 +404,87 @@ def make_image_loader(image_key, shape, interpolation, crop_pct, pixel_scale: in
                 img = np.round(img[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114]))[..., None]
         return np.ascontiguousarray(img, dtype=np.uint8)
 
+    load.image_key = image_key  # which field `_fetch` may hand over still encoded
     return load
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedImage:
+    """A record's image as stored (`_fetch`), decoded by the image loader: its bytes and the TFDS feature's
+    own decoding of them."""
+
+    data: bytes
+    decode: Callable[[bytes], np.ndarray]
+
+
+DRAFT_MARGIN = 2  # a JPEG is decoded at a reduced scale to at least this many times the size its resize needs
+
+
+def _decode_encoded(image: EncodedImage, h: int, w: int, crop_pct: float, resample) -> np.ndarray:
+    """An encoded image -> its pixels. An RGB or greyscale JPEG at least 2 x DRAFT_MARGIN times the size the
+    resize to (h, w) needs (geometry.window) is decoded at a reduced scale (PIL's `draft`: libjpeg's DCT
+    scaling by 1/2, 1/4 or 1/8, to no less than DRAFT_MARGIN times that size) and resized here to the
+    full-size decode's window, mapped onto the reduced image exactly (a `box` of the original's extent, as the
+    last reduced row or column may cover part of a block): deterministic, and within a mean |difference| of 1
+    grey level (at most 8) of the full decode on photos (tests/test_pipeline_workers.py); returned at (h, w).
+    Anything else is decoded exactly as the TFDS data source would, at its stored size."""
+    with Image.open(io.BytesIO(image.data)) as im:
+        if im.format == "JPEG" and im.mode in ("RGB", "L"):
+            width, height = im.size
+            win = geometry.window(height, width, h, w, crop_pct)
+            need_w, need_h = DRAFT_MARGIN * win.new_w, DRAFT_MARGIN * win.new_h
+            if width >= 2 * need_w and height >= 2 * need_h:
+                im.draft(im.mode, (need_w, need_h))
+                scale = 2 ** round(np.log2(width / im.width))  # the power of two libjpeg reduced by
+                out = im.resize((win.new_w, win.new_h), resample, box=(0, 0, width / scale, height / scale))
+                out = np.asarray(out.crop((win.left, win.top, win.left + w, win.top + h)))
+                return out[..., None] if out.ndim == 2 else out
+    return image.decode(image.data)
+
+
+_ENCODED: dict[int, tuple] = {}  # id(data source) -> (weakref to it, its source of encoded images or None)
+_ENCODED_LOCK = threading.Lock()
+
+
+def _encoded_source(source, image_key: str):
+    """The same records as `source` with field `image_key` not decoded, or None where that is not possible
+    (not a TFDS array_record source, not an Image feature, or a source that cannot skip decoding). One per
+    source and process: each worker process opens its own."""
+    with _ENCODED_LOCK:
+        hit = _ENCODED.get(id(source))
+        if hit is not None and hit[0]() is source:
+            return hit[1]
+    enc = None
+    features = getattr(getattr(source, "dataset_info", None), "features", None)
+    if (isinstance(source, tfds.core.data_sources.array_record.ArrayRecordDataSource) and features is not None
+            and image_key in features.keys() and isinstance(features[image_key], tfds.features.Image)):
+        try:
+            enc = dataclasses.replace(source, decoders={**(source.decoders or {}),
+                                                      image_key: tfds.decode.SkipDecoding()})
+            if len(enc) and not isinstance(enc[0][image_key], bytes):
+                enc = None
+        except Exception:  # noqa: BLE001 - a source that cannot skip decoding: records come decoded
+            enc = None
+    with _ENCODED_LOCK:
+        for k in [k for k, (ref, _) in _ENCODED.items() if ref() is None]:
+            del _ENCODED[k]
+        _ENCODED[id(source)] = (weakref.ref(source), enc)
+    return enc
+
+
+def _fetch(data: Dataset, source, keys: list[int]) -> list[dict]:
+    """The records `keys` of `source`, with the image still encoded (EncodedImage) where the data source
+    allows it, so the image loader decodes it (JPEGs at a reduced scale when much larger than needed).
+    Classification only: a dense task's target readers (data/targets.py) read the decoded image's size."""
+    image_key = getattr(data.load_image, "image_key", None)
+    enc = _encoded_source(source, image_key) if image_key is not None and data.targets is None else None
+    if enc is None:
+        return source.__getitems__(keys)
+    decode = source.dataset_info.features[image_key].decode_example_np
+    records = enc.__getitems__(keys)
+    for r in records:
+        r[image_key] = EncodedImage(r[image_key], decode)
+    return records
 
 
 BALANCE = ("none", "oversample")
@@ -564,8 +657,9 @@ def _decode_split(data: Dataset, split: Split, limit_mb: float) -> tuple[np.ndar
     out: dict[str, np.ndarray] = {}
     start, size = 0, 1  # then as many as fit in chunk_bytes
     while start < n:
-        records = split.source.__getitems__([int(i) for i in split.indices[start:start + size]])
-        stored = sum(v.nbytes for r in records for v in jax.tree.leaves(r) if isinstance(v, np.ndarray))
+        records = _fetch(data, split.source, [int(i) for i in split.indices[start:start + size]])
+        stored = sum(v.nbytes if isinstance(v, np.ndarray) else len(v.data) * 8  # encoded: a bound
+                     for r in records for v in jax.tree.leaves(r) if isinstance(v, (np.ndarray, EncodedImage)))
         for j, record in enumerate(records, start):
             row = {"image": data.load_image(record)}
             if data.targets is not None:
@@ -605,7 +699,7 @@ def _read(data: Dataset, split: Split, positions: np.ndarray) -> dict[str, np.nd
     if split.images is not None:
         images, extras = split.images[positions], {k: v[positions] for k, v in (split.extras or {}).items()}
     else:
-        images, extras = _decode(data, split.source.__getitems__([int(i) for i in split.indices[positions]]))
+        images, extras = _decode(data, _fetch(data, split.source, [int(i) for i in split.indices[positions]]))
     if data.targets is None:
         return {"image": images, "label": split.labels[positions].astype(np.int32)}
     return {"image": images, **extras}
@@ -618,10 +712,59 @@ def _local_slice(global_batch: int) -> slice:
     return slice(i * per, (i + 1) * per)
 
 
+def resolve_workers(workers: int, split: Split) -> int:
+    """data.workers -> the number of worker processes: N > 0 as given, 0 none, -1 the cores this process may
+    use minus one (at least 1), or 0 for a split held in memory (copying its arrays through processes costs
+    more than the index lookup it replaces)."""
+    if not isinstance(workers, (int, np.integer)) or workers < -1:
+        raise ConfigError("data.workers", workers, "0 (threads of this process), N > 0 worker processes or -1 "
+                          "(automatic)")
+    if workers != -1:
+        return int(workers)
+    if split.images is not None:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+def _iterate(ds: grain.MapDataset, threads: int, prefetch: int, workers: int) -> Iterator[dict]:
+    """Element k of `ds` in order k = 0, 1, ...: on `threads` threads of this process, or with `workers` > 0
+    in that many "spawn" processes (grain's mp_prefetch: worker i computes elements i, i + workers, ... of
+    the pipeline it unpickles, opening its own data source, and the parent takes them round-robin, so the
+    order and bytes do not depend on the worker count or on which worker finishes first). The processes end
+    when the iterator is closed, dropped or exhausted, or with this process."""
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))
+    if workers > 0:
+        if not flags.FLAGS.is_parsed():  # grain reads its absl flags (defaults here); the command line parses
+            flags.FLAGS.mark_as_parsed()  # its own FlagValues, never absl's global ones
+        per_worker = max(1, -(-prefetch // workers))  # about `prefetch` batches in flight in all
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=per_worker))
+        it = it.map(_plain_arrays)
+        out = iter(it)
+        _LIVE.add(out)
+        return out
+    return iter(it)
+
+
+def _plain_arrays(batch: dict) -> dict:
+    """A batch from the worker processes as plain numpy arrays (views of grain's shared-memory arrays)."""
+    return {k: np.asarray(v) for k, v in batch.items()}
+
+
+_LIVE: "weakref.WeakSet" = weakref.WeakSet()  # iterators with worker processes, closed at exit (quietly)
+
+
+@atexit.register
+def _close_live() -> None:
+    for it in list(_LIVE):
+        it.close()
+
+
 def train_batches(data: Dataset, batch_size: int, seed: int, start_step: int, num_steps: int,
-                  threads: int = 2, prefetch: int = 4, sampler=None) -> Iterator[dict]:
+                  threads: int = 2, prefetch: int = 4, sampler=None, workers: int = 0) -> Iterator[dict]:
     """Batches for steps start_step..num_steps-1: {"image": uint8 (B, H, W, C), "label": int32 (B,)}, or
-    with data.targets the target arrays in place of "label" (see default_config's `targets`)."""
+    with data.targets the target arrays in place of "label" (see default_config's `targets`). `workers`:
+    data.workers (resolve_workers); the batches are the same whatever it is."""
     sampler = sampler or EpochSampler(len(data.train), seed)
     local = _local_slice(batch_size)
 
@@ -630,14 +773,15 @@ def train_batches(data: Dataset, batch_size: int, seed: int, start_step: int, nu
         return _read(data, data.train, positions)
 
     ds = grain.MapDataset.range(start_step, num_steps).map(batch)
-    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))
-    return iter(it)
+    return _iterate(ds, threads, prefetch, resolve_workers(workers, data.train))
 
 
-def eval_batches(data: Dataset, split: Split, batch_size: int, threads: int = 2) -> Iterator[dict]:
+def eval_batches(data: Dataset, split: Split, batch_size: int, threads: int = 2,
+                 workers: int = 0) -> Iterator[dict]:
     """Fixed-order batches over a whole split, the last one padded; "mask" marks the real examples. Padded
     rows repeat the first example's image; their label is 0, their segmentation mask all 255 (ignore),
-    their boxes zeros and classes -1 (no object), so a target left unmasked still scores nothing."""
+    their boxes zeros and classes -1 (no object), so a target left unmasked still scores nothing.
+    `workers`: data.workers (resolve_workers); the batches are the same whatever it is."""
     n = len(split)
     local = _local_slice(batch_size)
 
@@ -653,4 +797,4 @@ def eval_batches(data: Dataset, split: Split, batch_size: int, threads: int = 2)
 
     num = -(-n // batch_size)
     ds = grain.MapDataset.range(num).map(batch)
-    return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2)))
+    return _iterate(ds, threads, 2, resolve_workers(workers, split))

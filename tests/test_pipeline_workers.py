@@ -1,0 +1,118 @@
+"""Decoding in worker processes (data.workers): the same batches whatever the worker count, workers that end
+with their iterator, and JPEGs decoded at a reduced scale close to the full decode."""
+import gc
+import io
+import multiprocessing
+import os
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from tl_research.data import geometry, pipeline
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+@pytest.fixture(scope="module")
+def jpegs(tmp_path_factory):
+    """A folder of JPEG photos (two classes of 10), prepared with data.cache_mb=0: every batch decodes its
+    records (as EncodedImage: the reduced-scale path)."""
+    root = tmp_path_factory.mktemp("photos")
+    for c in range(2):
+        (root / f"c{c}").mkdir()
+        for i in range(10):
+            photo = getattr(skimage.data, PHOTOS[(i + c) % 4])()
+            Image.fromarray(photo).resize((160 + 8 * i, 120)).save(root / f"c{c}" / f"{i}.jpg", quality=90)
+    cfg = pipeline.default_config()
+    cfg.name, cfg.data_dir = f"folder:{root}", str(tmp_path_factory.mktemp("tfds"))
+    cfg.cache_mb, cfg.image_size = 0, 24
+    data = pipeline.load(cfg)
+    assert data.train.images is None and len(data.train) >= 12 and len(data.val) >= 2
+    return cfg, data
+
+
+def _bytes(batches) -> list[bytes]:
+    return [b"".join(np.ascontiguousarray(b[k]).tobytes() for k in sorted(b)) for b in batches]
+
+
+def _train(data, workers, start=0, steps=8):
+    it = pipeline.train_batches(data, 5, 3, start, steps, workers=workers)
+    try:
+        return _bytes(it)
+    finally:
+        it.close()
+
+
+def test_train_batches_are_the_same_bytes_for_any_worker_count_and_on_resume(jpegs):
+    _, data = jpegs
+    assert isinstance(pipeline._fetch(data, data.train.source, [0])[0]["image"], pipeline.EncodedImage)
+    threads = _train(data, 0)
+    assert len(threads) == 8 and len(set(threads)) == 8
+    assert _train(data, 1) == threads
+    assert _train(data, 2) == threads
+    assert _train(data, 2, start=3) == threads[3:]  # a resumed run reads what the uninterrupted one read
+
+
+def test_eval_batches_are_the_same_bytes_with_worker_processes_and_from_the_cache(jpegs):
+    cfg, data = jpegs
+    split = data.train  # 14 examples in batches of 4: the last one padded
+    expect = _bytes(pipeline.eval_batches(data, split, 4))
+    it = pipeline.eval_batches(data, split, 4, workers=2)
+    assert _bytes(it) == expect and len(expect) == 4
+    it.close()
+    cached = cfg.copy_and_resolve_references()
+    cached.cache_mb = 64
+    held = pipeline.load(cached)
+    assert held.train.images is not None and pipeline.resolve_workers(-1, held.train) == 0
+    assert _bytes(pipeline.eval_batches(held, held.train, 4)) == expect  # cached: decoded the same way
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_worker_processes_end_with_their_iterator(jpegs):
+    _, data = jpegs
+    assert pipeline.resolve_workers(-1, data.train) == max(1, len(os.sched_getaffinity(0)) - 1)
+    before = set(multiprocessing.active_children())
+    for how in ("close", "del"):
+        it = pipeline.train_batches(data, 5, 0, 0, 1000, workers=2)
+        next(it)
+        workers = [p for p in multiprocessing.active_children() if p not in before]
+        pids = [p.pid for p in workers]
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids), how
+        if how == "close":
+            it.close()
+        else:
+            del it
+            gc.collect()
+        assert not [p for p in multiprocessing.active_children() if p not in before], how
+        assert not any(_alive(pid) for pid in pids), how  # gone, not zombies
+
+
+def test_large_jpegs_are_decoded_at_a_reduced_scale_close_to_the_full_decode():
+    for name in PHOTOS:
+        buf = io.BytesIO()
+        Image.fromarray(getattr(skimage.data, name)()).resize((500, 375)).save(buf, "JPEG", quality=90)
+        data = buf.getvalue()
+        full_decode = lambda b: np.asarray(Image.open(io.BytesIO(b)))  # noqa: E731 - as TFDS decodes
+        for size, crop, interpolation in ((32, 1.0, "bilinear"), (64, 0.875, "bicubic"), (40, 0.875, "bilinear")):
+            load = pipeline.make_image_loader("image", (size, size, 3), interpolation, crop)
+            win = geometry.window(375, 500, size, size, crop)
+            assert 500 >= 4 * win.new_w and 375 >= 4 * win.new_h  # so it is drafted
+            reduced = load({"image": pipeline.EncodedImage(data, full_decode)}).astype(int)
+            full = load({"image": full_decode(data)}).astype(int)
+            diff = np.abs(reduced - full)
+            assert reduced.shape == (size, size, 3)
+            assert diff.mean() <= 1.0 and diff.max() <= 8, (name, size, diff.mean(), diff.max())
+        # not 4x the size the resize needs: decoded in full, exactly as the data source decodes
+        load = pipeline.make_image_loader("image", (112, 112, 3), "bilinear", 1.0)
+        seen = []
+        exact = load({"image": pipeline.EncodedImage(data, lambda b: seen.append(b) or full_decode(b))})
+        assert seen and np.array_equal(exact, load({"image": full_decode(data)}))
