@@ -5,8 +5,7 @@ The trainer precomputes every schedule on the host, once per run, over ``np.aran
 function: it accepts a Python/NumPy/JAX scalar step or an array of steps and returns NumPy float64 of the
 same shape, evaluating optax's formulas in float64 (``jax.enable_x64``). Double precision is what keeps
 the small values near the end of a cosine (1 + cos(~pi)) and the restarts of long SGDR runs exact, with
-no precision tricks. Steps before 0 are treated as 0. Formulas follow /work/shared/REFERENCES.md
-("Learning-rate schedules") and cite their papers.
+no precision tricks. Steps before 0 are treated as 0. Each formula cites the paper it follows.
 
 Only Smith's cyclical schedule is written by hand (optax has no triangular / triangular2 / exp_range).
 The 1cycle LR and momentum are optax anneals joined at PyTorch's phase ends, and SGDR is optax's cosine
