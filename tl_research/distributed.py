@@ -40,10 +40,9 @@ def _tpu_vm() -> bool:
     """A Cloud TPU VM with JAX's TPU runtime installed: its TPU device files and libtpu. JAX reads the pod's
     workers from the VM's metadata server, so jax.distributed.initialize() is called without arguments (on a
     one-host slice it starts a single process, which is harmless)."""
-    import glob
     import importlib.util
-    return bool((glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*"))
-                and importlib.util.find_spec("libtpu"))
+    from tl_research import runtime
+    return runtime.accelerator_present() == "TPU" and bool(importlib.util.find_spec("libtpu"))
 
 
 def _tasks_per_node(text: str) -> int:

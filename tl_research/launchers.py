@@ -51,13 +51,10 @@ class Options:
 
 # ---------------------------------------------------------------------------------------------- devices
 
-_accelerator_plugin = sweep_job.accelerator_plugin
-
-
 def host_devices() -> tuple[str, list[int]]:
     """(platform, device ids) of this host, from jax.devices() in a short child process: this process only
     submits, and a GPU client started here would hold memory the workers need."""
-    if not _accelerator_plugin():
+    if not sweep_job.accelerator_plugin():
         return "cpu", sweep_job.host_cpus()
     try:
         out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=600)
@@ -75,7 +72,7 @@ def cpu_workers_help() -> bool:
     """Whether one-core local workers beat one process here: a CPU-only host with DEFAULT_CPU_JOBS or more
     cores this process may use (an XLA step on two cores is ~1.4x as fast as on one, so two one-core workers
     get more steps done; benchmarks/sweep_launchers.py --quickstart measures it)."""
-    return not _accelerator_plugin() and len(sweep_job.host_cpus()) >= DEFAULT_CPU_JOBS
+    return not sweep_job.accelerator_plugin() and len(sweep_job.host_cpus()) >= DEFAULT_CPU_JOBS
 
 
 def device_slices(platform: str, devices: list[int], jobs: int) -> list[list[int]]:
@@ -177,10 +174,10 @@ def launch(base, points, workdir, opts: Options, *, only=None, retry_failed: boo
 
 def background_note(opts: Options, workdir: pathlib.Path, slots: list[Slot], runs: int) -> str:
     """The one line a launch without --wait ends with: where the jobs are and how to follow them."""
-    args = " ".join(shlex.quote(a) for a in collect_args(opts.argv))
-    follow = f"python launch.py {args} --collect --wait".replace("  ", " ")
+    collect = " ".join(["python launch.py", *(shlex.quote(a) for a in collect_args(opts.argv)), "--collect"])
+    follow = f"{collect} --wait"
     if not slots:
-        return f"nothing to submit; the report: python launch.py {args} --collect".replace("  ", " ")
+        return f"nothing to submit; the report: {collect}"
     ids = ", ".join(str(s.job.job_id) for s in slots)
     where = (f"{len(slots)} local worker process(es) (pid {ids})" if opts.launcher == "local"
              else f"SLURM job(s) {ids}")

@@ -54,29 +54,28 @@ def pip_command() -> str:
     return f"pip install -r {REQUIREMENTS if rel.startswith('..') else rel}"
 
 
-def _needs_tensorflow(e: BaseException | None) -> bool:
-    """Whether an exception (or one in its chain) is a missing TensorFlow module."""
+def _chain(e: BaseException | None):
+    """An exception and the ones it was raised from or during, once each."""
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, ImportError):
-            module = getattr(e, "name", None) or ""
-            text = str(e)
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def _needs_tensorflow(e: BaseException | None) -> bool:
+    """Whether an exception (or one in its chain) is a missing TensorFlow module."""
+    for x in _chain(e):
+        if isinstance(x, ImportError):
+            module, text = getattr(x, "name", None) or "", str(x)
             if module == "tensorflow" or module.startswith("tensorflow.") or re.search(
                     r"No module named '?tensorflow(['.]|$)", text) or "Failed to import TensorFlow" in text:
                 return True
-        e = e.__cause__ or e.__context__
     return False
 
 
 def _missing_module(e: BaseException | None) -> str:
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, ModuleNotFoundError) and e.name:
-            return e.name
-        e = e.__cause__ or e.__context__
-    return ""
+    return next((x.name for x in _chain(e) if isinstance(x, ModuleNotFoundError) and x.name), "")
 
 
 def _tensorflow_refusal(name: str) -> Refused:

@@ -42,7 +42,7 @@ def accelerator_present() -> str:
     """'NVIDIA GPU' or 'TPU' when this host has one (its device files), else ''. Reads no JAX."""
     if os.path.exists("/dev/nvidia0") or glob.glob("/proc/driver/nvidia/gpus/*"):
         return "NVIDIA GPU"
-    if glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*"):
+    if glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*"):  # TPU v2-v4, v5e and later
         return "TPU"
     return ""
 
@@ -78,13 +78,18 @@ def backend_started() -> bool:
     return xla_bridge.backends_are_initialized()
 
 
-def deterministic(flag: bool, environ=None) -> None:
-    """train.deterministic: XLA's deterministic GPU ops, in XLA_FLAGS before JAX starts its backend (no effect
-    on a CPU, whose runs are deterministic already, one core each: sweep_job.pin_cpu_run)."""
-    if not flag:
-        return
+def add_xla_flags(new, environ=None) -> None:
+    """Appends the flags `new` to XLA_FLAGS (read when JAX starts its backend), keeping any the environment
+    sets already by name."""
     environ = os.environ if environ is None else environ
     flags = environ.get("XLA_FLAGS", "").split()
     names = {f.split("=")[0] for f in flags}
-    flags += [f for f in DETERMINISTIC_XLA_FLAGS if f.split("=")[0] not in names]
+    flags += [f for f in new if f.split("=")[0] not in names]
     environ["XLA_FLAGS"] = " ".join(flags)
+
+
+def deterministic(flag: bool, environ=None) -> None:
+    """train.deterministic: XLA's deterministic GPU ops, in XLA_FLAGS before JAX starts its backend (no effect
+    on a CPU, whose runs are deterministic already, one core each: sweep_job.pin_cpu_run)."""
+    if flag:
+        add_xla_flags(DETERMINISTIC_XLA_FLAGS, environ)

@@ -31,10 +31,8 @@ def pin(cpus, environ=None) -> None:
         given = environ.get(var, "")
         environ[var] = str(min(int(given), n) if given.isdigit() and int(given) > 0 else n)
     if n == 1:
-        flags = environ.get("XLA_FLAGS", "").split()
-        names = {f.split("=")[0] for f in flags}
-        flags += [f for f in ONE_CORE_XLA_FLAGS if f.split("=")[0] not in names]
-        environ["XLA_FLAGS"] = " ".join(flags)
+        from tl_research import runtime  # light: no JAX
+        runtime.add_xla_flags(ONE_CORE_XLA_FLAGS, environ)
 
 
 def accelerator_plugin() -> bool:

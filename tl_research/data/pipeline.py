@@ -536,6 +536,7 @@ def load(cfg, meta=None, seed: int = 0) -> Dataset:
     interpolation and crop fraction the config leaves at 0. `seed` (the run's) draws the training subset
     when data.subset_seed is -1."""
     check_subset_config(cfg)
+    check_workers(cfg.get("workers", 0))
     b = builder(cfg)
     if cfg.targets != "label":
         return _load_with_targets(cfg, b, meta, seed)
@@ -660,18 +661,14 @@ def _decode_split(data: Dataset, split: Split, limit_mb: float) -> tuple[np.ndar
         records = _fetch(data, split.source, [int(i) for i in split.indices[start:start + size]])
         stored = sum(v.nbytes if isinstance(v, np.ndarray) else len(v.data) * 8  # encoded: a bound
                      for r in records for v in jax.tree.leaves(r) if isinstance(v, (np.ndarray, EncodedImage)))
-        for j, record in enumerate(records, start):
-            row = {"image": data.load_image(record)}
-            if data.targets is not None:
-                row.update(data.targets.read(record))
-            for key, value in row.items():
-                value = np.asarray(value)
-                if key not in out:
-                    out[key] = np.empty((n, *value.shape), value.dtype)
-                out[key][j] = value
+        images, extras = _decode(data, records)
+        for key, value in {"image": images, **extras}.items():
+            if key not in out:
+                out[key] = np.empty((n, *value.shape[1:]), value.dtype)
+            out[key][start:start + len(value)] = value
         start += len(records)
         size = int(np.clip(chunk_bytes * len(records) / max(stored, 1), 1, 1024))
-        del records
+        del records, images, extras
     if "image" not in out:  # an empty split
         out["image"] = np.empty((0, *data.image_shape), np.uint8)
     images = out.pop("image")
@@ -712,13 +709,17 @@ def _local_slice(global_batch: int) -> slice:
     return slice(i * per, (i + 1) * per)
 
 
+def check_workers(workers) -> None:
+    if not isinstance(workers, (int, np.integer)) or workers < -1:
+        raise ConfigError("data.workers", workers, "0 (threads of this process), N > 0 worker processes or -1 "
+                          "(automatic)")
+
+
 def resolve_workers(workers: int, split: Split) -> int:
     """data.workers -> the number of worker processes: N > 0 as given, 0 none, -1 the cores this process may
     use minus one (at least 1), or 0 for a split held in memory (copying its arrays through processes costs
     more than the index lookup it replaces)."""
-    if not isinstance(workers, (int, np.integer)) or workers < -1:
-        raise ConfigError("data.workers", workers, "0 (threads of this process), N > 0 worker processes or -1 "
-                          "(automatic)")
+    check_workers(workers)
     if workers != -1:
         return int(workers)
     if split.images is not None:
