@@ -36,8 +36,8 @@ FLAG_LIST = ("--config PATH[:ARG], --config.KEY=VALUE, --workdir DIR, --retry_fa
 
 
 def define_flags(fv) -> None:
-    """launch.py's own flags; --config and --workdir come from tl_research.command_line."""
-    from tl_research import slurm_launcher
+    """launch.py's own flags; --config and --workdir come from tl_research.cli.command_line."""
+    from tl_research.sweeps import slurm_launcher
     flags.DEFINE_bool("retry_failed", False, "rerun the runs that failed", flag_values=fv)
     flags.DEFINE_bool("no_progress", False, "no progress bars", flag_values=fv)
     flags.DEFINE_bool("lr_range_test", False, "an LR range test of the config's base run", flag_values=fv)
@@ -72,7 +72,7 @@ def define_distributed_flags(fv) -> None:
 def start_processes(argv: list[str]) -> None:
     """jax.distributed.initialize from the multi-host flags (or the environment), before the command line
     is read in full: reading a config may already touch JAX, and the distributed start must come first."""
-    from tl_research import distributed
+    from tl_research.core import distributed
     fv = flags.FlagValues()
     define_distributed_flags(fv)
     try:
@@ -84,8 +84,8 @@ def start_processes(argv: list[str]) -> None:
 
 def _launch_options(fv, argv):
     """The launcher flags checked together (before anything runs): None for a launch in this process."""
-    from tl_research import launchers, slurm_launcher
-    from tl_research.errors import ConfigError
+    from tl_research.sweeps import launchers, slurm_launcher
+    from tl_research.core.errors import ConfigError
     slurm = {k: fv[f"slurm.{k}"].value for k in slurm_launcher.FLAGS}
     given = [f"--slurm.{k}" for k in slurm_launcher.FLAGS if fv[f"slurm.{k}"].present]
     if given and fv.launcher != "slurm":
@@ -111,7 +111,7 @@ def _default_workers(fv, argv):
     runs train in this process). A step on two cores is only ~1.4x as fast as on one, so two one-core
     workers finish the sweep sooner; a run's results are the same either way. Ctrl-C stops the workers too.
     --jobs=0 keeps the one-process launch."""
-    from tl_research import launchers
+    from tl_research.sweeps import launchers
     path = fv["config"].config_filename.partition(":")[0]
     if (any(fv[name].present for name in _CHOSEN) or not os.path.isfile(path)
             or not os.path.samefile(path, QUICKSTART) or not launchers.cpu_workers_help()):
@@ -123,7 +123,9 @@ def _default_workers(fv, argv):
 def _where(base, opts) -> str:
     """The launch's first line: what its runs train on (the platform, devices, processes and mesh), and a
     warning line after it when the host has an accelerator JAX does not use."""
-    from tl_research import launchers, runtime, trainer
+    from tl_research.sweeps import launchers
+    from tl_research.core import runtime
+    from tl_research.run import trainer
     if opts is None or (opts.launcher == "local" and opts.sources_first):  # this process trains
         info = runtime.describe(trainer.mesh(base))
         text = runtime.line(info)
@@ -145,7 +147,8 @@ def _where(base, opts) -> str:
 
 def _selected(cli):
     """The run ids --run / --shard select (None: every run); unknown ids are refused by sweep.select."""
-    from tl_research import config as config_lib, sweep
+    from tl_research import config as config_lib
+    from tl_research.sweeps import sweep
     if cli.flags.shard:
         return sweep.shard([config_lib.run_id(p) for p in cli.points], cli.flags.shard)
     return list(cli.flags.run) or None
@@ -153,13 +156,13 @@ def _selected(cli):
 
 def _train(cli, progress: bool, argv, echo=print):
     """The runs, in this process or through a launcher: the rows to report, or None (jobs submitted)."""
-    from tl_research import launchers, sweep
+    from tl_research.sweeps import launchers, sweep
     base, points, workdir, fv = cli.config, cli.points, cli.workdir, cli.flags
     opts = _launch_options(fv, argv)
     only = _selected(cli)
     if fv.collect:
         if fv.wait:  # follow the jobs another launch submitted, then the report
-            from tl_research import job_watch
+            from tl_research.sweeps import job_watch
             ids = [r[0] for r in sweep.select(sweep.prepare(base, points, workdir), only)]
             echo(f"waiting for {len(ids)} run(s) in {workdir} (Ctrl-C stops the waiting, not the jobs)")
             job_watch.follow(workdir, ids, echo=echo)
@@ -177,9 +180,13 @@ def _train(cli, progress: bool, argv, echo=print):
 
 
 def main(argv: list[str]) -> int:
-    from tl_research import command_line, results, sweep, timing, trainer
+    from tl_research.cli import command_line
+    from tl_research.analysis import results
+    from tl_research.sweeps import sweep
+    from tl_research.core import timing
+    from tl_research.run import trainer
     command_line.quiet_logging()
-    from tl_research.errors import ConfigError
+    from tl_research.core.errors import ConfigError
     try:
         start_processes(argv)
         cli = command_line.parse(argv, define_flags, usage=USAGE, default_config="configs/quickstart.py",
@@ -187,7 +194,7 @@ def main(argv: list[str]) -> int:
         if cli is None:  # --help
             return 0
         base, workdir = cli.config, cli.workdir
-        from tl_research import distributed, runtime
+        from tl_research.core import distributed, runtime
         echo = print if distributed.is_writer() else (lambda *args, **kw: None)  # multi-host: one voice
         if runtime.sweep_deterministic(base, cli.points):
             if runtime.backend_started():
@@ -235,6 +242,6 @@ def _process_index(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from tl_research import sweep_job
+    from tl_research.sweeps import sweep_job
     sweep_job.pin_cpu_run(index=_process_index(sys.argv[1:]))  # a CPU run's numbers, whatever the core count
     sys.exit(main(sys.argv[1:]))

@@ -22,7 +22,7 @@ Each variant's gradients are checked against jax.grad's (max abs difference over
 
     python benchmarks/backward_conv.py [--rounds 7] [--inner 10] [--step | --step-only]
 
---step also times the quickstart network's whole train step (tl_research.trainer.build_train, frozen depth 0,
+--step also times the quickstart network's whole train step (tl_research.run.trainer.build_train, frozen depth 0,
 batch 64) with the convolutions' weight gradients replaced (all of them, or the strided 1x1 projections'
 only), against XLA's own.
 """
@@ -197,7 +197,9 @@ def layers(rounds: int, inner: int) -> None:
 def whole_step(rounds: int, inner: int) -> None:
     from flax import nnx
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from tl_research import config as C, freezing, models, trainer
+    from tl_research import config as C, models
+    from tl_research.finetune import freezing
+    from tl_research.run import trainer
     cfg = C.base_config()
     cfg.model.width, cfg.model.stage_sizes = 16, (1, 1, 1)
     cfg.optimizer.momentum, cfg.optimizer.weight_decay = 0.9, 5e-4

@@ -4,7 +4,7 @@ gradient) and per whole train step of a network.
 
 The layers: a ResNet-18 at 64 px (its last stages are 4x4 and 2x2 maps, where XLA's dense convolution is far
 off its FLOPs) and MobileNet/EfficientNet depthwise convolutions (slow at every size on XLA's CPU backend).
-The steps: tl_research.trainer.build_train's step of ResNet-18 at 64 px (frozen depth 0, and from cached
+The steps: tl_research.run.trainer.build_train's step of ResNet-18 at 64 px (frozen depth 0, and from cached
 activations at frozen depth 8 as the probe sweep trains it) and MobileNetV2 at 96 px (frozen depth 0), each
 compiled twice: with TL_RESEARCH_CONV=xla (XLA's convolution everywhere) and with the CPU forms.
 
@@ -84,7 +84,9 @@ def layers(batch: int, rounds: int, inner: int) -> None:
 def _step(arch: str, image: int, batch: int, depth: int, cached: bool):
     """(step, state, batch, hp) of tl_research's train step for `arch`, traced with the current conv mode."""
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from tl_research import config as C, feature_cache, freezing, models, trainer
+    from tl_research import config as C, models
+    from tl_research.run import feature_cache, trainer
+    from tl_research.finetune import freezing
     cfg = C.base_config()
     cfg.model.name, cfg.model.image_size = arch, image
     cfg.optimizer.name, cfg.optimizer.momentum = "sgd", 0.9

@@ -1,5 +1,5 @@
 """Cost of a train step vs frozen depth, as a ratio to full fine-tuning measured in the same run, from the
-images and from cached frozen-prefix activations (tl_research.feature_cache), next to the step's FLOP ratio.
+images and from cached frozen-prefix activations (tl_research.run.feature_cache), next to the step's FLOP ratio.
 
 No backward pass runs through frozen units (the gradient stops at the boundary), so a step should get
 cheaper as more units are frozen; with the cache the frozen prefix's forward pass goes too (it runs once per
@@ -24,7 +24,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-from tl_research import config as C, feature_cache, freezing, models, trainer  # noqa: E402
+from tl_research import config as C, models  # noqa: E402
+
+from tl_research.run import feature_cache, trainer
+
+from tl_research.finetune import freezing
 
 
 def main():

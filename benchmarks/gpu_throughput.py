@@ -226,7 +226,7 @@ class JaxRun:
 
     def __init__(self, config, run_dir: pathlib.Path):
         import jax
-        from tl_research import trainer
+        from tl_research.run import trainer
         self.jax, self.trainer = jax, trainer
         t = time.perf_counter()
         self.t = tr = trainer.Training(config, run_dir, None, trainer.StepCache())

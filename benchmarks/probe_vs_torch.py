@@ -80,7 +80,7 @@ def make_inputs(tmp: pathlib.Path, crops: int = CROPS) -> tuple[pathlib.Path, pa
     pth = tmp / "resnet18-random.pth"
     torch.save(net.state_dict(), pth)
     weights = tmp / "weights-resnet18"
-    subprocess.run([sys.executable, "-m", "tl_research.convert", str(pth), "--arch", "resnet18", "--out",
+    subprocess.run([sys.executable, "-m", "tl_research.cli.convert", str(pth), "--arch", "resnet18", "--out",
                     str(weights)], check=True, cwd=ROOT, capture_output=True)
     return photos, pth, weights
 
@@ -89,7 +89,9 @@ def export_data(config_path: str, arg: str, out: str) -> None:
     """The sweep's decoded splits (uint8 NHWC) as a run reads them, and its LR schedule (checked below)."""
     sys.path.insert(0, str(ROOT))
     import numpy as np
-    from tl_research import config as config_lib, strategies, trainer
+    from tl_research import config as config_lib
+    from tl_research.finetune import strategies
+    from tl_research.run import trainer
     from tl_research.data import pipeline
     cfg = config_lib.read_config(config_lib.load_module(config_path), arg, config_path)
     cfg.frozen_depth = DEPTHS[0]

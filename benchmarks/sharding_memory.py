@@ -42,7 +42,13 @@ def main():
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
 
-    from tl_research import config as C, freezing, models, sharding, trainer
+    from tl_research import config as C, models
+
+    from tl_research.finetune import freezing
+
+    from tl_research.core import sharding
+
+    from tl_research.run import trainer
 
     cfg = C.base_config()
     cfg.model.name, cfg.optimizer.name = args.model, args.optimizer

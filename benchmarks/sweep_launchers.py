@@ -61,7 +61,7 @@ def timed(argv: list[str], env: dict) -> float:
 
 
 UNPINNED = """import runpy, sys
-from tl_research import launchers
+from tl_research.sweeps import launchers
 launchers.device_slices = lambda platform, devices, jobs: [list(devices)] * jobs  # every worker on every core
 sys.argv = ["launch.py", *sys.argv[1:]]
 runpy.run_path("launch.py", run_name="__main__")

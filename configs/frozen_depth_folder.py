@@ -22,7 +22,7 @@ import pathlib
 
 from tl_research import models
 from tl_research.config import axis, base_config, chain, product
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 SEEDS = (0, 1)
 _ARG = "PHOTOS,WEIGHTS: a folder of class subfolders and a converted checkpoint or run directory"

@@ -2,7 +2,7 @@
 
 Source: the quickstart's small ResNet trained on digits 0-4 (once per workdir). Target: digits 5-9, 200
 training examples per class, 4 epochs (100 steps of 40), fine-tuning everything (frozen depth 0) or the top two
-units (frozen depth 2), with each schedule of tl_research.schedules at two peak LRs and 2 seeds. Test
+units (frozen depth 2), with each schedule of tl_research.finetune.schedules at two peak LRs and 2 seeds. Test
 accuracy is also measured at every eval (train.eval_test), so the table can count the steps each schedule
 needs to reach the constant LR's best.
 

@@ -29,7 +29,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
-    from tl_research import trainer
+    from tl_research.run import trainer
     trainer.enable_compilation_cache(tmp_path_factory.mktemp("jax_cache"))
 
 

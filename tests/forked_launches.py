@@ -17,7 +17,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import launch  # noqa: E402
-from tl_research import command_line, results, sweep, trainer  # noqa: E402,F401 - imported once, here
+from tl_research.cli import command_line  # noqa: E402,F401 - imported once, here
+from tl_research.analysis import results
+from tl_research.sweeps import sweep
+from tl_research.run import trainer
 
 
 def start(job: dict) -> int:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tl_research.data import augment
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 KEY = jax.random.key(0)
 # jitted once per op list: eager dispatch of every small op would dominate the test time

@@ -6,7 +6,9 @@ import pathlib
 import pytest
 
 import launch
-from tl_research import command_line, results, similarity_command, sweep
+from tl_research.cli import command_line, similarity_command
+from tl_research.analysis import results
+from tl_research.sweeps import sweep
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -69,7 +71,7 @@ def test_the_arg_after_the_colon_reaches_get_config_and_get_sweep_and_workdir_de
 def test_no_flags_runs_the_quickstart_sweep(monkeypatch, capsys):
     """`python launch.py`: the quickstart, on two one-core local workers where that is faster (a CPU host
     with two or more cores), else in this process; --jobs=0 or any launcher flag keeps the user's choice."""
-    from tl_research import launchers
+    from tl_research.sweeps import launchers
     monkeypatch.chdir(ROOT)
     seen = {}
 

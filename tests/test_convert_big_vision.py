@@ -129,7 +129,11 @@ def vit_train_losses(steps: int = 3) -> list[float]:
     from flax import nnx
     from jax.sharding import NamedSharding, PartitionSpec as P
 
-    from tl_research import config as C, freezing, trainer
+    from tl_research import config as C
+
+    from tl_research.finetune import freezing
+
+    from tl_research.run import trainer
     rng = np.random.default_rng(0)
     graphdef, state = nnx.split(zeros_model(model_cfg("vit_ti16", image_size=32), CLASSES))
     state = jax.tree.map(lambda a: jnp.asarray(rng.normal(0, 0.05, a.shape).astype(a.dtype)), state)
@@ -241,7 +245,7 @@ def test_vit_s16_and_b16_match_a_numpy_forward_in_either_block_layout(arch, scan
     assert model.num_units == dims["depth"] + 2
     assert_parity(model, x, ref_logits, ref_units)
     if arch == "vit_s16":  # given as another ViT, the file is recognised
-        from tl_research.convert import main
+        from tl_research.cli.convert import main
         assert main([str(tmp_path / "bv.npz"), "--arch", "vit_b16", "--out", str(tmp_path / "o")]) == 2
         assert capsys.readouterr().err.rstrip().endswith(
             "this file converts with: --arch vit_s16 --image-size 32")

@@ -150,7 +150,7 @@ def test_every_registered_imagenet_model_has_metadata():
 
 
 def test_cli_writes_a_weights_dir_with_metadata(tmp_path, capsys):
-    from tl_research.convert import main
+    from tl_research.cli.convert import main
     src = tmp_path / "Ti_16.npz"
     augreg_vit_npz(src, width=192, depth=12, heads=3, mlp=768, grid=2, num_classes=5)
     out = tmp_path / "converted"
@@ -167,7 +167,7 @@ def test_cli_writes_a_weights_dir_with_metadata(tmp_path, capsys):
 
 
 def test_cli_refuses_unreadable_files_in_one_line_with_exit_code_2(tmp_path, capsys):
-    from tl_research.convert import main
+    from tl_research.cli.convert import main
     good = tmp_path / "Ti_16.npz"
     augreg_vit_npz(good, width=192, depth=1, heads=3, mlp=8, grid=1, num_classes=2)
     (tmp_path / "cut.npz").write_bytes(good.read_bytes()[:4000])  # an interrupted download

@@ -98,7 +98,7 @@ def test_densenet121_matches_torchvision_and_reads_the_published_names(torchvisi
 
 
 def test_another_arch_is_refused_with_the_one_that_converts(torchvision_file, tmp_path, capsys):
-    from tl_research.convert import main
+    from tl_research.cli.convert import main
     _, path = torchvision_file
     assert main([str(path), "--arch", "resnet18", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err

@@ -14,13 +14,13 @@ from conftest import tiny  # noqa: E402
 from real_torchvision import build, models as tv, resnet_units  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from tl_research import sweep  # noqa: E402
+from tl_research.sweeps import sweep  # noqa: E402
 from tl_research.checkpoints.convert import convert  # noqa: E402
 from tl_research.checkpoints.weights import load_weights  # noqa: E402
 from tl_research.config import axis, zip_axes  # noqa: E402
 from tl_research.data import pipeline  # noqa: E402
-from tl_research.freezing import unit_of  # noqa: E402
-from tl_research.tracking import read_metrics  # noqa: E402
+from tl_research.finetune.freezing import unit_of  # noqa: E402
+from tl_research.core.tracking import read_metrics  # noqa: E402
 
 CLASSES = 3
 FIRST_CONV = "units.0.conv.kernel"
@@ -47,7 +47,7 @@ def test_converted_resnet18_fine_tunes_at_every_frozen_depth(data_dir, tmp_path,
     ref = build(tv.resnet18, seed=5)  # torchvision's own model, 1000 ImageNet classes
     save_file(ref.state_dict(), src)
     converted = tmp_path / "converted"
-    from tl_research.convert import main
+    from tl_research.cli.convert import main
     assert main([str(src), "--arch", "resnet18", "--out", str(converted)]) == 0
     assert "source classifier: 1000 classes" in capsys.readouterr().out
     source, meta = load_weights(converted)

@@ -122,7 +122,7 @@ def test_inception_v3_matches_timm(tmp_path):
 
 
 def test_another_arch_is_refused_with_the_one_that_converts(keras_file, tmp_path, capsys):
-    from tl_research.convert import main
+    from tl_research.cli.convert import main
     _, path = keras_file
     assert main([str(path), "--arch", "vgg16_keras", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err

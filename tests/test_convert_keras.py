@@ -123,7 +123,7 @@ def test_mobilenet_v2_matches_keras(tmp_path, capsys, alpha):
     path = save_legacy_h5(m, tmp_path / f"mobilenet_v2_{alpha}.h5")
     _check(m, path, "mobilenet_v2_keras", names + ["out_relu"], raw / 127.5 - 1.0, raw, width_multiplier=alpha)
     if alpha == 0.35:  # the convert command: the family name and no width, both taken from the file
-        from tl_research.convert import main
+        from tl_research.cli.convert import main
         capsys.readouterr()
         assert main([str(path), "--arch", "mobilenet_v2", "--out", str(tmp_path / "o")]) == 0
         out = capsys.readouterr().out

@@ -80,7 +80,7 @@ def test_mobilenet_v3_matches_keras(tmp_path, request, variant, top):
 
 
 def test_keras_large_no_top_needs_fc_units_0_and_the_cli_says_so(keras_large_no_top, tmp_path, capsys):
-    from tl_research.convert import main
+    from tl_research.cli.convert import main
     _, path = keras_large_no_top  # converts with fc_units=0: test_mobilenet_v3_matches_keras[large-False]
     # without --fc-units the converter reads it from the file (no pre-logits layer) and says so
     assert main([str(path), "--arch", "mobilenet_v3_large_keras", "--out", str(tmp_path / "o")]) == 0

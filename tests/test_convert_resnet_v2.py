@@ -75,7 +75,7 @@ def test_bit_r50x1_npz_matches_timm_loading_the_same_file(tmp_path, capsys):
     assert model.num_units == 5
     assert_parity(model, x, logits.numpy(), [nhwc(u) for u in units])
     # given as a ViT, the file is recognised
-    from tl_research.convert import main
+    from tl_research.cli.convert import main
     assert main([str(path), "--arch", "vit_b16", "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.rstrip().endswith("this file converts with: --arch resnetv2_50x1_bit")
 

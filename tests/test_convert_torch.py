@@ -279,7 +279,7 @@ def test_resnet18_pth_converts_without_torch_as_its_safetensors_twin(resnet18_fi
 
 def test_convert_command_reads_the_format_and_the_architecture_from_the_file(resnet18_file, tmp_path, capsys):
     import shutil
-    from tl_research.convert import main
+    from tl_research.cli.convert import main
     _, path = resnet18_file
     odd = tmp_path / "weights.ckpt"  # an extension that names no format: the zip archive's contents do
     shutil.copy(path, odd)

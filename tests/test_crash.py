@@ -1,5 +1,5 @@
 """A workdir survives any crash and any second launch: killed at every write point (right before and right
-after each rename, by tl_research.durable's TL_RESEARCH_CRASH_AT hook, a real os._exit) and relaunched, or
+after each rename, by tl_research.core.durable's TL_RESEARCH_CRASH_AT hook, a real os._exit) and relaunched, or
 with its marker files torn, or shared by two launches at once, a sweep ends with the uninterrupted run's
 results and metrics, no stale temporaries, and every run trained once.
 
@@ -14,7 +14,8 @@ import sys
 import pytest
 
 import launch
-from tl_research import durable, results
+from tl_research.core import durable
+from tl_research.analysis import results
 from conftest import transfer_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

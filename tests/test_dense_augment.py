@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tl_research.data import augment, dense_augment
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 H = W = 32
 B = 6

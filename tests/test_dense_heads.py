@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from tl_research import centernet_targets, detection_metrics, models
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 from tl_research.models import centernet, decoders, dense, feature_maps
 
 SIZE = 32

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from tl_research.data import builtin, digit_scenes, pipeline, registry, scenes, targets
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 SMALL = {"train": 12, "val": 5, "test": 5}
 

@@ -6,7 +6,8 @@ import math
 import pytest
 
 import launch
-from tl_research import results, similarity_command
+from tl_research.analysis import results
+from tl_research.cli import similarity_command
 from conftest import transfer_config
 
 SETTINGS = """

@@ -8,12 +8,14 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tl_research import config as C
-from tl_research import evaluators, fewshot, metrics, models, trainer
+from tl_research.evals import evaluators, fewshot, metrics
+from tl_research import models
+from tl_research.run import trainer
 from tl_research.checkpoints import weights as W
 from tl_research.data import pipeline
-from tl_research.errors import ConfigError
-from tl_research.features import FeatureExtractor
-from tl_research.tracking import read_metrics
+from tl_research.core.errors import ConfigError
+from tl_research.run.features import FeatureExtractor
+from tl_research.core.tracking import read_metrics
 
 
 def test_on_device_counts_equal_the_host_computation_with_a_padded_last_batch(tiny_config):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from conftest import tiny
-from tl_research import feature_cache, trainer
+from tl_research.run import feature_cache, trainer
 from tl_research.data import pipeline
-from tl_research.errors import ConfigError
-from tl_research.tracking import read_metrics
+from tl_research.core.errors import ConfigError
+from tl_research.core.tracking import read_metrics
 
 
 # one StepCache (its compiled steps and its feature Store) for the module's runs, as a sweep shares one
@@ -216,7 +216,7 @@ def test_an_over_the_cap_run_takes_the_input_path_and_says_why_in_one_line(tiny_
     roomy = trainer.run(tiny_config(**over, **{"train.feature_cache_max_gb": 1.0}), tmp_path / "w" / "roomy",
                         progress=False, cache=trainer.StepCache())
     assert roomy.metrics["feature_path"] == "cached@2" and len(_bins(tmp_path / "w" / "feature_cache")) == 3
-    with caplog.at_level("WARNING", logger="tl_research.feature_cache"):
+    with caplog.at_level("WARNING", logger="tl_research.run.feature_cache"):
         r = trainer.run(tiny_config(**over, **{"train.feature_cache_max_gb": 1e-9}), tmp_path / "small" / "run",
                         progress=False, cache=trainer.StepCache())
     assert r.status == "done" and r.metrics["feature_path"] == "input"
@@ -274,7 +274,7 @@ FILL_ONCE = """
 import pathlib, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[3])
-from tl_research import feature_cache
+from tl_research.run import feature_cache
 d, me = pathlib.Path(sys.argv[1]), sys.argv[2]
 (d.parent / f"ready-{me}").touch()
 while len(list(d.parent.glob("ready-*"))) < 2:  # both processes start filling together

@@ -1,12 +1,12 @@
-"""The closed-form few-shot probe (tl_research.fewshot) against a direct ridge solution, and its command
-(tl_research.fewshot_command) against the library on the same features."""
+"""The closed-form few-shot probe (tl_research.evals.fewshot) against a direct ridge solution, and its command
+(tl_research.cli.fewshot_command) against the library on the same features."""
 import json
 
 import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from tl_research import fewshot
+from tl_research.evals import fewshot
 
 
 def _blobs(n_per_class, dim, num_classes, seed, spread=1.0, draw=0):
@@ -131,7 +131,9 @@ def get_config():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_dir):
     """(config file, workdir) with the config's source model trained into WORKDIR/sources/<hash>."""
-    from tl_research import config as config_lib, sweep, trainer
+    from tl_research import config as config_lib
+    from tl_research.sweeps import sweep
+    from tl_research.run import trainer
     root = tmp_path_factory.mktemp("fewshot")
     path = root / "fewshot_config.py"
     path.write_text(CONFIG.format(data_dir=data_dir))
@@ -145,7 +147,7 @@ def _features(cfg, weights_dir, batch_size):
     """Features of the target's training and test splits, read independently of the command."""
     from tl_research.checkpoints import weights as weights_lib
     from tl_research.data import pipeline
-    from tl_research.features import FeatureExtractor
+    from tl_research.run.features import FeatureExtractor
     weights, meta = weights_lib.load_weights(weights_dir)
     data = pipeline.load(cfg.data, meta, seed=cfg.seed)
     ext = FeatureExtractor(cfg.model, weights, meta, data.image_shape[2])
@@ -159,7 +161,9 @@ def _features(cfg, weights_dir, batch_size):
 
 
 def test_command_scores_the_source_model_as_the_probe_does(trained, tmp_path, capsys):
-    from tl_research import config as config_lib, fewshot_command, sweep
+    from tl_research import config as config_lib
+    from tl_research.cli import fewshot_command
+    from tl_research.sweeps import sweep
     path, workdir = trained
     out = tmp_path / "fewshot.json"
     assert fewshot_command.main(["--config", str(path), "--workdir", str(workdir), "--shots", "1,3,10",
@@ -177,7 +181,9 @@ def test_command_scores_the_source_model_as_the_probe_does(trained, tmp_path, ca
 
 
 def test_command_takes_weights_and_overrides(trained, capsys):
-    from tl_research import config as config_lib, fewshot_command, sweep
+    from tl_research import config as config_lib
+    from tl_research.cli import fewshot_command
+    from tl_research.sweeps import sweep
     path, workdir = trained
     weights = sweep.source_dir(workdir, config_lib.load_module(str(path)).get_config().source) / "weights"
     assert fewshot_command.main(["--config", str(path), "--weights", str(weights),
@@ -198,7 +204,7 @@ def test_command_takes_weights_and_overrides(trained, capsys):
     (["--workdir={empty}"], "python launch.py --config"),  # a source model not trained yet
 ])
 def test_command_refuses_bad_input_in_one_line(trained, tmp_path, capsys, args, names):
-    from tl_research import fewshot_command
+    from tl_research.cli import fewshot_command
     path, _ = trained
     args = [a.format(empty=tmp_path / "empty") for a in args]
     assert fewshot_command.main(["--config", str(path), *args]) == 2

@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from tl_research.data import folder, pipeline
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 
 def _photos(root: pathlib.Path, counts: dict[str, int], seed=0) -> pathlib.Path:

@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from tl_research import freezing, trainer
+from tl_research.finetune import freezing
+
+from tl_research.run import trainer
 from tl_research.checkpoints import weights as W
 
 
@@ -76,7 +78,7 @@ def test_frozen_prefix_gets_no_gradient():
 def test_adamw_is_not_a_second_name_for_adam():
     import ml_collections
     from tl_research import config as config_lib
-    from tl_research.errors import ConfigError
+    from tl_research.core.errors import ConfigError
     cfg = config_lib.base_config()
     cfg.optimizer.name = "adamw"
     with pytest.raises(ConfigError, match=r"optimizer\.name='adamw'.*allowed: sgd, adam$"):

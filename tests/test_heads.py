@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from tl_research import config as C
-from tl_research import freezing, models, trainer
+from tl_research.finetune import freezing
+from tl_research import models
+from tl_research.run import trainer
 from tl_research.checkpoints.weights import flat_state, load_weights, save_weights, transfer
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 
 def _cfg(**kw):

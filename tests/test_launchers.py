@@ -2,7 +2,7 @@
 at once on one workdir, one worker killed with kill -9 mid-run, one preempted and requeued by submitit), and
 the SLURM path through submitit's own SLURM test double (the sbatch script it writes, then each array task
 run here as submitit's tests do, one of them timed out, checkpointed and requeued). Interruptions come at a
-known step (tl_research.interrupts), so every resumed run can be compared with the uninterrupted one."""
+known step (tl_research.core.interrupts), so every resumed run can be compared with the uninterrupted one."""
 import contextlib
 import io
 import json
@@ -16,9 +16,11 @@ from unittest.mock import patch
 import pytest
 
 import launch
-from tl_research import durable, interrupts, job_watch, launchers, locks, results, slurm_launcher, sweep
-from tl_research import sweep_job
-from tl_research.errors import ConfigError
+from tl_research.core import durable, interrupts, locks
+from tl_research.sweeps import job_watch, launchers, slurm_launcher, sweep
+from tl_research.analysis import results
+from tl_research.sweeps import sweep_job
+from tl_research.core.errors import ConfigError
 from conftest import transfer_config
 
 def config_text(data_dir) -> str:
@@ -232,14 +234,14 @@ def test_a_one_core_worker_is_pinned_with_single_threaded_libraries(tmp_path):
     one core XLA's single-threaded Eigen flag, which the installed jaxlib accepts (an unknown flag is fatal)."""
     import subprocess
     import sys
-    from tl_research import sweep_job
+    from tl_research.sweeps import sweep_job
     cores = sorted(os.sched_getaffinity(0))
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "8", "XLA_FLAGS": "--xla_cpu_use_xnnpack=true"}
     sweep_job.pin(cores, env)  # this process keeps its cores
     assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == str(len(cores))
     assert env["OPENBLAS_NUM_THREADS"] == str(len(cores))
     assert ("multi_thread_eigen" in env["XLA_FLAGS"]) == (len(cores) == 1)
-    code = ("import os; from tl_research import sweep_job; sweep_job.pin([%d]); import jax, jax.numpy as jnp; "
+    code = ("import os; from tl_research.sweeps import sweep_job; sweep_job.pin([%d]); import jax, jax.numpy as jnp; "
             "print(sorted(os.sched_getaffinity(0)), os.environ['OMP_NUM_THREADS'], os.environ['XLA_FLAGS'], "
             "float(jnp.ones((8, 8)).sum()))" % cores[-1])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=launchers.ROOT,

@@ -4,8 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from tl_research import lr_range, schedules
-from tl_research.errors import ConfigError
+from tl_research.run import lr_range
+
+from tl_research.finetune import schedules
+from tl_research.core.errors import ConfigError
 
 
 def test_lrs_rise_exponentially_from_min_to_max():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tl_research.metrics import classification_metrics
+from tl_research.evals.metrics import classification_metrics
 
 
 def test_hand_computed_example():

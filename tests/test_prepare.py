@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 import launch
-from tl_research import prepare
+from tl_research.cli import prepare
 from tl_research.data import pipeline
 from tl_research.data.builtin import png_bytes
 

@@ -3,8 +3,8 @@ by domain similarity, and the report keys checked before any run."""
 import pytest
 
 from tl_research import config as config_lib
-from tl_research import results
-from tl_research.errors import ConfigError
+from tl_research.analysis import results
+from tl_research.core.errors import ConfigError
 
 
 def _csv(row: dict) -> dict:

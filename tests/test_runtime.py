@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from tl_research import runtime
-from tl_research.errors import ConfigError
+from tl_research.core import runtime
+from tl_research.core.errors import ConfigError
 
 
 def test_line_names_platform_devices_processes_and_mesh():
@@ -56,7 +56,7 @@ def test_a_tpu_vm_is_detected_from_its_device_files_and_libtpu(monkeypatch):
     recognised by its TPU device files with libtpu installed (what could be tested without a TPU)."""
     import glob
     import importlib.util
-    from tl_research import distributed
+    from tl_research.core import distributed
     for var in ("SLURM_NTASKS", "SLURM_PROCID", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS"):
         monkeypatch.delenv(var, raising=False)
     assert distributed._cluster() == ""  # this machine

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tl_research.data.sampling import BalancedSampler, class_weights
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 
 def test_inverse_weights_equalise_each_classes_total_weight():

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from tl_research import config as config_lib
-from tl_research import sharding, trainer
-from tl_research.errors import ConfigError
-from tl_research.tracking import read_metrics
+from tl_research.core import sharding
+from tl_research.run import trainer
+from tl_research.core.errors import ConfigError
+from tl_research.core.tracking import read_metrics
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # the reference run: width 16 so that the conv kernels are large enough for FSDP to shard; an eval batch of 50
@@ -87,7 +88,8 @@ import jax, numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 from conftest import tiny
-from tl_research import config as C, trainer
+from tl_research import config as C
+from tl_research.run import trainer
 out, data_dir = pathlib.Path({out!r}), {data!r}
 cache = trainer.StepCache()
 trainer.enable_compilation_cache()
@@ -200,10 +202,11 @@ _PROCESS = r"""
 import os, sys
 sys.path.insert(0, {root!r})
 os.chdir({root!r})
-from tl_research import distributed
+from tl_research.core import distributed
 distributed.initialize("127.0.0.1:{port}", 2, {pid})
 import launch
-from tl_research import config as C, trainer
+from tl_research import config as C
+from tl_research.run import trainer
 trainer.enable_compilation_cache()  # as launch.py does: the resumed run below loads the steps compiled here
 # killed after step 6 (its last checkpoint: step 4), then the README's command resumes it
 cfg = C.load_module({config!r}).get_config()
@@ -249,7 +252,8 @@ _SLURM_TASK = r"""
 import os, sys
 sys.path.insert(0, {root!r})
 os.chdir({root!r})
-from tl_research import config as C, sweep_job
+from tl_research import config as C
+from tl_research.sweeps import sweep_job
 cfg = C.load_module({config!r}).get_config()
 print(sweep_job.SweepJob(cfg, [{{}}], {workdir!r}, ["run"])())
 """
@@ -284,7 +288,7 @@ def test_a_two_node_slurm_run_gives_the_one_process_run(reference, data_dir, tmp
 
 
 def test_a_slurm_task_sees_every_gpu_of_its_node_and_one_task_per_gpu_is_refused(monkeypatch):
-    from tl_research import distributed
+    from tl_research.core import distributed
     monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "1(x4)")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")  # SLURM's GPUs for the task: JAX numbers them 0..3
     assert distributed.slurm_local_devices() == [0, 1, 2, 3]
@@ -324,7 +328,8 @@ def test_bfloat16_trains_the_quickstart_model_to_float32_accuracy(data_dir, tmp_
 def test_two_micro_batches_give_the_update_of_the_whole_batch(tiny_config):
     """Without batch statistics (strategy.bn=source: BatchNorm in inference mode in every unit) the mean of
     two half-batch gradients is the whole batch's gradient, so one accumulated step makes the plain update."""
-    from tl_research import freezing, models
+    from tl_research.finetune import freezing
+    from tl_research import models
     model = models.build(tiny_config().model, 5, 1, seed=0)
     graphdef, pp, sp, params, stats = trainer.split_model(model)
     mesh = trainer.mesh()

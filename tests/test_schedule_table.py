@@ -1,7 +1,7 @@
 """The per-schedule report: LR chosen on validation, and steps to reach the constant LR's best."""
 import json
 
-from tl_research import results
+from tl_research.analysis import results
 
 
 def _run(tmp_path, rid, name, lr, val, curve, seed=0):

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tl_research import schedules as S
-from tl_research.errors import ConfigError
+from tl_research.finetune import schedules as S
+from tl_research.core.errors import ConfigError
 
 REL = 1e-6  # the tolerance set when schedules ran in float32; float64 on the host meets it
 

@@ -7,10 +7,12 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from conftest import tiny
 from tl_research import config as C
-from tl_research import freezing, models, strategies, trainer
+from tl_research.finetune import freezing, strategies
+from tl_research import models
+from tl_research.run import trainer
 from tl_research.checkpoints import weights as W
-from tl_research.errors import ConfigError
-from tl_research.tracking import read_metrics
+from tl_research.core.errors import ConfigError
+from tl_research.core.tracking import read_metrics
 
 
 @pytest.fixture(scope="module")

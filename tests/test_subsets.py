@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tl_research.data import subsets
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 
 def _labels():

@@ -6,7 +6,8 @@ import pathlib
 import pytest
 
 import launch
-from tl_research import results, timing
+from tl_research.analysis import results
+from tl_research.core import timing
 from conftest import transfer_config
 
 SWEEP = """return product(axis("seed", [0, 1]), chain(product(axis("init", ["source"]), axis("frozen_depth", [0, "all"])),

@@ -4,10 +4,12 @@ run resumes to the same final mIoU / mAP, and a bad task setting is one ConfigEr
 import numpy as np
 import pytest
 
-from tl_research import config as C, trainer
+from tl_research import config as C
+
+from tl_research.run import trainer
 from tl_research.checkpoints import weights as weights_lib
 from tl_research.data import digit_scenes, registry
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 from tl_research.models.base import ModelMeta
 
 SMALL = {"train": 24, "val": 8, "test": 8}

@@ -1,7 +1,7 @@
 """Where a run's numbers go: metrics.jsonl always, W&B from a background thread that never fails a run."""
 import ml_collections
 
-from tl_research import tracking
+from tl_research.core import tracking
 
 
 def _tracker(tmp_path, mode):

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from tl_research import trainer
+from tl_research.run import trainer
 from tl_research.checkpoints.weights import load_weights
-from tl_research.tracking import read_metrics
+from tl_research.core.tracking import read_metrics
 
 
 def test_checkpoints_at_every_eval_are_spaced_by_checkpoint_seconds_after_the_first(tiny_config, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from tl_research.data import vtab
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 
 def test_registry_holds_the_19_tasks_in_their_groups():

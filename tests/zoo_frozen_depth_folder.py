@@ -97,7 +97,7 @@ def photo_folder(root: pathlib.Path) -> pathlib.Path:
 def check(arch: str, work: pathlib.Path, photos: pathlib.Path) -> tuple[bool, str]:
     """Converts and launches `arch`; (every run done, the line to print)."""
     from tl_research import config as C, models
-    from tl_research.convert import main as convert
+    from tl_research.cli.convert import main as convert
     kind, ext, size, options = ARCHS[arch]
     start = time.perf_counter()
     source = work / f"{arch}.{ext}"

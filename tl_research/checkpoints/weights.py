@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from tl_research import durable
+from tl_research.core import durable
 from tl_research.models.base import ModelMeta, UnitModel
 
 Weights = dict[str, dict[str, np.ndarray]]

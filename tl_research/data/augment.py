@@ -40,7 +40,7 @@ import re
 import jax
 import jax.numpy as jnp
 
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

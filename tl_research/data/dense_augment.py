@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from tl_research.data import augment
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 from tl_research.segmentation_metrics import IGNORE
 
 SEGMENTATION_OPS = ("flip", "crop", "zoom", "translate", "rrc", "rotate", "jitter")

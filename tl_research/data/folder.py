@@ -59,7 +59,7 @@ import tensorflow_datasets as tfds
 from PIL import Image, ImageOps
 
 from tl_research.data.builtin import SPLIT_SEED
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 PREFIX = "folder:"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")

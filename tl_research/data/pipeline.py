@@ -35,10 +35,10 @@ import tensorflow_datasets as tfds
 from absl import flags
 from PIL import Image
 
-from tl_research import distributed
+from tl_research.core import distributed
 from tl_research.data import folder, geometry, registry, subsets, targets as targets_lib, vtab as vtab_lib
 from tl_research.data.sampling import BalancedSampler
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
                   "lanczos": Image.LANCZOS}
@@ -226,7 +226,7 @@ def _builder(cfg) -> tfds.core.DatasetBuilder:
 
 
 def prepare_command(name: str, data_dir) -> str:
-    """The command that prepares dataset `name` (as data.name spells it) under `data_dir` (tl_research.prepare)."""
+    """The command that prepares dataset `name` (as data.name spells it) under `data_dir` (tl_research.cli.prepare)."""
     import shlex
     return f"python -m tl_research.prepare {shlex.quote(name)} --data_dir {shlex.quote(str(data_dir))}"
 

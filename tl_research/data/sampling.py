@@ -9,7 +9,7 @@ import functools
 
 import numpy as np
 
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 WEIGHTINGS = ("none", "inverse", "effective")
 

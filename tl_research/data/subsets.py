@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 # The VTAB-1k protocol (Zhai et al. 2019, arXiv 1910.04867): 1,000 training examples. Tune on train800 /
 # val200, make the final run on train800val200 and report the test split. Here as [start, stop) record

@@ -30,7 +30,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from tl_research.data import geometry
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 TARGETS = ("label", "segmentation", "detection")
 IGNORE = 255

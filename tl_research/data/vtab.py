@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 GROUPS = ("natural", "specialized", "structured")
 # The split names a task answers to: its own train / val / test and the VTAB-1k protocol's.

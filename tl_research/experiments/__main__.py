@@ -32,9 +32,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    from tl_research import command_line
+    from tl_research.cli import command_line
     command_line.quiet_logging()
-    from tl_research.errors import ConfigError
+    from tl_research.core.errors import ConfigError
     from tl_research.experiments import registry, runner
     if args.command == "list":
         for e in registry.EXPERIMENTS:
@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
             workdir = (os.path.join(args.workdir, exp.name) if args.workdir and len(chosen) > 1
                        else args.workdir or None)
             if args.command == "run":
-                from tl_research import trainer
+                from tl_research.run import trainer
                 trainer.enable_compilation_cache()
                 runner.run(exp, registry.EXPERIMENTS, root=root, workdir=workdir)
             else:

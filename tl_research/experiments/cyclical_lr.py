@@ -7,7 +7,7 @@ import pandas as pd
 
 from tl_research.experiments import plots, stats, tables, verdict
 from tl_research.experiments.spec import Analysis, Experiment
-from tl_research.tracking import read_metrics
+from tl_research.core.tracking import read_metrics
 
 MODES = ("triangular", "triangular2", "exp_range")
 

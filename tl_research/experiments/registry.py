@@ -1,7 +1,7 @@
 """The experiments by name, in the order `run all` and experiments/README.md take them."""
 from __future__ import annotations
 
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 from tl_research.experiments import (class_imbalance, cyclical_lr, data_size, decision_matrix, domain_similarity,
                                      layer_transfer, lp_ft)
 from tl_research.experiments.spec import Experiment

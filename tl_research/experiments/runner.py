@@ -7,8 +7,9 @@ import pathlib
 import time
 
 from tl_research import config as config_lib
-from tl_research import results, sweep
-from tl_research.errors import ConfigError
+from tl_research.analysis import results
+from tl_research.sweeps import sweep
+from tl_research.core.errors import ConfigError
 from tl_research.experiments import readme
 from tl_research.experiments.spec import Analysis, Experiment
 

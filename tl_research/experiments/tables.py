@@ -5,7 +5,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from tl_research import results
+from tl_research.analysis import results
 from tl_research.experiments import stats
 
 

@@ -17,7 +17,7 @@ import ml_collections
 from tl_research.models import efficientnet, mobilenet, resnet, resnet_cifar, vgg, vit
 from tl_research.models import mobilenet_v3, resnet_v2
 from tl_research.models import densenet, inception
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 from tl_research.models.base import HIDDEN_INIT, ModelMeta, UnitModel
 
 Builder = Callable[..., UnitModel]

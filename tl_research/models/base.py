@@ -133,7 +133,7 @@ def make_head(cfg, in_features: int, num_classes: int, *, rngs: nnx.Rngs, defaul
     """The head `cfg` (a `config.model`) asks for: `model.head` linear | mlp (`model.head_hidden` widths),
     `model.pool` ("" = the family's own, `default_pool`), `model.dropout`, `model.flatten_grid`. Bad values
     are a ConfigError (raised while the config is validated, which builds the model abstractly)."""
-    from tl_research.errors import ConfigError
+    from tl_research.core.errors import ConfigError
     kind, pool = cfg.get("head", "linear"), cfg.get("pool", "") or default_pool
     hidden = tuple(cfg.get("head_hidden", (256,))) if kind == "mlp" else ()
     if kind not in HEADS:
@@ -172,7 +172,7 @@ class UnitModel(nnx.Module):
 
     def prefix(self, x: jax.Array, depth: int) -> jax.Array:
         """Units 0..depth-1 in inference mode: what a frozen prefix of that depth hands to unit `depth`
-        (tl_research.feature_cache computes it once per example)."""
+        (tl_research.run.feature_cache computes it once per example)."""
         for i in range(depth):
             set_unit_mode(self.units[i], train=False)
             x = self.units[i](x)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 from tl_research.models.conv import Conv
 from tl_research.models.feature_maps import as_map, resize
 

@@ -96,7 +96,7 @@ def channels(width: float, layout: str) -> tuple[int, list[int], int]:
 
 def build(cfg, num_classes: int, in_channels: int, rngs: nnx.Rngs, *, layout: str,
           meta: ModelMeta | None = None) -> UnitModel:
-    from tl_research.errors import ConfigError
+    from tl_research.core.errors import ConfigError
     width = float(cfg.get("width_multiplier", 1.0))
     if width <= 0:
         raise ConfigError("model.width_multiplier", width, "a positive multiplier, e.g. "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 from tl_research.models.base import UnitModel, make_head
 from tl_research.models.conv import Conv
 

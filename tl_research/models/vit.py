@@ -111,7 +111,7 @@ def build(cfg, num_classes: int, in_channels: int, rngs: nnx.Rngs, *, variant: s
     width, depth, hidden, heads = VARIANTS[variant]
     image_size = int(cfg.get("image_size", 224))
     if image_size % PATCH:
-        from tl_research.errors import ConfigError
+        from tl_research.core.errors import ConfigError
         raise ConfigError("model.image_size", image_size, f"a multiple of the patch size {PATCH}")
     units: list[nnx.Module] = [Embedding(in_channels, width, image_size // PATCH, rngs=rngs)]
     units += [EncoderBlock(width, hidden, heads, rngs=rngs) for _ in range(depth)]

@@ -26,7 +26,7 @@ val_NAME / test_NAME), `summary()` (the test_NAME columns of results.csv) and `d
 """
 from __future__ import annotations
 
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 from tl_research.tasks import classification, detection, segmentation
 
 TASKS = {t.name: t for t in (classification.TASK, segmentation.TASK, detection.TASK)}

@@ -7,7 +7,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from tl_research import evaluators, models
+from tl_research.evals import evaluators
+
+from tl_research import models
 from tl_research.checkpoints import weights as weights_lib
 
 

@@ -6,10 +6,10 @@ from typing import Callable
 
 import jax
 
-from tl_research import sharding
+from tl_research.core import sharding
 from tl_research.checkpoints import weights as weights_lib
 from tl_research.data import pipeline
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 
 def add(total, out):

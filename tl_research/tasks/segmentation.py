@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tl_research import segmentation_loss, segmentation_metrics
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 from tl_research.tasks import dense_common
 
 

@@ -64,7 +64,7 @@ def warn_if_unused_accelerator(platform: str, echo=print) -> None:
 
 def sweep_deterministic(base, points) -> bool:
     """train.deterministic of a sweep: one value for all its runs (it is set for the process), else ConfigError."""
-    from tl_research.errors import ConfigError
+    from tl_research.core.errors import ConfigError
     values = {bool(p.get("train.deterministic", base.train.deterministic)) for p in points} or {
         bool(base.train.deterministic)}
     if len(values) > 1:

@@ -1,7 +1,7 @@
-"""The job a launcher submits (tl_research.launchers): a plain top-level callable that submitit pickles,
+"""The job a launcher submits (tl_research.sweeps.launchers): a plain top-level callable that submitit pickles,
 runs on a worker (a local process or a SLURM array task) and, on preemption or a time limit, requeues.
 
-It runs the sweep code of a sequential launch for its run ids (tl_research.sweep.run_sweep with `only`),
+It runs the sweep code of a sequential launch for its run ids (tl_research.sweeps.sweep.run_sweep with `only`),
 so a run gives the same row whichever launcher ran it. It holds no state of its own: requeued, it starts
 again and the sweep code skips the recorded runs and resumes the interrupted one from its orbax checkpoint.
 Module-level imports are kept light: submitit unpickles the job (importing this module) before it installs
@@ -31,7 +31,7 @@ def pin(cpus, environ=None) -> None:
         given = environ.get(var, "")
         environ[var] = str(min(int(given), n) if given.isdigit() and int(given) > 0 else n)
     if n == 1:
-        from tl_research import runtime  # light: no JAX
+        from tl_research.core import runtime  # light: no JAX
         runtime.add_xla_flags(ONE_CORE_XLA_FLAGS, environ)
 
 
@@ -79,7 +79,10 @@ class SweepJob(Checkpointable):
 
     def __call__(self) -> dict:
         pin_cpu_run(self.cpus)  # before JAX sizes its thread pools by the cores it may use
-        from tl_research import command_line, distributed, runtime, sweep, trainer
+        from tl_research.cli import command_line
+        from tl_research.core import distributed, runtime
+        from tl_research.sweeps import sweep
+        from tl_research.run import trainer
         runtime.deterministic(runtime.sweep_deterministic(self.base, self.points))  # before JAX starts too
         distributed.initialize()  # a task of a multi-node SLURM job joins the others (one task per node)
         command_line.quiet_logging()

@@ -13,7 +13,7 @@ per period with the periods located on the host (see ``cosine_restarts`` for why
 
 The trainer uses only the config-facing part: ``NAMES``, ``default_config()``, ``build()`` and
 ``build_momentum()``. ``build`` validates the ``config.schedule`` block and raises
-``tl_research.errors.ConfigError`` (naming the ``schedule.*`` key) before any work starts.
+``tl_research.core.errors.ConfigError`` (naming the ``schedule.*`` key) before any work starts.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 import optax
 from ml_collections import config_dict
 
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 __all__ = [
     "NAMES", "MODES", "ANNEALS", "RANGE_TEST_NAMES", "Schedule",

@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from tl_research import schedules
-from tl_research.errors import ConfigError
+from tl_research.finetune import schedules
+from tl_research.core.errors import ConfigError
 
 NAMES = ("fine_tune", "feature_extraction", "two_phase", "gradual_unfreezing")
 REGULARIZERS = ("weight_decay", "l2_sp", "none")

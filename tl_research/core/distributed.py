@@ -20,7 +20,7 @@ import re
 
 import jax
 
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 _ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 _started = ""  # how this process joined, once it has (a second call is a no-op)
@@ -41,7 +41,7 @@ def _tpu_vm() -> bool:
     workers from the VM's metadata server, so jax.distributed.initialize() is called without arguments (on a
     one-host slice it starts a single process, which is harmless)."""
     import importlib.util
-    from tl_research import runtime
+    from tl_research.core import runtime
     return runtime.accelerator_present() == "TPU" and bool(importlib.util.find_spec("libtpu"))
 
 

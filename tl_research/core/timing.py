@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 
-from tl_research import durable
+from tl_research.core import durable
 
 PHASES = ("data", "compilation", "training", "evaluation", "checkpoints", "reporting")
 OTHER = "other"
@@ -81,7 +81,7 @@ class RunTimer:
         self.t0, self.compiled0 = time.perf_counter(), compile_seconds()
         self.seconds = {p: 0.0 for p in PHASES}
         self._stack: list[list[float]] = []  # per open block: [time, compilation] of the blocks inside it
-        self.runtime: dict = {}  # what the run ran on (tl_research.runtime.describe), recorded with its times
+        self.runtime: dict = {}  # what the run ran on (tl_research.core.runtime.describe), recorded with its times
 
     @contextlib.contextmanager
     def phase(self, name: str):

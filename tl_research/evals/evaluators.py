@@ -5,7 +5,7 @@ predictions (the few-shot probe's features are the exception: the closed-form pr
 
     classification   accuracy, loss, balanced accuracy, macro F1 of one split (the run's val and test, or an
                      extra split: of the run's dataset or of another dataset with the same classes)
-    fewshot          the closed-form few-shot linear probe (tl_research.fewshot) on the model's frozen
+    fewshot          the closed-form few-shot linear probe (tl_research.evals.fewshot) on the model's frozen
                      penultimate features: 1, 5, 10, 25 shots per class of the training split, scored on test
 
 `config.evals` names the extra evaluators of a run (see config.base_config); `build` makes them and `check`
@@ -20,9 +20,11 @@ from typing import Any, Callable, Iterator
 import ml_collections
 import numpy as np
 
-from tl_research import fewshot, metrics, sharding
+from tl_research.evals import fewshot, metrics
+
+from tl_research.core import sharding
 from tl_research.data import pipeline
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 RUN_SPLITS = ("train", "val", "test")  # the run's own splits, as it selected them
 # an evaluator's settings and their defaults, per type

@@ -33,15 +33,23 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tl_research import distributed, durable, evaluators, feature_cache, freezing, models, sharding, strategies
-from tl_research import runtime as runtime_lib, timing
+from tl_research.core import distributed, durable, sharding
+
+from tl_research.evals import evaluators
+
+from tl_research.run import feature_cache
+
+from tl_research.finetune import freezing, strategies
+
+from tl_research import models
+from tl_research.core import runtime as runtime_lib, timing
 from tl_research import tasks as tasks_lib
 from tl_research.checkpoints import weights as weights_lib
 from tl_research.data import pipeline, sampling
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 from tl_research.models.base import ModelMeta, global_pool
 from tl_research.tasks import classification
-from tl_research.tracking import RunTracker
+from tl_research.core.tracking import RunTracker
 
 RESULT_FILE = "result.json"
 # A cross-entropy this large (logits off by thousands; log(C) at chance) has exploded even while finite
@@ -155,7 +163,7 @@ class Setup:
 
 
 def _phase(timer, name: str):
-    """`timer.phase(name)` (tl_research.timing), or nothing without a timer."""
+    """`timer.phase(name)` (tl_research.core.timing), or nothing without a timer."""
     return timer.phase(name) if timer is not None else contextlib.nullcontext()
 
 
@@ -294,7 +302,7 @@ def build_eval(graphdef, param_paths: dict, stat_paths: dict, *, value_range, me
     batch["mask"] marks, reduced across devices (and processes) inside the step. Classification (the
     default): {"correct", "loss", "confusion"}, the batch's correct predictions, summed cross-entropy and
     (C, C) confusion matrix (rows = true class), which evaluators.Classification sums over batches.
-    `start_unit = k > 0`: batch["image"] holds unit k-1's cached activations (tl_research.feature_cache)."""
+    `start_unit = k > 0`: batch["image"] holds unit k-1's cached activations (tl_research.run.feature_cache)."""
     model_of = _merger(graphdef, param_paths, stat_paths, precision)
     preprocess = preprocessor(value_range, mean, std)
     objective = objective or classification.Objective(num_classes=0)  # its reduce reads C from the logits
@@ -682,7 +690,7 @@ class Training:
         split_bs = sharding.padded(min(config.data.eval_batch_size, max(len(s.data.val), len(s.data.test), 1)),
                                    self.data_sharding.num_devices)
         common = dict(put=put, batch_size=split_bs, threads=config.data.threads)
-        # the frozen prefix's activations, cached where that is exact (tl_research.feature_cache); computing
+        # the frozen prefix's activations, cached where that is exact (tl_research.run.feature_cache); computing
         # them counts as data preparation in timing.json
         with self.timer.phase("data"):
             self.feats = feature_cache.for_program(self.prog, config, merger=_merger, preprocessor=preprocessor,

@@ -11,7 +11,7 @@ import re
 
 import optax
 
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 # One name per optimizer: Adam with optimizer.weight_decay > 0 is AdamW, since the decay here is always
 # decoupled (added after Adam's scaling), so a separate "adamw" would be the same optimizer under two names.

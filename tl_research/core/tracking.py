@@ -18,7 +18,7 @@ import queue
 import threading
 from typing import Any
 
-from tl_research import durable
+from tl_research.core import durable
 
 log = logging.getLogger(__name__)
 

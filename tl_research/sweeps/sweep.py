@@ -12,10 +12,11 @@ import traceback
 from flax.traverse_util import flatten_dict
 
 from tl_research import config as config_lib
-from tl_research import distributed, domain_similarity, durable, interrupts, locks, results, runtime, timing
-from tl_research import tracking
-from tl_research import trainer
-from tl_research.errors import ConfigError
+from tl_research.core import distributed, durable, interrupts, locks, runtime, timing
+from tl_research.analysis import domain_similarity, results
+from tl_research.core import tracking
+from tl_research.run import trainer
+from tl_research.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 RESULTS = "results.csv"
@@ -177,7 +178,7 @@ def pending(runs, workdir, retry_failed: bool = False) -> list:
 def run_sweep(base, points, workdir, *, progress: bool = True, retry_failed: bool = False,
               echo=print, only=None, finish: bool = True) -> list[dict]:
     """Trains the runs not recorded yet (with `only`, the runs of those ids, in that order). Several
-    launches may share a workdir: each takes the runs nobody holds (DIR/.locks, tl_research.locks), then
+    launches may share a workdir: each takes the runs nobody holds (DIR/.locks, tl_research.core.locks), then
     waits for the held ones and skips those finished meanwhile. `finish=False` (a launcher's job) leaves
     the sweep-wide steps (domain similarity, the W&B table) to whoever collects the sweep."""
     workdir = pathlib.Path(workdir).absolute()
@@ -358,7 +359,7 @@ class _SweepContext:
 def range_test(base, workdir, *, progress: bool = True, echo=print) -> dict:
     """The LR range test of a sweep's base config into DIR/lr_range_test (training its source model first,
     into the same place the sweep will look for it)."""
-    from tl_research import lr_range
+    from tl_research.run import lr_range
     workdir = pathlib.Path(workdir).absolute()
     config_lib.validate(base)
     config_lib.check_initial_weights(base)

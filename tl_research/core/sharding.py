@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 AXES = ("data", "fsdp")  # the mesh axes a run knows; both split the batch, fsdp also splits parameters
 RULES = ("replicate", "fsdp")

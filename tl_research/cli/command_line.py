@@ -1,4 +1,4 @@
-"""The command line the commands share (launch.py, tl_research.similarity_command): absl flags, with the config
+"""The command line the commands share (launch.py, tl_research.cli.similarity_command): absl flags, with the config
 read by ml_collections' config_flags.
 
     --config FILE[:ARG]     a config file; ARG goes to its get_config(arg) and get_sweep(arg)
@@ -22,7 +22,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from tl_research import config as config_lib
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 _OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]+)(?:=(.*))?$", re.S)
 _BAD_VALUE = re.compile(r"^flag --([^=\s]+)=(.*?): (.*)$", re.S)

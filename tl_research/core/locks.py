@@ -31,7 +31,7 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
-from tl_research import distributed
+from tl_research.core import distributed
 
 log = logging.getLogger(__name__)
 LOCK_DIR = ".locks"

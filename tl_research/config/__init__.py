@@ -22,11 +22,19 @@ from typing import Any, Iterable
 import ml_collections
 from ml_collections import config_dict
 
-from tl_research import evaluators, feature_cache, lr_range, models, schedules, sharding, strategies, tasks
+from tl_research.evals import evaluators
+
+from tl_research.run import feature_cache, lr_range
+
+from tl_research import models, tasks
+
+from tl_research.finetune import schedules, strategies
+
+from tl_research.core import sharding
 from tl_research.data import pipeline
 from tl_research.models import centernet, decoders
-from tl_research.errors import ConfigError
-from tl_research.freezing import resolve_frozen_depth  # noqa: F401 - also config.resolve_frozen_depth
+from tl_research.core.errors import ConfigError
+from tl_research.finetune.freezing import resolve_frozen_depth  # noqa: F401 - also config.resolve_frozen_depth
 
 OPTIMIZERS = ("sgd", "adam")  # as freezing.OPTIMIZERS: adam with weight_decay > 0 is AdamW
 WANDB_MODES = ("offline", "online", "disabled")
@@ -129,7 +137,7 @@ def _train_config() -> ml_collections.ConfigDict:
         # updates its running ones k times a step). data.batch_size must divide by k x the batch devices.
         accumulate=1,
         # train the trainable units on the frozen prefix's activations, computed once per (weights, data,
-        # preprocessing, depth) and shared by a sweep's runs, where that is exact (tl_research.feature_cache:
+        # preprocessing, depth) and shared by a sweep's runs, where that is exact (tl_research.run.feature_cache:
         # frozen depth >= 1, classification, no augmentation); the result equals the path from the images
         feature_cache=True,
         # the most the workdir's feature_cache/ folder holds on disk, in GB (least recently used entries are
@@ -155,7 +163,7 @@ def _report_config() -> ml_collections.ConfigDict:
     report.tables = ("mean",)
     report.baseline = ""  # for "gain": the runs gains are measured against, "KEY=VALUE" with KEY in series
     # Cui et al. 2018's domain similarity of each run's target data to its source model's training data, on the
-    # source model's features (tl_research.domain_similarity): a results column; cached in the workdir.
+    # source model's features (tl_research.analysis.domain_similarity): a results column; cached in the workdir.
     report.similarity = False
     report.similarity_gamma = 0.01  # sim = exp(-gamma * EMD)
     return report
@@ -493,7 +501,7 @@ def check_initial_weights(config, *, prefix: str = "") -> None:
 def _init_problem(init: str, model_json: str) -> str:
     """Why the weights `init` names cannot start a run of this model ('' when they can): nothing there, a
     file cut short, arrays of other shapes, another architecture. Loaded here, before any run trains."""
-    from tl_research import trainer
+    from tl_research.run import trainer
     from tl_research.checkpoints import weights as weights_lib
     model_cfg = ml_collections.ConfigDict(json.loads(model_json))
     try:

@@ -2,7 +2,7 @@
 
     stage 1   one job per source model that the runs start from and that is not trained yet (one array
               when there are several)
-    stage 2   one job array, one task per run (tl_research.sweep_job.SweepJob with that run's id), at most
+    stage 2   one job array, one task per run (tl_research.sweeps.sweep_job.SweepJob with that run's id), at most
               --slurm.array_parallelism at once, after stage 1 (afterany: a source that failed gives
               failed rows, not an array that waits forever; a task whose source is missing trains it
               under the source lock, once)
@@ -22,10 +22,10 @@ import pathlib
 import shutil
 import subprocess
 
-from tl_research import sweep
-from tl_research.errors import ConfigError
-from tl_research.job_watch import Slot
-from tl_research.sweep_job import SweepJob
+from tl_research.sweeps import sweep
+from tl_research.core.errors import ConfigError
+from tl_research.sweeps.job_watch import Slot
+from tl_research.sweeps.sweep_job import SweepJob
 
 FLAGS = ("partition", "gpus_per_node", "nodes", "timeout_min", "array_parallelism", "account", "extra")
 DEFAULTS = {"partition": None, "gpus_per_node": 1, "nodes": 1, "timeout_min": 240, "array_parallelism": 256,

@@ -26,7 +26,7 @@ last): no phase trains the units below it, so every evaluation, the best step's 
 
 Where activations live (`Store`): one entry per (prefix, split), in memory up to MEMORY_MB in all (the least
 recently used dropped first); an entry above DISK_ENTRY_MB goes to `feature_cache/` next to the run's folder
-(a sweep's workdir), memory-mapped, written atomically (tl_research.durable) and reused by later processes.
+(a sweep's workdir), memory-mapped, written atomically (tl_research.core.durable) and reused by later processes.
 
 The on-disk size cap: `train.feature_cache_max_gb` (GB = 1e9 bytes; 0 = automatic: the smaller of
 AUTO_MAX_GB = 50 GB and AUTO_FREE_FRACTION = 25% of the space the cache may take, the file system's free space
@@ -41,7 +41,7 @@ every other entry evicted, it takes the `input` path, logs one line and records 
 config.NEUTRAL: it decides where a run's activations come from, never what it computes. An entry that no
 longer fits when it is written (the disk filled meanwhile) is computed in memory and not kept.
 
-Locks (tl_research.locks, under the workdir's `.locks/`): `feature-<key>.lock` is held while an on-disk entry
+Locks (tl_research.core.locks, under the workdir's `.locks/`): `feature-<key>.lock` is held while an on-disk entry
 is computed and written, so two launches never compute one entry twice: the second waits (saying for whom)
 and then reads what the first wrote; `feature_cache.lock` is held briefly around the size accounting
 (eviction and reserving an entry's bytes). Always in that order. A reader takes no lock: an entry evicted
@@ -73,9 +73,11 @@ from typing import Callable
 import jax
 import numpy as np
 
-from tl_research import durable, freezing, locks, sharding
+from tl_research.core import durable, locks, sharding
+
+from tl_research.finetune import freezing
 from tl_research.data import pipeline
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 from tl_research.models.base import UnitModel
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """Where a sweep's runs go: submitit jobs on this host's accelerators (--launcher=local --jobs=N) or on a
-SLURM cluster (--launcher=slurm), each executing tl_research.sweep_job.SweepJob for its run ids.
+SLURM cluster (--launcher=slurm), each executing tl_research.sweeps.sweep_job.SweepJob for its run ids.
 
     local, --jobs=N   N submitit LocalExecutor jobs (worker processes), each given its slice of the host's
                       devices: CUDA_VISIBLE_DEVICES for GPUs, the CPU cores otherwise (sched_setaffinity).
@@ -10,7 +10,7 @@ SLURM cluster (--launcher=slurm), each executing tl_research.sweep_job.SweepJob 
                       source becomes failed rows instead of an array that never starts).
 
 A launcher only decides where runs go: the jobs run the sequential launch's sweep code, under the same
-per-run, per-source and results.csv locks (tl_research.locks). With --wait the launching command shows runs
+per-run, per-source and results.csv locks (tl_research.core.locks). With --wait the launching command shows runs
 done / running / queued / failed while the jobs run, resubmits the runs of jobs that ended without
 recording them (a worker killed with kill -9, a node that failed; job_watch.RETRIES times), then records
 those runs as failed with the reason, and writes the report. Preemption and time limits are submitit's: it sends
@@ -26,12 +26,14 @@ import shlex
 import subprocess
 import sys
 
-from tl_research import job_watch, results, slurm_launcher, sweep, sweep_job
-from tl_research.errors import ConfigError
-from tl_research.job_watch import Slot
-from tl_research.sweep_job import SweepJob
+from tl_research.sweeps import job_watch, slurm_launcher, sweep, sweep_job
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]  # on the workers' PYTHONPATH: they unpickle SweepJob
+from tl_research.analysis import results
+from tl_research.core.errors import ConfigError
+from tl_research.sweeps.job_watch import Slot
+from tl_research.sweeps.sweep_job import SweepJob
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]  # on the workers' PYTHONPATH: they unpickle SweepJob
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 minutes) would interrupt every worker
 PROBE = "import jax; d = jax.devices(); print(d[0].platform, len(d))"
 DEFAULT_CPU_JOBS = 2  # one-core workers of a default launch (launch.py: the quickstart on a CPU host)

@@ -9,7 +9,7 @@ import pathlib
 import numpy as np
 import pandas as pd
 
-from tl_research import durable, locks
+from tl_research.core import durable, locks
 
 # the task's headline metrics (tl_research.tasks: accuracy; segmentation mIoU and pixel accuracy; detection
 # COCO mAP@[.5:.95], @.5, @.75) lead; a column no row has is left out
@@ -31,7 +31,7 @@ def read_rows(path) -> list[dict]:
 
 
 def write_rows(path, rows: list[dict]) -> None:
-    """Atomic and fsynced (tl_research.durable): a crash never leaves a half-written results.csv. Callers
+    """Atomic and fsynced (tl_research.core.durable): a crash never leaves a half-written results.csv. Callers
     that read, change and write it back hold `locked(path)` around all three."""
     path = pathlib.Path(path)
     keys = [k for k in FIRST_COLUMNS if any(k in r for r in rows)]
@@ -171,7 +171,7 @@ def write_report(workdir, report_cfg, rows: list[dict]) -> str:
 
 def _first_step_reaching(run_dir: pathlib.Path, target: float) -> int | None:
     """The first evaluated step whose test accuracy reaches `target` (from the run's metrics.jsonl)."""
-    from tl_research.tracking import read_metrics
+    from tl_research.core.tracking import read_metrics
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return None
@@ -242,7 +242,7 @@ SIMILARITY = "domain_similarity"
 
 def check_report(report_cfg, points: list[dict]) -> None:
     """ConfigError for report.tables / report.baseline before any run starts."""
-    from tl_research.errors import ConfigError
+    from tl_research.core.errors import ConfigError
     tables = tuple(report_cfg.get("tables", ("mean",)))
     if not tables or any(t not in REPORT_TABLES for t in tables):
         raise ConfigError("report.tables", tables, f"a non-empty tuple of {', '.join(REPORT_TABLES)}")

@@ -1,4 +1,4 @@
-"""Waiting on a launch's jobs (tl_research.launchers): the progress line, jobs that ended without recording
+"""Waiting on a launch's jobs (tl_research.sweeps.launchers): the progress line, jobs that ended without recording
 their runs resubmitted, and runs that no attempt recorded written as failed rows with the reason.
 
 A job "ends" as submitit sees it (LocalJob: its process exited; SlurmJob: sacct's state). What it leaves
@@ -12,7 +12,13 @@ import pathlib
 import time
 from typing import Any, Callable
 
-from tl_research import locks, results, sweep, trainer
+from tl_research.core import locks
+
+from tl_research.analysis import results
+
+from tl_research.sweeps import sweep
+
+from tl_research.run import trainer
 
 RETRIES = 2  # resubmissions of a job that ended without recording its runs, before they count as failed
 

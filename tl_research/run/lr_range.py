@@ -30,9 +30,11 @@ import pathlib
 import ml_collections
 import numpy as np
 
-from tl_research import durable, sharding, trainer
+from tl_research.core import durable, sharding
+
+from tl_research.run import trainer
 from tl_research.data import pipeline
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 OUT = "lr_range_test"
 

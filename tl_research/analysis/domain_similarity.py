@@ -28,9 +28,11 @@ from typing import Any
 
 import ml_collections
 
-from tl_research import config as config_lib, durable
+from tl_research import config as config_lib
+
+from tl_research.core import durable
 from tl_research.checkpoints import weights as weights_lib
-from tl_research.errors import ConfigError
+from tl_research.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 CACHE_DIR = "similarity"
@@ -113,7 +115,7 @@ class Measurer:
 
     def _source(self, source: Source):
         from tl_research.data import pipeline
-        from tl_research.features import FeatureExtractor
+        from tl_research.run.features import FeatureExtractor
         key = _digest(self._source_key(source))
         if key not in self._sources:
             weights, meta = weights_lib.load_weights(source.weights_dir)
@@ -132,7 +134,7 @@ class Measurer:
         if cached is not None:
             self.cached += 1
             return cached
-        from tl_research import similarity
+        from tl_research.analysis import similarity
         from tl_research.data import pipeline
         extractor, meta, (h, w, c), (src_means, src_counts) = self._source(source)
         target = config_lib.copy_config(target_data)

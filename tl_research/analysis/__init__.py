@@ -1,0 +1,1 @@
+"""A sweep's results (results.csv, tables, plots) and domain similarity."""

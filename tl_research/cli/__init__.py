@@ -1,0 +1,1 @@
+"""The commands: launch.py's shared flags, convert, prepare, fewshot_command, similarity_command."""

@@ -1,0 +1,1 @@
+"""Evaluators built once per run, classification metrics, the few-shot probe."""

@@ -1,0 +1,1 @@
+"""What trains and how fast: strategies, freezing of depth units, LR schedules."""
