@@ -68,6 +68,7 @@ def test_every_builtin_phase_trains_exactly_the_old_depth_rule_per_parameter(fam
                 # the optimizer labels are the old ones, group and no-decay suffix included
                 assert phase.labels(paths) == freezing.labels(paths, phase.frozen_depth)
                 assert phase.lowest_trainable_unit(paths) == phase.frozen_depth
+                assert phase.frozen_units(paths) == set(range(phase.frozen_depth))
                 seen += 1
     assert seen > 2 * num_units
 
@@ -79,7 +80,7 @@ def test_builtin_phases_record_only_their_four_fields():
     assert type(phase) is strategies.Phase
 
 
-def test_the_lowest_trainable_unit_follows_a_rule_that_is_not_the_depth_rule(resnet_paths):
+def test_the_lowest_trainable_unit_and_the_frozen_units_follow_a_rule_that_is_not_the_depth_rule(resnet_paths):
     paths, num_units = resnet_paths
 
     @dataclasses.dataclass(frozen=True)
@@ -92,8 +93,17 @@ def test_the_lowest_trainable_unit_follows_a_rule_that_is_not_the_depth_rule(res
         def trainable(self, path):
             return path.startswith("head.")
 
+    @dataclasses.dataclass(frozen=True)
+    class FirstUnitAndHead(strategies.Phase):  # surgical fine-tuning of the first block
+        def trainable(self, path):
+            return path.startswith(("units.0.", "head."))
+
     assert UnitTwoAndHead("x", 0, 1, 0).lowest_trainable_unit(paths) == 2  # not its frozen_depth field
+    assert UnitTwoAndHead("x", 0, 1, 0).frozen_units(paths) == {0, 1}
     assert HeadOnly("x", 0, 1, 0).lowest_trainable_unit(paths) == num_units
+    assert HeadOnly("x", 0, 1, 0).frozen_units(paths) == set(range(num_units))
+    first = FirstUnitAndHead("x", 0, 1, 0)
+    assert first.lowest_trainable_unit(paths) == 0 and first.frozen_units(paths) == set(range(1, num_units))
 
 
 # ---------------------------------------------------------------------------------------------- a toy strategy

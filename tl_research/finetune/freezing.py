@@ -76,6 +76,19 @@ def lowest_trainable_unit(names, trains: Callable[[str], bool]) -> int:
     return 1 + max((u for _, u in units if u is not None), default=-1)
 
 
+def frozen_units(names, trains: Callable[[str], bool]) -> frozenset[int]:
+    """The depth units that hold parameters of which none trains under `trains`: such a unit runs in inference
+    mode (BatchNorm on its running statistics, never updated), wherever it lies."""
+    held, trained = set(), set()
+    for n in names:
+        u = unit_of(n)
+        if u is not None:
+            held.add(u)
+            if trains(n):
+                trained.add(u)
+    return frozenset(held - trained)
+
+
 def resolve_frozen_depth(value, num_units: int) -> int:
     """'all' or -1 -> num_units (a linear probe); k in 0..num_units as is."""
     if value in ("all", -1):

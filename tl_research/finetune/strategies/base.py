@@ -8,7 +8,8 @@ in `extend`, so they are part of the same tree: labelled, checkpointed, resumed 
 
     Phase           steps [start, end); `trainable(path)` says whether a parameter trains in it (by default the
                     depth rule: the head and units >= frozen_depth); `lowest_trainable_unit(paths)` is the unit
-                    below which the step needs no backward pass (the depth rule: frozen_depth)
+                    below which the step needs no backward pass (the depth rule: frozen_depth); `frozen_units`
+                    the units that run in inference mode; `labels(paths)` the optimizer's labels
     Context         what a strategy's phases may depend on besides the config: the model's number of units, the
                     resolved frozen depth, the run's length, steps per epoch, and the parameter paths (when known)
     Strategy        name; check(config); phases(config, ctx); schedule(config, ctx, phases) -> (lrs, momenta);
@@ -55,6 +56,13 @@ class Phase:
         if type(self).trainable is Phase.trainable:
             return self.frozen_depth
         return freezing.lowest_trainable_unit(paths, self.trainable)
+
+    def frozen_units(self, paths: Sequence[str]) -> frozenset[int]:
+        """The depth units none of whose parameters train: they run in inference mode (BatchNorm on its running
+        statistics, never updated) wherever they lie. The depth rule's: units 0..frozen_depth-1."""
+        if type(self).trainable is Phase.trainable:
+            return frozenset(range(self.frozen_depth))
+        return freezing.frozen_units(paths, self.trainable)
 
     def labels(self, paths: Sequence[str]) -> dict[str, str]:
         """path -> optimizer label ('frozen', 'unit_i', 'head', with '/no_decay'): freezing.labels_where with
