@@ -1,1 +1,1 @@
-"""What trains and how fast: strategies, freezing of depth units, LR schedules."""
+"""What trains and how fast: strategies (a registry; a phase says per parameter what trains), freezing, LR schedules."""

@@ -3,11 +3,13 @@
 Freezing is declared, not coded: every parameter gets a label from its name and the config, and the
 optimizer is an `optax.multi_transform` over those labels. `frozen` parameters get no update at all (no
 weight decay either); every trainable group gets its own learning-rate multiplier and regulariser. Labels are
-a pure function of the parameter names and the config.
+a pure function of the parameter names and a rule saying which of them train: the depth rule (`labels`,
+units below frozen_depth frozen) or any per-parameter rule a strategy's phase gives (`labels_where`).
 """
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 import optax
 
@@ -41,17 +43,50 @@ def decays(name: str) -> bool:
     return name.endswith(".kernel")
 
 
+def trains_at_depth(name: str, frozen_depth: int) -> bool:
+    """The depth rule: a parameter trains iff it is in the head or in a unit >= frozen_depth."""
+    u = unit_of(name)
+    return u is None or u >= frozen_depth
+
+
 def labels(names, frozen_depth: int) -> dict[str, str]:
     """name -> 'frozen' for units below frozen_depth, else its group ('unit_i' or 'head'), with a
     '/no_decay' suffix for parameters that weight decay leaves alone."""
+    return labels_where(names, lambda n: trains_at_depth(n, frozen_depth))
+
+
+def labels_where(names, trains: Callable[[str], bool]) -> dict[str, str]:
+    """As `labels`, with any per-parameter rule: name -> 'frozen' where `trains(name)` is false, else its
+    group (+ '/no_decay'). `labels(names, k)` is `labels_where(names, <the depth rule at k>)`."""
     out = {}
     for n in names:
-        u = unit_of(n)
-        if u is not None and u < frozen_depth:
-            out[n] = FROZEN
-        else:
-            out[n] = group_of(n) + ("" if decays(n) else NO_DECAY)
+        group = group_of(n)  # every name must belong to a unit or the head, trained or not
+        out[n] = group + ("" if decays(n) else NO_DECAY) if trains(n) else FROZEN
     return out
+
+
+def lowest_trainable_unit(names, trains: Callable[[str], bool]) -> int:
+    """The lowest depth unit holding a parameter that trains under `trains`: a step needs no backward pass
+    below it (and runs the units below it in inference mode). With no unit parameter training (the head
+    alone): one past the deepest unit the names hold."""
+    units = [(n, unit_of(n)) for n in names]
+    trained = [u for n, u in units if u is not None and trains(n)]
+    if trained:
+        return min(trained)
+    return 1 + max((u for _, u in units if u is not None), default=-1)
+
+
+def frozen_units(names, trains: Callable[[str], bool]) -> frozenset[int]:
+    """The depth units that hold parameters of which none trains under `trains`: such a unit runs in inference
+    mode (BatchNorm on its running statistics, never updated), wherever it lies."""
+    held, trained = set(), set()
+    for n in names:
+        u = unit_of(n)
+        if u is not None:
+            held.add(u)
+            if trains(n):
+                trained.add(u)
+    return frozenset(held - trained)
 
 
 def resolve_frozen_depth(value, num_units: int) -> int:

@@ -1,7 +1,7 @@
 """Learning-rate schedules (step -> learning rate), built from optax where optax has the schedule.
 
 The trainer precomputes every schedule on the host, once per run, over ``np.arange(total_steps)``
-(``strategies._schedule_arrays``) and feeds each step its float32 value. So a schedule here is a host
+(``strategies.base.schedule_arrays``) and feeds each step its float32 value. So a schedule here is a host
 function: it accepts a Python/NumPy/JAX scalar step or an array of steps and returns NumPy float64 of the
 same shape, evaluating optax's formulas in float64 (``jax.enable_x64``). Double precision is what keeps
 the small values near the end of a cosine (1 + cos(~pi)) and the restarts of long SGDR runs exact, with

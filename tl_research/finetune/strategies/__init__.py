@@ -1,0 +1,131 @@
+"""Fine-tuning strategies: the `strategy` block of a config turned into a plan the one training loop follows.
+
+A strategy never changes the loop. Each is an object registered under its `strategy.name` (the contract and the
+registry: strategies/base.py; one module per strategy beside it). It decides, as pure functions of the config:
+
+    phases        which parameters train during which steps (Phase.trainable(path); by default the depth
+                  rule: the head and the units >= the phase's frozen depth)
+                  fine_tune           one phase at `frozen_depth` (0 = full fine-tuning)
+                  feature_extraction  one phase with every unit frozen (a new head on fixed features)
+                  two_phase           head only, then units frozen_depth.. also train (LP-FT, Kumar et al.
+                                      2022, arXiv 2202.10054); each phase has its own schedule
+                  gradual_unfreezing  head only, then one more unit from the top every E epochs (or steps)
+                                      down to `frozen_depth` (ULMFiT, Howard & Ruder 2018, arXiv 1801.06146)
+    LR per step   the schedule(s), precomputed for every step
+    LR per unit   discriminative fine-tuning (ULMFiT): lr(unit i) = lr(unit i + 1) / lr_decay, the head at the
+                  schedule's LR, so unit i gets lr / lr_decay ** (num_units - i)
+    regulariser   decoupled weight decay (optimizer.weight_decay), L2-SP (Li et al. 2018, arXiv 1802.01483:
+                  alpha/2 ||w - w0||^2 on transferred weights + beta/2 ||w_head||^2), or none
+    BatchNorm     'update': trainable units use batch statistics and update their running ones (frozen units
+                  never do); 'source': every unit keeps the statistics it started with
+
+    adding one    subclass StrategyBase, implement `phases` (and `schedule`, `lr_multipliers`, `check`,
+                  `extend` where it differs), `register(MyStrategy())`; inside the package: one module here
+                  plus its import below. `extend(model, config)` adds a strategy's own parameters (adapters,
+                  prompts) under a unit or the head, so they are checkpointed, resumed and exported as the rest.
+"""
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import ml_collections
+
+from tl_research.core.errors import ConfigError
+from tl_research.finetune import schedules
+from tl_research.finetune.strategies.base import (Context, Phase, Plan, Strategy, StrategyBase, check_tiling,
+                                                  get, names, register, unregister)
+# the built-in strategies, registered in this order (the order `strategy.name`'s error lists them in)
+from tl_research.finetune.strategies import fine_tune, feature_extraction, two_phase, gradual_unfreezing  # noqa: F401
+
+__all__ = ["BN_POLICIES", "Context", "NAMES", "Phase", "Plan", "REGULARIZERS", "Strategy", "StrategyBase", "check",
+           "default_config", "extend", "get", "l2_sp_penalty", "names", "plan", "register", "unregister"]
+
+REGULARIZERS = ("weight_decay", "l2_sp", "none")
+BN_POLICIES = ("update", "source")
+
+
+def __getattr__(attr: str):
+    """`NAMES`: the registered strategy names, read when asked (a strategy registered later is in it)."""
+    if attr == "NAMES":
+        return names()
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The `config.strategy` block."""
+    head_schedule = schedules.default_config()
+    head_schedule.lr = 0.1  # the head alone takes a much larger LR than the fine-tuning phase
+    return ml_collections.ConfigDict(dict(
+        name="fine_tune",  # a registered strategy (names()): fine_tune | feature_extraction | two_phase | ...
+        # two_phase: steps of the head-only phase; > 0 wins, else boundary_epochs * steps per epoch. The
+        # head phase follows head_schedule; the rest of the run follows config.schedule, restarted at the
+        # boundary, with units frozen_depth.. trainable (0: all of them).
+        boundary_steps=0,
+        boundary_epochs=1.0,
+        head_schedule=head_schedule,
+        # gradual_unfreezing: one more unit every unfreeze_every_steps (> 0 wins) or unfreeze_every_epochs,
+        # until frozen_depth is reached; one schedule (config.schedule) over the whole run.
+        unfreeze_every_steps=0,
+        unfreeze_every_epochs=1.0,
+        lr_decay=1.0,  # discriminative LRs: each unit's LR is the one above's / lr_decay (ULMFiT: 2.6); 1 = off
+        regularizer="weight_decay",  # weight_decay (optimizer.weight_decay) | l2_sp | none
+        l2sp_alpha=0.01,  # L2-SP: pull towards the starting weights
+        l2sp_beta=0.01,  # L2-SP: plain L2 on the new head
+        bn="update",  # BatchNorm statistics of trainable units: update | source
+    ))
+
+
+def _err(key, value, allowed, why=""):
+    return ConfigError(f"strategy.{key}", value, allowed, why)
+
+
+def check(config) -> None:
+    """The checks that need no model or data: the keys every strategy shares, then the named strategy's own."""
+    s = config.strategy
+    strategy = get(s.name)  # ConfigError listing the registered names
+    if s.regularizer not in REGULARIZERS:
+        raise _err("regularizer", s.regularizer, ", ".join(REGULARIZERS))
+    if s.bn not in BN_POLICIES:
+        raise _err("bn", s.bn, ", ".join(BN_POLICIES))
+    decay = s.lr_decay
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not math.isfinite(decay) or decay < 1:
+        raise _err("lr_decay", decay, "a number >= 1 (1: the same LR for every unit; ULMFiT: 2.6)")
+    for key in ("l2sp_alpha", "l2sp_beta"):
+        v = s[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise _err(key, v, "a number >= 0")
+    if s.regularizer == "l2_sp" and config.init == "scratch":
+        raise _err("regularizer", "l2_sp", "weight_decay or none for init=scratch",
+                   why="L2-SP pulls towards transferred weights and a scratch run has none")
+    strategy.check(config)
+
+
+def plan(config, *, num_units: int, frozen_depth: int, total_steps: int, steps_per_epoch: int,
+         paths=()) -> Plan:
+    """The phases, per-step LRs and momenta, LR multipliers, regulariser and BN policy of one run. `paths`: the
+    model's dotted parameter paths, for a strategy whose phases depend on them."""
+    check(config)
+    s = config.strategy
+    strategy = get(s.name)
+    ctx = Context(num_units, frozen_depth, total_steps, steps_per_epoch, tuple(paths))
+    phases = strategy.phases(config, ctx)
+    check_tiling(strategy.name, phases, total_steps)
+    lrs, moms = strategy.schedule(config, ctx, phases)
+    multipliers = strategy.lr_multipliers(config, ctx)
+    wd = float(config.optimizer.weight_decay) if s.regularizer == "weight_decay" else 0.0
+    l2sp = (float(s.l2sp_alpha), float(s.l2sp_beta)) if s.regularizer == "l2_sp" else None
+    return Plan(phases, lrs, moms, multipliers, wd, l2sp, s.bn == "update")
+
+
+def extend(model, config):
+    """The model with the parameters the config's strategy adds (the model itself for the built-in ones)."""
+    return get(config.strategy.name).extend(model, config)
+
+
+def l2_sp_penalty(params: dict, anchor: dict, alpha: float, beta: float):
+    """alpha/2 * sum ||w - w0||^2 over the transferred parameters given (those in `anchor`), plus
+    beta/2 * sum ||w||^2 over the head's (Li, Grandvalet & Davoine 2018, arXiv 1802.01483, eq. 3)."""
+    sp = sum(jnp.sum(jnp.square(v - anchor[k])) for k, v in params.items() if k in anchor)
+    head = sum(jnp.sum(jnp.square(v)) for k, v in params.items() if k.startswith("head."))
+    return 0.5 * alpha * sp + 0.5 * beta * head
