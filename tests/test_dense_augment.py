@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tl_research.data import augment, dense_augment
+from tl_research.data import augment
+from tl_research.tasks.dense import augment as dense_augment
 from tl_research.core.errors import ConfigError
 
 H = W = 32

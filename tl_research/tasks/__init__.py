@@ -27,7 +27,9 @@ val_NAME / test_NAME), `summary()` (the test_NAME columns of results.csv) and `d
 from __future__ import annotations
 
 from tl_research.core.errors import ConfigError
-from tl_research.tasks import classification, detection, segmentation
+from tl_research.tasks.classification import task as classification
+from tl_research.tasks.detection import task as detection
+from tl_research.tasks.segmentation import task as segmentation
 
 TASKS = {t.name: t for t in (classification.TASK, segmentation.TASK, detection.TASK)}
 NAMES = tuple(TASKS)

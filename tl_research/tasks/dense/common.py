@@ -1,5 +1,5 @@
 """What the dense tasks (segmentation, detection) share: the model (a registry backbone under a dense head,
-models/dense.py), the options they refuse, and the evaluator that runs a split through the eval step."""
+tasks/dense/model.py), the options they refuse, and the evaluator that runs a split through the eval step."""
 from __future__ import annotations
 
 from typing import Callable
@@ -68,19 +68,19 @@ class DenseTask:
         self._check_head(config)
 
     def _check_head(self, config) -> None:
-        from tl_research.models import dense
+        from tl_research.tasks.dense import model as dense
         b = pipeline.builder(config.data)
         native = b.info.features[config.data.image_key].shape
         shape, _, _ = pipeline.resolve_image_shape(config.data, native, None)
         dense.abstract(config.model, self.head_builder(), 2, shape[2], shape)
 
     def parse_augment(self, ops) -> tuple:
-        from tl_research.data import dense_augment
+        from tl_research.tasks.dense import augment as dense_augment
         return dense_augment.parse(tuple(ops), self.name) if ops else ()
 
     def build_model(self, config, data, weights):
         """Fresh (backbone and head from config.seed), or the units from `weights` under a fresh head."""
-        from tl_research.models import dense
+        from tl_research.tasks.dense import model as dense
         model = dense.build(config.model, self.head_builder(), data.num_classes, data.image_shape[2],
                             data.image_shape, seed=config.seed)
         if weights is None:

@@ -1,6 +1,6 @@
-"""Object detection: a CenterNet head on the depth units (models/centernet.py), its targets rendered from
-the batch's boxes and its loss on the devices (centernet_targets.py), COCO mAP of the decoded detections by
-pycocotools on the host (detection_metrics.py).
+"""Object detection: a CenterNet head on the depth units (tasks/detection/head.py), its targets rendered from
+the batch's boxes and its loss on the devices (loss.py), COCO mAP of the decoded detections by
+pycocotools on the host (metrics.py).
 
 Evaluation is the one place per-example outputs leave the devices: each eval batch returns its top-k
 decoded detections and its ground truth, replicated (gathered across devices and processes), and the host
@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tl_research import centernet_targets, detection_metrics
-from tl_research.tasks import dense_common
+from tl_research.tasks.detection import loss as centernet_targets, metrics as detection_metrics
+from tl_research.tasks.dense import common as dense_common
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Objective:
     def prepare(self, batch: dict, images: jax.Array, key: jax.Array):
         boxes, classes = batch["boxes"], batch["classes"]
         if self.augment_ops:  # boxes move with the image; those moved out are dropped (class -1)
-            from tl_research.data import dense_augment
+            from tl_research.tasks.dense import augment as dense_augment
             images, boxes, classes = dense_augment.apply_detection(self.augment_ops, images, boxes, classes, key)
         return images, {"boxes": boxes, "classes": classes}
 
@@ -48,7 +48,7 @@ class Objective:
     def reduce(self, outputs: dict, batch: dict) -> dict:
         """The batch's loss (times its object count, so that a split's loss is its sum over objects divided
         once), its decoded detections and its ground truth (the host keeps the rows batch["mask"] marks)."""
-        from tl_research.models import centernet
+        from tl_research.tasks.detection import head as centernet
         total, parts = self._loss(outputs, batch["boxes"], batch["classes"], batch["mask"])
         boxes, scores, classes = centernet.decode(outputs, self.max_detections)
         return {"loss": total * parts["objects"], "objects": parts["objects"], "det_boxes": boxes,
@@ -100,7 +100,7 @@ class Detection(dense_common.DenseTask):
     metric = "map"
 
     def head_builder(self):
-        from tl_research.models import centernet
+        from tl_research.tasks.detection import head as centernet
         return centernet.build
 
     def objective(self, config, data, augment_ops: tuple = ()) -> Objective:

@@ -1,6 +1,6 @@
-"""Semantic segmentation: a class per pixel from a decoder on the depth units (models/decoders.py), per-pixel
-cross-entropy (segmentation_loss.py), mean IoU and pixel accuracy from a confusion matrix summed on the
-devices (segmentation_metrics.py). Ignore pixels (255) and padded eval examples count nowhere."""
+"""Semantic segmentation: a class per pixel from a decoder on the depth units (tasks/segmentation/head.py), per-pixel
+cross-entropy (loss.py), mean IoU and pixel accuracy from a confusion matrix summed on the
+devices (metrics.py). Ignore pixels (255) and padded eval examples count nowhere."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tl_research import segmentation_loss, segmentation_metrics
+from tl_research.tasks.segmentation import loss as segmentation_loss, metrics as segmentation_metrics
 from tl_research.core.errors import ConfigError
-from tl_research.tasks import dense_common
+from tl_research.tasks.dense import common as dense_common
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Objective:
     def prepare(self, batch: dict, images: jax.Array, key: jax.Array):
         masks = batch["segmentation_mask"]
         if self.augment_ops:  # the mask moves with the image (nearest neighbour; outside: ignore)
-            from tl_research.data import dense_augment
+            from tl_research.tasks.dense import augment as dense_augment
             images, masks = dense_augment.apply_segmentation(self.augment_ops, images, masks, key)
         return images, {"mask": masks}
 
@@ -87,7 +87,7 @@ class Segmentation(dense_common.DenseTask):
     metric = "miou"
 
     def head_builder(self):
-        from tl_research.models import decoders
+        from tl_research.tasks.segmentation import head as decoders
         return decoders.build
 
     def check(self, config) -> None:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from tl_research.data import augment
 from tl_research.core.errors import ConfigError
-from tl_research.segmentation_metrics import IGNORE
+from tl_research.tasks.segmentation.metrics import IGNORE
 
 SEGMENTATION_OPS = ("flip", "crop", "zoom", "translate", "rrc", "rotate", "jitter")
 DETECTION_OPS = ("flip", "crop", "zoom", "translate", "rrc", "jitter")
