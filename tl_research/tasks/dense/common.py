@@ -44,6 +44,9 @@ class DenseTask:
     """A task whose model is `models.dense.build(config.model, head_builder(), ...)`."""
 
     name = targets = metric = ""
+    augment_allowed: tuple[str, ...] = ()  # the config.augment ops the task's labels move through
+    # the head reads several units' outputs: no frozen-prefix feature cache
+    cacheable, cache_reason = False, "its head reads several units' outputs"
 
     def head_builder(self) -> Callable:
         raise NotImplementedError
@@ -76,7 +79,7 @@ class DenseTask:
 
     def parse_augment(self, ops) -> tuple:
         from tl_research.tasks.dense import augment as dense_augment
-        return dense_augment.parse(tuple(ops), self.name) if ops else ()
+        return dense_augment.parse(tuple(ops), self.augment_allowed, self.name) if ops else ()
 
     def build_model(self, config, data, weights):
         """Fresh (backbone and head from config.seed), or the units from `weights` under a fresh head."""

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from tl_research.tasks.detection import loss as centernet_targets, metrics as detection_metrics
-from tl_research.tasks.dense import common as dense_common
+from tl_research.tasks.dense import augment as dense_augment, common as dense_common
+from tl_research.tasks.detection import targets as targets_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +32,6 @@ class Objective:
     def prepare(self, batch: dict, images: jax.Array, key: jax.Array):
         boxes, classes = batch["boxes"], batch["classes"]
         if self.augment_ops:  # boxes move with the image; those moved out are dropped (class -1)
-            from tl_research.tasks.dense import augment as dense_augment
             images, boxes, classes = dense_augment.apply_detection(self.augment_ops, images, boxes, classes, key)
         return images, {"boxes": boxes, "classes": classes}
 
@@ -96,8 +96,11 @@ def scorer(num_classes: int, image_hw: tuple[int, int]):
 
 class Detection(dense_common.DenseTask):
     name = "detection"
-    targets = "detection"
+    target_spec = targets_lib.TARGETS
+    targets = target_spec.name
     metric = "map"
+    result_columns = ("val_map", "test_map", "test_map50", "test_map75")
+    augment_allowed = dense_augment.DETECTION_OPS
 
     def head_builder(self):
         from tl_research.tasks.detection import head as centernet

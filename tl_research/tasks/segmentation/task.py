@@ -11,7 +11,8 @@ import numpy as np
 
 from tl_research.tasks.segmentation import loss as segmentation_loss, metrics as segmentation_metrics
 from tl_research.core.errors import ConfigError
-from tl_research.tasks.dense import common as dense_common
+from tl_research.tasks.dense import augment as dense_augment, common as dense_common
+from tl_research.tasks.segmentation import targets as targets_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +28,6 @@ class Objective:
     def prepare(self, batch: dict, images: jax.Array, key: jax.Array):
         masks = batch["segmentation_mask"]
         if self.augment_ops:  # the mask moves with the image (nearest neighbour; outside: ignore)
-            from tl_research.tasks.dense import augment as dense_augment
             images, masks = dense_augment.apply_segmentation(self.augment_ops, images, masks, key)
         return images, {"mask": masks}
 
@@ -83,8 +83,13 @@ def _score(sums: dict) -> Score:
 
 class Segmentation(dense_common.DenseTask):
     name = "segmentation"
-    targets = "segmentation"
+    target_spec = targets_lib.TARGETS
+    targets = target_spec.name
     metric = "miou"
+    result_columns = ("val_miou", "test_miou", "test_pixel_accuracy")
+    augment_allowed = dense_augment.SEGMENTATION_OPS
+    # train keys only this task honours: (their neutral value, why another task refuses them)
+    options = {"train.background_weight": (1.0, "has no background pixels (a segmentation loss option)")}
 
     def head_builder(self):
         from tl_research.tasks.segmentation import head as decoders
