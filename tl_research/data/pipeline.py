@@ -67,7 +67,7 @@ def default_config() -> ml_collections.ConfigDict:
         # what a batch carries next to "image" (data.targets): "label" (an image-level class,
         # classification), "segmentation" ("segmentation_mask" (B, H, W) uint8, 255 = ignore) or
         # "detection" ("boxes" (B, max_boxes, 4) float32 [ymin, xmin, ymax, xmax] in [0, 1], zeros where
-        # padded, and "classes" (B, max_boxes) int32, -1 where padded)
+        # padded, and "classes" (B, max_boxes) int32, -1 where padded), or a registered task's own (tasks.register)
         targets="label",
         mask_key="segmentation_mask",  # the record's mask image (targets=segmentation)
         objects_key="objects",  # the record's Sequence of bbox + label (targets=detection)
@@ -288,11 +288,12 @@ def label_spec(cfg, b) -> LabelSpec:
     return LabelSpec(feature.num_classes, list(feature.names), cfg.image_key, lambda r: int(r[label_key]))
 
 
-def num_classes(cfg) -> int:
+def num_classes(cfg, targets: targets_lib.Targets | None = None) -> int:
     """Number of classes of the dataset `cfg` (data config) names, before any data.classes subset: of its
-    image labels, or with data.targets of its mask classes (background included) or object classes."""
+    image labels, or with a task's `targets` (else data.targets') of what those read (segmentation: its mask
+    classes, background included; detection: its object classes)."""
     b = builder(cfg)
-    spec = targets_lib.spec(cfg, b, targets=targets_lib.get(cfg.get("targets", "label")))
+    spec = targets_lib.spec(cfg, b, targets=targets or targets_lib.get(cfg.get("targets", "label")))
     return label_spec(cfg, b).num_classes if spec is None else len(spec.names)
 
 
