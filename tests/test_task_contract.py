@@ -18,8 +18,7 @@ from tl_research.analysis import results
 from tl_research.core.errors import ConfigError
 from tl_research.data import pipeline, targets as targets_lib
 from tl_research.run import trainer
-from tl_research.tasks import base
-from tl_research.tasks.dense import common as dense_common
+from tl_research.tasks import base, split_eval
 
 from conftest import tiny
 
@@ -100,8 +99,8 @@ class BrightPixels:
         return Objective()
 
     def evaluator(self, eval_step, data, split, put, *, batch_size: int, threads: int = 2):
-        return dense_common.SplitEval(
-            eval_step, data, split, put, batch_size=batch_size, threads=threads, combine=dense_common.add,
+        return split_eval.SplitEval(
+            eval_step, data, split, put, batch_size=batch_size, threads=threads, combine=split_eval.add,
             score=lambda s: Score(float(s["sq"]), float(s["abs"]), float(s["n"])))
 
 

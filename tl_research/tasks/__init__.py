@@ -5,7 +5,8 @@ per task, each registered here through the contract in tasks/base.py (`Task`, `r
     segmentation/    a class per pixel (data.targets = segmentation); a decoder head; metric mean IoU
     detection/       boxes and their classes (data.targets = detection); a CenterNet head; metric COCO mAP
     dense/           what segmentation and detection share: the backbone-under-a-head model, the augmentation
-                     that moves masks and boxes with the image, the split evaluator
+                     that moves masks and boxes with the image, the options they refuse
+    base.py          the contract (`Task`) and the registry; split_eval.py: an evaluator any task may use
 
 A task folder holds task.py (the task object), and as they apply head.py, loss.py, metrics.py, targets.py
 (its record reader: the `Targets` the data pipeline is handed). Adding a task = a folder (or a module

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tl_research.tasks.detection import loss as centernet_targets, metrics as detection_metrics
+from tl_research.tasks import split_eval
 from tl_research.tasks.dense import augment as dense_augment, common as dense_common
 from tl_research.tasks.detection import targets as targets_lib
 
@@ -111,9 +112,9 @@ class Detection(dense_common.DenseTask):
         return Objective(data.num_classes, tuple(augment_ops), k)
 
     def evaluator(self, eval_step, data, split, put, *, batch_size: int, threads: int = 2):
-        return dense_common.SplitEval(eval_step, data, split, put, batch_size=batch_size, threads=threads,
-                                      combine=dense_common.append,
-                                      score=scorer(data.num_classes, tuple(data.image_shape[:2])))
+        return split_eval.SplitEval(eval_step, data, split, put, batch_size=batch_size, threads=threads,
+                                    combine=split_eval.append,
+                                    score=scorer(data.num_classes, tuple(data.image_shape[:2])))
 
 
 TASK = Detection()

@@ -11,6 +11,7 @@ import numpy as np
 
 from tl_research.tasks.segmentation import loss as segmentation_loss, metrics as segmentation_metrics
 from tl_research.core.errors import ConfigError
+from tl_research.tasks import split_eval
 from tl_research.tasks.dense import augment as dense_augment, common as dense_common
 from tl_research.tasks.segmentation import targets as targets_lib
 
@@ -106,8 +107,8 @@ class Segmentation(dense_common.DenseTask):
 
     def evaluator(self, eval_step, data, split, put, *, batch_size: int, threads: int = 2):
         # summed on the devices batch by batch: one (K, K) matrix alive, never the masks
-        return dense_common.SplitEval(eval_step, data, split, put, batch_size=batch_size, threads=threads,
-                                      combine=dense_common.add, score=_score)
+        return split_eval.SplitEval(eval_step, data, split, put, batch_size=batch_size, threads=threads,
+                                    combine=split_eval.add, score=_score)
 
 
 TASK = Segmentation()
