@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tl_research.data import augment, dense_augment
+from tl_research.data import augment
+from tl_research.tasks.dense import augment as dense_augment
 from tl_research.core.errors import ConfigError
 
 H = W = 32
@@ -89,7 +90,8 @@ def test_boxes_moved_out_of_the_image_are_dropped_and_partial_ones_clipped():
 
 def test_ops_that_cannot_move_the_labels_are_refused():
     with pytest.raises(ConfigError, match="config.augment"):
-        dense_augment.parse(("flip", "rotate(10)"), "detection")
+        dense_augment.parse(("flip", "rotate(10)"), dense_augment.DETECTION_OPS, "detection")
     with pytest.raises(ConfigError, match="mixup"):
-        dense_augment.parse(("mixup(0.2)",), "segmentation")
-    assert [op.name for op in dense_augment.parse(("flip", "rotate(10)"), "segmentation")] == ["flip", "rotate"]
+        dense_augment.parse(("mixup(0.2)",), dense_augment.SEGMENTATION_OPS, "segmentation")
+    parsed = dense_augment.parse(("flip", "rotate(10)"), dense_augment.SEGMENTATION_OPS, "segmentation")
+    assert [op.name for op in parsed] == ["flip", "rotate"]

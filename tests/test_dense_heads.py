@@ -5,9 +5,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tl_research import centernet_targets, detection_metrics, models
+from tl_research.tasks.detection import loss as centernet_targets, metrics as detection_metrics
+
+from tl_research import models
 from tl_research.core.errors import ConfigError
-from tl_research.models import centernet, decoders, dense, feature_maps
+from tl_research.models import feature_maps
+from tl_research.tasks.dense import model as dense
+from tl_research.tasks.detection import head as centernet
+from tl_research.tasks.segmentation import head as decoders
 
 SIZE = 32
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tl_research import detection_metrics as dm
+from tl_research.tasks.detection import metrics as dm
 
 # two images, padded to 3 boxes: image 0 has a class-0 and a class-2 box, image 1 one class-1 box
 GT_BOXES = np.array([[[0.1, 0.1, 0.4, 0.5], [0.5, 0.5, 0.9, 0.8], [0, 0, 0, 0]],

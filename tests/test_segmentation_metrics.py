@@ -3,8 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tl_research import segmentation_loss
-from tl_research import segmentation_metrics as sm
+from tl_research.tasks.segmentation import loss as segmentation_loss
+from tl_research.tasks.segmentation import metrics as sm
 
 
 def test_hand_computed_example_skips_ignore_pixels_and_padded_examples():

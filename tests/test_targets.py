@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from tl_research import tasks
 from tl_research.data import pipeline, targets
+from tl_research.tasks.segmentation import targets as segmentation_targets
 
 
 class _Records:
@@ -62,8 +64,9 @@ def _config(tmp_path, **kw):
 
 def test_oxford_iiit_pet_trimaps_become_pet_background_and_ignored_border(tmp_path):
     with _mock(tmp_path, _pet, {"train": 6, "test": 3, "train[:4]": 4, "train[4:]": 2}):
-        data = pipeline.load(_config(tmp_path, name="oxford_iiit_pet", targets="segmentation",
-                                     train_split="train[:4]", val_split="train[4:]"))
+        # the task's target spec handed to the pipeline (data.targets left at its default)
+        data = pipeline.load(_config(tmp_path, name="oxford_iiit_pet", train_split="train[:4]",
+                                     val_split="train[4:]"), targets=segmentation_targets.TARGETS)
         assert data.num_classes == 2 and data.class_names == ["background", "pet"]
         assert (len(data.train), len(data.val), len(data.test)) == (4, 2, 3)
         batch = next(pipeline.train_batches(data, 4, seed=0, start_step=0, num_steps=1))
@@ -78,6 +81,7 @@ def test_oxford_iiit_pet_trimaps_become_pet_background_and_ignored_border(tmp_pa
 
 
 def test_voc_boxes_follow_the_resize_and_centre_crop(tmp_path):
+    assert targets.get("detection") is tasks.get("detection").target_spec  # data.targets finds the task's
     with _mock(tmp_path, _voc, {"train": 5, "validation": 2, "test": 3}):
         data = pipeline.load(_config(tmp_path, name="voc", targets="detection", val_split="validation",
                                      max_boxes=4))

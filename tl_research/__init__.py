@@ -6,7 +6,7 @@ The package's wings, lowest first (a wing imports only from wings above it in th
     models/       the architectures, split into depth units plus a head
     checkpoints/  pretrained weights: converters (Keras, torchvision/timm, big_vision) and the weights a run starts from
     data/         datasets (built-in, TFDS, folders, VTAB), the input pipeline, augmentation, sampling
-    tasks/        classification, segmentation, detection: each a task object behind one contract
+    tasks/        classification, segmentation, detection: a folder each, behind one contract (tasks/base.py)
     finetune/     what trains and how fast: strategies, freezing, LR schedules
     evals/        evaluators, metrics, the few-shot probe
     run/          one run: the trainer (setup, compiled steps, loop), the feature cache, the LR range test

@@ -11,12 +11,23 @@ import pandas as pd
 
 from tl_research.core import durable, locks
 
-# the task's headline metrics (tl_research.tasks: accuracy; segmentation mIoU and pixel accuracy; detection
-# COCO mAP@[.5:.95], @.5, @.75) lead; a column no row has is left out
-FIRST_COLUMNS = ["run_id", "status", "reason", "val_accuracy", "test_accuracy", "val_miou", "test_miou",
-                 "test_pixel_accuracy", "val_map", "test_map", "test_map50", "test_map75", "best_step",
-                 "trainable_params", "wall_time"]
-METRIC_SUFFIXES = ("_accuracy", "_loss", "_f1", "_std", "_time", "similarity", "_miou", "_map", "_map50", "_map75")
+# the tasks' headline metrics (each task's `result_columns`, tl_research.tasks: accuracy; segmentation mIoU and
+# pixel accuracy; detection COCO mAP@[.5:.95], @.5, @.75) lead, between these; a column no row has is left out
+LEADING_COLUMNS, TRAILING_COLUMNS = ["run_id", "status", "reason"], ["best_step", "trainable_params", "wall_time"]
+SUFFIXES = ("_accuracy", "_loss", "_f1", "_std", "_time", "similarity")  # and the tasks' metrics
+
+
+def first_columns() -> list[str]:
+    """results.csv's leading columns: the run's identity and status, every registered task's result columns
+    (a task registered from outside included), then the best step, trainable parameters and wall time."""
+    from tl_research import tasks
+    return [*LEADING_COLUMNS, *tasks.result_columns(), *TRAILING_COLUMNS]
+
+
+def metric_suffixes() -> tuple[str, ...]:
+    """The column endings that mark a metric (not a setting): SUFFIXES and the tasks' metric names."""
+    from tl_research import tasks
+    return SUFFIXES + tuple(dict.fromkeys("_" + c.split("_", 1)[1] for c in tasks.result_columns()))
 
 
 def read_rows(path) -> list[dict]:
@@ -34,7 +45,7 @@ def write_rows(path, rows: list[dict]) -> None:
     """Atomic and fsynced (tl_research.core.durable): a crash never leaves a half-written results.csv. Callers
     that read, change and write it back hold `locked(path)` around all three."""
     path = pathlib.Path(path)
-    keys = [k for k in FIRST_COLUMNS if any(k in r for r in rows)]
+    keys = [k for k in first_columns() if any(k in r for r in rows)]
     keys += sorted({k for r in rows for k in r} - set(keys))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
@@ -287,9 +298,9 @@ def report_tables(report_cfg, rows: list[dict], summary: pd.DataFrame, workdir="
 def _setting_keys(df: pd.DataFrame, metric: str) -> list[str]:
     """The columns that describe a run's setting (swept keys, seed included): not results, not metrics (per-
     phase metrics of multi-phase strategies included)."""
-    ignore = set(FIRST_COLUMNS) | {"steps", "stopped_early", "num_units", "frozen_depth_resolved", "val_loss",
+    ignore = set(first_columns()) | {"steps", "stopped_early", "num_units", "frozen_depth_resolved", "val_loss",
                                    "strategy_resolved", "feature_path", "test_loss", metric}
-    metric_like = {c for c in df.columns if c.endswith(METRIC_SUFFIXES) or c.startswith("phase")}
+    metric_like = {c for c in df.columns if c.endswith(metric_suffixes()) or c.startswith("phase")}
     return [c for c in df.columns if c not in ignore and c not in metric_like]
 
 

@@ -32,7 +32,8 @@ from tl_research.finetune import schedules, strategies
 
 from tl_research.core import sharding
 from tl_research.data import pipeline
-from tl_research.models import centernet, decoders
+from tl_research.tasks.detection import head as centernet
+from tl_research.tasks.segmentation import head as decoders
 from tl_research.core.errors import ConfigError
 from tl_research.finetune.freezing import resolve_frozen_depth  # noqa: F401 - also config.resolve_frozen_depth
 
@@ -56,8 +57,8 @@ def base_config() -> ml_collections.ConfigDict:
     # so each run reports `test_NAME_accuracy` (and balanced accuracy, macro-F1) next to its own test set.
     c.data.extra_test_sets = ()
     c.model = models.default_config()
-    # segmentation's head (models/decoders.py): decoder = fcn | unet, skips = () (one per resolution) or unit
-    # indices, decoder_width; detection's (models/centernet.py): detect_unit (-1: the deepest with a map),
+    # segmentation's head (tasks/segmentation/head.py): decoder = fcn | unet, skips = () (one per resolution) or unit
+    # indices, decoder_width; detection's (tasks/detection/head.py): detect_unit (-1: the deepest with a map),
     # fpn_units (() or two or more units), head_width, max_detections. Unused by classification.
     c.model.update(decoders.default_config())
     c.model.update(centernet.default_config())

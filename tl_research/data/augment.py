@@ -203,7 +203,7 @@ def draws(op: Op) -> int:
 
 def matrix(op: Op, u: jax.Array, h: int, w: int) -> jax.Array:
     """The map (output pixel -> source pixel) of one geometric op from its `draws(op)` uniforms: for ops that
-    must move masks and boxes with the image (data/dense_augment.py)."""
+    must move masks and boxes with the image (tasks/dense/augment.py)."""
     return _MATRICES[op.name](op, u, h, w)
 
 

@@ -3,8 +3,8 @@
 Every dataset, built-in, a real TFDS name, a VTAB-1k task or the user's folder, takes the same path:
 `tfds` builder -> `as_data_source` (array_record, no TensorFlow) -> the examples a config selects (split,
 class subset, then the training subset: data.subsets) -> a grain dataset that yields fixed-shape uint8
-batches. With `data.targets` = "segmentation" or "detection" the batches carry the task's arrays
-(data.targets: a mask, or padded boxes and classes) instead of the image-level label. Batch `k` of
+batches. With a task's targets other than image-level labels (data/targets.py: segmentation's mask,
+detection's padded boxes and classes) the batches carry the task's arrays instead of the label. Batch `k` of
 a run is a pure function of (seed, k), so a resumed run reads exactly the batches the uninterrupted run
 would have. Normalisation and augmentation happen on the device.
 
@@ -67,7 +67,7 @@ def default_config() -> ml_collections.ConfigDict:
         # what a batch carries next to "image" (data.targets): "label" (an image-level class,
         # classification), "segmentation" ("segmentation_mask" (B, H, W) uint8, 255 = ignore) or
         # "detection" ("boxes" (B, max_boxes, 4) float32 [ymin, xmin, ymax, xmax] in [0, 1], zeros where
-        # padded, and "classes" (B, max_boxes) int32, -1 where padded)
+        # padded, and "classes" (B, max_boxes) int32, -1 where padded), or a registered task's own (tasks.register)
         targets="label",
         mask_key="segmentation_mask",  # the record's mask image (targets=segmentation)
         objects_key="objects",  # the record's Sequence of bbox + label (targets=detection)
@@ -117,7 +117,7 @@ class Dataset:
     train_ids: np.ndarray | None = None  # the TFDS record indices (in data.train_split) of the training set
     interpolation: str = "bilinear"  # how load_image resizes
     crop_pct: float = 1.0  # the centre crop load_image takes
-    targets: targets_lib.TargetSpec | None = None  # segmentation or detection targets; None: image labels
+    targets: targets_lib.TargetSpec | None = None  # a task's targets read from records; None: image labels
     decode_key: tuple | None = None  # what determines a decoded example besides its record (SHARED's keys)
 
 
@@ -288,13 +288,13 @@ def label_spec(cfg, b) -> LabelSpec:
     return LabelSpec(feature.num_classes, list(feature.names), cfg.image_key, lambda r: int(r[label_key]))
 
 
-def num_classes(cfg) -> int:
+def num_classes(cfg, targets: targets_lib.Targets | None = None) -> int:
     """Number of classes of the dataset `cfg` (data config) names, before any data.classes subset: of its
-    image labels, or with data.targets of its mask classes (background included) or object classes."""
+    image labels, or with a task's `targets` (else data.targets') of what those read (segmentation: its mask
+    classes, background included; detection: its object classes)."""
     b = builder(cfg)
-    if cfg.get("targets", "label") != "label":
-        return len(targets_lib.spec(cfg, b).names)
-    return label_spec(cfg, b).num_classes
+    spec = targets_lib.spec(cfg, b, targets=targets or targets_lib.get(cfg.get("targets", "label")))
+    return label_spec(cfg, b).num_classes if spec is None else len(spec.names)
 
 
 def _num_examples(b, split: str, name: str) -> int:
@@ -490,8 +490,9 @@ def _fetch(data: Dataset, source, keys: list[int]) -> list[dict]:
 BALANCE = ("none", "oversample")
 
 
-def check_subset_config(cfg) -> None:
-    """Raises ConfigError for a bad training-subset field, before any data is read or prepared."""
+def check_subset_config(cfg, targets: targets_lib.Targets | None = None) -> None:
+    """Raises ConfigError for a bad training-subset field, before any data is read or prepared (`targets`:
+    the task's, else the one data.targets names)."""
     for key in ("train_examples", "per_class"):
         if not isinstance(cfg[key], (int, np.integer)) or cfg[key] < 0:
             raise ConfigError(f"data.{key}", cfg[key], "a whole number >= 0 (0 = all)")
@@ -506,7 +507,7 @@ def check_subset_config(cfg) -> None:
         raise ConfigError("data.vtab", cfg.vtab, "'' (off), 'train800' (tuning), 'train800val200' (final run)")
     if not isinstance(cfg.subset_seed, (int, np.integer)) or cfg.subset_seed < -1:
         raise ConfigError("data.subset_seed", cfg.subset_seed, "-1 (the run's seed) or a seed >= 0")
-    targets_lib.check(cfg)
+    targets_lib.check(cfg, targets)
 
 
 def select_training_examples(cfg, labels: np.ndarray, seed: int) -> np.ndarray:
@@ -531,15 +532,17 @@ def train_sampler(cfg, data: "Dataset", seed: int):
     return EpochSampler(len(data.train), seed)
 
 
-def load(cfg, meta=None, seed: int = 0) -> Dataset:
+def load(cfg, meta=None, seed: int = 0, targets: targets_lib.Targets | None = None) -> Dataset:
     """Selects the examples of every split. `meta` (a checkpoint's ModelMeta) fills image size, channels,
     interpolation and crop fraction the config leaves at 0. `seed` (the run's) draws the training subset
-    when data.subset_seed is -1."""
-    check_subset_config(cfg)
+    when data.subset_seed is -1. `targets`: what the batches carry besides the image, the task's
+    `target_spec` (None: the registered one data.targets names)."""
+    targets = targets or targets_lib.get(cfg.targets)
+    check_subset_config(cfg, targets)
     check_workers(cfg.get("workers", 0))
     b = builder(cfg)
-    if cfg.targets != "label":
-        return _load_with_targets(cfg, b, meta, seed)
+    if not targets.image_level:
+        return _load_with_targets(cfg, b, meta, seed, targets)
     spec = label_spec(cfg, b)
     split_names = split_strings(cfg, b)
     num_all, all_names = spec.num_classes, spec.names
@@ -585,16 +588,16 @@ def load(cfg, meta=None, seed: int = 0) -> Dataset:
     return data
 
 
-def _load_with_targets(cfg, b, meta, seed: int) -> Dataset:
-    """`load` for segmentation and detection: every record of a split, in record order, with the task's
-    targets; no image-level label is read (Split.labels are 0, so data.train_examples draws a seeded, nested
+def _load_with_targets(cfg, b, meta, seed: int, targets: targets_lib.Targets) -> Dataset:
+    """`load` for targets read from a record (segmentation, detection): every record of a split, in record
+    order, with the task's targets; no image-level label is read (Split.labels are 0, so data.train_examples draws a seeded, nested
     random subset)."""
     if vtab_task(cfg) is not None:
-        raise ConfigError("data.targets", cfg.targets, "label for a VTAB task (they are classification tasks)")
+        raise ConfigError("data.targets", targets.name, "label for a VTAB task (they are classification tasks)")
     if cfg.image_key not in b.info.features:
         raise ConfigError("data.image_key", cfg.image_key, ", ".join(b.info.features.keys()))
     shape, interpolation, crop_pct = resolve_image_shape(cfg, b.info.features[cfg.image_key].shape, meta)
-    spec = targets_lib.spec(cfg, b, shape, crop_pct)
+    spec = targets_lib.spec(cfg, b, shape, crop_pct, targets=targets)
     names = split_strings(cfg, b)
 
     def split(key: str) -> Split:
@@ -610,7 +613,7 @@ def _load_with_targets(cfg, b, meta, seed: int) -> Dataset:
     load_image = make_image_loader(cfg.image_key, shape, interpolation, crop_pct)
     data = Dataset(cfg.name, train, val, test, len(spec.names), list(spec.names), shape, load_image,
                    train_ids=train.indices.copy(), interpolation=interpolation, crop_pct=crop_pct, targets=spec,
-                   decode_key=(cfg.image_key, shape, interpolation, crop_pct, 1, cfg.targets, cfg.mask_key,
+                   decode_key=(cfg.image_key, shape, interpolation, crop_pct, 1, targets.name, cfg.mask_key,
                                cfg.objects_key, int(cfg.max_boxes)))
     if cfg.cache_mb:
         cache_in_memory(data, cfg.cache_mb)
@@ -638,7 +641,7 @@ def _example_bytes(data: Dataset) -> int:
     h, w, c = data.image_shape
     if data.targets is None:
         return h * w * c
-    return h * w * (c + 1) if data.targets.kind == "segmentation" else h * w * c + 64 * 20  # boxes: a bound
+    return h * w * c + data.targets.example_bytes
 
 
 def _decode(data: Dataset, records: list[dict]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -790,7 +793,7 @@ def eval_batches(data: Dataset, split: Split, batch_size: int, threads: int = 2,
         pos = np.arange(k * batch_size, (k + 1) * batch_size)[local]
         mask = pos < n
         out = _read(data, split, np.where(mask, pos, 0))
-        pad = targets_lib.KEYS["label" if data.targets is None else data.targets.kind]
+        pad = targets_lib.LABEL.pad if data.targets is None else data.targets.pad
         for key, value in pad.items():
             where = mask.reshape((-1,) + (1,) * (out[key].ndim - 1))
             out[key] = np.where(where, out[key], np.asarray(value, dtype=out[key].dtype))

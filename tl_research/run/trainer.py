@@ -48,7 +48,7 @@ from tl_research.checkpoints import weights as weights_lib
 from tl_research.data import pipeline, sampling
 from tl_research.core.errors import ConfigError
 from tl_research.models.base import ModelMeta, global_pool
-from tl_research.tasks import classification
+from tl_research.tasks.classification import task as classification
 from tl_research.core.tracking import RunTracker
 
 RESULT_FILE = "result.json"

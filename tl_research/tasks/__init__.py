@@ -1,47 +1,37 @@
-"""Tasks: what a run learns to predict, as a small object the trainer is handed (`config.task`).
+"""Tasks: what a run learns to predict, as a small object the trainer is handed (`config.task`), one folder
+per task, each registered here through the contract in tasks/base.py (`Task`, `register`):
 
-    classification   an image-level class (data.targets = label); metric accuracy
-    segmentation     a class per pixel (data.targets = segmentation); a decoder head; metric mean IoU
-    detection        boxes and their classes (data.targets = detection); a CenterNet head; metric COCO mAP
+    classification/  an image-level class (data.targets = label); metric accuracy
+    segmentation/    a class per pixel (data.targets = segmentation); a decoder head; metric mean IoU
+    detection/       boxes and their classes (data.targets = detection); a CenterNet head; metric COCO mAP
+    dense/           what segmentation and detection share: the backbone-under-a-head model, the augmentation
+                     that moves masks and boxes with the image, the options they refuse
+    base.py          the contract (`Task`) and the registry; split_eval.py: an evaluator any task may use
 
-A task differs from another in its head, its loss, the targets its batches carry and how a split is scored;
-freezing, strategies, schedules, sharding, checkpoints and resume are shared, so the trainer asks the task
-for those pieces and never branches on its name. Each task (one file per task) provides:
-
-    name, targets, metric    the config.task value, the data.targets it reads, the selection metric's name
-                             (the trainer selects on `val_<metric>` by default)
-    check(config)            ConfigError for settings the task cannot honour, before any work
-    build_model(config, data, weights) -> (model, transfer report): fresh, or the units from `weights`
-                             with a freshly initialised head
-    objective(config, data)  a hashable object with the jittable pieces of the steps:
-                               prepare(batch, images, key) -> (images, targets)   augmentation and targets
-                               loss(outputs, targets, hp) -> (loss, {name: train metric})
-                               reduce(outputs, batch) -> arrays summed (or gathered) over the batch's
-                                                         real examples, on the devices
-    evaluator(eval_step, data, split, put, batch_size, threads) -> an object whose
-                             `counts(params, stats)` returns a Score of the split
-
-A Score has `metric` (the selection value), `loss`, `values()` ({name: value}, logged at every eval as
-val_NAME / test_NAME), `summary()` (the test_NAME columns of results.csv) and `detail()` (test_metrics.json).
+A task folder holds task.py (the task object), and as they apply head.py, loss.py, metrics.py, targets.py
+(its record reader: the `Targets` the data pipeline is handed). Adding a task = a folder (or a module
+outside the package) with an object that meets `base.Task`, passed to `register`, and a dataset builder.
+`NAMES` is the registered tasks' names (live: a task registered later is in it).
 """
 from __future__ import annotations
 
 from tl_research.core.errors import ConfigError
-from tl_research.tasks import classification, detection, segmentation
+from tl_research.tasks import base
+from tl_research.tasks.base import Task, get, names, of, register, result_columns  # noqa: F401 - the public face
+from tl_research.tasks.classification import task as classification
+from tl_research.tasks.detection import task as detection
+from tl_research.tasks.segmentation import task as segmentation
 
-TASKS = {t.name: t for t in (classification.TASK, segmentation.TASK, detection.TASK)}
-NAMES = tuple(TASKS)
-
-
-def get(name: str):
-    if name not in TASKS:
-        raise ConfigError("task", name, ", ".join(NAMES))
-    return TASKS[name]
+for _task in (classification.TASK, segmentation.TASK, detection.TASK):
+    register(_task)
 
 
-def of(config):
-    """The task `config.task` names (classification for a config without the key)."""
-    return get(config.get("task", "classification"))
+def __getattr__(name: str):
+    if name == "NAMES":  # the registry's names now (a task registered from outside included)
+        return names()
+    if name == "TASKS":
+        return dict(base._TASKS)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_targets(config) -> None:
@@ -62,11 +52,20 @@ def check(config) -> None:
     """ConfigError for a bad config.task, targets that do not fit it, or settings the task cannot honour."""
     check_targets(config)
     task = of(config)
-    weight = config.train.get("background_weight", 1.0)
-    if task.name != "segmentation" and weight != 1.0:
-        raise ConfigError("train.background_weight", weight, "1.0", why=f"config.task={task.name} has no "
-                          "background pixels (a segmentation loss option)")
+    for other in base._TASKS.values():  # a task's own options (e.g. train.background_weight) stay neutral
+        for key, (neutral, why) in getattr(other, "options", {}).items():
+            value = _value(config, key, neutral)
+            if other is not task and key not in getattr(task, "options", {}) and value != neutral:
+                raise ConfigError(key, value, repr(neutral), why=f"config.task={task.name} {why}")
     task.check(config)
+
+
+def _value(config, key: str, default):
+    """config's value at the dotted `key` (`default` where it is missing)."""
+    *parents, leaf = key.split(".")
+    for p in parents:
+        config = config.get(p, {})
+    return config.get(leaf, default)
 
 
 def selection_metric(config) -> str:
@@ -77,5 +76,5 @@ def selection_metric(config) -> str:
     allowed = (f"val_{task.metric}", "val_loss")
     if name not in allowed:
         raise ConfigError("train.early_stopping_metric", name, ", ".join(allowed) + " ('' = the first)",
-                          why=f"for config.task={task.name}" if task.name != "classification" else "")
+                          why=f"for config.task={task.name}" if task.name != base.DEFAULT else "")
     return name

@@ -1,5 +1,5 @@
 """CenterNet's training objective (Zhou et al. 2019, arXiv 1904.07850): targets rendered from the batch's
-boxes on the device, and the loss of the head's outputs (models/centernet.py) against them.
+boxes on the device, and the loss of the head's outputs (tasks/detection/head.py) against them.
 
 Boxes are the data's: (B, N, 4) [ymin, xmin, ymax, xmax] normalised to [0, 1], classes (B, N) int32 with -1
 for padding. On a map of h x w cells a box's centre is c = ((ymin + ymax) h / 2, (xmin + xmax) w / 2) in cell

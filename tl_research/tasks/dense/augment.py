@@ -23,15 +23,15 @@ import jax.numpy as jnp
 
 from tl_research.data import augment
 from tl_research.core.errors import ConfigError
-from tl_research.segmentation_metrics import IGNORE
+from tl_research.data.targets import IGNORE
 
 SEGMENTATION_OPS = ("flip", "crop", "zoom", "translate", "rrc", "rotate", "jitter")
 DETECTION_OPS = ("flip", "crop", "zoom", "translate", "rrc", "jitter")
 
 
-def parse(ops, task: str) -> tuple[augment.Op, ...]:
-    """augment.parse, then ConfigError("augment", ...) for an op the task cannot move its labels through."""
-    allowed = SEGMENTATION_OPS if task == "segmentation" else DETECTION_OPS
+def parse(ops, allowed: tuple[str, ...], task: str) -> tuple[augment.Op, ...]:
+    """augment.parse, then ConfigError("augment", ...) for an op not in `allowed`, the ops `task` can move its
+    labels through (SEGMENTATION_OPS, DETECTION_OPS)."""
     parsed = augment.parse(ops)
     for op in parsed:
         if op.name not in allowed:
@@ -95,7 +95,7 @@ def apply_segmentation(ops, images: jax.Array, masks: jax.Array, key: jax.Array,
                        ignore_index: int = IGNORE) -> tuple[jax.Array, jax.Array]:
     """images (B, H, W, C) float (normalised), masks (B, H, W) class ids -> both augmented. Jittable; `ops`
     are strings or parsed Ops, static."""
-    ops = parse(ops, "segmentation")
+    ops = parse(ops, SEGMENTATION_OPS, "segmentation")
     images = jnp.asarray(images, jnp.float32)
     if not ops:
         return images, masks
@@ -109,7 +109,7 @@ def apply_segmentation(ops, images: jax.Array, masks: jax.Array, key: jax.Array,
 
 def apply_detection(ops, images: jax.Array, boxes: jax.Array, classes: jax.Array, key: jax.Array):
     """images (B, H, W, C) float, boxes (B, N, 4), classes (B, N) -> (images, boxes, classes) augmented."""
-    ops = parse(ops, "detection")
+    ops = parse(ops, DETECTION_OPS, "detection")
     images = jnp.asarray(images, jnp.float32)
     boxes, classes = jnp.asarray(boxes, jnp.float32), jnp.asarray(classes, jnp.int32)
     if not ops:

@@ -1,6 +1,6 @@
-"""Object detection: a CenterNet head on the depth units (models/centernet.py), its targets rendered from
-the batch's boxes and its loss on the devices (centernet_targets.py), COCO mAP of the decoded detections by
-pycocotools on the host (detection_metrics.py).
+"""Object detection: a CenterNet head on the depth units (tasks/detection/head.py), its targets rendered from
+the batch's boxes and its loss on the devices (loss.py), COCO mAP of the decoded detections by
+pycocotools on the host (metrics.py).
 
 Evaluation is the one place per-example outputs leave the devices: each eval batch returns its top-k
 decoded detections and its ground truth, replicated (gathered across devices and processes), and the host
@@ -14,8 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tl_research import centernet_targets, detection_metrics
-from tl_research.tasks import dense_common
+from tl_research.tasks.detection import loss as centernet_targets, metrics as detection_metrics
+from tl_research.tasks import split_eval
+from tl_research.tasks.dense import augment as dense_augment, common as dense_common
+from tl_research.tasks.detection import targets as targets_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +33,6 @@ class Objective:
     def prepare(self, batch: dict, images: jax.Array, key: jax.Array):
         boxes, classes = batch["boxes"], batch["classes"]
         if self.augment_ops:  # boxes move with the image; those moved out are dropped (class -1)
-            from tl_research.data import dense_augment
             images, boxes, classes = dense_augment.apply_detection(self.augment_ops, images, boxes, classes, key)
         return images, {"boxes": boxes, "classes": classes}
 
@@ -48,7 +49,7 @@ class Objective:
     def reduce(self, outputs: dict, batch: dict) -> dict:
         """The batch's loss (times its object count, so that a split's loss is its sum over objects divided
         once), its decoded detections and its ground truth (the host keeps the rows batch["mask"] marks)."""
-        from tl_research.models import centernet
+        from tl_research.tasks.detection import head as centernet
         total, parts = self._loss(outputs, batch["boxes"], batch["classes"], batch["mask"])
         boxes, scores, classes = centernet.decode(outputs, self.max_detections)
         return {"loss": total * parts["objects"], "objects": parts["objects"], "det_boxes": boxes,
@@ -96,11 +97,14 @@ def scorer(num_classes: int, image_hw: tuple[int, int]):
 
 class Detection(dense_common.DenseTask):
     name = "detection"
-    targets = "detection"
+    target_spec = targets_lib.TARGETS
+    targets = target_spec.name
     metric = "map"
+    result_columns = ("val_map", "test_map", "test_map50", "test_map75")
+    augment_allowed = dense_augment.DETECTION_OPS
 
     def head_builder(self):
-        from tl_research.models import centernet
+        from tl_research.tasks.detection import head as centernet
         return centernet.build
 
     def objective(self, config, data, augment_ops: tuple = ()) -> Objective:
@@ -108,9 +112,9 @@ class Detection(dense_common.DenseTask):
         return Objective(data.num_classes, tuple(augment_ops), k)
 
     def evaluator(self, eval_step, data, split, put, *, batch_size: int, threads: int = 2):
-        return dense_common.SplitEval(eval_step, data, split, put, batch_size=batch_size, threads=threads,
-                                      combine=dense_common.append,
-                                      score=scorer(data.num_classes, tuple(data.image_shape[:2])))
+        return split_eval.SplitEval(eval_step, data, split, put, batch_size=batch_size, threads=threads,
+                                    combine=split_eval.append,
+                                    score=scorer(data.num_classes, tuple(data.image_shape[:2])))
 
 
 TASK = Detection()

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from tl_research.segmentation_metrics import IGNORE
+from tl_research.tasks.segmentation.metrics import IGNORE
 
 
 def pixel_cross_entropy(logits: jax.Array, labels: jax.Array, example_mask: jax.Array | None = None,

@@ -1,6 +1,6 @@
-"""Semantic segmentation: a class per pixel from a decoder on the depth units (models/decoders.py), per-pixel
-cross-entropy (segmentation_loss.py), mean IoU and pixel accuracy from a confusion matrix summed on the
-devices (segmentation_metrics.py). Ignore pixels (255) and padded eval examples count nowhere."""
+"""Semantic segmentation: a class per pixel from a decoder on the depth units (tasks/segmentation/head.py), per-pixel
+cross-entropy (loss.py), mean IoU and pixel accuracy from a confusion matrix summed on the
+devices (metrics.py). Ignore pixels (255) and padded eval examples count nowhere."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tl_research import segmentation_loss, segmentation_metrics
+from tl_research.tasks.segmentation import loss as segmentation_loss, metrics as segmentation_metrics
 from tl_research.core.errors import ConfigError
-from tl_research.tasks import dense_common
+from tl_research.tasks import split_eval
+from tl_research.tasks.dense import augment as dense_augment, common as dense_common
+from tl_research.tasks.segmentation import targets as targets_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +29,6 @@ class Objective:
     def prepare(self, batch: dict, images: jax.Array, key: jax.Array):
         masks = batch["segmentation_mask"]
         if self.augment_ops:  # the mask moves with the image (nearest neighbour; outside: ignore)
-            from tl_research.data import dense_augment
             images, masks = dense_augment.apply_segmentation(self.augment_ops, images, masks, key)
         return images, {"mask": masks}
 
@@ -83,11 +84,16 @@ def _score(sums: dict) -> Score:
 
 class Segmentation(dense_common.DenseTask):
     name = "segmentation"
-    targets = "segmentation"
+    target_spec = targets_lib.TARGETS
+    targets = target_spec.name
     metric = "miou"
+    result_columns = ("val_miou", "test_miou", "test_pixel_accuracy")
+    augment_allowed = dense_augment.SEGMENTATION_OPS
+    # train keys only this task honours: (their neutral value, why another task refuses them)
+    options = {"train.background_weight": (1.0, "has no background pixels (a segmentation loss option)")}
 
     def head_builder(self):
-        from tl_research.models import decoders
+        from tl_research.tasks.segmentation import head as decoders
         return decoders.build
 
     def check(self, config) -> None:
@@ -101,8 +107,8 @@ class Segmentation(dense_common.DenseTask):
 
     def evaluator(self, eval_step, data, split, put, *, batch_size: int, threads: int = 2):
         # summed on the devices batch by batch: one (K, K) matrix alive, never the masks
-        return dense_common.SplitEval(eval_step, data, split, put, batch_size=batch_size, threads=threads,
-                                      combine=dense_common.add, score=_score)
+        return split_eval.SplitEval(eval_step, data, split, put, batch_size=batch_size, threads=threads,
+                                    combine=split_eval.add, score=_score)
 
 
 TASK = Segmentation()

@@ -11,6 +11,7 @@ from tl_research.evals import evaluators
 
 from tl_research import models
 from tl_research.checkpoints import weights as weights_lib
+from tl_research.data import targets as targets_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +53,15 @@ class Objective:
 
 
 class Classification:
+    """The image-level label read by the pipeline itself (data.targets = label); the registry models with their
+    own head; cacheable (the head reads the last unit's output only)."""
+
     name = "classification"
-    targets = "label"
+    target_spec = targets_lib.LABEL
+    targets = target_spec.name
     metric = "accuracy"
+    result_columns = ("val_accuracy", "test_accuracy")
+    cacheable, cache_reason = True, ""
 
     def check(self, config) -> None:
         pass  # every option applies

@@ -1,0 +1,1 @@
+"""classification: see the package map in tl_research/__init__.py."""

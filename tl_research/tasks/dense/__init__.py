@@ -1,0 +1,1 @@
+"""dense: see the package map in tl_research/__init__.py."""
