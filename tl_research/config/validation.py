@@ -10,7 +10,6 @@ import ml_collections
 
 from tl_research import models, tasks
 from tl_research.config.defaults import OPTIMIZERS, WANDB_MODES
-from tl_research.config.overrides import copy_config
 from tl_research.core import sharding
 from tl_research.core.errors import ConfigError
 from tl_research.data import pipeline
@@ -111,9 +110,7 @@ def validate(config, *, prefix: str = "") -> None:
         if config.wandb.mode not in WANDB_MODES:
             raise err("wandb.mode", config.wandb.mode, ", ".join(WANDB_MODES))
         tasks.check(config)  # config.task, data.targets, the head's keys, the options a dense task refuses
-        if config.data.targets != tasks.of(config).targets:  # not resolved yet: check what the run will read
-            config = copy_config(config)
-            tasks.resolve_targets(config)
+        config = tasks.resolved(config)  # not resolved yet (a copy then): check what the run will read
         tasks.selection_metric(config)
         if config.train.steps < 0 or (config.train.steps == 0 and config.train.epochs <= 0):
             raise err("train.steps", config.train.steps, "a positive number of steps, or train.epochs > 0")

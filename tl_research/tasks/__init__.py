@@ -26,6 +26,8 @@ val_NAME / test_NAME), `summary()` (the test_NAME columns of results.csv) and `d
 """
 from __future__ import annotations
 
+import copy
+
 from tl_research.core.errors import ConfigError
 from tl_research.tasks import classification, detection, segmentation
 
@@ -53,9 +55,21 @@ def check_targets(config) -> None:
 
 
 def resolve_targets(config) -> None:
-    """Sets data.targets to what config.task reads (in place; config.json then shows what ran)."""
+    """Sets data.targets to what config.task reads (in place; config.json then shows what ran): the one place
+    data.targets is derived (config.apply_overrides calls it for every run, `resolved` for a config that
+    skipped it)."""
     check_targets(config)
     config.data.targets = of(config).targets
+
+
+def resolved(config):
+    """`config` with the data.targets its task reads: itself when they are set, else a copy with them set by
+    `resolve_targets` (a config that skipped config.apply_overrides, e.g. one built by hand)."""
+    if config.data.targets == of(config).targets:
+        return config
+    config = copy.deepcopy(config)  # as config.copy_config: every field keeps its declared type
+    resolve_targets(config)
+    return config
 
 
 def check(config) -> None:
