@@ -33,7 +33,8 @@ def run_name(point: dict[str, Any]) -> str:
 # code trained before the key existed. A config holding that value keeps the identity it had before the key
 # existed (its config_hash, so a source model is not retrained; the workdir checks, so a workdir is not
 # refused), so relaunching an existing sweep after an upgrade resumes it. A key set to any other value is a
-# different config, as usual.
+# different config, as usual. Every key added to base_config() goes here or into NEUTRAL (tests/test_config_keys.py
+# fails otherwise; tests/config_keys.txt lists the keys existing workdirs hold).
 INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight": 1.0,
                               "train.feature_cache": True,  # cached activations: the same results
                               "train.deterministic": False}
