@@ -1,5 +1,6 @@
 """Frozen-prefix feature caching: a cached run is the run from the images, its cache keys follow the weights,
 the data and the preprocessing, it resumes exactly, and phased strategies use it in their frozen phases."""
+import json
 import types
 
 import numpy as np
@@ -128,6 +129,33 @@ def test_the_split_key_follows_the_data_subset_and_the_image_loading(tiny_config
     for change in ({"crop_pct": 0.875}, {"interpolation": "bicubic"}, {"image_shape": (16, 16, 1)}):
         assert feature_cache.split_key(data_cfg, "train", data.train, dataclasses.replace(data, **change)) != key
     assert feature_cache.split_key({**data_cfg, "name": "mnist_subset"}, "train", data.train, data) != key
+
+
+def _another(value):
+    """A value of the same kind as `value` but not equal to it."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "_other"
+    return [*value, 1] if isinstance(value, (list, tuple)) else [value]
+
+
+def test_the_split_key_covers_every_data_key_of_base_config_but_those_not_decoding(tiny_config, data_dir):
+    """A data key added to base_config() changes the split key unless feature_cache.NOT_DECODING names it (a key
+    that never changes what an entry holds); a key missing from both would serve stale activations."""
+    from tl_research import config as C
+    cfg = tiny_config()
+    data = pipeline.load(cfg.data, seed=0)
+    data_cfg = json.loads(cfg.data.to_json())
+    keys = set(C.base_config().data)
+    assert feature_cache.NOT_DECODING <= keys, sorted(feature_cache.NOT_DECODING - keys)  # no stale entries
+    assert set(feature_cache.data_identity(data_cfg)) == keys - feature_cache.NOT_DECODING
+    key = feature_cache.split_key(data_cfg, "train", data.train, data)
+    for k in sorted(keys):
+        changed = feature_cache.split_key({**data_cfg, k: _another(data_cfg[k])}, "train", data.train, data)
+        assert (changed != key) == (k not in feature_cache.NOT_DECODING), k
 
 
 def test_the_split_key_follows_the_prepared_files_and_the_code_version(tiny_config, tmp_path, monkeypatch):

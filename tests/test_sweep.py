@@ -173,7 +173,8 @@ def test_a_workdir_made_before_a_key_existed_resumes_when_the_key_keeps_the_old_
     capsys.readouterr()
     assert launch.main(args) == 2 and "different config" in capsys.readouterr().err  # today: another config
 
-    monkeypatch.setattr(config_lib, "INTRODUCED", {**config_lib.INTRODUCED, "train.log_every": 3})
+    from tl_research.config import run_identity  # where identity() reads INTRODUCED
+    monkeypatch.setattr(run_identity, "INTRODUCED", {**config_lib.INTRODUCED, "train.log_every": 3})
     (source,) = (workdir / "sources").iterdir()
     cfg = config_lib.ml_collections.ConfigDict(json.loads((source / "config.json").read_text()))
     cfg.train.log_every = 3

@@ -23,6 +23,7 @@ from flax import nnx
 
 from tl_research.checkpoints import big_vision, keras as keras_reader, torch as torch_reader
 from tl_research.checkpoints import table as table_lib
+from tl_research.checkpoints import weights as weights_lib
 from tl_research.checkpoints.weights import COLLECTIONS, Weights
 from tl_research.models.base import ModelMeta
 
@@ -160,9 +161,15 @@ def convert_source(fmt: str, source: dict, arch: str, cfg) -> Conversion:
 
 
 def convert(fmt: str, path, arch: str, *, model_cfg=None) -> tuple[Weights, ModelMeta]:
-    """A published checkpoint -> (Weights, the ModelMeta of the weights). See `run` for the arguments."""
-    c = run(fmt, path, arch, model_cfg=model_cfg)
-    return c.weights, c.meta
+    """A published checkpoint -> (Weights, the ModelMeta of the weights). See `run` for the arguments. Converted
+    once per process while the file stays as it was (weights.LOADED); the arrays are read-only."""
+    cfg = json.dumps(model_cfg.to_dict() if model_cfg is not None else None, sort_keys=True, default=str)
+    key = ("convert", fmt, str(pathlib.Path(path).absolute()), arch, cfg)
+
+    def read():
+        c = run(fmt, path, arch, model_cfg=model_cfg)
+        return c.weights, c.meta
+    return weights_lib.shared(weights_lib.LOADED.get(key, read, lambda _: [path]))
 
 
 def parse_init(init: str) -> tuple[str, str] | None:

@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from tl_research.core import durable
+from tl_research.core import durable, memo
 from tl_research.models.base import ModelMeta, UnitModel
 
 Weights = dict[str, dict[str, np.ndarray]]
@@ -97,10 +97,32 @@ def is_weights_dir(directory) -> bool:
     return (d / "state").is_dir() and (d / META_FILE).is_file()
 
 
+# The weights this process read last (a config's check, then the run; a sweep's runs from one checkpoint),
+# kept while their files stay as they were (tl_research.core.memo): load_weights and convert.convert.
+LOADED = memo.FileMemo(entries=2)
+
+
+def shared(loaded: tuple[Weights, ModelMeta]) -> tuple[Weights, ModelMeta]:
+    """(weights, meta) of LOADED for one caller: the arrays read-only (every caller reads the same ones), the
+    tables its own."""
+    weights, meta = loaded
+    for table in weights.values():
+        for a in table.values():
+            if isinstance(a, np.ndarray):
+                a.flags.writeable = False
+    return {coll: dict(table) for coll, table in weights.items()}, meta
+
+
 def load_weights(directory) -> tuple[Weights, ModelMeta]:
+    """The weights and metadata of a weights directory, read once per process while its files stay as they
+    were (LOADED); the arrays are read-only."""
     directory = pathlib.Path(directory).absolute()
     if not is_weights_dir(directory):
         raise FileNotFoundError(f"{directory} holds no weights (expected state/ and {META_FILE})")
+    return shared(LOADED.get(("weights", str(directory)), lambda: _read_weights(directory), lambda _: [directory]))
+
+
+def _read_weights(directory: pathlib.Path) -> tuple[Weights, ModelMeta]:
     with ocp.StandardCheckpointer() as ckptr:
         # into host arrays of the saved shapes: weights saved sharded on another device count load anywhere
         saved = ckptr.metadata(directory / "state").item_metadata.tree

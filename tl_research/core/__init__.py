@@ -1,1 +1,1 @@
-"""The lowest wing: errors, durable writes, locks, distributed setup, sharding, timing, tracking, the runtime line and test interruptions. Imports nothing else of tl_research."""
+"""The lowest wing: errors, durable writes, locks, distributed setup, sharding, timing, tracking, the runtime line, test interruptions and per-process memos of files read (memo). Imports nothing else of tl_research."""

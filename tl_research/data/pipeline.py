@@ -35,7 +35,7 @@ import tensorflow_datasets as tfds
 from absl import flags
 from PIL import Image
 
-from tl_research.core import distributed
+from tl_research.core import distributed, memo
 from tl_research.data import folder, geometry, registry, subsets, targets as targets_lib, vtab as vtab_lib
 from tl_research.data.sampling import BalancedSampler
 from tl_research.core.errors import ConfigError
@@ -198,7 +198,24 @@ def builder(cfg) -> tfds.core.DatasetBuilder:
     return b or _builder(cfg)
 
 
+# The builders this process made (a config's checks, then its runs), kept while their prepared files stay as
+# they were (tl_research.core.memo); never a folder:PATH dataset's (its builder checks the photos each time)
+# nor one made under tfds.testing.mock_data.
+BUILDERS = memo.FileMemo(entries=16)
+
+
 def _builder(cfg) -> tfds.core.DatasetBuilder:
+    if cfg.name.startswith(folder.PREFIX) or _mocked():
+        return _new_builder(cfg)
+    key = (cfg.name, cfg.data_dir, os.environ.get("TFDS_DATA_DIR", ""))
+    return BUILDERS.get(key, lambda: _new_builder(cfg), lambda b: [b.data_dir])
+
+
+def _mocked() -> bool:
+    return tfds.core.DatasetBuilder.download_and_prepare.__module__ == "tensorflow_datasets.testing.mocking"
+
+
+def _new_builder(cfg) -> tfds.core.DatasetBuilder:
     kwargs = {"data_dir": cfg.data_dir or None}
     if cfg.name.startswith(folder.PREFIX):
         return folder.builder(cfg.name[len(folder.PREFIX):], cfg.data_dir or None)

@@ -52,9 +52,9 @@ keys aside), the depth, the preprocessing (image shape, value range, mean, std, 
 the dataset's content (`dataset_identity`: the prepared TFDS builder's data dir, version and split string
 and a fingerprint of its prepared files, dataset_info.json's content and every file's name and size; for
 a `folder:PATH` dataset the prepared data dir's name hashes every photo's path, size and modification time,
-so replaced photos give a new key), the config's dataset keys, the record indices it selected, the decoding
-(image key, pixel scale), resizing and cropping, and CODE_VERSION (bumped with any change to the code that
-computes an entry's values; see its comment).
+so replaced photos give a new key), every data key of the config but NOT_DECODING, the record indices it
+selected, the decoding (image key, pixel scale), resizing and cropping, and CODE_VERSION (bumped with any
+change to the code that computes an entry's values; see its comment).
 """
 from __future__ import annotations
 
@@ -85,13 +85,28 @@ MEMORY_MB = 4096  # activations kept in memory by one sweep process, all entries
 DISK_ENTRY_MB = 1024  # an entry (one split at one depth) larger than this is kept on disk, memory-mapped
 FOLDER = "feature_cache"
 HEAD_KEYS = ("head", "head_hidden", "pool", "flatten_grid", "dropout")  # model keys the prefix never reads
-DATA_KEYS = ("name", "data_dir", "train_split", "val_split", "test_split", "vtab", "image_key")
+# The data keys (config.data) that never change the activations of a split's entry: left out of its key, so
+# runs that differ only in them share entries. Every other data key is part of the key (`data_identity`), a
+# key added to pipeline.default_config() included (tests/test_feature_cache.py checks the two sets).
+NOT_DECODING = frozenset({
+    # which records a split holds: the key hashes the selected record indices themselves, so the runs of a
+    # data-size sweep share their val and test entries
+    "classes", "train_examples", "per_class", "imbalance_ratio", "subset_seed",
+    "label_key",  # the labels: the run's own are attached to the cached rows, never stored in an entry
+    "balance",  # the order the sampler draws training examples in, not what they hold
+    "batch_size",  # the training batch: entries are computed per example, at the evaluation batch (which IS
+    # in the key: another batch may round differently, and a run must not depend on which run filled an entry)
+    "cache_mb", "threads", "prefetch", "workers",  # where and how fast the images are decoded: the same bytes
+    "extra_test_sets",  # other datasets' evaluators (never cached), not this split's images
+})
 CACHED, INPUT = "cached", "input"
 # The version of the code that computes an entry's values (build_prefix, RunFeatures._fill, the models'
 # `prefix`, the entry layout). Bump it with any change that alters the bytes an entry holds for the same
 # weights, data and preprocessing (e.g. a unit's inference-mode computation, the order or dtype of the
 # rows); every entry written before is then a miss, never a silent reuse.
-CODE_VERSION = 1
+# 2: the split key covers every data key but NOT_DECODING (it covered 7 listed keys), so no entry written
+# under version 1 is read.
+CODE_VERSION = 2
 AUTO_MAX_GB, AUTO_FREE_FRACTION = 50.0, 0.25  # train.feature_cache_max_gb=0: the smaller of the two
 FREE_RESERVE_GB = 1.0  # an entry is written only if the file system keeps at least this much free after it
 GB = 1e9
@@ -149,11 +164,17 @@ def prefix_key(params: dict, stats: dict, depth: int, model_cfg: dict, preproces
 
 
 def split_key(data_cfg: dict, role: str, split: pipeline.Split, data: pipeline.Dataset) -> str:
-    """The identity of a split's images: the dataset's content (`dataset_identity`), the config's dataset
-    keys, the selected record indices, the decoding and resizing, and CODE_VERSION."""
-    return _digest("split", CODE_VERSION, role, {k: data_cfg.get(k) for k in DATA_KEYS}, dataset_identity(split),
+    """The identity of a split's images: the dataset's content (`dataset_identity`), the config's data keys
+    but NOT_DECODING (`data_identity`), the selected record indices, the decoding and resizing, and
+    CODE_VERSION."""
+    return _digest("split", CODE_VERSION, role, data_identity(data_cfg), dataset_identity(split),
                    list(data.image_shape), data.interpolation, data.crop_pct, data.decode_key,
                    np.asarray(split.indices, np.int64).tobytes()).hexdigest()
+
+
+def data_identity(data_cfg: dict) -> dict:
+    """The data keys of a split's entry key: every key of config.data but NOT_DECODING."""
+    return {k: v for k, v in data_cfg.items() if k not in NOT_DECODING}
 
 
 def dataset_identity(split: pipeline.Split) -> list:

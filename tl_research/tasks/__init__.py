@@ -15,6 +15,8 @@ outside the package) with an object that meets `base.Task`, passed to `register`
 """
 from __future__ import annotations
 
+import copy
+
 from tl_research.core.errors import ConfigError
 from tl_research.tasks import base
 from tl_research.tasks.base import Task, get, names, of, register, result_columns  # noqa: F401 - the public face
@@ -43,9 +45,21 @@ def check_targets(config) -> None:
 
 
 def resolve_targets(config) -> None:
-    """Sets data.targets to what config.task reads (in place; config.json then shows what ran)."""
+    """Sets data.targets to what config.task reads (in place; config.json then shows what ran): the one place
+    data.targets is derived (config.apply_overrides calls it for every run, `resolved` for a config that
+    skipped it)."""
     check_targets(config)
     config.data.targets = of(config).targets
+
+
+def resolved(config):
+    """`config` with the data.targets its task reads: itself when they are set, else a copy with them set by
+    `resolve_targets` (a config that skipped config.apply_overrides, e.g. one built by hand)."""
+    if config.data.targets == of(config).targets:
+        return config
+    config = copy.deepcopy(config)  # as config.copy_config: every field keeps its declared type
+    resolve_targets(config)
+    return config
 
 
 def check(config) -> None:

@@ -1,0 +1,76 @@
+"""A run's identity: its id and name from its swept values (`run_id`, `run_name`), and what makes two configs
+the same experiment (`identity`, `config_hash`), with the keys added since workdirs were made (INTRODUCED)
+and the keys that never change what a run computes (NEUTRAL)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+
+def _slug(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return re.sub(r"[^A-Za-z0-9.\-]+", "_", text).strip("_") or "_"
+
+
+def run_id(point: dict[str, Any]) -> str:
+    """A stable, readable id from a run's swept values (order-independent); 'run' for a single run."""
+    if not point:
+        return "run"
+    text = "__".join(f"{k}-{_slug(v)}" for k, v in sorted(point.items()))
+    if len(text) > 150:
+        digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+        text = text[:130] + "__" + digest
+    return text
+
+
+def run_name(point: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(point.items())) or "run"
+
+
+# Keys added to base_config() after workdirs were made without them: each with the value that trains what the
+# code trained before the key existed. A config holding that value keeps the identity it had before the key
+# existed (its config_hash, so a source model is not retrained; the workdir checks, so a workdir is not
+# refused), so relaunching an existing sweep after an upgrade resumes it. A key set to any other value is a
+# different config, as usual. Every key added to base_config() goes here or into NEUTRAL (tests/test_config_keys.py
+# fails otherwise; tests/config_keys.txt lists the keys existing workdirs hold).
+INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight": 1.0,
+                              "train.feature_cache": True,  # cached activations: the same results
+                              "train.deterministic": False}
+
+
+# Keys that never change what a run computes (how often it checkpoints, how much disk the feature cache may
+# take: a run it sends to the images computes what the cached path would, up to float reassociation, and the
+# automatic cap depends on the free space anyway): left out of a config's identity at every value, so
+# setting one neither retrains a source model nor refuses a workdir.
+NEUTRAL: frozenset[str] = frozenset({"train.checkpoint_seconds", "train.feature_cache_max_gb",
+                                     "data.workers"})  # worker processes: the same batches, whatever their count
+
+
+def _plain(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def _introduced(path: str, value) -> bool:
+    while path.startswith("source."):  # a run's config holds its source model's config under source.
+        path = path[len("source."):]
+    return path in NEUTRAL or (path in INTRODUCED and _plain(value) == _plain(INTRODUCED[path]))
+
+
+def identity(tree: dict, prefix: str = "") -> dict:
+    """A config as a nested dict (ConfigDict.to_dict() or its JSON) without the INTRODUCED keys that hold
+    their old-behaviour value: what decides whether two configs are the same experiment."""
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out[key] = identity(value, path + ".")
+        elif not _introduced(path, value):
+            out[key] = value
+    return out
+
+
+def config_hash(config) -> str:
+    tree = identity(config.to_dict())
+    return hashlib.sha1(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:12]

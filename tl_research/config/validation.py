@@ -1,0 +1,158 @@
+"""Checking a config before any work (`validate`, `check_initial_weights`): every check that needs no
+training, each raising a ConfigError that names the key."""
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+
+import ml_collections
+
+from tl_research import models, tasks
+from tl_research.config.defaults import OPTIMIZERS, WANDB_MODES
+from tl_research.core import sharding
+from tl_research.core.errors import ConfigError
+from tl_research.data import pipeline
+from tl_research.evals import evaluators
+from tl_research.finetune import schedules, strategies
+from tl_research.finetune.freezing import resolve_frozen_depth
+from tl_research.run import feature_cache, lr_range
+
+
+def _check_cadences_and_batches(config, err) -> None:
+    for key in ("batch_size", "eval_batch_size"):
+        if config.data[key] <= 0:
+            raise err(f"data.{key}", config.data[key], "a positive number of examples")
+    for key in ("eval_every", "checkpoint_every"):
+        if config.train[key] < 0:
+            raise err(f"train.{key}", config.train[key], "0 (the default cadence) or a positive number of steps")
+    if not config.train.checkpoint_seconds >= 0:
+        raise err("train.checkpoint_seconds", config.train.checkpoint_seconds,
+                  "0 (a checkpoint at every eval) or a positive number of seconds between checkpoints")
+
+
+@functools.lru_cache(maxsize=64)
+def _training_examples(data_json: str, seed: int) -> int:
+    """The size of a run's training set (its class and example subsets drawn, as the run draws them); the
+    subsets' own checks (e.g. data.per_class above a class's size) raise here, before any run trains."""
+    cfg = ml_collections.ConfigDict(json.loads(data_json))
+    cfg.cache_mb = 0  # labels only: no image is decoded
+    # which examples a split holds does not depend on the input size, which for a folder of mixed sizes comes
+    # from the starting weights' metadata, read later
+    cfg.image_size = cfg.image_size or 32
+    return len(pipeline.load(cfg, seed=seed).train)
+
+
+def check_initial_weights(config, *, prefix: str = "") -> None:
+    """Loads the weights config.init names (and its source run's) and fits them to config.model: a bad
+    file or another architecture stops the command here, before any run (a source model's included)
+    trains. After validate(), which checks that they exist."""
+    if config.init == "source":
+        check_initial_weights(config.source, prefix=prefix + "source.")
+    elif config.init != "scratch":
+        why = _init_problem(config.init, config.model.to_json())
+        if why:
+            raise ConfigError(prefix + "init", config.init, "weights that load and fit config.model (a weights "
+                              "or finished run directory, keras:PATH, torch:PATH, npz:PATH)", why=why)
+
+
+@functools.lru_cache(maxsize=16)
+def _init_problem(init: str, model_json: str) -> str:
+    """Why the weights `init` names cannot start a run of this model ('' when they can): nothing there, a
+    file cut short, arrays of other shapes, another architecture. Loaded here, before any run trains."""
+    from tl_research.run import trainer
+    from tl_research.checkpoints import weights as weights_lib
+    model_cfg = ml_collections.ConfigDict(json.loads(model_json))
+    try:
+        weights, _ = trainer.init_weights(init, model_cfg)
+        # the head is re-initialised either way, so 2 classes and 3 channels (adapted to the data's) do
+        weights_lib.transfer(models.zeros(model_cfg, 2, 3), weights)
+    except ConfigError:
+        raise  # e.g. a directory without weights, named as such
+    except Exception as e:  # noqa: BLE001 - a converter's or orbax's error on a bad file, as one line
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        return f"{type(e).__name__}: {(lines[0] if lines else '')[:200]}"
+    return ""
+
+
+@functools.lru_cache(maxsize=64)
+def _num_units(model_json: str) -> int:
+    cfg = ml_collections.ConfigDict(json.loads(model_json))
+    return models.abstract(cfg, 2, 3).num_units
+
+
+@functools.lru_cache(maxsize=16)
+def _num_classes(name: str, data_dir: str, label_key: str, image_key: str, targets: str = "label",
+                 mask_key: str = "segmentation_mask", objects_key: str = "objects") -> int:
+    cfg = pipeline.default_config()
+    cfg.name, cfg.data_dir, cfg.label_key, cfg.image_key = name, data_dir, label_key, image_key
+    cfg.targets, cfg.mask_key, cfg.objects_key = targets, mask_key, objects_key
+    return pipeline.num_classes(cfg)
+
+
+def validate(config, *, prefix: str = "") -> None:
+    """Every check that needs no training: raises ConfigError naming the key before any work starts."""
+    def err(key, value, allowed, why=""):
+        return ConfigError(prefix + key, value, allowed, why)
+
+    try:
+        if config.model.name not in models.names():
+            raise err("model.name", config.model.name, ", ".join(models.names()))
+        units = _num_units(config.model.to_json())
+        resolve_frozen_depth(config.frozen_depth, units)
+        schedules.build(config.schedule, 10**7, 1000)  # the real run length is checked again in setup
+        strategies.check(config)
+        lr_range.check(config.lr_range)
+        sharding.check(config)  # mesh, sharding rules, precision, accumulation, batch sizes vs the devices
+        evaluators.check(config.evals)
+        if config.optimizer.name not in OPTIMIZERS:
+            raise err("optimizer.name", config.optimizer.name, ", ".join(OPTIMIZERS))
+        if config.wandb.mode not in WANDB_MODES:
+            raise err("wandb.mode", config.wandb.mode, ", ".join(WANDB_MODES))
+        tasks.check(config)  # config.task, data.targets, the head's keys, the options a dense task refuses
+        config = tasks.resolved(config)  # not resolved yet (a copy then): check what the run will read
+        tasks.selection_metric(config)
+        if config.train.steps < 0 or (config.train.steps == 0 and config.train.epochs <= 0):
+            raise err("train.steps", config.train.steps, "a positive number of steps, or train.epochs > 0")
+        for key in ("log_every",):
+            if config.train[key] <= 0:
+                raise err(f"train.{key}", config.train[key], "a positive number of steps")
+        _check_cadences_and_batches(config, err)
+        feature_cache.check(config)
+        if config.train.class_weights not in ("none", "inverse", "effective"):
+            raise err("train.class_weights", config.train.class_weights, "none, inverse, effective")
+        pipeline.check_subset_config(config.data)
+        if config.augment:
+            from tl_research.data import augment
+            augment.parse(tuple(config.augment))
+        num_classes = _num_classes(config.data.name, config.data.data_dir, config.data.label_key,
+                                   config.data.image_key, config.data.targets, config.data.mask_key,
+                                   config.data.objects_key)
+        bad = [c for c in config.data.classes if not (isinstance(c, int) and 0 <= c < num_classes)]
+        if bad or len(set(config.data.classes)) != len(config.data.classes) or len(config.data.classes) == 1:
+            raise err("data.classes", tuple(config.data.classes),
+                      f"() for all, or two or more distinct class ids in 0..{num_classes - 1}")
+        n_train = _training_examples(config.data.to_json(), config.seed)  # data.per_class checked there
+        # A few-shot subset (data.per_class, data.train_examples) repeats its examples within a batch, as the
+        # few-shot protocols do (BiT: batch 512 at 1 example per class); a whole split never needs to.
+        subset = config.data.per_class or config.data.train_examples
+        if config.data.batch_size > n_train and not subset:
+            raise err("data.batch_size", config.data.batch_size, f"at most the {n_train} training examples "
+                      "(or a data.per_class / data.train_examples subset, whose batches repeat examples)")
+        init = config.init
+        fmt, sep, path = init.partition(":")
+        if init == "source":
+            if config.source is None:
+                raise err("init", init, "'source' together with a config.source run config")
+            validate(config.source, prefix=prefix + "source.")
+        elif sep and fmt in ("keras", "torch", "npz"):
+            if not pathlib.Path(path).is_file():
+                raise err("init", init, f"{fmt}:PATH with an existing file", why="file not found")
+        elif init != "scratch" and not pathlib.Path(init).is_dir():
+            raise err("init", init, "scratch, source, a weights or run directory, keras:PATH, torch:PATH, "
+                                    "npz:PATH", why="no such directory")
+
+    except ConfigError as e:
+        if prefix and not e.key.startswith(prefix):
+            raise ConfigError(prefix + e.key, e.value, e.allowed) from None
+        raise
