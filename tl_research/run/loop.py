@@ -64,9 +64,8 @@ def carry_over(old, new):
     return old
 
 
-
 class Training:
-    """One run in progress, in the stages `_run` calls in order: setup (here), restore, loop (each step:
+    """One run in progress, in the stages trainer.run calls in order: setup (here), restore, loop (each step:
     train, log, evaluate and select, switch phase, checkpoint) and finish."""
 
     def __init__(self, config, run_dir: pathlib.Path, init_path: str | None, cache: StepCache,
