@@ -181,7 +181,7 @@ class TrainSpec(StepSpec):
     (BatchNorm's running statistics); `accumulate = k` micro-batches per update; the task's `objective`
     (targets and loss); `start_unit = k > 0` (k = frozen_depth, no augmentation): batch["image"] holds unit
     k-1's cached activations and the step runs units k.. only (feature_cache). Mappings are kept as tuples
-    of their items (labels and optimizer in their own order, lr_multipliers sorted)."""
+    of their items (labels in their own order, optimizer and lr_multipliers sorted by key)."""
 
     frozen_depth: int
     labels: tuple
@@ -197,7 +197,7 @@ class TrainSpec(StepSpec):
     def __post_init__(self):
         super().__post_init__()
         object.__setattr__(self, "labels", _items(self.labels, sort=False))
-        object.__setattr__(self, "optimizer", _items(self.optimizer, sort=False))
+        object.__setattr__(self, "optimizer", _items(self.optimizer, sort=True))
         object.__setattr__(self, "lr_multipliers", _items(self.lr_multipliers or {}, sort=True))
         if self.l2sp is not None:
             object.__setattr__(self, "l2sp", tuple(self.l2sp))
