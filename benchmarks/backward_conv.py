@@ -22,7 +22,7 @@ Each variant's gradients are checked against jax.grad's (max abs difference over
 
     python benchmarks/backward_conv.py [--rounds 7] [--inner 10] [--step | --step-only]
 
---step also times the quickstart network's whole train step (tl_research.run.trainer.build_train, frozen depth 0,
+--step also times the quickstart network's whole train step (tl_research.run.steps.build_train, frozen depth 0,
 batch 64) with the convolutions' weight gradients replaced (all of them, or the strided 1x1 projections'
 only), against XLA's own.
 """
@@ -199,13 +199,14 @@ def whole_step(rounds: int, inner: int) -> None:
     from jax.sharding import NamedSharding, PartitionSpec as P
     from tl_research import config as C, models
     from tl_research.finetune import freezing
-    from tl_research.run import trainer
+    from tl_research.run import setup, steps
+    from tl_research.tasks import classification
     cfg = C.base_config()
     cfg.model.width, cfg.model.stage_sizes = 16, (1, 1, 1)
     cfg.optimizer.momentum, cfg.optimizer.weight_decay = 0.9, 5e-4
-    mesh = trainer.mesh()
+    mesh = setup.mesh()
     rng = np.random.default_rng(0)
-    batch = trainer.to_device({"image": rng.integers(0, 255, (64, 28, 28, 1), np.uint8),
+    batch = steps.to_device({"image": rng.integers(0, 255, (64, 28, 28, 1), np.uint8),
                                "label": rng.integers(0, 5, 64).astype(np.int32)}, NamedSharding(mesh, P("data")))
     hp = {"lr": np.float32(0.05), "momentum": np.float32(0.9), "class_weights": np.ones(5, np.float32)}
     runners, outs = {}, {}
@@ -220,12 +221,12 @@ def whole_step(rounds: int, inner: int) -> None:
             for _, m in nnx.iter_graph(model):
                 if isinstance(m, nnx.Conv):
                     m.conv_general_dilated = conv
-        graphdef, pp, sp, params, stats = trainer.split_model(model)
+        graphdef, pp, sp, params, stats = steps.split_model(model)
         labels = freezing.labels(list(params), 0)
-        tx, train = trainer.build_train(graphdef, pp, sp, frozen_depth=0, label_map=labels, opt_cfg=cfg.optimizer,
-                                        num_classes=5, label_smoothing=0.0, value_range=(0.0, 1.0),
-                                        mean=np.array([0.5], np.float32), std=np.array([0.5], np.float32),
-                                        augment_ops=(), mesh_=mesh)
+        tx, train = steps.build_train(steps.TrainSpec(
+            net=steps.Net(graphdef, pp, sp), frozen_depth=0, labels=labels, optimizer=cfg.optimizer,
+            objective=classification.Objective(5), value_range=(0.0, 1.0), mean=np.array([0.5], np.float32),
+            std=np.array([0.5], np.float32), mesh=mesh))
         state = jax.device_put({"params": params, "batch_stats": stats, "opt_state": tx.init(params),
                                 "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(jax.random.key(0))},
                                NamedSharding(mesh, P()))

@@ -4,7 +4,7 @@ gradient) and per whole train step of a network.
 
 The layers: a ResNet-18 at 64 px (its last stages are 4x4 and 2x2 maps, where XLA's dense convolution is far
 off its FLOPs) and MobileNet/EfficientNet depthwise convolutions (slow at every size on XLA's CPU backend).
-The steps: tl_research.run.trainer.build_train's step of ResNet-18 at 64 px (frozen depth 0, and from cached
+The steps: tl_research.run.steps.build_train's step of ResNet-18 at 64 px (frozen depth 0, and from cached
 activations at frozen depth 8 as the probe sweep trains it) and MobileNetV2 at 96 px (frozen depth 0), each
 compiled twice: with TL_RESEARCH_CONV=xla (XLA's convolution everywhere) and with the CPU forms.
 
@@ -85,28 +85,29 @@ def _step(arch: str, image: int, batch: int, depth: int, cached: bool):
     """(step, state, batch, hp) of tl_research's train step for `arch`, traced with the current conv mode."""
     from jax.sharding import NamedSharding, PartitionSpec as P
     from tl_research import config as C, models
-    from tl_research.run import feature_cache, trainer
+    from tl_research.run import feature_cache, setup, steps
+    from tl_research.tasks import classification
     from tl_research.finetune import freezing
     cfg = C.base_config()
     cfg.model.name, cfg.model.image_size = arch, image
     cfg.optimizer.name, cfg.optimizer.momentum = "sgd", 0.9
     model = models.build(cfg.model, 10, 3)
-    graphdef, pp, sp, params, stats = trainer.split_model(model)
-    mesh = trainer.mesh()
+    graphdef, pp, sp, params, stats = steps.split_model(model)
+    mesh = setup.mesh()
     repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (batch, image, image, 3), np.uint8)
     norm = dict(value_range=(0.0, 1.0), mean=np.full(3, 0.5, np.float32), std=np.full(3, 0.5, np.float32))
     labels = freezing.labels(list(params), depth)
-    tx, train = trainer.build_train(graphdef, pp, sp, frozen_depth=depth, label_map=labels,
-                                    opt_cfg=cfg.optimizer, num_classes=10, label_smoothing=0.0, augment_ops=(),
-                                    mesh_=mesh, start_unit=depth if cached else 0, **norm)
+    tx, train = steps.build_train(steps.TrainSpec(
+        net=steps.Net(graphdef, pp, sp), frozen_depth=depth, labels=labels, optimizer=cfg.optimizer,
+        objective=classification.Objective(10), mesh=mesh, start_unit=depth if cached else 0, **norm))
     x = images
     if cached:
-        prefix = feature_cache.build_prefix(trainer._merger(graphdef, pp, sp), trainer.preprocessor(**norm), depth,
+        prefix = feature_cache.build_prefix(steps._merger(graphdef, pp, sp), steps.preprocessor(**norm), depth,
                                             mesh, repl)
         x = np.asarray(prefix(params, stats, jax.device_put(images, data)))
-    b = trainer.to_device({"image": x, "label": rng.integers(0, 10, batch).astype(np.int32)}, data)
+    b = steps.to_device({"image": x, "label": rng.integers(0, 10, batch).astype(np.int32)}, data)
     state = jax.device_put({"params": params, "batch_stats": stats, "opt_state": tx.init(params),
                             "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(jax.random.key(0))}, repl)
     hp = {"lr": np.float32(0.01), "momentum": np.float32(0.9), "class_weights": np.ones(10, np.float32)}

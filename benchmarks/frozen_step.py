@@ -26,7 +26,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from tl_research import config as C, models  # noqa: E402
 
-from tl_research.run import feature_cache, trainer
+from tl_research.run import feature_cache, setup, steps
+from tl_research.tasks.classification import task as classification
 
 from tl_research.finetune import freezing
 
@@ -46,27 +47,27 @@ def main():
     cfg.model.stage_sizes = C.parse_value(args.stage_sizes)
     model = models.build(cfg.model, 5, 1)
     n = model.num_units
-    graphdef, pp, sp, params, stats = trainer.split_model(model)
-    mesh = trainer.mesh()
+    graphdef, pp, sp, params, stats = steps.split_model(model)
+    mesh = setup.mesh()
     repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (args.batch, args.image, args.image, 1), np.uint8)
     labels = rng.integers(0, 5, args.batch).astype(np.int32)
     hp = {"lr": np.float32(0.01), "momentum": np.float32(0.9), "class_weights": np.ones(5, np.float32)}
     norm = dict(value_range=(0.0, 1.0), mean=np.array([0.5], np.float32), std=np.array([0.5], np.float32))
-    model_of = trainer._merger(graphdef, pp, sp)
+    model_of = steps._merger(graphdef, pp, sp)
     variants = [(d, False) for d in range(n + 1)] + [(d, True) for d in range(1, n + 1)]
     runners, flops = {}, {}
     for d, cached in variants:
         labels_map = freezing.labels(list(params), d)
-        tx, train = trainer.build_train(graphdef, pp, sp, frozen_depth=d, label_map=labels_map,
-                                        opt_cfg=cfg.optimizer, num_classes=5, label_smoothing=0.0, augment_ops=(),
-                                        mesh_=mesh, start_unit=d if cached else 0, **norm)
+        tx, train = steps.build_train(steps.TrainSpec(
+            net=steps.Net(graphdef, pp, sp), frozen_depth=d, labels=labels_map, optimizer=cfg.optimizer,
+            objective=classification.Objective(5), mesh=mesh, start_unit=d if cached else 0, **norm))
         x = images
         if cached:  # the batch's frozen-prefix activations, computed as the cache computes them
-            prefix = feature_cache.build_prefix(model_of, trainer.preprocessor(**norm), d, mesh, repl)
+            prefix = feature_cache.build_prefix(model_of, steps.preprocessor(**norm), d, mesh, repl)
             x = np.asarray(prefix(params, stats, jax.device_put(images, data)))
-        batch = trainer.to_device({"image": x, "label": labels}, data)
+        batch = steps.to_device({"image": x, "label": labels}, data)
         state = jax.device_put({"params": jax.tree.map(jnp.copy, params), "batch_stats": jax.tree.map(jnp.copy, stats),
                                 "opt_state": tx.init(params),
                                 "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(jax.random.key(0))},

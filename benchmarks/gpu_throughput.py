@@ -7,7 +7,7 @@ Sections (--sections, a comma list; default all, run in this order):
                   (precision=bfloat16), full fine-tuning, SGD: images/s with the batch already on the device
                   (the compute ceiling)
     pipeline      the same step fed by the codebase's input pipeline (data/pipeline.py train batches, in the
-                  pattern of trainer.Training.loop: to_device every step, a block every train.log_every) from
+                  pattern of loop.Training.loop: to_device every step, a block every train.log_every) from
                   a JPEG folder (data.name="folder:PATH"; data.cache_mb=0, so JPEGs are decoded every step as
                   for any dataset above data.cache_mb): end-to-end images/s and end-to-end / on-device
     frozen        ResNet-50 at frozen depth = half its depth units (8 of 17), from the images
@@ -18,8 +18,8 @@ Sections (--sections, a comma list; default all, run in this order):
     torch_resnet  torchvision's ResNet-50, AMP bf16 (torch.autocast), channels_last, SGD, on the same device
     torch_vit     timm's vit_base_patch16_224, AMP bf16, SGD
 
-The JAX sections train through the codebase's own code path, not a hand-written step: trainer.Training sets
-each run up (data, model, the phase's jitted step from trainer.Program.steps through the StepCache, the fresh
+The JAX sections train through the codebase's own code path, not a hand-written step: loop.Training sets
+each run up (data, model, the phase's jitted step from steps.Program.steps through the StepCache, the fresh
 state, the feature-cache decision) and its own batch iterator (Training._train_batches) feeds it; this script
 lowers and compiles that jitted step once (the compile time is reported apart, and XLA's cost_analysis of the
 compiled step gives its FLOPs), then times it: --warmup steps untimed, then --steps steps closed by
@@ -220,16 +220,16 @@ def half_depth(model: str) -> int:
 
 
 class JaxRun:
-    """One benchmarked run: trainer.Training's setup of `config` (data, model, the phase's step from the
+    """One benchmarked run: loop.Training's setup of `config` (data, model, the phase's step from the
     StepCache, the fresh state, the feature-cache path), its own train-batch iterator, and its jitted step
     lowered and compiled once for the first batch. Steps are driven as Training.loop drives them."""
 
     def __init__(self, config, run_dir: pathlib.Path):
         import jax
-        from tl_research.run import trainer
-        self.jax, self.trainer = jax, trainer
+        from tl_research.run import loop, steps
+        self.jax, self.steps_lib = jax, steps
         t = time.perf_counter()
-        self.t = tr = trainer.Training(config, run_dir, None, trainer.StepCache())
+        self.t = tr = loop.Training(config, run_dir, None, steps.StepCache())
         tr.restore()  # no checkpoint in a fresh folder: the fresh state and the phase's step
         self.phase = tr.plan.phases[tr.phase_i]
         self.path, self.why = tr.feats.path(self.phase), tr.feats.why(self.phase)
@@ -238,7 +238,7 @@ class JaxRun:
         self.batches = tr._train_batches(0)  # on the cached path this computes the train split's activations
         self.host = next(self.batches)
         self.batch_s = time.perf_counter() - t
-        self.dev = trainer.to_device(self.host, tr.data_sharding)
+        self.dev = steps.to_device(self.host, tr.data_sharding)
         self.hp = {"lr": tr.plan.lrs[0], "momentum": tr.plan.momenta[0], "class_weights": tr.s.class_weights}
         self.state, self.anchor = tr.state, tr.prog.anchor
         t = time.perf_counter()
@@ -271,7 +271,7 @@ class JaxRun:
         train.log_every). After the warm-up, `drain` batches are taken untimed: what the pipeline prepared
         ahead while the step compiled would otherwise overstate its steady rate."""
         tr = self.t
-        put = lambda: self.trainer.to_device(next(self.batches), tr.data_sharding)  # noqa: E731
+        put = lambda: self.steps_lib.to_device(next(self.batches), tr.data_sharding)  # noqa: E731
         every = int(tr.config.train.log_every)
         self.steps(warmup, put, every)
         for _ in range(drain):

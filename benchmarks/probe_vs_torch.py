@@ -91,11 +91,11 @@ def export_data(config_path: str, arg: str, out: str) -> None:
     import numpy as np
     from tl_research import config as config_lib
     from tl_research.finetune import strategies
-    from tl_research.run import trainer
+    from tl_research.run import setup
     from tl_research.data import pipeline
     cfg = config_lib.read_config(config_lib.load_module(config_path), arg, config_path)
     cfg.frozen_depth = DEPTHS[0]
-    _, meta = trainer.init_weights(cfg.init, cfg.model)
+    _, meta = setup.init_weights(cfg.init, cfg.model)
     data = pipeline.load(cfg.data, meta)
     arrays = {}
     for name in ("train", "val", "test"):

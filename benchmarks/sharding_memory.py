@@ -1,6 +1,6 @@
 """Per-device memory of a ViT-B/16's parameters and optimizer state: FSDP over 8 devices vs replicated.
 
-The bytes each device holds are read from the shardings the trainer uses (trainer.Placement, built from
+The bytes each device holds are read from the shardings a run uses (steps.Placement, built from
 config.sharding over config.mesh): for every parameter and every leaf of its optimizer state, the shape of
 one device's shard. Nothing is allocated, so it runs on any machine; by default on 8 simulated CPU devices.
 Goal: FSDP at most 1/6 of replicated (ideal 1/8; small tensors, biases and norms stay replicated).
@@ -48,18 +48,18 @@ def main():
 
     from tl_research.core import sharding
 
-    from tl_research.run import trainer
+    from tl_research.run import steps
 
     cfg = C.base_config()
     cfg.model.name, cfg.optimizer.name = args.model, args.optimizer
-    abstract = trainer.split_model(models.abstract(cfg.model, args.classes, 3))[3]  # shapes only
+    abstract = steps.split_model(models.abstract(cfg.model, args.classes, 3))[3]  # shapes only
     params = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in abstract.items()}
     tx = freezing.build_optimizer(cfg.optimizer, freezing.labels(list(params), 0))
     n = jax.device_count()
     results = {}
     for label, mesh_cfg, rules in (("replicated", (("data", -1),), ((".*", "replicate"),)),
                                    (f"fsdp={n}", (("fsdp", -1),), ((".*", "fsdp"),))):
-        placement = trainer.Placement.of(sharding.make_mesh(mesh_cfg), params, rules)
+        placement = steps.Placement.of(sharding.make_mesh(mesh_cfg), params, rules)
         results[label] = per_device_bytes(placement, tx)
         print(f"{label:>12}: {results[label] / 2**20:9.1f} MiB per device (parameters + {args.optimizer} state)")
     total = sum(math.prod(p.shape) for p in params.values())

@@ -133,20 +133,21 @@ def vit_train_losses(steps: int = 3) -> list[float]:
 
     from tl_research.finetune import freezing
 
-    from tl_research.run import trainer
+    from tl_research.run import setup, steps as steps_lib
+    from tl_research.tasks.classification import task as classification
     rng = np.random.default_rng(0)
     graphdef, state = nnx.split(zeros_model(model_cfg("vit_ti16", image_size=32), CLASSES))
     state = jax.tree.map(lambda a: jnp.asarray(rng.normal(0, 0.05, a.shape).astype(a.dtype)), state)
-    graphdef, pp, sp, params, stats = trainer.split_model(nnx.merge(graphdef, state))
-    mesh = trainer.mesh()
+    graphdef, pp, sp, params, stats = steps_lib.split_model(nnx.merge(graphdef, state))
+    mesh = setup.mesh()
     opt = C.base_config().optimizer
-    tx, train = trainer.build_train(graphdef, pp, sp, frozen_depth=0, label_map=freezing.labels(list(params), 0),
-                                    opt_cfg=opt, num_classes=CLASSES, label_smoothing=0.0, value_range=(0.0, 1.0),
-                                    mean=np.zeros(3, np.float32), std=np.ones(3, np.float32), augment_ops=(),
-                                    mesh_=mesh)
+    tx, train = steps_lib.build_train(steps_lib.TrainSpec(
+        net=steps_lib.Net(graphdef, pp, sp), frozen_depth=0, labels=freezing.labels(list(params), 0), optimizer=opt,
+        objective=classification.Objective(CLASSES), value_range=(0.0, 1.0), mean=np.zeros(3, np.float32),
+        std=np.ones(3, np.float32), mesh=mesh))
     data = NamedSharding(mesh, P("data"))
-    batch = trainer.to_device({"image": rng.integers(0, 255, (16, 32, 32, 3), np.uint8),
-                               "label": rng.integers(0, CLASSES, 16).astype(np.int32)}, data)
+    batch = steps_lib.to_device({"image": rng.integers(0, 255, (16, 32, 32, 3), np.uint8),
+                                   "label": rng.integers(0, CLASSES, 16).astype(np.int32)}, data)
     assert len(batch["image"].sharding.device_set) == jax.device_count()
     state = jax.device_put({"params": params, "batch_stats": stats, "opt_state": tx.init(params),
                             "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(jax.random.key(0))},

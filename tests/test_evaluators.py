@@ -10,7 +10,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from tl_research import config as C
 from tl_research.evals import evaluators, fewshot, metrics
 from tl_research import models
-from tl_research.run import trainer
+from tl_research.run import setup, steps, trainer
 from tl_research.checkpoints import weights as W
 from tl_research.data import pipeline
 from tl_research.core.errors import ConfigError
@@ -22,17 +22,18 @@ def test_on_device_counts_equal_the_host_computation_with_a_padded_last_batch(ti
     cfg = tiny_config()
     data = pipeline.load(cfg.data)
     model = models.build(cfg.model, data.num_classes, data.image_shape[2], seed=1)
-    graphdef, pp, sp, params, stats = trainer.split_model(model)
-    norm = trainer.normaliser(None, data.image_shape[2])
-    mesh = trainer.mesh()
-    step = trainer.build_eval(graphdef, pp, sp, value_range=norm[0], mean=norm[1], std=norm[2], mesh_=mesh)
+    graphdef, pp, sp, params, stats = steps.split_model(model)
+    norm = setup.normaliser(None, data.image_shape[2])
+    mesh = setup.mesh()
+    step = steps.build_eval(steps.EvalSpec(net=steps.Net(graphdef, pp, sp), value_range=norm[0], mean=norm[1],
+                                           std=norm[2], mesh=mesh))
     batch_size = 32
     assert len(data.val) % batch_size  # the last batch is padded
-    put = lambda b: trainer.to_device(b, NamedSharding(mesh, P("data")))  # noqa: E731
+    put = lambda b: steps.to_device(b, NamedSharding(mesh, P("data")))  # noqa: E731
     counts = evaluators.Classification(step, data, data.val, put, batch_size=batch_size).counts(params, stats)
 
     images = np.concatenate([b["image"][b["mask"]] for b in pipeline.eval_batches(data, data.val, 100)])
-    logits = np.asarray(nnx.merge(graphdef, nnx.state(model))(trainer.preprocessor(*norm)(images), train=False))
+    logits = np.asarray(nnx.merge(graphdef, nnx.state(model))(steps.preprocessor(*norm)(images), train=False))
     preds = logits.argmax(-1)
     losses = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, data.val.labels))
     assert counts.count == len(data.val)

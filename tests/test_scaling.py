@@ -89,7 +89,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from conftest import tiny
 from tl_research import config as C
-from tl_research.run import trainer
+from tl_research.run import loop, trainer
 out, data_dir = pathlib.Path({out!r}), {data!r}
 cache = trainer.StepCache()
 trainer.enable_compilation_cache()
@@ -101,7 +101,7 @@ whole = trainer.run(fsdp, out / "fsdp", progress=False, cache=cache)
 part = trainer.run(fsdp, out / "resumed", progress=False, cache=cache, stop_at_step=6)
 resumed = trainer.run(fsdp, out / "resumed", progress=False, cache=cache)
 info.update(whole=whole.metrics, status=[whole.status, part.status, resumed.status], resumed=resumed.metrics)
-t = trainer.Training(fsdp, out / "inspect", None, cache)
+t = loop.Training(fsdp, out / "inspect", None, cache)
 t.restore()
 leaves = {{k: v for k, v in t.state["params"].items()}}
 leaves.update({{f"opt.{{i}}": v for i, v in enumerate(jax.tree.leaves(t.state["opt_state"])) if v.ndim == 4}})
@@ -330,23 +330,25 @@ def test_two_micro_batches_give_the_update_of_the_whole_batch(tiny_config):
     two half-batch gradients is the whole batch's gradient, so one accumulated step makes the plain update."""
     from tl_research.finetune import freezing
     from tl_research import models
+    from tl_research.run import setup, steps
+    from tl_research.tasks.classification import task as classification
     model = models.build(tiny_config().model, 5, 1, seed=0)
-    graphdef, pp, sp, params, stats = trainer.split_model(model)
-    mesh = trainer.mesh()
+    graphdef, pp, sp, params, stats = steps.split_model(model)
+    mesh = setup.mesh()
     labels = freezing.labels(list(params), 0)
     rng = np.random.default_rng(0)
     batch = {"image": rng.integers(0, 255, (16, 8, 8, 1), np.uint8), "label": rng.integers(0, 5, 16).astype(np.int32)}
     hp = {"lr": np.float32(0.5), "momentum": np.float32(0.9), "class_weights": np.ones(5, np.float32)}
     new = {}
     for k in (1, 2):
-        tx, train = trainer.build_train(graphdef, pp, sp, frozen_depth=0, label_map=labels,
-                                        opt_cfg=tiny_config().optimizer, num_classes=5, label_smoothing=0.0,
-                                        value_range=(0.0, 1.0), mean=np.float32([0.5]), std=np.float32([0.5]),
-                                        augment_ops=(), mesh_=mesh, update_stats=False, accumulate=k)
+        tx, train = steps.build_train(steps.TrainSpec(
+            net=steps.Net(graphdef, pp, sp), frozen_depth=0, labels=labels, optimizer=tiny_config().optimizer,
+            objective=classification.Objective(5), value_range=(0.0, 1.0), mean=np.float32([0.5]),
+            std=np.float32([0.5]), mesh=mesh, update_stats=False, accumulate=k))
         state = {"params": jax.tree.map(np.array, params), "batch_stats": jax.tree.map(np.array, stats),
                  "opt_state": tx.init(params), "step": np.int32(0), "key": jax.random.key_data(jax.random.key(0))}
-        state, m = train(state, trainer.to_device(batch, sharding.batch_sharding(mesh)), hp, {})
-        state, _ = train(state, trainer.to_device(batch, sharding.batch_sharding(mesh)), hp, {})  # momentum too
+        state, m = train(state, steps.to_device(batch, sharding.batch_sharding(mesh)), hp, {})
+        state, _ = train(state, steps.to_device(batch, sharding.batch_sharding(mesh)), hp, {})  # momentum too
         new[k] = jax.device_get(state["params"])
     moved = max(float(np.max(np.abs(new[1][n] - params[n]))) for n in params)
     assert moved > 1e-2  # the steps did change the weights

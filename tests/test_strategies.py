@@ -9,7 +9,8 @@ from conftest import tiny
 from tl_research import config as C
 from tl_research.finetune import freezing, strategies
 from tl_research import models
-from tl_research.run import trainer
+from tl_research.run import setup, steps, trainer
+from tl_research.tasks.classification import task as classification
 from tl_research.checkpoints import weights as W
 from tl_research.core.errors import ConfigError
 from tl_research.core.tracking import read_metrics
@@ -93,7 +94,7 @@ def test_bad_strategy_values_name_their_key(tiny_config, overrides, key):
 def test_a_head_phase_that_fills_the_run_is_refused(tiny_config, source, tmp_path):
     cfg = tiny_config(init=source, **{"strategy.name": "two_phase", "strategy.boundary_steps": 12})
     with pytest.raises(ConfigError, match="strategy.boundary_steps=12"):
-        trainer.setup(cfg, None)
+        setup.setup(cfg, None)
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -168,16 +169,16 @@ def _step_fixture(**kw):
     cfg.optimizer.momentum = 0.0
     model = models.build(cfg.model, 5, 1)
     model.head.classifier.kernel.set_value(jax.random.normal(jax.random.key(3), model.head.classifier.kernel.shape))
-    graphdef, pp, sp, params, stats = trainer.split_model(model)
-    mesh = trainer.mesh()
+    graphdef, pp, sp, params, stats = steps.split_model(model)
+    mesh = setup.mesh()
     frozen_depth = kw.pop("frozen_depth", 0)
     labels = freezing.labels(list(params), frozen_depth)
-    tx, train = trainer.build_train(graphdef, pp, sp, frozen_depth=frozen_depth, label_map=labels,
-                                    opt_cfg=cfg.optimizer, num_classes=5, label_smoothing=0.0,
-                                    value_range=(0.0, 1.0), mean=np.array([0.5], np.float32),
-                                    std=np.array([0.5], np.float32), augment_ops=(), mesh_=mesh, **kw)
+    tx, train = steps.build_train(steps.TrainSpec(
+        net=steps.Net(graphdef, pp, sp), frozen_depth=frozen_depth, labels=labels, optimizer=cfg.optimizer,
+        objective=classification.Objective(5), value_range=(0.0, 1.0), mean=np.array([0.5], np.float32),
+        std=np.array([0.5], np.float32), mesh=mesh, **kw))
     rng = np.random.default_rng(0)
-    batch = trainer.to_device({"image": rng.integers(0, 255, (8, 8, 8, 1), np.uint8),
+    batch = steps.to_device({"image": rng.integers(0, 255, (8, 8, 8, 1), np.uint8),
                                "label": rng.integers(0, 5, 8).astype(np.int32)}, NamedSharding(mesh, P("data")))
     hp = {"lr": np.float32(1.0), "momentum": np.float32(0.0), "class_weights": np.ones(5, np.float32)}
 

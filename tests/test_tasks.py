@@ -6,7 +6,7 @@ import pytest
 
 from tl_research import config as C
 
-from tl_research.run import trainer
+from tl_research.run import setup, trainer
 from tl_research.checkpoints import weights as weights_lib
 from tl_research.data import digit_scenes, registry
 from tl_research.core.errors import ConfigError
@@ -59,7 +59,7 @@ def test_a_transferred_dense_run_keeps_frozen_units_and_resumes_to_the_same_resu
     source, init = _classifier_weights(tmp_path, _config(scenes_dir, task).model)
     # units 0 and 1 frozen; the head reads unit 1 (a U-Net skip, an FPN level) and unit 2
     cfg = _config(scenes_dir, task, init=init, frozen_depth=2, augment=("flip",), **head)
-    start = weights_lib.flat_state(trainer.setup(cfg).model)
+    start = weights_lib.flat_state(setup.setup(cfg).model)
     cache = trainer.StepCache()  # the three runs share compiled steps
     whole = trainer.run(cfg, tmp_path / "whole", progress=False, cache=cache)
     part = trainer.run(cfg, tmp_path / "resumed", progress=False, cache=cache, stop_at_step=4)
@@ -78,7 +78,7 @@ def test_a_transferred_dense_run_keeps_frozen_units_and_resumes_to_the_same_resu
                     np.testing.assert_array_equal(v, source[coll][k], err_msg=k)
     assert any(not np.array_equal(final["params"][k], v) for k, v in start["params"].items()
                if k.startswith("units.2."))  # the unfrozen unit trained
-    scratch = weights_lib.flat_state(trainer.setup(_config(scenes_dir, task, frozen_depth=2, **head)).model)
+    scratch = weights_lib.flat_state(setup.setup(_config(scenes_dir, task, frozen_depth=2, **head)).model)
     heads = [k for k in start["params"] if k.startswith("head.")]
     assert heads and all(np.array_equal(start["params"][k], scratch["params"][k]) for k in heads)  # fresh
     # the head's input from frozen unit 1 is that unit's forward output: the weights reading it got gradients

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tl_research.run import trainer
+from tl_research.run import state, trainer
 from tl_research.checkpoints.weights import load_weights
 from tl_research.core.tracking import read_metrics
 
@@ -140,10 +140,39 @@ def test_a_run_with_on_device_augmentation_trains(tiny_config, tmp_path):
 
 def test_the_host_state_reads_the_json_that_checkpoints_hold():
     saved = {"best_metric": 0.2, "best_step": 4, "evals_since_best": 1, "stopped_early": False,
-             "best_val_accuracy": 0.2, "best_val_loss": 1.6, "best_seen_test_accuracy": None,
+             "best_val_metric": 0.2, "best_val_loss": 1.6, "best_seen_test_metric": None,
              "phases": [{"phase": 1, "name": "head", "step": 4, "val_accuracy": 0.2, "val_loss": 1.6,
                          "test_accuracy": 0.3}],
              "pending": [{"loss": 1.5, "accuracy": 0.25}], "metrics_lines": 7}
-    host = trainer.HostState.from_json(saved)
+    host = state.HostState.from_json(saved)
     assert host.best_step == 4 and host.phases[0]["name"] == "head"
     assert list(host.to_json().items()) == list(saved.items())  # the same JSON, key order included
+
+
+def test_the_host_state_reads_the_names_older_checkpoints_used():
+    # before the metric-neutral names, the task's metric (accuracy, mIoU or mAP) was kept under *_accuracy
+    old = {"best_metric": 0.4, "best_step": 8, "evals_since_best": 0, "stopped_early": False,
+           "best_val_accuracy": 0.4, "best_val_loss": 1.2, "best_seen_test_accuracy": 0.45, "phases": [],
+           "pending": [], "metrics_lines": 9}
+    host = state.HostState.from_json(old)
+    assert (host.best_val_metric, host.best_seen_test_metric) == (0.4, 0.45)
+    assert host == state.HostState.from_json({state.RENAMED.get(k, k): v for k, v in old.items()})
+    assert "best_val_accuracy" not in host.to_json()
+
+
+def test_a_checkpoint_with_the_old_host_state_names_resumes_like_the_uninterrupted_run(tiny_config, tmp_path):
+    """A run dir checkpointed before HostState's renames resumes to the same result. At a learning rate of ~0
+    the best eval stays step 4's, before the checkpoint of step 6, so the reported val_accuracy is the one
+    that checkpoint's host state carries under its old name."""
+    cfg = tiny_config(**{"schedule.lr": 1e-9, "train.checkpoint_every": 3, "train.restore_best": True,
+                         "train.eval_test": True})
+    whole = trainer.run(cfg, tmp_path / "whole", progress=False)
+    assert trainer.run(cfg, tmp_path / "old", progress=False, stop_at_step=6).status == "interrupted"
+    host_file = tmp_path / "old" / "checkpoints" / "6" / "host" / "metadata"  # orbax's JsonSave of the host state
+    old_names = {new: old for old, new in state.RENAMED.items()}
+    host_file.write_text(json.dumps({old_names.get(k, k): v for k, v in json.loads(host_file.read_text()).items()}))
+    assert "best_val_accuracy" in host_file.read_text()
+    resumed = trainer.run(cfg, tmp_path / "old", progress=False)
+    assert whole.status == resumed.status == "done" and whole.metrics["best_step"] == 4
+    assert {k: v for k, v in resumed.metrics.items() if k != "wall_time"} == \
+        {k: v for k, v in whole.metrics.items() if k != "wall_time"}

@@ -6,7 +6,7 @@ it is ever active), its weights never change, and without input-side augmentatio
 function of the example. Unit k-1's output for an example is then the same at every step, in every epoch
 and in every run that shares the prefix's weights, the data and the preprocessing. A run on the cached path
 computes those activations once per split (train, val, test; `Store` keeps them for the sweep's other runs)
-and feeds them to a train step that starts at unit k (trainer.build_train's `start_unit`). Batches are the
+and feeds them to a train step that starts at unit k (steps.TrainSpec's `start_unit`). Batches are the
 normal path's: the same sampler draws the same positions, read from the cached rows instead of the decoded
 images, so results equal the normal path's up to floating-point reassociation (XLA compiles the prefix and
 the suffix apart).
@@ -204,7 +204,7 @@ def prepared_fingerprint(data_dir: str) -> str:
 # ---------------------------------------------------------------------------------------------- store
 
 class Store:
-    """Cached activations shared by the runs of one process (trainer.StepCache holds it): {key: array}."""
+    """Cached activations shared by the runs of one process (steps.StepCache holds it): {key: array}."""
 
     def __init__(self, memory_mb: float | None = None, disk_entry_mb: float | None = None):
         memory_mb = MEMORY_MB if memory_mb is None else memory_mb
@@ -530,26 +530,23 @@ class RunFeatures:
         return dataclasses.replace(self.data, train=self.split("train", k)) if k else self.data
 
 
-def for_program(prog, config, *, merger: Callable, preprocessor: Callable, put: Callable, batch_size: int,
-                directory: pathlib.Path | None) -> RunFeatures:
-    """The RunFeatures of a run's trainer.Program (`merger`, `preprocessor`: trainer's, which build the model
-    from flat weights and the input preprocessing); the Store is the sweep's, held by the program's StepCache."""
-    s = prog.s
+def for_program(prog, config, *, put: Callable, batch_size: int, directory: pathlib.Path | None) -> RunFeatures:
+    """The RunFeatures of a run's steps.Program; the Store is the sweep's, held by the program's StepCache."""
+    s, base = prog.s, prog.base
     store = prog.cache.get(("feature_store",), Store)
-    model_of = merger(prog.graphdef, prog.param_paths, prog.stat_paths, prog.precision)
-    preprocess = preprocessor(prog.value_range, prog.mean, prog.std)
-    norm = (prog.value_range, tuple(map(float, prog.mean)), tuple(map(float, prog.std)))
+    model_of, preprocess = base.model_of(), base.preprocess()
+    norm = (base.value_range, tuple(map(float, base.mean)), tuple(map(float, base.std)))
 
-    def prefix_of(depth: int) -> Callable:
-        return prog.cache.get(("prefix", prog.graphdef, depth, norm, prog.devices), lambda: build_prefix(
-            model_of, preprocess, depth, prog.mesh, prog.placement.params))
+    def prefix_of(depth: int) -> Callable:  # keyed by what builds it: the depth and the program's StepSpec
+        return prog.cache.get(("prefix", depth, base), lambda: build_prefix(
+            model_of, preprocess, depth, base.mesh, base.placement.params))
 
     def weights() -> tuple:  # placed for each split computed, and freed after it
         w = prog.place_weights({"params": prog.params, "batch_stats": prog.stats})
         return w["params"], w["batch_stats"]
 
     preprocessing = {"image_shape": list(s.data.image_shape), "value_range": list(norm[0]), "mean": list(norm[1]),
-                     "std": list(norm[2]), "precision": prog.precision}
+                     "std": list(norm[2]), "precision": base.precision}
     source = Source(prefix_of, weights, prog.params, prog.stats, json.loads(config.model.to_json()), preprocessing,
                     json.loads(config.data.to_json()))
     reason = input_path_reason(config, s.model, s.task.name)

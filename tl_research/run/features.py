@@ -15,7 +15,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tl_research import models
 
-from tl_research.run import trainer
+from tl_research.run import setup, steps
 from tl_research.checkpoints import weights as weights_lib
 from tl_research.data import pipeline
 from tl_research.models.base import ModelMeta
@@ -24,7 +24,7 @@ from tl_research.analysis.similarity import ClassMeans
 
 class FeatureExtractor:
     """The penultimate features of `weights` loaded into the architecture `model_cfg` (the classifier is not
-    used): the trainer's compiled feature step (trainer.build_features, which config.evals' few-shot probe
+    used): a run's compiled feature step (steps.build_features, which config.evals' few-shot probe
     runs during training), batches sharded over all devices. Compiled once per input shape."""
 
     def __init__(self, model_cfg, weights: weights_lib.Weights, meta: ModelMeta | None, in_channels: int):
@@ -32,11 +32,12 @@ class FeatureExtractor:
         # the classifier's size does not matter: transfer() re-initialises it and features never reach it
         model = models.build(model_cfg, 2, in_channels)
         weights_lib.transfer(model, weights)
-        graphdef, param_paths, stat_paths, params, stats = trainer.split_model(model)
-        value_range, mean, std = trainer.normaliser(self.meta, in_channels)  # as the trainer preprocesses
-        mesh_ = trainer.mesh()
-        self._features = trainer.build_features(graphdef, param_paths, stat_paths, value_range=value_range,
-                                                mean=mean, std=std, pool=model.head.pool, mesh_=mesh_)
+        graphdef, param_paths, stat_paths, params, stats = steps.split_model(model)
+        value_range, mean, std = setup.normaliser(self.meta, in_channels)  # as a run preprocesses
+        mesh_ = setup.mesh()
+        self._features = steps.build_features(steps.FeaturesSpec(
+            net=steps.Net(graphdef, param_paths, stat_paths), value_range=value_range, mean=mean, std=std,
+            mesh=mesh_, pool=model.head.pool))
         self._weights = jax.device_put((params, stats), NamedSharding(mesh_, P()))
         self._sharding, self._devices = NamedSharding(mesh_, P("data")), mesh_.size
 
@@ -46,7 +47,7 @@ class FeatureExtractor:
         pad = -n % self._devices  # the batch is split over the devices
         if pad:
             images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-        out = self._features(*self._weights, trainer.to_device({"image": images}, self._sharding))
+        out = self._features(*self._weights, steps.to_device({"image": images}, self._sharding))
         return np.asarray(jax.device_get(out))[:n]
     def class_means(self, data: pipeline.Dataset, split: pipeline.Split, batch_size: int = 250,
                     threads: int = 2) -> tuple[np.ndarray, np.ndarray]:

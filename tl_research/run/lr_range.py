@@ -32,7 +32,7 @@ import numpy as np
 
 from tl_research.core import durable, sharding
 
-from tl_research.run import trainer
+from tl_research.run import loop, setup, steps as steps_lib
 from tl_research.data import pipeline
 from tl_research.core.errors import ConfigError
 
@@ -99,10 +99,10 @@ def run(config, out_dir, *, init_path: str | None = None, cache=None, progress: 
     cfg = config.lr_range
     check(cfg)
     out_dir = pathlib.Path(out_dir)
-    s = trainer.setup(config, init_path)
+    s = setup.setup(config, init_path)
     phase = s.plan.phases[-1]
-    mesh_ = trainer.mesh(config)
-    prog = trainer.Program(s, config, mesh_, cache or trainer.StepCache())
+    mesh_ = setup.mesh(config)
+    prog = steps_lib.Program(s, config, mesh_, cache or steps_lib.StepCache())
     steps = prog.steps(phase)  # the very step the run's last phase trains with
     state = prog.fresh_state(steps.tx)
     data_sharding = prog.placement.batch
@@ -112,10 +112,10 @@ def run(config, out_dir, *, init_path: str | None = None, cache=None, progress: 
                                      sampler=pipeline.train_sampler(config.data, s.data, config.seed))
     momentum = float(s.plan.momenta[0])
     losses, best, diverged, avg = [], math.inf, False, 0.0
-    bar = trainer._progress(progress, len(lrs), 0, "lr range test")
+    bar = loop.progress_bar(progress, len(lrs), 0, "lr range test")
     for t, lr in enumerate(lrs):
         hp = {"lr": lr, "momentum": np.float32(momentum), "class_weights": s.class_weights}
-        state, m = steps.train(state, trainer.to_device(next(batches), data_sharding), hp, prog.anchor)
+        state, m = steps.train(state, steps_lib.to_device(next(batches), data_sharding), hp, prog.anchor)
         loss = float(sharding.to_host(m["loss"]))
         losses.append(loss if math.isfinite(loss) else math.inf)
         avg = cfg.smoothing * avg + (1 - cfg.smoothing) * losses[-1]  # smooth()'s recursion, one step

@@ -1,0 +1,147 @@
+"""A run's setup, before anything compiles: the initial weights, the data, the model with its head, the
+strategy's plan, the schedule's length and the class weights (`setup`), and the device mesh.
+
+Also the input normalisation a model's weights expect (`normaliser`) and the metadata a run exports with its
+weights (`run_meta`), which the compiled steps and the feature extractor read.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+
+from tl_research import models
+from tl_research import tasks as tasks_lib
+from tl_research.checkpoints import weights as weights_lib
+from tl_research.core import sharding, timing
+from tl_research.core.errors import ConfigError
+from tl_research.data import pipeline, sampling
+from tl_research.finetune import freezing, strategies
+from tl_research.models.base import ModelMeta
+from tl_research.tasks.classification import task as classification
+
+
+def mesh(config=None) -> jax.sharding.Mesh:
+    """The run's device mesh (config.mesh; without a config every device on one 'data' axis)."""
+    return sharding.make_mesh(config.mesh if config is not None else sharding.DEFAULT_MESH)
+
+
+def _host_memory():
+    """A context that builds arrays in host memory (the CPU backend), not on an accelerator: the whole model
+    is assembled there and each device then receives only its shard (sharding.place)."""
+    try:
+        return jax.default_device(jax.local_devices(backend="cpu")[0])
+    except RuntimeError:  # JAX_PLATFORMS without cpu
+        return contextlib.nullcontext()
+
+
+def init_weights(init: str, model_cfg, init_path: str | None = None):
+    """(weights, meta) to start from, or (None, None) for scratch."""
+    if init == "scratch":
+        return None, None
+    if init == "source":
+        if not init_path:
+            raise ConfigError("init", init, "'source' only inside a sweep that trains config.source")
+        init = init_path
+    fmt, sep, path = init.partition(":")
+    if sep and fmt in ("keras", "torch", "npz"):
+        from tl_research.checkpoints import convert
+        return convert.convert(fmt, path, model_cfg.name, model_cfg=model_cfg)
+    d = pathlib.Path(init)
+    for candidate in (d, d / "weights"):
+        if weights_lib.is_weights_dir(candidate):
+            return weights_lib.load_weights(candidate)
+    raise ConfigError("init", init, "scratch, source, a weights or run directory, keras:PATH, torch:PATH, "
+                                    "npz:PATH", why="no weights found there")
+
+
+def model_meta(model_name: str) -> ModelMeta | None:
+    return getattr(models, "META", {}).get(model_name)
+
+
+def _channel_stats(meta: ModelMeta, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = np.asarray(meta.mean, np.float64), np.asarray(meta.std, np.float64)
+    if mean.size != channels:  # e.g. an RGB checkpoint's statistics on grey data
+        mean, std = np.full(channels, mean.mean()), np.full(channels, std.mean())
+    return mean, std
+
+
+def normaliser(meta: ModelMeta | None, channels: int) -> tuple[tuple, np.ndarray, np.ndarray]:
+    meta = meta or ModelMeta()
+    mean, std = _channel_stats(meta, channels)
+    return tuple(meta.value_range), mean.astype(np.float32), std.astype(np.float32)
+
+
+def run_meta(meta: ModelMeta, data: pipeline.Dataset) -> ModelMeta:
+    """The metadata of the weights a run exports: the input it trained on, the normalisation it applied
+    and its classes, so that a later run started from them (init=<run dir>) reads the same data the same
+    way. Names and provenance stay the starting checkpoint's."""
+    mean, std = _channel_stats(meta, data.image_shape[2])
+    return dataclasses.replace(
+        meta, input_size=tuple(int(d) for d in data.image_shape), value_range=tuple(map(float, meta.value_range)),
+        mean=tuple(map(float, mean)), std=tuple(map(float, std)), interpolation=data.interpolation,
+        crop_pct=float(data.crop_pct), num_classes=int(data.num_classes))
+
+
+@dataclasses.dataclass
+class Setup:
+    data: pipeline.Dataset
+    model: models.UnitModel
+    meta: ModelMeta  # the run's: what it feeds the model (run_meta), exported with its weights
+    frozen_depth: int  # of the run's last phase
+    param_names: list[str]
+    plan: strategies.Plan
+    total_steps: int
+    steps_per_epoch: int
+    class_weights: np.ndarray
+    transfer_report: str
+    task: Any = classification.TASK  # tl_research.tasks: the model's head, the loss, the evaluators
+
+
+    def labels(self, phase: strategies.Phase) -> dict[str, str]:
+        return freezing.labels(self.param_names, phase.frozen_depth)
+
+
+def _phase(timer, name: str):
+    """`timer.phase(name)` (tl_research.core.timing), or nothing without a timer."""
+    return timer.phase(name) if timer is not None else contextlib.nullcontext()
+
+
+def setup(config, init_path: str | None = None, timer: timing.RunTimer | None = None) -> Setup:
+    sharding.check(config)  # mesh, precision, accumulation and batch sizes against the devices, before any data
+    task = tasks_lib.of(config)
+    tasks_lib.check(config)
+    with _phase(timer, "checkpoints"):
+        weights, meta = init_weights(config.init, config.model, init_path)
+    meta = meta or model_meta(config.model.name)
+    with _phase(timer, "data"):
+        data = pipeline.load(_task_data(config, task), meta, seed=config.seed)
+    with _host_memory():
+        model, report = task.build_model(config, data, weights)  # a transferred model's head starts fresh
+    frozen_depth = freezing.resolve_frozen_depth(config.frozen_depth, model.num_units)
+    names = list(weights_lib.flat_state(model)["params"])
+    steps_per_epoch = max(1, math.ceil(len(data.train) / config.data.batch_size))
+    total = config.train.steps or math.ceil(config.train.epochs * steps_per_epoch)
+    if total <= 0:
+        raise ConfigError("train.steps", config.train.steps, "a positive number (or train.epochs > 0)")
+    plan = strategies.plan(config, num_units=model.num_units, frozen_depth=frozen_depth, total_steps=total,
+                           steps_per_epoch=steps_per_epoch)
+    counts = np.bincount(data.train.labels, minlength=data.num_classes)
+    class_w = sampling.class_weights(counts, config.train.class_weights, key="train.class_weights")
+    return Setup(data, model, run_meta(meta or ModelMeta(), data), plan.phases[-1].frozen_depth, names, plan,
+                 total, steps_per_epoch, np.asarray(class_w, np.float32), report, task)
+
+
+def _task_data(config, task):
+    """config.data with the targets the task reads (a config that skipped tasks.resolve_targets)."""
+    if config.data.targets == task.targets:
+        return config.data
+    data_cfg = copy.deepcopy(config.data)
+    data_cfg.targets = task.targets
+    return data_cfg
