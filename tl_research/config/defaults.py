@@ -28,6 +28,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.name = "run"  # the sweep's name: W&B group and default workdir runs/<name>
     c.seed = 0
     c.label = ""  # a free-form name for a run's variant (e.g. a strategy recipe); tables can group by it
+    # modules (dotted names on sys.path) or .py files (absolute, or relative to the directory a launch starts
+    # in) imported before any check, in every process that reads this config (launcher, workers, SLURM tasks):
+    # where strategies, tasks and datasets registered from outside the package come from (docs/extending.md)
+    c.imports = ()
     # what the run predicts (tl_research/tasks): "classification" (an image-level class), "segmentation" (a
     # class per pixel: model.decoder on the depth units, mean IoU) or "detection" (boxes: a CenterNet head,
     # COCO mAP). It sets data.targets (label, segmentation, detection) when that is left at "label".

@@ -3,9 +3,12 @@ ConfigErrors) and its get_sweep points (`sweep_points`)."""
 from __future__ import annotations
 
 import difflib
+import hashlib
+import importlib
 import importlib.util
 import pathlib
 import re
+import sys
 from typing import Any
 
 import ml_collections
@@ -15,6 +18,8 @@ from tl_research.config.defaults import base_config
 from tl_research.config.overrides import _get
 from tl_research.config.run_identity import run_id
 from tl_research.core.errors import ConfigError
+
+IMPORT_ALLOWED = "module names on sys.path or paths of .py files (absolute, or relative to the launch directory)"
 
 
 def load_module(path: str):
@@ -121,3 +126,28 @@ def sweep_points(module, arg: str | None, config, overrides: dict[str, Any]) -> 
         for key in p:
             _get(config, key)
     return points
+
+
+def import_extensions(config) -> None:
+    """Imports what `config.imports` names (once per process: a module stays in sys.modules), so that the
+    strategies, tasks and datasets it registers exist before anything checks the config's names. A file is
+    imported under a name made from its resolved path, so importing it again is a no-op."""
+    value = tuple(config.get("imports", ()) or ())
+    for entry in value:
+        try:
+            if str(entry).endswith(".py"):
+                path = pathlib.Path(entry).resolve()
+                name = f"tl_ext_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+                if name not in sys.modules:
+                    spec = importlib.util.spec_from_file_location(name, path)
+                    module = importlib.util.module_from_spec(spec)
+                    sys.modules[name] = module
+                    try:
+                        spec.loader.exec_module(module)
+                    except BaseException:
+                        del sys.modules[name]
+                        raise
+            else:
+                importlib.import_module(str(entry))
+        except (ImportError, OSError, SyntaxError) as e:
+            raise ConfigError("imports", value, IMPORT_ALLOWED, why=f"{entry!r}: {type(e).__name__}: {e}") from None

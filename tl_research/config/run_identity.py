@@ -45,7 +45,8 @@ INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight":
 # automatic cap depends on the free space anyway): left out of a config's identity at every value, so
 # setting one neither retrains a source model nor refuses a workdir.
 NEUTRAL: frozenset[str] = frozenset({"train.checkpoint_seconds", "train.feature_cache_max_gb",
-                                     "data.workers"})  # worker processes: the same batches, whatever their count
+                                     "data.workers",  # worker processes: the same batches, whatever their count
+                                     "imports"})  # where extension code is found; the names it registers count
 
 
 def _plain(value):

@@ -10,6 +10,7 @@ import ml_collections
 
 from tl_research import models, tasks
 from tl_research.config.defaults import OPTIMIZERS, WANDB_MODES
+from tl_research.config.loading import import_extensions
 from tl_research.core import sharding
 from tl_research.core.errors import ConfigError
 from tl_research.data import pipeline
@@ -95,6 +96,7 @@ def validate(config, *, prefix: str = "") -> None:
     def err(key, value, allowed, why=""):
         return ConfigError(prefix + key, value, allowed, why)
 
+    import_extensions(config)  # first: the names it registers are what the checks below allow
     try:
         if config.model.name not in models.names():
             raise err("model.name", config.model.name, ", ".join(models.names()))
