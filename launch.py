@@ -11,15 +11,15 @@
 
 Flags: --retry_failed (rerun failed runs), --no_progress (no progress bars), -h/--help; several processes
 (multi-host) join with --coordinator_address=HOST:PORT --num_processes=N --process_id=I, or on their own
-under SLURM (srun) and on TPU pods (tl_research/distributed.py); process 0 writes the outputs. The command line is
-absl flags with the config read by ml_collections' config_flags (tl_research/command_line.py): an override is
+under SLURM (srun) and on TPU pods (tl_research/core/distributed.py); process 0 writes the outputs. The command line is
+absl flags with the config read by ml_collections' config_flags (tl_research/cli/command_line.py): an override is
 typed by its key's type (--config.train.steps=100, --config.data.classes="(0, 1)"), and an override of a key
 the config's sweep varies replaces the sweep's values for that key. Bad input is one `error:` line, exit code 2.
 
 Outputs land in DIR (default runs/<config name>): results.csv, table.md, table.tex, plot.png, one folder per
 run (config.json, metrics.jsonl, checkpoints/, weights/) and wandb/. Relaunching the same command resumes:
 finished runs are skipped, an interrupted run continues from its last checkpoint. Launchers decide only where
-runs go (tl_research/launchers.py); a run id gives the same row whichever launcher ran it.
+runs go (tl_research/sweeps/launchers.py); a run id gives the same row whichever launcher ran it.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ Sections (--sections, a comma list; default all, run in this order):
                   for any dataset above data.cache_mb): end-to-end images/s and end-to-end / on-device
     frozen        ResNet-50 at frozen depth = half its depth units (8 of 17), from the images
                   (train.feature_cache off)
-    cached        the same depth on the frozen-prefix feature-cache path (tl_research/feature_cache.py: the
+    cached        the same depth on the frozen-prefix feature-cache path (tl_research/run/feature_cache.py: the
                   step starts at the cached depth): images/s on the device, and fed from the cached split
     vit           ViT-B/16 (vit_b16) at 224 px, full fine-tuning: images/s and MFU
     torch_resnet  torchvision's ResNet-50, AMP bf16 (torch.autocast), channels_last, SGD, on the same device

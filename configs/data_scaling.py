@@ -15,7 +15,7 @@ subset), then the accuracies themselves; plot.png the accuracies.
 
     python launch.py --config configs/data_scaling.py            # 72 runs + 1 source: 8 min 9 s on 2 busy CPU cores
 
-Trend measured here (3 seeds; the tables are in README): fine-tuning from the source gains most with little
+Trend measured here (3 seeds; the tables are in docs/experiments.md): fine-tuning from the source gains most with little
 data, +0.19 to +0.28 test accuracy over scratch at 1-10 examples per class (most at 5; at 1 every arm is poor
 and the seeds vary most), then +0.17 at 25 and only +0.02 at 100 and at 350 per class. Partial and full
 fine-tuning are within noise of each other. The linear probe gains as much at 1 example per class, but its

@@ -17,7 +17,7 @@ then the usual table.
     python launch.py --config configs/domain_similarity.py       # 24 runs + 1 source: 3 min 21 s on 2 busy CPU cores
     python -m tl_research.similarity_command --config configs/domain_similarity.py   # the similarities alone
 
-Trend measured here (3 seeds; the tables are in README): the measured similarity ranks the same-domain target
+Trend measured here (3 seeds; the tables are in docs/experiments.md): the measured similarity ranks the same-domain target
 (MNIST 5-9, 0.976) and the upsampled scikit-learn digits (0.962) first, as the ladder was built, but MNIST-M
 (0.961) above the inverted digits (0.955), though MNIST-M is the hardest target. Linear-probe accuracy follows
 the similarity more closely (Spearman +0.80 over the 4 targets, Pearson +0.73) than fine-tuning (+0.60, +0.42),

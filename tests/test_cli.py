@@ -1,4 +1,4 @@
-"""The command line (tl_research/command_line.py, launch.py, the similarity command): config_flags' typed
+"""The command line (tl_research/cli/command_line.py, launch.py, the similarity command): config_flags' typed
 overrides, the sweep-override rule, the flags and their defaults, and one `error:` line with exit code 2 for
 each kind of bad input, all before any training (sweep.run_sweep is replaced where a run would start)."""
 import pathlib

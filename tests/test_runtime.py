@@ -1,4 +1,4 @@
-"""What a run runs on (tl_research/runtime.py): the line, the warning for an accelerator JAX does not use,
+"""What a run runs on (tl_research/core/runtime.py): the line, the warning for an accelerator JAX does not use,
 train.deterministic, a TPU VM's detection. The launch's first line and each run's record of it:
 tests/test_launchers.py::test_a_launch_says_what_it_runs_on_first_and_every_run_records_it."""
 import os

@@ -208,7 +208,7 @@ import launch
 from tl_research import config as C
 from tl_research.run import trainer
 trainer.enable_compilation_cache()  # as launch.py does: the resumed run below loads the steps compiled here
-# killed after step 6 (its last checkpoint: step 4), then the README's command resumes it
+# killed after step 6 (its last checkpoint: step 4), then docs/clusters.md's command resumes it
 cfg = C.load_module({config!r}).get_config()
 trainer.run(cfg, {workdir!r} + "/run", progress=False, stop_at_step=6)
 sys.exit(launch.main(["--config", {config!r}, "--workdir", {workdir!r}, "--no_progress",

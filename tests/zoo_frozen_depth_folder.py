@@ -9,7 +9,7 @@ PHOTOS,WEIGHTS` runs two runs of its sweep (`--shard 0/UNITS` with `--config.see
 unit trained, and frozen depth all, the linear probe), one step each and the evaluation after it, on a folder of
 3 classes x 16 scikit-learn digits. Prints one line per architecture and exits 1 if a run did not finish.
 
-Not collected by pytest: every architecture compiles its own train steps (minutes on a CPU); the README records
+Not collected by pytest: every architecture compiles its own train steps (minutes on a CPU); benchmarks/README.md records
 the result. Needs the test dependencies (requirements-dev.txt).
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The domain similarity command: Cui et al. 2018's similarity of each target of a config's runs to its source
-model's training data (tl_research/domain_similarity.py), measured before or after a sweep.
+model's training data (tl_research/analysis/domain_similarity.py), measured before or after a sweep.
 
     python -m tl_research.similarity_command --config configs/X.py[:arg] [--config.KEY=VALUE ...]
         [--workdir DIR] [--source DIR] [--gamma 0.01] [--out FILE]
@@ -13,7 +13,7 @@ record no training data), have nothing to compare with and are refused.
 --workdir defaults to runs/<config name>; the EMDs are read from and cached in WORKDIR/similarity/ (the cache a
 sweep with report.similarity shares), so gamma (default 0.01, the paper's) costs nothing to change. Prints a
 table, most similar first, and writes JSON (--out, default WORKDIR/similarity.json). The command line is
-tl_research/command_line.py's: bad input is one `error:` line and exit code 2.
+tl_research/cli/command_line.py's: bad input is one `error:` line and exit code 2.
 
 This module sits above both the library it uses and the sweep it drives (sweep -> domain_similarity for the
 results column; the command -> both), so neither imports the other back.

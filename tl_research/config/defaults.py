@@ -62,7 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
         weight_decay=0.0,  # decoupled (Loshchilov & Hutter 2019), times the LR; kernels of trainable units only
         grad_clip=0.0,  # global gradient norm clip; 0 = off
     ))
-    # Scaling out (tl_research/sharding.py): the device mesh, ((axis, size), ...) with axes data and fsdp (one
+    # Scaling out (tl_research/core/sharding.py): the device mesh, ((axis, size), ...) with axes data and fsdp (one
     # size -1: the devices left; batches split over both), e.g. (("data", 2), ("fsdp", 4)) on 8 devices; the
     # parameter placement, ((regex over dotted parameter names, "replicate" | "fsdp"), ...), first match
     # wins and every parameter must match one; the compute precision, "float32" | "bfloat16" (parameters,
@@ -72,7 +72,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.precision = "float32"
     c.augment = ()  # ordered on-device augmentation ops, e.g. ("flip", "crop(4)"); see data/augment.py
     c.train = _train_config()
-    # Extra evaluators, by name (tl_research/evaluators.py); none by default. Each is a dict with a `type` and
+    # Extra evaluators, by name (tl_research/evals/evaluators.py); none by default. Each is a dict with a `type` and
     #   every: 0 = at every validation eval | k > 0 = every k steps | -1 = only at the end
     # type="fewshot": the closed-form few-shot linear probe on the model's frozen penultimate features
     #   shots=(1, 5, 10, 25) (training examples per class), seeds=3 (draws per shot count; the metric is their
@@ -85,7 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Logged to metrics.jsonl and W&B as "{name}/{metric}" (e.g. fewshot/10shot_accuracy); the values at the
     # weights the run reports (see train.restore_best) go into the result as "{name}_{metric}".
     c.evals = evaluators.default_config()
-    c.lr_range = lr_range.default_config()  # launch.py --lr_range_test: see tl_research/lr_range.py
+    c.lr_range = lr_range.default_config()  # launch.py --lr_range_test: see tl_research/run/lr_range.py
     c.wandb = ml_collections.ConfigDict(dict(mode="offline", project="tl_research", entity="", tags=()))
     c.report = _report_config()
     # Locked: a config file that sets a key not listed here (a typo) fails, naming the closest key
