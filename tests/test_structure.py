@@ -115,3 +115,18 @@ def test_no_import_cycle_in_the_package():
 def test_no_function_is_over_80_lines():
     found = long_functions()
     assert not found, f"functions over {MAX_FUNCTION_LINES} lines: " + ", ".join(found)
+
+
+def test_importing_the_package_starts_no_jax_backend():
+    # jax.distributed.initialize (multi-node runs) must come before anything starts a backend: a module-level
+    # jnp array anywhere the job imports would start one at import time
+    import subprocess
+    import sys
+    code = ("import importlib, pkgutil, tl_research\n"
+            "from jax._src import xla_bridge\n"
+            "for m in pkgutil.walk_packages(tl_research.__path__, 'tl_research.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "    assert not xla_bridge._backends, m.name\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-1500:]

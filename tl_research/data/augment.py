@@ -39,6 +39,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from tl_research.core.errors import ConfigError
 
@@ -210,7 +211,7 @@ def matrix(op: Op, u: jax.Array, h: int, w: int) -> jax.Array:
 # ---------------------------------------------------------------------------------------------------------
 # Pixel ops.
 
-_LUMA = jnp.array([0.299, 0.587, 0.114], dtype=jnp.float32)  # ITU-R 601
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 (numpy: importing starts no JAX backend)
 
 
 def _jitter(op, u, image):
