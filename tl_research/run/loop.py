@@ -393,7 +393,7 @@ class Training:
                                    {**tested.detail(), "class_names": self.s.data.class_names})
         with timer.phase("evaluation"):
             extras = {f"{name}_{k}": v for name, ev in self.extras.items() for k, v in ev.run(*sel_weights)}
-        m = self.metric
+        m, paths = self.metric, self.feats.summary()
         metrics = {
             f"val_{m}": val_acc, "val_loss": val_loss,
             # test_accuracy, test_loss, test_balanced_accuracy, test_macro_f1 | test_miou, ... | test_map, ...
@@ -403,9 +403,11 @@ class Training:
             "frozen_depth_resolved": self.s.frozen_depth, "num_units": self.s.model.num_units,
             # the strategy in one cell (its keys are columns of their own only where a sweep varies them)
             "strategy_resolved": _strategy_summary(self.config.strategy, self.plan),
-            "feature_path": self.feats.summary()["feature_path"],  # per phase: cached@k | input
+            "feature_path": paths["feature_path"],  # per phase: cached@k | input
             "wall_time": round(time.time() - t0 - self.tracker.init_seconds, 2),  # training, not W&B's start
         }
+        if "feature_path_reason" in paths:  # why a phase trains from the images (the line the run printed)
+            metrics["feature_path_reason"] = paths["feature_path_reason"]
         if self.eval_test:
             with timer.phase("evaluation"):
                 final_test = self.test_now if self.test_now is not None else self.test.counts(*self._weights())
