@@ -194,3 +194,6 @@ def test_a_run_on_a_streamed_split_is_the_same_with_0_1_and_2_workers(tmp_path, 
     images_metrics, images_losses, _ = out["images"]
     np.testing.assert_allclose(losses, images_losses, rtol=0, atol=1e-5)  # the entry holds the right rows
     assert metrics["val_accuracy"] == images_metrics["val_accuracy"]
+    # why a phase trains from the images, in result.json (results.csv's row) as in the start row
+    assert metrics["feature_path_reason"] == "frozen_depth 0: no frozen prefix to cache"
+    assert images_metrics["feature_path_reason"] == "train.feature_cache is off"
