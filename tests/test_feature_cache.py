@@ -251,6 +251,7 @@ def test_an_over_the_cap_run_takes_the_input_path_and_says_why_in_one_line(tiny_
     start = next(x for x in read_metrics(tmp_path / "small" / "run" / "metrics.jsonl") if x.get("event") == "start")
     why = start["feature_path_reason"]
     assert why.startswith("activations of ") and why.endswith("GB exceed train.feature_cache_max_gb=1e-09"), why
+    assert r.metrics["feature_path_reason"] == why and "feature_path_reason" not in roomy.metrics  # result.json
     assert "\n" not in why and [m for m in caplog.messages if "exceed" in m] == [f"feature cache: {why}; training "
                                                                                 "from the images"]
     assert not (tmp_path / "small" / "feature_cache").exists() or not _bins(tmp_path / "small" / "feature_cache")

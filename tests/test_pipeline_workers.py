@@ -1,5 +1,7 @@
-"""Decoding in worker processes (data.workers): the same batches whatever the worker count, workers that end
-with their iterator, and JPEGs decoded at a reduced scale close to the full decode."""
+"""Decoding in worker processes (data.workers): the same batches whatever the worker count, for training,
+evaluation and the feature cache's fill (a whole run's results and cache entries); workers that end with their
+iterator; training batches put on the devices ahead of the step; JPEGs decoded at a reduced scale close to the
+full decode."""
 import gc
 import io
 import multiprocessing
@@ -79,7 +81,11 @@ def _alive(pid: int) -> bool:
 
 def test_worker_processes_end_with_their_iterator(jpegs):
     _, data = jpegs
-    assert pipeline.resolve_workers(-1, data.train) == max(1, len(os.sched_getaffinity(0)) - 1)
+    auto = pipeline.AUTO_MIN_EXAMPLES
+    assert pipeline.resolve_workers(-1, data.train, auto) == len(os.sched_getaffinity(0)) - 1  # 0 on one core
+    assert pipeline.resolve_workers(-1, data.train) == 0  # 14 examples: no process started for them
+    held = pipeline.Split(data.train.source, data.train.indices, data.train.labels, images=np.zeros((14, 1)))
+    assert pipeline.resolve_workers(2, held) == 0 and pipeline.resolve_workers(-1, held, auto) == 0  # in memory
     before = set(multiprocessing.active_children())
     for how in ("close", "del"):
         it = pipeline.train_batches(data, 5, 0, 0, 1000, workers=2)
@@ -116,3 +122,78 @@ def test_large_jpegs_are_decoded_at_a_reduced_scale_close_to_the_full_decode():
         seen = []
         exact = load({"image": pipeline.EncodedImage(data, lambda b: seen.append(b) or full_decode(b))})
         assert seen and np.array_equal(exact, load({"image": full_decode(data)}))
+
+
+def test_training_batches_are_put_on_the_devices_two_ahead_in_order():
+    import jax
+    from tl_research.core import sharding
+    from tl_research.run import loop
+    read = []
+
+    def host():
+        for k in range(5):
+            read.append(k)
+            yield {"image": np.full((2, 3), k, np.uint8)}
+
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    it = loop.DevicePrefetch(host(), sharding.batch_sharding(mesh))
+    first = next(it)
+    assert isinstance(first["image"], jax.Array) and int(first["image"][0, 0]) == 0
+    assert read == [0, 1]  # the step's batch and the next one, no more
+    assert int(next(it)["image"][0, 0]) == 1 and read == [0, 1, 2]
+    assert [int(b["image"][0, 0]) for b in it] == [2, 3, 4] and read == [0, 1, 2, 3, 4]
+
+
+def _photo_folder(root, per_class: int = 20) -> None:
+    for c in range(2):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            photo = getattr(skimage.data, PHOTOS[(i + c) % 4])()
+            Image.fromarray(photo).resize((64 + 4 * i, 48)).save(root / f"c{c}" / f"{i}.jpg", quality=90)
+
+
+def test_a_run_on_a_streamed_split_is_the_same_with_0_1_and_2_workers(tmp_path, monkeypatch):
+    """Training batches, evaluations (val, test: last batch padded) and the feature cache's fill (its entry on
+    disk, last batch padded) of a run over a folder not held in memory, with data.workers 0, 1 and 2: the same
+    results and entries, and every iterator over the streamed split in that many worker processes."""
+    from conftest import tiny
+    from tl_research.core.tracking import read_metrics
+    from tl_research.run import feature_cache, trainer
+    _photo_folder(tmp_path / "photos")
+    monkeypatch.setattr(feature_cache, "DISK_ENTRY_MB", 0)  # entries on disk, compared byte for byte
+    iterate, seen = pipeline._iterate, []
+
+    def spy(ds, threads, prefetch, workers):
+        seen.append(workers)
+        return iterate(ds, threads, prefetch, workers)
+
+    monkeypatch.setattr(pipeline, "_iterate", spy)
+    over = {"data.name": f"folder:{tmp_path / 'photos'}", "data.data_dir": str(tmp_path / "tfds"),
+            "data.classes": (), "data.image_size": 8, "data.cache_mb": 0, "data.batch_size": 8,
+            "data.eval_batch_size": 5, "strategy.name": "two_phase", "strategy.boundary_steps": 4,
+            "train.steps": 8, "train.log_every": 1}
+    out = {}
+    for workers in (0, 1, 2, "images"):  # images: workers 0 and no feature cache (the fill's reference)
+        seen.clear()
+        kw = {"train.feature_cache": False} if workers == "images" else {"data.workers": workers}
+        run_dir = tmp_path / str(workers) / "run"
+        r = trainer.run(tiny(str(tmp_path / "tfds"), **over, **kw), run_dir, progress=False,
+                        cache=trainer.StepCache())
+        assert r.status == "done", r.reason
+        losses = [x["train_loss"] for x in read_metrics(run_dir / "metrics.jsonl") if "train_loss" in x]
+        entries = {p.name: p.read_bytes() for p in (run_dir.parent / "feature_cache").glob("*.bin")}
+        out[workers] = ({k: v for k, v in r.metrics.items() if k != "wall_time"}, losses, entries)
+        if workers in (1, 2):  # the fill, phase 2's batches, val and test evaluations: in worker processes;
+            assert seen.count(workers) >= 4 and set(seen) == {0, workers}, seen  # phase 1 reads the cache
+    metrics, losses, entries = out[0]
+    assert metrics["feature_path"] == "cached@3,input" and len(losses) == 8 and len(entries) == 1
+    data = pipeline.load(tiny(str(tmp_path / "tfds"), **over).data)
+    assert len(data.train) % 5 and len(data.val) % 5 and len(data.val) > 5  # last batches padded
+    for workers in (1, 2):
+        assert out[workers] == out[0], workers
+    images_metrics, images_losses, _ = out["images"]
+    np.testing.assert_allclose(losses, images_losses, rtol=0, atol=1e-5)  # the entry holds the right rows
+    assert metrics["val_accuracy"] == images_metrics["val_accuracy"]
+    # why a phase trains from the images, in result.json (results.csv's row) as in the start row
+    assert metrics["feature_path_reason"] == "frozen_depth 0: no frozen prefix to cache"
+    assert images_metrics["feature_path_reason"] == "train.feature_cache is off"

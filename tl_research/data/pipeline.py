@@ -79,13 +79,15 @@ def default_config() -> ml_collections.ConfigDict:
         batch_size=64,  # global batch size (split over all devices)
         eval_batch_size=250,
         cache_mb=512,  # decode a split into memory once when it fits in this many MB (0 = never)
-        threads=2,  # host loading threads
+        threads=2,  # host loading threads (of this process, or of each worker process)
         prefetch=4,  # batches prepared ahead of the device
-        # processes that decode and assemble batches (pipeline.resolve_workers): 0 = the `threads` of this
-        # process (the GIL caps them near 540 JPEGs/s); N > 0 = N worker processes (started with "spawn", a
-        # few seconds each); -1 = automatic: the cores this process may use minus one, or 0 for a split held
-        # in memory (data.cache_mb). The batches are the same bytes whatever the value.
-        workers=0,
+        # processes that decode and assemble the training, evaluation and feature-cache batches of a split
+        # not held in memory (pipeline.resolve_workers): -1 (default) = automatic: the cores this process may
+        # use minus one (0 on one core), or 0 for fewer than AUTO_MIN_EXAMPLES examples; 0 = the `threads` of
+        # this process (the GIL caps them near 540 JPEGs/s); N > 0 = N worker processes (started with
+        # "spawn", a few seconds each). A split held in memory (data.cache_mb) is read in this process,
+        # whatever the value. The batches are the same bytes whatever the value.
+        workers=-1,
     ))
 
 
@@ -119,6 +121,7 @@ class Dataset:
     crop_pct: float = 1.0  # the centre crop load_image takes
     targets: targets_lib.TargetSpec | None = None  # a task's targets read from records; None: image labels
     decode_key: tuple | None = None  # what determines a decoded example besides its record (SHARED's keys)
+    workers: int = 0  # data.workers: the worker processes train_batches and eval_batches decode its splits in
 
 
 class SharedCache:
@@ -599,7 +602,8 @@ def load(cfg, meta=None, seed: int = 0, targets: targets_lib.Targets | None = No
     load_image = make_image_loader(spec.image_key, shape, interpolation, crop_pct, spec.pixel_scale)
     data = Dataset(cfg.name, train, val, test, len(classes), [all_names[c] for c in classes], shape,
                    load_image, train_ids=train.indices.copy(), interpolation=interpolation, crop_pct=crop_pct,
-                   decode_key=(spec.image_key, shape, interpolation, crop_pct, spec.pixel_scale))
+                   decode_key=(spec.image_key, shape, interpolation, crop_pct, spec.pixel_scale),
+                   workers=int(cfg.get("workers", 0)))
     if cfg.cache_mb:
         cache_in_memory(data, cfg.cache_mb)
     return data
@@ -631,7 +635,7 @@ def _load_with_targets(cfg, b, meta, seed: int, targets: targets_lib.Targets) ->
     data = Dataset(cfg.name, train, val, test, len(spec.names), list(spec.names), shape, load_image,
                    train_ids=train.indices.copy(), interpolation=interpolation, crop_pct=crop_pct, targets=spec,
                    decode_key=(cfg.image_key, shape, interpolation, crop_pct, 1, targets.name, cfg.mask_key,
-                               cfg.objects_key, int(cfg.max_boxes)))
+                               cfg.objects_key, int(cfg.max_boxes)), workers=int(cfg.get("workers", 0)))
     if cfg.cache_mb:
         cache_in_memory(data, cfg.cache_mb)
     return data
@@ -735,17 +739,25 @@ def check_workers(workers) -> None:
                           "(automatic)")
 
 
-def resolve_workers(workers: int, split: Split) -> int:
-    """data.workers -> the number of worker processes: N > 0 as given, 0 none, -1 the cores this process may
-    use minus one (at least 1), or 0 for a split held in memory (copying its arrays through processes costs
-    more than the index lookup it replaces)."""
+# data.workers=-1 starts no worker process for an iterator over fewer examples: starting one (a "spawn"
+# process importing this package: seconds of CPU) costs more than decoding them in this process
+AUTO_MIN_EXAMPLES = 2048
+
+
+def resolve_workers(workers: int, split: Split, examples: int | None = None) -> int:
+    """data.workers -> the number of worker processes for an iterator over `examples` examples (default: the
+    split's) of `split`: 0 for a split held in memory (copying its arrays into processes costs more than the
+    index lookup it replaces), else N > 0 as given, 0 none, and -1 (automatic) the cores this process may use
+    minus one (0 on one core), or 0 for fewer than AUTO_MIN_EXAMPLES examples."""
     check_workers(workers)
-    if workers != -1:
+    if split.images is not None or workers == 0:
+        return 0
+    if workers > 0:
         return int(workers)
-    if split.images is not None:
+    if (len(split) if examples is None else examples) < AUTO_MIN_EXAMPLES:
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores - 1)
+    return max(0, cores - 1)
 
 
 def _iterate(ds: grain.MapDataset, threads: int, prefetch: int, workers: int) -> Iterator[dict]:
@@ -782,10 +794,10 @@ def _close_live() -> None:
 
 
 def train_batches(data: Dataset, batch_size: int, seed: int, start_step: int, num_steps: int,
-                  threads: int = 2, prefetch: int = 4, sampler=None, workers: int = 0) -> Iterator[dict]:
+                  threads: int = 2, prefetch: int = 4, sampler=None, workers: int | None = None) -> Iterator[dict]:
     """Batches for steps start_step..num_steps-1: {"image": uint8 (B, H, W, C), "label": int32 (B,)}, or
     with data.targets the target arrays in place of "label" (see default_config's `targets`). `workers`:
-    data.workers (resolve_workers); the batches are the same whatever it is."""
+    data.workers (resolve_workers; None: the dataset's); the batches are the same whatever it is."""
     sampler = sampler or EpochSampler(len(data.train), seed)
     local = _local_slice(batch_size)
 
@@ -794,15 +806,18 @@ def train_batches(data: Dataset, batch_size: int, seed: int, start_step: int, nu
         return _read(data, data.train, positions)
 
     ds = grain.MapDataset.range(start_step, num_steps).map(batch)
-    return _iterate(ds, threads, prefetch, resolve_workers(workers, data.train))
+    workers = data.workers if workers is None else workers
+    examples = max(0, num_steps - start_step) * batch_size
+    return _iterate(ds, threads, prefetch, resolve_workers(workers, data.train, examples))
 
 
 def eval_batches(data: Dataset, split: Split, batch_size: int, threads: int = 2,
-                 workers: int = 0) -> Iterator[dict]:
+                 workers: int | None = None) -> Iterator[dict]:
     """Fixed-order batches over a whole split, the last one padded; "mask" marks the real examples. Padded
     rows repeat the first example's image; their label is 0, their segmentation mask all 255 (ignore),
     their boxes zeros and classes -1 (no object), so a target left unmasked still scores nothing.
-    `workers`: data.workers (resolve_workers); the batches are the same whatever it is."""
+    `workers`: data.workers (resolve_workers; None: the dataset's, so evaluators and the feature cache's
+    fill read a streamed split in the run's worker processes); the batches are the same whatever it is."""
     n = len(split)
     local = _local_slice(batch_size)
 
@@ -818,4 +833,4 @@ def eval_batches(data: Dataset, split: Split, batch_size: int, threads: int = 2,
 
     num = -(-n // batch_size)
     ds = grain.MapDataset.range(num).map(batch)
-    return _iterate(ds, threads, 2, resolve_workers(workers, split))
+    return _iterate(ds, threads, 2, resolve_workers(data.workers if workers is None else workers, split))

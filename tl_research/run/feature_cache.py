@@ -507,7 +507,9 @@ class RunFeatures:
         return shapes(self.src.params), shapes(self.src.stats)
 
     def _fill(self, out: np.ndarray, split: pipeline.Split, depth: int) -> None:
-        """Writes the prefix's activations of every example of `split`, in split order, into `out`."""
+        """Writes the prefix's activations of every example of `split`, in split order, into `out`. A split
+        not held in memory is decoded as the run's evaluations are: in data.workers worker processes
+        (pipeline.eval_batches with the dataset's workers), the same bytes whatever their count."""
         prefix, (params, stats) = self.src.prefix_of(depth), self.src.weights()
         n, bs, pending = len(split), self.batch_size, None
 

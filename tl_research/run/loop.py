@@ -14,8 +14,10 @@ of step k are pure functions of k, so a resumed run ends where the uninterrupted
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import itertools
 import logging
 import math
 import pathlib
@@ -41,6 +43,8 @@ from tl_research.run.steps import Program, StepCache, to_device
 # A cross-entropy this large (logits off by thousands; log(C) at chance) has exploded even while finite
 # (e.g. 1e30 at LR 1e30): reported as diverged, like NaN.
 DIVERGED_LOSS = 1e4
+# training batches put on the devices ahead of the step (DevicePrefetch): the one the step takes and the next
+DEVICE_PREFETCH = 2
 log = logging.getLogger(__name__)
 
 
@@ -207,13 +211,14 @@ class Training:
         try:
             for step in range(self.start + 1, s.total_steps + 1):
                 with timer.phase("data"):  # waiting for the batch (the loaders prepare them ahead)
-                    batch = to_device(next(self.batches), self.data_sharding)
+                    batch = next(self.batches)
                 pending = self._step(step, batch, pending, bar)
                 if bar:
                     bar.update(1)
                 if self.host.stopped_early or (stop_at_step is not None and step >= stop_at_step):
                     break
         finally:
+            self.batches.close()  # the loaders' worker processes end with the loop
             if bar:
                 bar.close()
             with timer.phase("checkpoints"):
@@ -222,12 +227,14 @@ class Training:
 
     def _train_batches(self, start: int):
         """Batches for step indices start.. (the same examples on either path: the sampler is the run's),
-        read from the current phase's cached activations on the cached path."""
+        read from the current phase's cached activations on the cached path, on the devices ahead of the
+        step (DevicePrefetch)."""
         s, config = self.s, self.config
         data = self.feats.train_data(self.plan.phases[self.phase_i])
-        return pipeline.train_batches(data, config.data.batch_size, config.seed, start, s.total_steps,
+        host = pipeline.train_batches(data, config.data.batch_size, config.seed, start, s.total_steps,
                                       config.data.threads, config.data.prefetch, workers=config.data.workers,
                                       sampler=pipeline.train_sampler(config.data, s.data, config.seed))
+        return DevicePrefetch(host, self.data_sharding)
 
     def _step(self, step: int, batch: dict, pending: list, bar) -> list:
         """One step: train, then what falls due at it; returns the train metrics not logged yet."""
@@ -347,6 +354,7 @@ class Training:
         phase = self.plan.phases[self.phase_i]
         self.steps = self.prog.steps(phase, self.feats.start(phase))
         if self.feats.start(phase) != start:  # the next phase reads other inputs (e.g. images after a cached one)
+            self.batches.close()
             self.batches = self._train_batches(step)
         self.state["opt_state"] = carry_over(self.state["opt_state"],
                                              self.prog.init_opt(self.steps.tx, self.state["params"]))
@@ -385,7 +393,7 @@ class Training:
                                    {**tested.detail(), "class_names": self.s.data.class_names})
         with timer.phase("evaluation"):
             extras = {f"{name}_{k}": v for name, ev in self.extras.items() for k, v in ev.run(*sel_weights)}
-        m = self.metric
+        m, paths = self.metric, self.feats.summary()
         metrics = {
             f"val_{m}": val_acc, "val_loss": val_loss,
             # test_accuracy, test_loss, test_balanced_accuracy, test_macro_f1 | test_miou, ... | test_map, ...
@@ -395,9 +403,11 @@ class Training:
             "frozen_depth_resolved": self.s.frozen_depth, "num_units": self.s.model.num_units,
             # the strategy in one cell (its keys are columns of their own only where a sweep varies them)
             "strategy_resolved": _strategy_summary(self.config.strategy, self.plan),
-            "feature_path": self.feats.summary()["feature_path"],  # per phase: cached@k | input
+            "feature_path": paths["feature_path"],  # per phase: cached@k | input
             "wall_time": round(time.time() - t0 - self.tracker.init_seconds, 2),  # training, not W&B's start
         }
+        if "feature_path_reason" in paths:  # why a phase trains from the images (the line the run printed)
+            metrics["feature_path_reason"] = paths["feature_path_reason"]
         if self.eval_test:
             with timer.phase("evaluation"):
                 final_test = self.test_now if self.test_now is not None else self.test.counts(*self._weights())
@@ -440,6 +450,34 @@ def _strategy_summary(cfg, plan: strategies.Plan) -> str:
     if not plan.update_stats:
         parts.append("source BN statistics")
     return ", ".join(parts)
+
+
+class DevicePrefetch:
+    """`batches` (host batches, in order) put on the devices `depth` ahead, sharded as the train step takes
+    them (`batch_sharding`): the next batch's transfer overlaps the step before it (as flax's
+    prefetch_to_device and big_vision's prefetch_iterator). The k-th batch out is the k-th of `batches`, so a
+    resumed run reads what the uninterrupted one would; batches put ahead of a stop are dropped. `close()`
+    closes `batches` (their worker processes end)."""
+
+    def __init__(self, batches, batch_sharding, depth: int = DEVICE_PREFETCH):
+        self.batches, self.sharding, self.depth = batches, batch_sharding, depth
+        self.queue: collections.deque = collections.deque()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        for batch in itertools.islice(self.batches, self.depth - len(self.queue)):
+            self.queue.append(to_device(batch, self.sharding))
+        if not self.queue:
+            raise StopIteration
+        return self.queue.popleft()
+
+    def close(self) -> None:
+        self.queue.clear()
+        close = getattr(self.batches, "close", None)
+        if close is not None:
+            close()
 
 
 def progress_bar(enabled: bool, total: int, start: int, name: str):
