@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tl_research.analysis.similarity import ClassMeans, class_mean_features, domain_similarity
+from tl_research.evals.similarity import ClassMeans, class_mean_features, domain_similarity
 
 
 def test_identical_class_means_have_similarity_one():

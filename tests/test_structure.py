@@ -1,4 +1,5 @@
-"""The package's shape: no import cycle among tl_research's modules, and no function over 80 lines.
+"""The package's shape: no import cycle among tl_research's modules, each wing importing only from the wings
+above it in the package map (tl_research/__init__.py), and no function over 80 lines.
 
 Imports are read from the source (nothing is imported), at module level and inside functions alike, absolute
 and relative: a function-local import is how a cycle usually hides, so it counts as an edge here too.
@@ -110,6 +111,22 @@ def test_the_walk_sees_function_local_and_relative_imports():
 def test_no_import_cycle_in_the_package():
     found = cycles(import_graph())
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def wing_order() -> list[str]:
+    """The wings in the order the package map (tl_research/__init__.py) lists them, lowest first."""
+    doc = ast.get_docstring(ast.parse((PACKAGE / "__init__.py").read_text()))
+    return [line.split()[0].rstrip("/") for line in doc.splitlines() if line.startswith("    ") and "/" in line.split()[0]]
+
+
+def test_a_wing_imports_only_from_the_wings_above_it():
+    order = wing_order()
+    wings = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert set(order) == wings, f"the package map lists {sorted(order)}, the package has {sorted(wings)}"
+    upward = [f"{m} -> {t}" for m, targets in import_graph().items() for t in targets
+              if m.count(".") and t.count(".") and m.split(".")[1] in order and t.split(".")[1] in order
+              and order.index(t.split(".")[1]) > order.index(m.split(".")[1])]
+    assert not upward, "imports from a wing below: " + "; ".join(sorted(upward))
 
 
 def test_no_function_is_over_80_lines():

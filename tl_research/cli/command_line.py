@@ -12,10 +12,8 @@ get_config) becomes one ConfigError before any work, which the commands print as
 from __future__ import annotations
 
 import dataclasses
-import logging
 import pathlib
 import re
-import sys
 from typing import Any, Callable
 
 from absl import flags
@@ -23,43 +21,12 @@ from ml_collections import config_flags
 
 from tl_research import config as config_lib
 from tl_research.core.errors import ConfigError
+from tl_research.core.logs import quiet_logging  # noqa: F401 - also command_line.quiet_logging
 
 _OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]+)(?:=(.*))?$", re.S)
 _BAD_VALUE = re.compile(r"^flag --([^=\s]+)=(.*?): (.*)$", re.S)
 # absl's and config_flags' errors; an unknown key is ConfigDict's KeyError or AttributeError
 _PARSE_ERRORS = (flags.Error, KeyError, AttributeError, ValueError, TypeError, OSError)
-
-
-class _Stderr(logging.StreamHandler):
-    """Writes to whatever sys.stderr is when a line is logged, not to the stream that was current when logging
-    was configured (a caller that swaps sys.stderr, e.g. a test runner capturing output, then closes it)."""
-
-    def __init__(self):
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value):
-        pass
-
-
-def quiet_logging() -> None:
-    """Warnings of this package only: the libraries' routine INFO and WARNING lines (absl, XLA's platform probe,
-    orbax, TFDS) would bury a command's own output."""
-    root = logging.getLogger()
-    for h in list(root.handlers):  # absl's first log line, before any of this, calls logging.basicConfig()
-        if type(h) is logging.StreamHandler:
-            root.removeHandler(h)
-    if not any(isinstance(h, _Stderr) for h in root.handlers):
-        handler = _Stderr()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(logging.WARNING)
-    for noisy in ("absl", "jax._src.xla_bridge", "orbax", "tensorflow_datasets"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 @dataclasses.dataclass(frozen=True)

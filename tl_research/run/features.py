@@ -4,7 +4,7 @@ inference mode (BatchNorm on the running statistics), on images preprocessed as 
     extractor = FeatureExtractor(model_cfg, weights, meta, in_channels=1)
     means, counts = extractor.class_means(data, data.train)   # per-class mean feature and image count
 
-What Cui et al. 2018's domain similarity (tl_research.analysis.similarity) and linear evaluations of fixed features
+What Cui et al. 2018's domain similarity (tl_research.evals.similarity) and linear evaluations of fixed features
 (Kornblith et al. 2019) are computed on.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tl_research.run import setup, steps
 from tl_research.checkpoints import weights as weights_lib
 from tl_research.data import pipeline
 from tl_research.models.base import ModelMeta
-from tl_research.analysis.similarity import ClassMeans
+from tl_research.evals.similarity import ClassMeans
 
 
 class FeatureExtractor:

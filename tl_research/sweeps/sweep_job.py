@@ -79,13 +79,13 @@ class SweepJob(Checkpointable):
 
     def __call__(self) -> dict:
         pin_cpu_run(self.cpus)  # before JAX sizes its thread pools by the cores it may use
-        from tl_research.cli import command_line
+        from tl_research.core import logs
         from tl_research.core import distributed, runtime
         from tl_research.sweeps import sweep
         from tl_research.run import trainer
         runtime.deterministic(runtime.sweep_deterministic(self.base, self.points))  # before JAX starts too
         distributed.initialize()  # a task of a multi-node SLURM job joins the others (one task per node)
-        command_line.quiet_logging()
+        logs.quiet_logging()
         trainer.enable_compilation_cache()
         echo = lambda *a: print(*a, flush=True)  # noqa: E731 - the job's log is read while it runs
         info = runtime.describe(trainer.mesh(self.base))
