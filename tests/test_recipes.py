@@ -96,3 +96,169 @@ def test_drop_path_is_refused_outside_the_families_that_have_it_and_outside_zero
         models.abstract(cfg, 5, 3)
     cfg.name, cfg.drop_path = "vgg16", 0.0
     models.abstract(cfg, 5, 3)  # 0 is every family's
+
+
+# ------------------------------------------------------------------------------------------------ CutMix
+
+from tl_research.data import augment  # noqa: E402
+
+KEY = jax.random.key(0)
+_run_augment = jax.jit(augment.apply, static_argnums=0)
+
+
+def _constant_batch(b=8, h=12, w=20):
+    """Image i is the constant i + 1 (so every output pixel says which example it came from), class i."""
+    images = np.broadcast_to(np.arange(1, b + 1, dtype=np.float32)[:, None, None, None], (b, h, w, 3)).copy()
+    return images, np.eye(b, dtype=np.float32)
+
+
+def test_cutmix_pastes_one_box_and_mixes_targets_by_its_actual_area():
+    images, targets = _constant_batch()
+    b, h, w = images.shape[:3]
+    seen_partial = 0
+    for seed in range(12):
+        out, t = (np.asarray(a) for a in _run_augment(("cutmix(1.0)",), images, targets, jax.random.key(seed)))
+        np.testing.assert_allclose(t.sum(1), 1.0, rtol=1e-6)
+        pasted = out[..., 0] != images[..., 0]  # (B, H, W): pixels that came from another example
+        boxes = {pasted[i].tobytes() for i in range(b) if pasted[i].any()}
+        assert len(boxes) <= 1  # one box for the whole batch
+        for i in range(b):
+            frac = pasted[i].mean()
+            if frac == 0:
+                continue
+            rows, cols = np.nonzero(pasted[i])
+            assert pasted[i, rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()  # a rectangle
+            source = int(out[i, rows[0], cols[0], 0]) - 1  # the permuted example it came from
+            assert np.all(out[i][pasted[i]] == source + 1)
+            np.testing.assert_allclose(t[i, i], 1 - frac, atol=1e-6)  # own target: the unpasted area
+            np.testing.assert_allclose(t[i, source], frac, atol=1e-6)  # the source's: the pasted area
+            seen_partial += 0 < frac < 1
+    assert seen_partial > 20
+
+
+def _uses_cutmix(ops, keys, b=8, side=32):
+    """For each key, whether apply(ops) took the cutmix branch (an image holding two examples' values; mixup
+    leaves every image constant)."""
+    images, targets = _constant_batch(b, side, side)
+    out = jax.jit(jax.vmap(lambda k: augment.apply(ops, images, targets, k)[0]))(keys)
+    out = np.asarray(out)[..., 0].reshape(len(keys), b, -1)
+    return (out.max(-1) != out.min(-1)).any(-1)
+
+
+@pytest.mark.parametrize("ops", [("mixup(0.2)", "cutmix(1.0, switch=0.3)"), ("cutmix(alpha=1, switch=0.3)",
+                                                                            "mixup(alpha=0.2)")])
+def test_mixup_and_cutmix_next_to_each_other_switch_per_batch_at_the_switch_rate(ops):
+    keys = jax.random.split(jax.random.key(3), 1000)
+    rate = _uses_cutmix(ops, keys).mean()
+    # 0.3 of the batches (an empty box, about 0.4% at 32 px, reads as mixup); std of the mean about 0.015
+    assert abs(rate - 0.3) < 0.05, rate
+    never = _uses_cutmix(("mixup(0.2)", "cutmix(1.0, switch=0)"), keys[:100])
+    always = _uses_cutmix(("mixup(0.2)", "cutmix(1.0, switch=1)"), keys[:100])
+    assert never.mean() == 0 and always.mean() > 0.95
+
+
+def test_batch_groups_pair_only_adjacent_mixup_and_cutmix():
+    segments, groups = augment.batch_groups(("flip", "mixup", "cutmix", "jitter", "cutmix", "mixup(0.4)", "mixup"))
+    assert [[op.name for op in g] for g in groups] == [["mixup", "cutmix"], ["cutmix", "mixup"], ["mixup"]]
+    assert [[op.name for op in s] for s in segments] == [["flip"], ["jitter"], [], []]
+
+
+def test_the_dense_tasks_refuse_cutmix_and_randaugment_in_one_line():
+    from tl_research.tasks.dense import augment as dense_augment
+    for op in ("cutmix(1.0)", "randaugment(2, 9)"):
+        for allowed, task in ((dense_augment.SEGMENTATION_OPS, "segmentation"),
+                              (dense_augment.DETECTION_OPS, "detection")):
+            with pytest.raises(ConfigError, match=r"config\.augment=.*cannot move") as e:
+                dense_augment.parse(("flip", op), allowed, task)
+            assert "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------- RandAugment
+
+MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def _pixel_batch(b=6, h=16, w=12):
+    raw = np.random.default_rng(0).integers(0, 256, (b, h, w, 3)).astype(np.uint8)
+    raw[:, :4, :4] = 0  # dark and bright corners: autocontrast and solarize have something to do
+    raw[:, -4:, -4:] = 255
+    images = ((raw.astype(np.float32) / 255.0 - MEAN) / STD).astype(np.float32)
+    return raw, images, (-MEAN / STD, (1 - MEAN) / STD)
+
+
+def _to_pixels(images, pixels):
+    zero, full = pixels
+    return (np.asarray(images) - zero) / (full - zero) * 255.0
+
+
+def test_pixel_range_reads_the_normalisation_off_the_batch():
+    raw, images, (zero, full) = _pixel_batch()
+    got = augment.pixel_range(jnp.asarray(raw), jnp.asarray(images))
+    np.testing.assert_allclose(got[0], zero, atol=1e-5)
+    np.testing.assert_allclose(got[1], full, atol=1e-5)
+    raw[..., 1] = 7  # a constant channel takes the others' scale
+    images[..., 1] = (7 / 255.0 - 0.5) / 0.5
+    got = augment.pixel_range(jnp.asarray(raw), jnp.asarray(images))
+    np.testing.assert_allclose(got[0][0], zero[0], atol=1e-5)
+    assert np.isfinite(np.asarray(got)).all()
+
+
+def test_randaugment_with_no_layers_is_the_identity():
+    raw, images, pixels = _pixel_batch()
+    out, _ = _run_augment(("randaugment(n=0, m=9)",), images, np.eye(6, dtype=np.float32), KEY, pixels)
+    np.testing.assert_array_equal(out, images)
+
+
+@pytest.mark.parametrize("name", [n for n in augment.RA_OPS if n not in ("autocontrast", "equalize")])
+def test_each_randaugment_op_at_magnitude_zero_leaves_the_image_unchanged(name):
+    # autocontrast and equalize take no magnitude (they are not the identity by definition)
+    x = jnp.asarray(np.random.default_rng(1).uniform(0, 255, (10, 14, 3)).astype(np.float32))
+    layer = jax.jit(augment.randaugment_layer)
+    for sign in (-1.0, 1.0):
+        out = layer(x, augment.RA_OPS.index(name), 0.0, sign, 40.0)
+        np.testing.assert_array_equal(out, x)
+    # and at magnitude 10 every op but the identity changes it
+    if name != "identity":
+        assert not np.array_equal(layer(x, augment.RA_OPS.index(name), 1.0, 1.0, 40.0), x)
+
+
+def test_autocontrast_and_equalize_stretch_each_channel_keeping_the_order_of_its_values():
+    # (equalize, as PIL's, spreads levels in steps of (pixels - the top level's count) // 255: it needs more
+    # than 255 pixels to do anything)
+    x = np.random.default_rng(2).integers(60, 180, (32, 24, 3)).astype(np.float32)
+    layer = jax.jit(augment.randaugment_layer)
+    for name in ("autocontrast", "equalize"):
+        out = np.asarray(layer(jnp.asarray(x), augment.RA_OPS.index(name), 0.9, 1.0, 0.0))
+        for c in range(3):
+            order = np.argsort(x[..., c], axis=None, kind="stable")
+            assert np.all(np.diff(out[..., c].ravel()[order]) >= 0)  # monotone per channel
+            assert out[..., c].min() < 5 and out[..., c].max() > 250  # spread over the range
+
+
+def test_randaugment_is_per_example_deterministic_per_key_and_stays_in_the_pixel_range():
+    raw, images, pixels = _pixel_batch(b=24)
+    images[:] = images[0]  # one image, 24 times: the examples differ only by their draws
+    targets = np.eye(24, dtype=np.float32)
+    ops = ("randaugment(n=2, m=9)",)
+    a, ta = _run_augment(ops, images, targets, KEY, pixels)
+    b, _ = _run_augment(ops, images, targets, KEY, pixels)
+    c, _ = _run_augment(ops, images, targets, jax.random.key(1), pixels)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ta, targets)
+    assert not np.array_equal(a, c)
+    distinct = {np.asarray(x).round(4).tobytes() for x in a}
+    assert len(distinct) >= 12  # 14 ops twice over: most examples get their own pair
+    for ops in (("randaugment(n=2, m=9)",), ("randaugment(n=4, m=30)",), ("randaugment(3, 20, 0.5)",)):
+        out, _ = _run_augment(ops, images, targets, KEY, pixels)
+        p = _to_pixels(out, pixels)
+        assert p.min() >= -1e-3 and p.max() <= 255 + 1e-3
+
+
+def test_the_classification_objective_applies_randaugment_in_the_pipelines_pixel_range():
+    from tl_research.tasks.classification.task import Objective
+    raw, images, pixels = _pixel_batch()
+    objective = Objective(6, 0.0, augment.parse(("flip", "randaugment(2, 30)")))
+    batch = {"image": jnp.asarray(raw), "label": jnp.arange(6)}
+    out, targets = jax.jit(objective.prepare)(batch, jnp.asarray(images), KEY)
+    p = _to_pixels(out, pixels)
+    assert p.min() >= -1e-3 and p.max() <= 255 + 1e-3 and not np.allclose(out, images)
