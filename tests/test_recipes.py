@@ -193,6 +193,8 @@ def _to_pixels(images, pixels):
 
 def test_pixel_range_reads_the_normalisation_off_the_batch():
     raw, images, (zero, full) = _pixel_batch()
+    raw = (10 + raw.astype(np.int32) * 3 // 4).astype(np.uint8)  # values 10..201: neither 0 nor 255 occurs
+    images = ((raw.astype(np.float32) / 255.0 - MEAN) / STD).astype(np.float32)
     got = augment.pixel_range(jnp.asarray(raw), jnp.asarray(images))
     np.testing.assert_allclose(got[0], zero, atol=1e-5)
     np.testing.assert_allclose(got[1], full, atol=1e-5)
@@ -262,3 +264,23 @@ def test_the_classification_objective_applies_randaugment_in_the_pipelines_pixel
     out, targets = jax.jit(objective.prepare)(batch, jnp.asarray(images), KEY)
     p = _to_pixels(out, pixels)
     assert p.min() >= -1e-3 and p.max() <= 255 + 1e-3 and not np.allclose(out, images)
+
+
+# ------------------------------------------------------------------------------------------- in a run
+
+def test_a_run_with_every_recipe_flag_trains_and_is_deterministic(tiny_config, tmp_path):
+    from tl_research.core.tracking import read_metrics
+    from tl_research.run import trainer
+    over = {"train.steps": 4, "train.eval_every": 4, "train.log_every": 1, "model.drop_path": 0.3,
+            "model.stage_sizes": (2, 2),
+            "augment": ("flip", "randaugment(n=2, m=9)", "mixup(0.2)", "cutmix(alpha=1.0, switch=0.5)")}
+
+    def losses(name):
+        result = trainer.run(tiny_config(**over), tmp_path / name, progress=False)
+        assert result.status == "done", result.reason
+        return np.array([r["train_loss"] for r in read_metrics(tmp_path / name / "metrics.jsonl")
+                         if "train_loss" in r])
+
+    first, again = losses("a"), losses("b")
+    assert len(first) == 4 and np.all(np.isfinite(first))
+    np.testing.assert_array_equal(first, again)
