@@ -15,10 +15,10 @@ from tl_research.models import base
 # ------------------------------------------------------------------------------------------------- drop-path
 
 def _model(name="resnet_cifar", **kw):
-    cfg = models.default_config()
-    cfg.name = name
-    cfg.update(kw)
-    return models.build(cfg, 5, 3, seed=0)
+    cfg = models.default_config().to_dict()
+    cfg.pop("drop_path")  # a config from before the key: the builders' default
+    cfg.update(name=name, **kw)
+    return models.build(ml_collections.ConfigDict(cfg), 5, 3, seed=0)
 
 
 def _images(shape=(8, 16, 16, 3)):
@@ -58,15 +58,18 @@ def test_drop_path_at_zero_is_bit_identical_and_inactive_in_eval(name):
     size = 32 if name.startswith("vit") else 16
     kw = dict(image_size=32) if name.startswith("vit") else dict(stage_sizes=(2, 2, 2))
     x = _images((8, size, size, 3))
-    plain = _with_trained_head(_model(name, **kw))  # the config without drop-path's key's effect
-    graphdef, state = nnx.split(plain)
+    plain = _with_trained_head(_model(name, **kw))  # without model.drop_path
     off = _with_trained_head(_model(name, drop_path=0.0, **kw))
     on = _with_trained_head(_model(name, drop_path=0.5, **kw))
     # the same parameters (drop-path draws none)
     for m in (off, on):
         for a, b in zip(jax.tree.leaves(nnx.state(m, nnx.Param)), jax.tree.leaves(nnx.state(plain, nnx.Param))):
             np.testing.assert_array_equal(a, b)
+    # at rate 0 no block drops anything: the model trains without a key (a block that drew would need one,
+    # models.base.DropPathBlock.branch) and computes the same bits with one
+    assert all(getattr(u, "drop_path_rate", 0.0) == 0.0 for u in off.units)
     for train in (False, True):
+        np.testing.assert_array_equal(_run(off, x, key=None, train=train), _run(off, x, train=train))
         np.testing.assert_array_equal(_run(off, x, train=train), _run(plain, x, train=train))
     # in inference mode a model with drop-path computes exactly what it computes without
     np.testing.assert_array_equal(_run(on, x, train=False), _run(plain, x, train=False))
@@ -259,9 +262,13 @@ def test_randaugment_is_per_example_deterministic_per_key_and_stays_in_the_pixel
 def test_the_classification_objective_applies_randaugment_in_the_pipelines_pixel_range():
     from tl_research.tasks.classification.task import Objective
     raw, images, pixels = _pixel_batch()
-    objective = Objective(6, 0.0, augment.parse(("flip", "randaugment(2, 30)")))
+    ops = ("flip", "randaugment(2, 30)")
+    objective = Objective(6, 0.0, augment.parse(ops))
     batch = {"image": jnp.asarray(raw), "label": jnp.arange(6)}
     out, targets = jax.jit(objective.prepare)(batch, jnp.asarray(images), KEY)
+    # what apply gives with the pipeline's exact normalisation (up to reading it off the batch)
+    expected, _ = _run_augment(ops, images, np.eye(6, dtype=np.float32), KEY, pixels)
+    np.testing.assert_allclose(out, expected, atol=1e-3)
     p = _to_pixels(out, pixels)
     assert p.min() >= -1e-3 and p.max() <= 255 + 1e-3 and not np.allclose(out, images)
 
