@@ -26,7 +26,8 @@ by its name (`cutmix(alpha=1, switch=0.5)`, positions first); a missing argument
 |                       |            | arXiv 1710.09412)                                                          |
 | cutmix(alpha, switch) | 1, 0.5     | per batch: lambda ~ Beta(alpha, alpha), a box of side sqrt(1 - lambda) of  |
 |                       |            | the height and width centred at a uniform pixel (clipped to the image) is  |
-|                       |            | pasted from x[perm] into every image, and targets become lam * y + (1 -    |
+|                       |            | pasted from x[perm] (a random permutation, as mixup's; timm pairs the      |
+|                       |            | reversed batch) into every image, and targets become lam * y + (1 -        |
 |                       |            | lam) * y[perm] with lam = 1 - the box's actual area fraction (Yun et al.   |
 |                       |            | 2019, arXiv 1905.04899; timm's rand_bbox and correct_lam). Next to a mixup |
 |                       |            | op (just before or after it) the two are one op: each batch takes cutmix   |
@@ -39,14 +40,18 @@ by its name (`cutmix(alpha=1, switch=0.5)`, positions first); a missing argument
 |                       |            | `randaugment_layer`                                                        |
 
 Batch-level ops (mixup, cutmix) split the per-example ops around them: those before run, the batch is mixed,
-then those after run. Only the classification task applies them (the dense tasks cannot mix their labels).
+then those after run. Only the classification task applies them, and randaugment (the dense tasks cannot
+mix their labels or move them through it). randaugment works on pixel values, so `apply` needs the pixel
+range of the normalised images (`pixels`: the classification objective reads it off the batch's own uint8
+pixels, `pixel_range`).
 
 The geometric ops (flip, rotate, zoom, rrc, crop, translate) are affine maps. Consecutive ones are composed
 into one matrix and the image is resampled once, bilinearly, with zeros outside the image (the dataset
 mean, as images are normalised); whole-pixel shifts and flips land on pixel centres and are exact.
 
 Randomness: `apply` splits its key into one key per example (`jax.random.split`), draws each example's
-random numbers from its own key and runs the ops under `vmap`. With `jax_threefry_partitionable` on, the
+random numbers from its own key and runs the ops under `vmap`; the batch-level ops draw theirs (lambda, the
+box, the permutation, the mixup/cutmix switch) from one more key. With `jax_threefry_partitionable` on, the
 result for a key is the same whether the batch is on one device or sharded over many.
 """
 from __future__ import annotations
