@@ -37,7 +37,8 @@ def run_name(point: dict[str, Any]) -> str:
 # fails otherwise; tests/config_keys.txt lists the keys existing workdirs hold).
 INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight": 1.0,
                               "train.feature_cache": True,  # cached activations: the same results
-                              "train.deterministic": False}
+                              "train.deterministic": False,
+                              "model.drop_path": 0.0}  # no stochastic depth: the blocks as before
 
 
 # Keys that never change what a run computes (how often it checkpoints, how much disk the feature cache may

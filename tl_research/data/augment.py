@@ -1,11 +1,13 @@
 """On-device augmentation: an ordered list of ops, each a short string, applied to a normalised batch.
 
-Grammar: every op is `name` or `name(a)` or `name(a, b)`, with numbers as arguments; a missing argument
-takes its default. `config.augment` is a tuple of such strings, applied in order, e.g.
+Grammar: every op is `name` or `name(a)` or `name(a, b)`, with numbers as arguments, each given by position or
+by its name (`cutmix(alpha=1, switch=0.5)`, positions first); a missing argument takes its default.
+`config.augment` is a tuple of such strings, applied in order, e.g.
 
     ("flip", "crop(4)")                                   the CIFAR recipe
     ("rrc(0.08)", "flip", "jitter(0.4)")                  the ImageNet (Inception) recipe
     ("flip", "rotate(15)", "zoom(0.1)", "translate(0.1)", "jitter(0.2)", "mixup(0.2)")
+    ("rrc(0.08)", "flip", "randaugment(n=2, m=9)", "mixup(0.8)", "cutmix(1.0, switch=0.5)")   timm's (DeiT's)
 
 | op                    | default    | what it does, per example unless said                                      |
 |-----------------------|------------|----------------------------------------------------------------------------|
@@ -22,13 +24,34 @@ takes its default. `config.augment` is a tuple of such strings, applied in order
 | mixup(alpha)          | 0.2        | per batch: lambda ~ Beta(alpha, alpha) and a random permutation; images    |
 |                       |            | and targets become lambda * x + (1 - lambda) * x[perm] (Zhang et al. 2018, |
 |                       |            | arXiv 1710.09412)                                                          |
+| cutmix(alpha, switch) | 1, 0.5     | per batch: lambda ~ Beta(alpha, alpha), a box of side sqrt(1 - lambda) of  |
+|                       |            | the height and width centred at a uniform pixel (clipped to the image) is  |
+|                       |            | pasted from x[perm] (a random permutation, as mixup's; timm pairs the      |
+|                       |            | reversed batch) into every image, and targets become lam * y + (1 -        |
+|                       |            | lam) * y[perm] with lam = 1 - the box's actual area fraction (Yun et al.   |
+|                       |            | 2019, arXiv 1905.04899; timm's rand_bbox and correct_lam). Next to a mixup |
+|                       |            | op (just before or after it) the two are one op: each batch takes cutmix   |
+|                       |            | with probability `switch`, else mixup (timm's Mixup(mixup_alpha,           |
+|                       |            | cutmix_alpha, switch_prob)); on its own `switch` is unused                 |
+| randaugment(n, m, p)  | 2, 9, 1    | RandAugment (Cubuk et al. 2020, arXiv 1909.13719): n ops, each drawn       |
+|                       |            | uniformly from 14 (with replacement) and applied with probability p (1:    |
+|                       |            | the paper's; timm's rand-m9-n2 uses 0.5), at magnitude m on the paper's    |
+|                       |            | 0-30 scale (10: each op's reference maximum); in pixel space, see          |
+|                       |            | `randaugment_layer`                                                        |
+
+Batch-level ops (mixup, cutmix) split the per-example ops around them: those before run, the batch is mixed,
+then those after run. Only the classification task applies them, and randaugment (the dense tasks cannot
+mix their labels or move them through it). randaugment works on pixel values, so `apply` needs the pixel
+range of the normalised images (`pixels`: the classification objective reads it off the batch's own uint8
+pixels, `pixel_range`).
 
 The geometric ops (flip, rotate, zoom, rrc, crop, translate) are affine maps. Consecutive ones are composed
 into one matrix and the image is resampled once, bilinearly, with zeros outside the image (the dataset
 mean, as images are normalised); whole-pixel shifts and flips land on pixel centres and are exact.
 
 Randomness: `apply` splits its key into one key per example (`jax.random.split`), draws each example's
-random numbers from its own key and runs the ops under `vmap`. With `jax_threefry_partitionable` on, the
+random numbers from its own key and runs the ops under `vmap`; the batch-level ops draw theirs (lambda, the
+box, the permutation, the mixup/cutmix switch) from one more key. With `jax_threefry_partitionable` on, the
 result for a key is the same whether the batch is on one device or sharded over many.
 """
 from __future__ import annotations
@@ -63,10 +86,19 @@ _SPECS: dict[str, tuple[tuple[float, ...], object]] = {
     "translate": ((0.1,), lambda a: "" if 0 <= a[0] < 1 else "f in [0, 1)"),
     "jitter": ((0.2,), lambda a: "" if 0 <= a[0] <= 1 else "s in [0, 1]"),
     "mixup": ((0.2,), lambda a: "" if a[0] > 0 else "alpha > 0"),
+    "cutmix": ((1.0, 0.5), lambda a: "" if a[0] > 0 and 0 <= a[1] <= 1 else "alpha > 0 and switch in [0, 1]"),
+    "randaugment": ((2.0, 9.0, 1.0), lambda a: "" if (a[0] == int(a[0]) and 0 <= a[0] <= 16 and 0 <= a[1] <= 30
+                                                      and 0 <= a[2] <= 1) else
+                    "n a whole number in [0, 16], m in [0, 30], p in [0, 1]"),
 }
+# each op's argument names, in order (for `name=value` arguments)
+_ARG_NAMES = {"flip": ("p",), "rotate": ("deg",), "zoom": ("a",), "rrc": ("min", "max"), "crop": ("pad",),
+              "translate": ("f",), "jitter": ("s",), "mixup": ("alpha",), "cutmix": ("alpha", "switch"),
+              "randaugment": ("n", "m", "p")}
+BATCH_OPS = ("mixup", "cutmix")  # per batch, not per example: they mix examples
 GEOMETRIC = ("flip", "rotate", "zoom", "rrc", "crop", "translate")
-GRAMMAR = ("name or name(number, ...), with name one of: flip(p=0.5), rotate(deg=15), zoom(a=0.1), "
-           "rrc(min=0.08, max=1), crop(pad=4), translate(f=0.1), jitter(s=0.2), mixup(alpha=0.2)")
+GRAMMAR = ("name or name(number, ...) or name(arg=number, ...), with name one of: " + ", ".join(
+    f"{name}({', '.join(f'{a}={d:g}' for a, d in zip(_ARG_NAMES[name], _SPECS[name][0]))})" for name in _SPECS))
 _OP_RE = re.compile(r"^\s*([a-z_]+)\s*(?:\((.*)\))?\s*$")
 
 
@@ -85,19 +117,10 @@ def parse(ops) -> tuple[Op, ...]:
             raise ConfigError("augment", op, GRAMMAR)
         name, arg_text = m.group(1), m.group(2)
         defaults, check = _SPECS[name]
-        args = []
-        if arg_text is not None and arg_text.strip():
-            for a in arg_text.split(","):
-                try:
-                    v = float(a)
-                except ValueError:
-                    raise ConfigError("augment", op, GRAMMAR, why=f"{a.strip()!r} is not a number") from None
-                if not math.isfinite(v):
-                    raise ConfigError("augment", op, GRAMMAR, why="arguments must be finite")
-                args.append(v)
+        args = _arguments(op, name, arg_text)
         if len(args) > len(defaults):
             raise ConfigError("augment", op, GRAMMAR, why=f"{name} takes at most {len(defaults)} argument(s)")
-        args = tuple(args) + defaults[len(args):]
+        args = tuple(defaults[i] if args.get(i) is None else args[i] for i in range(len(defaults)))
         problem = check(args)
         if problem:
             raise ConfigError("augment", op, GRAMMAR, why=f"{name} needs {problem}")
@@ -105,12 +128,40 @@ def parse(ops) -> tuple[Op, ...]:
     return tuple(out)
 
 
+def _arguments(op: str, name: str, text: str | None) -> dict[int, float]:
+    """An op's argument text -> {position: value}, each argument a number or `argname=number`, positions
+    first; ConfigError("augment", ...) for anything else."""
+    names, args, named = _ARG_NAMES[name], {}, False
+    for i, a in enumerate(text.split(",") if text is not None and text.strip() else ()):
+        key, _, value = a.rpartition("=")
+        key = key.strip()
+        if key:
+            if key not in names:
+                raise ConfigError("augment", op, GRAMMAR, why=f"{name} has no argument {key!r}")
+            if names.index(key) in args:
+                raise ConfigError("augment", op, GRAMMAR, why=f"{key} given twice")
+            position, named = names.index(key), True
+        elif named:
+            raise ConfigError("augment", op, GRAMMAR, why="positional arguments come before named ones")
+        else:
+            position = i
+        try:
+            v = float(value)
+        except ValueError:
+            raise ConfigError("augment", op, GRAMMAR, why=f"{value.strip()!r} is not a number") from None
+        if not math.isfinite(v):
+            raise ConfigError("augment", op, GRAMMAR, why="arguments must be finite")
+        args[position] = v
+    return args
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The affine sampler. A matrix maps output pixel coordinates (row, col, 1) to the source coordinates read.
 
 
-def warp(image: jax.Array, matrix: jax.Array) -> jax.Array:
-    """Resamples one image (H, W, C): out[i, j] = image at matrix @ (i, j, 1), bilinear, 0 outside the image."""
+def warp(image: jax.Array, matrix: jax.Array, fill=0.0) -> jax.Array:
+    """Resamples one image (H, W, C): out[i, j] = image at matrix @ (i, j, 1), bilinear, `fill` outside the
+    image."""
     h, w = image.shape[:2]
     rows, cols = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
                               indexing="ij")
@@ -126,7 +177,7 @@ def warp(image: jax.Array, matrix: jax.Array) -> jax.Array:
     r0, c0 = jnp.clip(r0, 0, h - 1), jnp.clip(c0, 0, w - 1)
     top = image[r0, c0] * (1 - fc) + image[r0, c1] * fc
     bottom = image[r1, c0] * (1 - fc) + image[r1, c1] * fc
-    return jnp.where(inside[..., None], top * (1 - fr) + bottom * fr, 0.0)
+    return jnp.where(inside[..., None], top * (1 - fr) + bottom * fr, fill)
 
 
 def _affine(a, b, c, d, tr, tc):
@@ -199,6 +250,8 @@ _DRAWS = {"flip": 1, "rotate": 1, "zoom": 1, "rrc": 4, "crop": 2, "translate": 2
 
 def draws(op: Op) -> int:
     """How many uniform numbers per example `op` reads."""
+    if op.name == "randaugment":
+        return RA_DRAWS * int(op.args[0])
     return _DRAWS.get(op.name, 0)
 
 
@@ -230,6 +283,148 @@ def recolour(op: Op, u: jax.Array, image: jax.Array) -> jax.Array:
     return _jitter(op, u, image)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# RandAugment (Cubuk et al. 2020, arXiv 1909.13719), per example, in pixel space (values 0..255).
+
+RA_OPS = ("identity", "autocontrast", "equalize", "rotate", "solarize", "color", "posterize", "contrast",
+          "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y")
+_RA_GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+RA_DRAWS = 3  # per layer: which op, the sign of its magnitude, whether it applies
+
+
+def pixel_range(raw: jax.Array, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(zero, full): the normalised values of pixel values 0 and 255, per channel, read off a uint8 batch `raw`
+    (B, H, W, C) and its normalised float `images` (the pipeline's per-channel increasing affine map: scale
+    to the value range, subtract the mean, divide by the std). Exact up to float rounding whenever a channel
+    holds two different values somewhere in the batch; a channel constant over the whole batch takes the
+    other channels' scale (or, if all are constant, that of the default value range 0..1, mean 0.5, std 0.5)."""
+    axes = tuple(range(raw.ndim - 1))
+    r = raw.astype(jnp.float32)
+    r_lo, r_hi, n_lo, n_hi = r.min(axes), r.max(axes), images.min(axes), images.max(axes)
+    known = r_hi > r_lo
+    slope = (n_hi - n_lo) / jnp.where(known, r_hi - r_lo, 1.0)
+    fallback = jnp.where(known.any(), jnp.sum(jnp.where(known, slope, 0.0)) / jnp.maximum(known.sum(), 1),
+                         2.0 / 255.0)
+    slope = jnp.where(known, slope, fallback)
+    zero = n_lo - slope * r_lo
+    return zero, zero + 255.0 * slope
+
+
+def _ra_matrix(name: str, level, sign, h: int, w: int) -> jax.Array:
+    """The geometric RandAugment ops' maps at `level` = m / 10 (10: the reference's maximum): rotate 30 *
+    level degrees; shear 0.3 * level (about the centre); translate 0.45 * level of the width / height
+    (timm's TranslateXRel / TranslateYRel), in whole pixels; each with a random sign."""
+    if name == "rotate":
+        return rotation_matrix(sign * 30.0 * level, h, w)
+    if name in ("shear_x", "shear_y"):
+        s = sign * 0.3 * level
+        linear = jnp.array([[1.0, 0.0], [s, 1.0]]) if name == "shear_x" else jnp.array([[1.0, s], [0.0, 1.0]])
+        return _about_centre(linear.astype(jnp.float32), h, w)
+    d = jnp.round(sign * 0.45 * level * (w if name == "translate_x" else h))
+    return shift_matrix(0.0, d) if name == "translate_x" else shift_matrix(d, 0.0)
+
+
+def _grey(image: jax.Array) -> jax.Array:
+    """PIL's convert("L"): ITU-R 601 luma of RGB, the image itself with one channel."""
+    return (image @ _LUMA)[..., None] if image.shape[-1] == 3 else image
+
+
+def _blend(image, degenerate, factor):
+    """PIL's ImageEnhance: degenerate + factor * (image - degenerate), exactly the image at factor 1."""
+    return factor * image + (1.0 - factor) * degenerate
+
+
+def _smooth(image: jax.Array) -> jax.Array:
+    """PIL's SMOOTH filter (3x3, centre 5, the rest 1, / 13) on the interior; the border pixels unchanged."""
+    h, w = image.shape[:2]
+    total = 4 * image[1:h - 1, 1:w - 1]
+    for dr in (0, 1, 2):
+        for dc in (0, 1, 2):
+            total = total + image[dr:h - 2 + dr, dc:w - 2 + dc]
+    return image.at[1:h - 1, 1:w - 1].set(total / 13.0)
+
+
+def _equalize(image: jax.Array) -> jax.Array:
+    """PIL's ImageOps.equalize per channel, on the values rounded to whole levels: the cumulative histogram
+    spread over 0..255 (a channel with a single level unchanged)."""
+    def channel(c):
+        q = jnp.clip(jnp.round(c), 0, 255).astype(jnp.int32)
+        hist = jnp.zeros(256, jnp.int32).at[q.ravel()].add(1)
+        last = hist[255 - jnp.argmax(hist[::-1] > 0)]  # the count of the highest level present
+        step = (hist.sum() - last) // 255
+        lut = jnp.minimum((step // 2 + jnp.cumsum(hist) - hist) // jnp.maximum(step, 1), 255)
+        return jnp.where(step > 0, lut[q].astype(jnp.float32), c)
+    return jnp.moveaxis(jax.vmap(channel, in_axes=-1)(image), 0, -1)
+
+
+def _autocontrast(image: jax.Array) -> jax.Array:
+    """PIL's ImageOps.autocontrast (no cutoff) per channel: its lowest value to 0, its highest to 255."""
+    lo, hi = image.min((0, 1)), image.max((0, 1))
+    scale = 255.0 / jnp.where(hi > lo, hi - lo, 1.0)
+    return jnp.where(hi > lo, (image - lo) * scale, image)
+
+
+def _ra_pixel_ops(level, sign):
+    """The non-geometric ops at `level` = m / 10, as functions of a pixel image (timm's "Increasing" variants,
+    the paper's ops with magnitude 0 the identity): solarize inverts the values >= 256 - 256 * level;
+    posterize keeps 8 - int(4 * level) bits (the AutoAugment range [4, 8], fewer as m grows); color, contrast,
+    brightness and sharpness blend with their PIL degenerate image at factor 1 +- 0.9 * level (at least 0.1)."""
+    factor = jnp.maximum(1.0 + sign * 0.9 * level, 0.1)
+    threshold = 256.0 - 256.0 * level
+    bits = jnp.clip(8 - jnp.floor(4.0 * level), 0, 8)
+    quantum = 2.0 ** (8 - bits)
+    identity = lambda x: x
+    return {
+        "identity": identity,
+        "autocontrast": _autocontrast,
+        "equalize": _equalize,
+        "solarize": lambda x: jnp.where(x >= threshold, 255.0 - x, x),
+        "color": lambda x: _blend(x, _grey(x), factor),
+        "posterize": lambda x: jnp.where(bits >= 8, x, jnp.floor(jnp.round(x) / quantum) * quantum),
+        "contrast": lambda x: _blend(x, jnp.floor(jnp.mean(_grey(x)) + 0.5), factor),
+        "brightness": lambda x: _blend(x, jnp.zeros_like(x), factor),
+        "sharpness": lambda x: _blend(x, _smooth(x), factor),
+        **{name: identity for name in _RA_GEOMETRIC},
+    }
+
+
+def randaugment_layer(image: jax.Array, index, level, sign, fill) -> jax.Array:
+    """RandAugment op RA_OPS[index] (traced) on one pixel image (H, W, C) with values in 0..255, at `level` =
+    m / 10 on the paper's scale (m in 0..30; 10 is each op's maximum in the reference implementations, which
+    m > 10 extrapolates, as timm's magnitude_max and the TF reference do), with `sign` +-1 for the signed
+    ops; the geometric ones fill with `fill`. The magnitude mapping is timm's (timm/data/auto_augment.py,
+    `LEVEL_TO_ARG`, "Increasing" variants, from the TF reference tensorflow/tpu autoaugment.py), so that m = 0
+    leaves every op with a magnitude the identity; see `_ra_matrix` and `_ra_pixel_ops`. Output in 0..255."""
+    h, w = image.shape[:2]
+    matrices = jnp.stack([_ra_matrix(name, level, sign, h, w) if name in _RA_GEOMETRIC
+                          else jnp.eye(3, dtype=jnp.float32) for name in RA_OPS])
+    geometric = jnp.array([name in _RA_GEOMETRIC for name in RA_OPS])[index]
+    image = jnp.where(geometric, warp(image, matrices[index], fill), image)
+    ops = _ra_pixel_ops(level, sign)
+    image = jax.lax.switch(index, [ops[name] for name in RA_OPS], image)
+    return jnp.clip(image, 0.0, 255.0)
+
+
+def randaugment(op: Op, u: jax.Array, image: jax.Array, pixels) -> jax.Array:
+    """randaugment(n, m, p) on one normalised image from its `draws(op)` uniforms: to pixel values with
+    `pixels` (pixel_range), n layers (randaugment_layer), back to normalised values."""
+    n, m, p = int(op.args[0]), op.args[1], op.args[2]
+    if n == 0:
+        return image
+    if pixels is None:
+        raise ValueError("randaugment needs the pixel range of the normalised images (augment.apply's pixels)")
+    zero, full = (jnp.asarray(v, jnp.float32) for v in pixels)
+    scale = (full - zero) / 255.0
+    x = (image - zero) / scale
+    fill = -zero / scale  # normalised 0: the dataset mean, as the other geometric ops fill
+    for layer in range(n):
+        which, sign, apply = u[RA_DRAWS * layer:RA_DRAWS * (layer + 1)]
+        index = jnp.minimum(jnp.floor(which * len(RA_OPS)).astype(jnp.int32), len(RA_OPS) - 1)
+        out = randaugment_layer(x, index, m / 10.0, jnp.where(sign < 0.5, -1.0, 1.0), fill)
+        x = jnp.where(apply < p, out, x)
+    return zero + x * scale
+
+
 def beta_symmetric(key: jax.Array, alpha: float) -> jax.Array:
     """One draw of Beta(alpha, alpha) by Johnk's rejection method (X = U^(1/a), Y = V^(1/a), accept when
     X + Y <= 1, return X / (X + Y)), in log space. Exact, and far cheaper to compile than
@@ -255,11 +450,68 @@ def _mixup(op, key, images, targets):
     return (lam * images + (1 - lam) * images[perm], lam * targets + (1 - lam) * targets[perm])
 
 
-def _per_example(ops, image, u):
+def cutmix_box(key: jax.Array, alpha: float, h: int, w: int):
+    """CutMix's box for a batch of (h, w) images: lambda ~ Beta(alpha, alpha), a box of int(h * sqrt(1 -
+    lambda)) by int(w * sqrt(1 - lambda)) pixels centred at a uniform pixel, clipped to the image (timm's
+    rand_bbox). Returns (top, bottom, left, right) (rows top..bottom-1, columns left..right-1) and lam = 1 -
+    the clipped box's area fraction, the weight of each image's own target."""
+    k_lam, k_row, k_col = jax.random.split(key, 3)
+    ratio = jnp.sqrt(1.0 - beta_symmetric(k_lam, alpha))
+    cut_h, cut_w = (jnp.floor(h * ratio).astype(jnp.int32), jnp.floor(w * ratio).astype(jnp.int32))
+    cy, cx = jax.random.randint(k_row, (), 0, h), jax.random.randint(k_col, (), 0, w)
+    top, bottom = jnp.clip(cy - cut_h // 2, 0, h), jnp.clip(cy + cut_h // 2, 0, h)
+    left, right = jnp.clip(cx - cut_w // 2, 0, w), jnp.clip(cx + cut_w // 2, 0, w)
+    lam = 1.0 - ((bottom - top) * (right - left)).astype(jnp.float32) / (h * w)
+    return (top, bottom, left, right), lam
+
+
+def _cutmix(op, key, images, targets):
+    k_box, k_perm = jax.random.split(key)
+    (top, bottom, left, right), lam = cutmix_box(k_box, op.args[0], images.shape[1], images.shape[2])
+    perm = jax.random.permutation(k_perm, images.shape[0])
+    rows = jnp.arange(images.shape[1])[:, None]
+    cols = jnp.arange(images.shape[2])[None, :]
+    inside = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
+    return (jnp.where(inside[None, :, :, None], images[perm], images), lam * targets + (1 - lam) * targets[perm])
+
+
+_MIXERS = {"mixup": _mixup, "cutmix": _cutmix}
+
+
+def _mix(group, key, images, targets):
+    """One batch-level op: mixup or cutmix, or a mixup next to a cutmix: each batch one of the two, cutmix with
+    the probability of the cutmix op's `switch` (timm's Mixup switch_prob)."""
+    if len(group) == 1:
+        return _MIXERS[group[0].name](group[0], key, images, targets)
+    mixup, cutmix = sorted(group, key=lambda op: op.name != "mixup")
+    k_switch, k_mix = jax.random.split(key)
+    return jax.lax.cond(jax.random.uniform(k_switch) < cutmix.args[1],
+                        lambda: _cutmix(cutmix, k_mix, images, targets),
+                        lambda: _mixup(mixup, k_mix, images, targets))
+
+
+def batch_groups(ops) -> tuple[list[list[Op]], list[list[Op]]]:
+    """(segments, groups): the per-example ops between batch-level ones, and the batch-level ops, a mixup
+    and a cutmix next to each other forming one group (switched, `_mix`); segment i runs before group i."""
+    segments: list[list[Op]] = [[]]
+    groups: list[list[Op]] = []
+    for op in parse(ops):
+        if op.name not in BATCH_OPS:
+            segments[-1].append(op)
+        elif (groups and not segments[-1] and len(groups[-1]) == 1
+              and {groups[-1][0].name, op.name} == set(BATCH_OPS)):
+            groups[-1].append(op)
+        else:
+            groups.append([op])
+            segments.append([])
+    return segments, groups
+
+
+def _per_example(ops, image, u, pixels=None):
     h, w = image.shape[:2]
     matrix = None
     for op in ops:
-        mine, u = u[:_DRAWS[op.name]], u[_DRAWS[op.name]:]
+        mine, u = u[:draws(op)], u[draws(op):]
         if op.name in _MATRICES:
             m = _MATRICES[op.name](op, mine, h, w)
             # ops apply in order, so the first op's inverse map is applied last: M = M1 @ M2 @ ...
@@ -267,15 +519,17 @@ def _per_example(ops, image, u):
         else:
             if matrix is not None:
                 image, matrix = warp(image, matrix), None
-            image = _jitter(op, mine, image)
+            image = randaugment(op, mine, image, pixels) if op.name == "randaugment" else _jitter(op, mine, image)
     return image if matrix is None else warp(image, matrix)
 
 
-def apply(ops, images: jax.Array, targets: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+def apply(ops, images: jax.Array, targets: jax.Array, key: jax.Array,
+          pixels: tuple | None = None) -> tuple[jax.Array, jax.Array]:
     """Augments a batch: images (B, H, W, C) float32, normalised; targets (B, K) float32 (one-hot or soft).
 
-    `ops` are strings (parsed here, at trace time) or `parse`d Ops. Pure and jit-traceable; the same key
-    gives the same result on any number of devices.
+    `ops` are strings (parsed here, at trace time) or `parse`d Ops. `pixels` = (zero, full): the normalised
+    values of pixel values 0 and 255, per channel (`pixel_range`), which randaugment needs. Pure and
+    jit-traceable; the same key gives the same result on any number of devices.
     """
     ops = parse(ops)
     images = jnp.asarray(images, jnp.float32)
@@ -284,20 +538,17 @@ def apply(ops, images: jax.Array, targets: jax.Array, key: jax.Array) -> tuple[j
         return images, targets
     b = images.shape[0]
     keys = jax.random.split(key, b + 1)  # one key per example, one for the batch-level ops
-    segments: list[list[Op]] = [[]]  # per-example ops between batch-level ops (mixup)
-    for op in ops:
-        segments.append([]) if op.name == "mixup" else segments[-1].append(op)
-    mixups = [op for op in ops if op.name == "mixup"]
+    segments, groups = batch_groups(ops)  # per-example ops between batch-level ops (mixup, cutmix)
     # every random number an example needs, drawn at once from its key (one random-bit computation per
     # example instead of one per op keeps compilation fast)
-    draws = [sum(_DRAWS[op.name] for op in segment) for segment in segments]
-    u = jax.vmap(lambda k: jax.random.uniform(k, (max(sum(draws), 1),)))(keys[:b])
+    counts = [sum(draws(op) for op in segment) for segment in segments]
+    u = jax.vmap(lambda k: jax.random.uniform(k, (max(sum(counts), 1),)))(keys[:b])
     start = 0
     for i, segment in enumerate(segments):
         if segment:
-            mine = u[:, start:start + draws[i]]
-            images = jax.vmap(lambda im, v: _per_example(segment, im, v))(images, mine)
-            start += draws[i]
-        if i < len(mixups):
-            images, targets = _mixup(mixups[i], jax.random.fold_in(keys[b], i), images, targets)
+            mine = u[:, start:start + counts[i]]
+            images = jax.vmap(lambda im, v: _per_example(segment, im, v, pixels))(images, mine)
+            start += counts[i]
+        if i < len(groups):
+            images, targets = _mix(groups[i], jax.random.fold_in(keys[b], i), images, targets)
     return images, targets

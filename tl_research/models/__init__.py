@@ -18,7 +18,7 @@ from tl_research.models import efficientnet, mobilenet, resnet, resnet_cifar, vg
 from tl_research.models import mobilenet_v3, resnet_v2
 from tl_research.models import densenet, inception
 from tl_research.core.errors import ConfigError
-from tl_research.models.base import HIDDEN_INIT, ModelMeta, UnitModel
+from tl_research.models.base import HIDDEN_INIT, DropPathBlock, ModelMeta, UnitModel
 
 Builder = Callable[..., UnitModel]
 
@@ -61,6 +61,9 @@ def default_config() -> ml_collections.ConfigDict:
         # (mobilenet_v3_*: 0 drops the pre-logits unit, absent from Keras' "no top" files; its width is fixed)
         width_multiplier=1.0,  # mobilenet_v2*: alpha (Keras publishes 0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
         image_size=224,  # vit_*: input size the position embedding is laid out for (others resample it)
+        # stochastic depth (resnet*, resnet_cifar, vit_*): in training, each residual branch of block i of n is
+        # dropped per example with probability drop_path * i / (n - 1); 0 = off (models.base.drop_path_rates)
+        drop_path=0.0,
     ))
 
 
@@ -69,7 +72,7 @@ def build(model_cfg, num_classes: int, in_channels: int, seed: int = 0) -> UnitM
         raise ConfigError("model.name", model_cfg.name, ", ".join(names()))
     graphdef, state = _initialiser(model_cfg.name, model_cfg.to_json(), num_classes, in_channels)(
         jax.random.key(seed))
-    return nnx.merge(graphdef, state)
+    return _check_drop_path(model_cfg, nnx.merge(graphdef, state))
 
 
 @functools.lru_cache(maxsize=32)
@@ -88,7 +91,17 @@ def abstract(model_cfg, num_classes: int, in_channels: int) -> UnitModel:
     if model_cfg.name not in _REGISTRY:
         raise ConfigError("model.name", model_cfg.name, ", ".join(names()))
     builder = _REGISTRY[model_cfg.name]
-    return nnx.eval_shape(lambda: builder(model_cfg, num_classes, in_channels, nnx.Rngs(params=0)))
+    return _check_drop_path(model_cfg, nnx.eval_shape(
+        lambda: builder(model_cfg, num_classes, in_channels, nnx.Rngs(params=0))))
+
+
+def _check_drop_path(model_cfg, model: UnitModel) -> UnitModel:
+    """ConfigError for model.drop_path > 0 on a family without residual blocks that drop paths."""
+    rate = model_cfg.get("drop_path", 0.0)
+    if rate and not any(isinstance(unit, DropPathBlock) for unit in model.units):
+        raise ConfigError("model.drop_path", rate, "0.0 for this model",
+                          why=f"{model_cfg.name} has no blocks that drop paths (resnet*, resnet_cifar and vit_* do)")
+    return model
 
 
 def zeros(model_cfg, num_classes: int, in_channels: int, seed: int = 0) -> UnitModel:

@@ -5,9 +5,10 @@ A network is `UnitModel(units, head)`. `units` is an ordered `nnx.List` (stem fi
 `frozen_depth = k` then means the same for every family: units 0..k-1 are frozen; `k = len(units)` leaves
 only the head trainable (a linear probe with the default linear head).
 
-Units are plain callables `unit(x) -> x`. Their mode (BatchNorm statistics, internal dropout) is set through
-module attributes (`use_running_average`, `deterministic`) before each call, so a family needs no `train`
-argument threaded through every layer.
+Units are plain callables `unit(x) -> x`. Their mode (BatchNorm statistics, internal dropout, drop-path) is set
+through module attributes (`use_running_average`, `deterministic`) before each call, so a family needs no `train`
+argument threaded through every layer. A unit that drops paths (stochastic depth: `DropPathBlock`, `model.drop_path`)
+also takes `drop_key=`, which `call_unit` hands it only when it drops anything.
 """
 from __future__ import annotations
 
@@ -151,6 +152,56 @@ def make_head(cfg, in_features: int, num_classes: int, *, rngs: nnx.Rngs, defaul
                 flatten_grid=grid, rngs=rngs)
 
 
+def drop_path_rates(cfg, blocks: int) -> list[float]:
+    """The drop-path (stochastic depth) rate of each of `blocks` residual blocks, in order, for `cfg` (a
+    `config.model`): `model.drop_path` decayed linearly over depth, from 0 at the first block to the full rate at
+    the last, as timm's ResNet and ViT and DeiT (Touvron et al. 2021) lay it out (Huang et al. 2016, arXiv
+    1603.09382: the linear decay rule). ConfigError for a rate outside [0, 1)."""
+    from tl_research.core.errors import ConfigError
+    rate = cfg.get("drop_path", 0.0)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+        raise ConfigError("model.drop_path", rate, "a rate in [0, 1) (0: no drop-path)")
+    return [float(rate) * i / max(blocks - 1, 1) for i in range(blocks)]
+
+
+def drop_path(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
+    """Each example's `x` (a residual branch) zeroed with probability `rate`, the kept ones scaled by
+    1 / (1 - rate) so that its expectation is unchanged (timm's `drop_path`, scale_by_keep)."""
+    keep = 1.0 - rate
+    mask = jax.random.bernoulli(key, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class DropPathBlock(nnx.Module):
+    """A residual block that may drop its residual branches in training (stochastic depth). A subclass sets
+    `self.drop_path_rate` (drop_path_rates) in its __init__ and passes each residual branch through
+    `self.branch(y, drop_key, i)` (i: the branch's index within the block) before adding it to the shortcut.
+    At rate 0, or in inference mode (`deterministic`, set by set_unit_mode), a branch passes through untouched:
+    the block computes exactly what it computed without drop-path."""
+
+    drop_path_rate: float = 0.0
+    deterministic: bool = True
+
+    def branch(self, y: jax.Array, drop_key: jax.Array | None, index: int = 0) -> jax.Array:
+        if self.drop_path_rate == 0.0 or self.deterministic:
+            return y
+        if drop_key is None:
+            raise ValueError("drop-path in training needs a drop_key")
+        return drop_path(y, self.drop_path_rate, jax.random.fold_in(drop_key, index))
+
+
+def drops_paths(unit: nnx.Module) -> bool:
+    """Whether `unit`, in its current mode, drops residual branches (and so needs a drop_key)."""
+    return isinstance(unit, DropPathBlock) and unit.drop_path_rate > 0.0 and not unit.deterministic
+
+
+def call_unit(unit: nnx.Module, x: jax.Array, index: int, key: jax.Array | None) -> jax.Array:
+    """unit(x), with unit `index`'s own drop-path key (folded from the step's dropout key) when it drops paths."""
+    if key is not None and drops_paths(unit):
+        return unit(x, drop_key=jax.random.fold_in(key, index))
+    return unit(x)
+
+
 def set_unit_mode(unit: nnx.Module, *, train: bool, update_stats: bool = True) -> None:
     """Training mode for one depth unit: BatchNorm uses batch statistics (and updates its running ones)
     only when the unit trains and the BatchNorm policy allows it; internal dropout runs only in training."""
@@ -179,16 +230,18 @@ class UnitModel(nnx.Module):
         return x
 
     def features(self, x: jax.Array, *, train: bool = False, frozen_depth: int = 0,
-                 update_stats: bool = True, return_units: bool = False, start: int = 0):
+                 update_stats: bool = True, return_units: bool = False, start: int = 0,
+                 drop_key: jax.Array | None = None):
         """Runs the depth units. Units below `frozen_depth` run in inference mode and the gradient stops at
         their output, so no backward pass goes through a frozen prefix. `start = k` runs units k.. only, on
-        `x` = unit k-1's output (`prefix(images, k)`); `return_units` then lists the outputs of those."""
+        `x` = unit k-1's output (`prefix(images, k)`); `return_units` then lists the outputs of those.
+        `drop_key`: where the training units that drop paths (model.drop_path) draw from (call_unit)."""
         outs = []
         for i, unit in enumerate(self.units):
             if i < start:
                 continue
             set_unit_mode(unit, train=train and i >= frozen_depth, update_stats=update_stats)
-            x = unit(x)
+            x = call_unit(unit, x, i, drop_key)
             if i + 1 == frozen_depth:
                 x = jax.lax.stop_gradient(x)
             if return_units:
@@ -199,7 +252,7 @@ class UnitModel(nnx.Module):
                  update_stats: bool = True, dropout_key: jax.Array | None = None,
                  return_units: bool = False, start: int = 0):
         feats = self.features(x, train=train, frozen_depth=frozen_depth, update_stats=update_stats,
-                              return_units=return_units, start=start)
+                              return_units=return_units, start=start, drop_key=dropout_key)
         if return_units:
             feats, outs = feats
             return self.head(feats, train=train, dropout_key=dropout_key), outs

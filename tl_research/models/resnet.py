@@ -7,7 +7,8 @@
 
 Depth units: the stem (7x7 conv + BN + ReLU + 3x3 max-pool), then every residual block in order, so
 ResNet-50 has 1 + 16 = 17 units. Paddings are explicit so the numbers match both sources exactly (Flax's
-"SAME" pads a stride-2 conv asymmetrically, torchvision symmetrically).
+"SAME" pads a stride-2 conv asymmetrically, torchvision symmetrically). `model.drop_path` drops each block's
+residual branch in training (stochastic depth, linear over the blocks as in timm: models.base.drop_path_rates).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import functools
 import jax
 from flax import nnx
 
-from tl_research.models.base import ModelMeta, UnitModel, make_head
+from tl_research.models.base import DropPathBlock, ModelMeta, UnitModel, drop_path_rates, make_head
 from tl_research.models.conv import Conv
 
 # (block kind, blocks per stage)
@@ -47,10 +48,12 @@ class Stem(nnx.Module):
         return nnx.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
 
 
-class BasicBlock(nnx.Module):
+class BasicBlock(DropPathBlock):
     expansion = 1
 
-    def __init__(self, in_channels: int, width: int, stride: int, layout: str, *, rngs: nnx.Rngs):
+    def __init__(self, in_channels: int, width: int, stride: int, layout: str, *, rngs: nnx.Rngs,
+                 drop_path_rate: float = 0.0):
+        self.drop_path_rate, self.deterministic = float(drop_path_rate), True
         out = width
         self.conv1 = Conv(in_channels, width, (3, 3), strides=stride, padding=_pad(3), use_bias=False,
                           rngs=rngs)
@@ -63,17 +66,19 @@ class BasicBlock(nnx.Module):
         else:
             self.proj = self.proj_bn = None
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, drop_key: jax.Array | None = None) -> jax.Array:
         y = nnx.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
+        y = self.branch(self.bn2(self.conv2(y)), drop_key)
         shortcut = x if self.proj is None else self.proj_bn(self.proj(x))
         return nnx.relu(y + shortcut)
 
 
-class Bottleneck(nnx.Module):
+class Bottleneck(DropPathBlock):
     expansion = 4
 
-    def __init__(self, in_channels: int, width: int, stride: int, layout: str, *, rngs: nnx.Rngs):
+    def __init__(self, in_channels: int, width: int, stride: int, layout: str, *, rngs: nnx.Rngs,
+                 drop_path_rate: float = 0.0):
+        self.drop_path_rate, self.deterministic = float(drop_path_rate), True
         out = width * 4
         bias = layout == "keras"
         s1, s2 = (stride, 1) if layout == "keras" else (1, stride)
@@ -89,10 +94,10 @@ class Bottleneck(nnx.Module):
         else:
             self.proj = self.proj_bn = None
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, drop_key: jax.Array | None = None) -> jax.Array:
         y = nnx.relu(self.bn1(self.conv1(x)))
         y = nnx.relu(self.bn2(self.conv2(y)))
-        y = self.bn3(self.conv3(y))
+        y = self.branch(self.bn3(self.conv3(y)), drop_key)
         shortcut = x if self.proj is None else self.proj_bn(self.proj(x))
         return nnx.relu(y + shortcut)
 
@@ -103,11 +108,12 @@ def build(cfg, num_classes: int, in_channels: int, rngs: nnx.Rngs, *, depth: int
     block = BasicBlock if kind == "basic" else Bottleneck
     units: list[nnx.Module] = [Stem(in_channels, layout, rngs=rngs)]
     channels = 64
+    rates = iter(drop_path_rates(cfg, sum(stages)))
     for stage, size in enumerate(stages):
         width = 64 * 2**stage
         for b in range(size):
             stride = 2 if (stage > 0 and b == 0) else 1
-            units.append(block(channels, width, stride, layout, rngs=rngs))
+            units.append(block(channels, width, stride, layout, rngs=rngs, drop_path_rate=next(rates)))
             channels = width * block.expansion
     head = make_head(cfg, channels, num_classes, rngs=rngs)
     return UnitModel(units, head, meta)

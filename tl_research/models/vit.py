@@ -11,7 +11,9 @@ token, the layout of the published checkpoints). An input of another size biline
 at run time (big_vision resamples at load time with the same order-1 interpolation, up to how the grid
 corners are aligned), so a converted checkpoint loads unchanged and runs at any multiple of 16.
 
-The MLP uses tanh-approximated GELU, as flax's `nn.gelu` that trained these checkpoints.
+The MLP uses tanh-approximated GELU, as flax's `nn.gelu` that trained these checkpoints. `model.drop_path` drops
+each block's attention and MLP branches in training, independently (stochastic depth, linear over the blocks as
+in timm and DeiT: models.base.drop_path_rates).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tl_research.models.base import ModelMeta, UnitModel, make_head
+from tl_research.models.base import DropPathBlock, ModelMeta, UnitModel, drop_path_rates, make_head
 from tl_research.models.conv import Conv
 
 VARIANTS = {  # width, depth, MLP width, heads (Table 1 of arXiv 2106.10270)
@@ -86,16 +88,17 @@ class Mlp(nnx.Module):
         return self.fc2(jax.nn.gelu(self.fc1(x), approximate=True))
 
 
-class EncoderBlock(nnx.Module):
-    def __init__(self, width: int, hidden: int, heads: int, *, rngs: nnx.Rngs):
+class EncoderBlock(DropPathBlock):
+    def __init__(self, width: int, hidden: int, heads: int, *, rngs: nnx.Rngs, drop_path_rate: float = 0.0):
+        self.drop_path_rate, self.deterministic = float(drop_path_rate), True
         self.norm1 = nnx.LayerNorm(width, epsilon=LN_EPS, rngs=rngs)
         self.attn = Attention(width, heads, rngs=rngs)
         self.norm2 = nnx.LayerNorm(width, epsilon=LN_EPS, rngs=rngs)
         self.mlp = Mlp(width, hidden, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+    def __call__(self, x: jax.Array, drop_key: jax.Array | None = None) -> jax.Array:
+        x = x + self.branch(self.attn(self.norm1(x)), drop_key, 0)
+        return x + self.branch(self.mlp(self.norm2(x)), drop_key, 1)
 
 
 class FinalNorm(nnx.Module):
@@ -114,7 +117,8 @@ def build(cfg, num_classes: int, in_channels: int, rngs: nnx.Rngs, *, variant: s
         from tl_research.core.errors import ConfigError
         raise ConfigError("model.image_size", image_size, f"a multiple of the patch size {PATCH}")
     units: list[nnx.Module] = [Embedding(in_channels, width, image_size // PATCH, rngs=rngs)]
-    units += [EncoderBlock(width, hidden, heads, rngs=rngs) for _ in range(depth)]
+    units += [EncoderBlock(width, hidden, heads, rngs=rngs, drop_path_rate=rate)
+              for rate in drop_path_rates(cfg, depth)]
     units.append(FinalNorm(width, rngs=rngs))
     head = make_head(cfg, width, num_classes, rngs=rngs, default_pool="token", pools=("avg", "max"))
     return UnitModel(units, head, meta)

@@ -16,7 +16,8 @@ from tl_research.data import targets as targets_lib
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-    """Label-smoothed one-hot targets (mixed by mixup when config.augment has it), per-class loss weights."""
+    """Label-smoothed one-hot targets (mixed by mixup or cutmix when config.augment has them), per-class loss
+    weights."""
 
     num_classes: int
     label_smoothing: float = 0.0
@@ -30,7 +31,11 @@ class Objective:
         targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], self.num_classes), self.label_smoothing)
         if self.augment_ops:
             from tl_research.data import augment
-            images, targets = augment.apply(self.augment_ops, images, targets, key)
+            # randaugment works on pixel values: the pipeline's normalisation, read off the batch's own pixels
+            # (augmentation always trains on images, never on cached activations)
+            pixels = (augment.pixel_range(batch["image"], images)
+                      if any(op.name == "randaugment" for op in self.augment_ops) else None)
+            images, targets = augment.apply(self.augment_ops, images, targets, key, pixels)
         return images, {"soft": targets, "label": batch["label"]}
 
     def loss(self, logits: jax.Array, targets: dict, hp: dict):

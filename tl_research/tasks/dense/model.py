@@ -16,7 +16,7 @@ from flax import nnx
 
 from tl_research import models
 from tl_research.models import feature_maps
-from tl_research.models.base import UnitModel, set_unit_mode
+from tl_research.models.base import UnitModel, call_unit, set_unit_mode
 
 # (model_cfg, unit map shapes, num_classes, rngs) -> head: decoders.build, centernet.build
 HeadBuilder = Callable[..., nnx.Module]
@@ -27,15 +27,15 @@ class DenseModel(UnitModel):
     reads (`head.units_read`)."""
 
     def unit_outputs(self, x: jax.Array, *, train: bool = False, frozen_depth: int = 0,
-                     update_stats: bool = True) -> list[jax.Array]:
+                     update_stats: bool = True, drop_key: jax.Array | None = None) -> list[jax.Array]:
         """The outputs of units 0..d, with UnitModel.features' freezing: units below `frozen_depth` run in
         inference mode and the gradient stops at each of their outputs (a skip read from the frozen prefix
         must not open a backward path into it, as UnitModel.features' single stop at the end of the prefix
-        would let it)."""
+        would let it). `drop_key`: the training units' drop-path draws (models.base.call_unit)."""
         outs, depth = [], max(self.head.units_read) + 1
         for i in range(depth):
             set_unit_mode(self.units[i], train=train and i >= frozen_depth, update_stats=update_stats)
-            x = self.units[i](x)
+            x = call_unit(self.units[i], x, i, drop_key)
             if i < frozen_depth:
                 x = jax.lax.stop_gradient(x)
             outs.append(x)
@@ -43,7 +43,8 @@ class DenseModel(UnitModel):
 
     def __call__(self, x: jax.Array, *, train: bool = False, frozen_depth: int = 0,
                  update_stats: bool = True, dropout_key: jax.Array | None = None):
-        outs = self.unit_outputs(x, train=train, frozen_depth=frozen_depth, update_stats=update_stats)
+        outs = self.unit_outputs(x, train=train, frozen_depth=frozen_depth, update_stats=update_stats,
+                                 drop_key=dropout_key)
         return self.head(outs, tuple(x.shape[1:3]), train=train)
 
 
