@@ -84,7 +84,8 @@ log = logging.getLogger(__name__)
 MEMORY_MB = 4096  # activations kept in memory by one sweep process, all entries together
 DISK_ENTRY_MB = 1024  # an entry (one split at one depth) larger than this is kept on disk, memory-mapped
 FOLDER = "feature_cache"
-HEAD_KEYS = ("head", "head_hidden", "pool", "flatten_grid", "dropout")  # model keys the prefix never reads
+HEAD_KEYS = ("head", "head_hidden", "pool", "flatten_grid", "dropout",  # model keys the prefix never reads
+             "drop_path")  # stochastic depth: frozen units never drop a branch
 # The data keys (config.data) that never change the activations of a split's entry: left out of its key, so
 # runs that differ only in them share entries. Every other data key is part of the key (`data_identity`), a
 # key added to pipeline.default_config() included (tests/test_feature_cache.py checks the two sets).
