@@ -134,7 +134,7 @@ class Measurer:
         if cached is not None:
             self.cached += 1
             return cached
-        from tl_research.analysis import similarity
+        from tl_research.evals import similarity
         from tl_research.data import pipeline
         extractor, meta, (h, w, c), (src_means, src_counts) = self._source(source)
         target = config_lib.copy_config(target_data)
