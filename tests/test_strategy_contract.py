@@ -11,15 +11,15 @@ from tl_research import config as C
 from tl_research import models
 from tl_research.core.errors import ConfigError
 from tl_research.finetune import freezing, strategies
-from tl_research.run import trainer
+from tl_research.run import steps
 
 BUILTIN = ("fine_tune", "feature_extraction", "two_phase", "gradual_unfreezing")
 
 
 def _paths(model_cfg, num_classes=5, in_channels=1, abstract=False) -> tuple[list[str], int]:
-    """The dotted parameter paths as the trainer names them (trainer.split_model), and the model's unit count."""
+    """The dotted parameter paths as the trainer names them (steps.split_model), and the model's unit count."""
     model = (models.abstract if abstract else models.build)(model_cfg, num_classes, in_channels)
-    return list(trainer.split_model(model)[1]), model.num_units
+    return list(steps.split_model(model)[1]), model.num_units
 
 
 @pytest.fixture(scope="module")

@@ -132,7 +132,7 @@ def run(config, out_dir, *, init_path: str | None = None, cache=None, progress: 
     curve = smooth(losses, float(cfg.smoothing))
     finite = np.isfinite(curve)
     result = suggest(lrs[:n][finite], curve[finite], float(cfg.start_drop))
-    result.update(steps_run=n, diverged=diverged, frozen_depth=phase.frozen_depth,
+    result.update(steps_run=n, diverged=diverged, frozen_depth=s.depth(phase),
                   settings=cfg.to_dict(), lrs=[float(x) for x in lrs[:n]],
                   losses=[float(x) for x in losses], smoothed=[float(x) for x in curve])
     if not diverged:
