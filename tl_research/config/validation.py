@@ -88,6 +88,23 @@ def _num_units(model_json: str) -> int:
     return models.abstract(cfg, 2, 3).num_units
 
 
+_CLASSES: dict[tuple, tuple] = {}  # (the data keys read, the targets' id) -> (targets, number of classes)
+
+
+def _num_classes(data_cfg, targets) -> int:
+    """The classes of the dataset data_cfg names, as `targets` (a task's target_spec) reads them; memoised per
+    process by the keys it reads (a folder dataset's builder checks its photos each time it is made)."""
+    fields = ("name", "data_dir", "label_key", "image_key", "mask_key", "objects_key")
+    key = (*(data_cfg[k] for k in fields), id(targets))
+    if key not in _CLASSES:  # the targets are kept with the count, so their id is not reused
+        cfg = pipeline.default_config()
+        for k in fields:
+            cfg[k] = data_cfg[k]
+        cfg.targets = targets.name
+        _CLASSES[key] = (targets, pipeline.num_classes(cfg, targets=targets))
+    return _CLASSES[key][1]
+
+
 _PASSED: set[str] = set()  # the content digests of the configs validate() passed in this process
 
 
@@ -137,7 +154,7 @@ def validate(config, *, prefix: str = "") -> None:
             raise err("train.class_weights", config.train.class_weights, ", ".join(sampling.WEIGHTINGS))
         pipeline.check_subset_config(config.data, task.target_spec)
         task.parse_augment(tuple(config.augment))  # the ops its objective applies
-        num_classes = pipeline.num_classes(config.data, targets=task.target_spec)
+        num_classes = _num_classes(config.data, task.target_spec)
         bad = [c for c in config.data.classes if not (isinstance(c, int) and 0 <= c < num_classes)]
         if bad or len(set(config.data.classes)) != len(config.data.classes) or len(config.data.classes) == 1:
             raise err("data.classes", tuple(config.data.classes),
