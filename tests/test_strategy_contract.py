@@ -206,6 +206,21 @@ class BitFit(strategies.StrategyBase):
         return [BitFitPhase("bitfit", 0, ctx.total_steps, 0)]
 
 
+@dataclasses.dataclass(frozen=True)
+class TopUnitPhase(strategies.Phase):
+    """The top unit and the head; its frozen_depth field says 0, its rule says otherwise."""
+
+    def trainable(self, path: str) -> bool:
+        return path.startswith(("units.2.", "head."))
+
+
+class TopUnit(strategies.StrategyBase):
+    name = "toy_top_unit"
+
+    def phases(self, config, ctx):
+        return [TopUnitPhase("top", 0, ctx.total_steps, 0)]
+
+
 class ScaledHead(nnx.Module):
     """The model's head with a learnable per-channel scale on its pooled features: a parameter `extend` adds."""
 
@@ -259,6 +274,26 @@ def test_a_run_of_a_strategy_from_outside_trains_exactly_its_parameters(register
     recorded = json.loads((tmp_path / "run" / trainer.RESULT_FILE).read_text())["metrics"]
     assert recorded["trainable_params"] == sum(start[k].size for k in expected)
     assert recorded["frozen_depth_resolved"] == 0  # the lowest unit that trains: units.0's biases
+
+
+def test_the_units_below_the_lowest_one_a_phase_trains_are_a_cached_frozen_prefix(registered, tiny_config,
+                                                                                   tmp_path):
+    toy = registered(TopUnit())
+    cfg = tiny_config(**{"strategy.name": toy.name, "train.steps": 6, "train.eval_every": 3})
+    start = weights_lib.flat_state(setup.setup(cfg).model)
+    result = trainer.run(cfg, tmp_path / "run", progress=False)
+    assert result.status == "done", result.reason
+    m = result.metrics
+    assert m["feature_path"] == "cached@2" and m["frozen_depth_resolved"] == 2  # from the rule, not the field
+    assert m["trainable_params"] == sum(v.size for k, v in start["params"].items()
+                                        if k.startswith(("units.2.", "head.")))
+    final, _ = weights_lib.load_weights(tmp_path / "run" / "weights")
+    for coll in ("params", "batch_stats"):  # below it: inference mode, bitwise the starting weights
+        for k, v in start[coll].items():
+            if k.startswith(("units.0.", "units.1.")):
+                np.testing.assert_array_equal(final[coll][k], v, err_msg=k)
+    assert all(not np.array_equal(final["params"][k], v) for k, v in start["params"].items()
+               if k.startswith("units.2.") and k.endswith(".kernel"))
 
 
 def test_a_parameter_a_strategy_adds_trains_is_checkpointed_resumed_and_exported(registered, tiny_config,
