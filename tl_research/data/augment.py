@@ -39,6 +39,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from tl_research.core.errors import ConfigError
 
@@ -210,7 +211,8 @@ def matrix(op: Op, u: jax.Array, h: int, w: int) -> jax.Array:
 # ---------------------------------------------------------------------------------------------------------
 # Pixel ops.
 
-_LUMA = jnp.array([0.299, 0.587, 0.114], dtype=jnp.float32)  # ITU-R 601
+# a host array: a device array here would start JAX's backend on import, before a launcher forks
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601
 
 
 def _jitter(op, u, image):
