@@ -74,12 +74,14 @@ def test_a_phased_strategy_uses_the_cache_in_its_frozen_phase_only(tiny_config, 
 
 
 def test_augmentation_and_dense_tasks_take_the_input_path_and_a_bad_value_names_the_key(tiny_config):
-    from tl_research import models
+    from tl_research import models, tasks
     cfg = tiny_config(frozen_depth=2)
     model = models.abstract(cfg.model, 5, 1)
-    assert feature_cache.input_path_reason(cfg, model, "classification") == ""
-    assert "augmentation" in feature_cache.input_path_reason(tiny_config(augment=("flip",)), model, "classification")
-    assert "several units" in feature_cache.input_path_reason(cfg, model, "segmentation")
+    classification, segmentation = tasks.get("classification"), tasks.get("segmentation")
+    assert feature_cache.input_path_reason(cfg, model, classification) == ""
+    assert "augmentation" in feature_cache.input_path_reason(tiny_config(augment=("flip",)), model, classification)
+    assert feature_cache.input_path_reason(cfg, model, segmentation) == (
+        "task segmentation: its head reads several units' outputs")
     with pytest.raises(ConfigError, match=r"train.feature_cache"):
         feature_cache.check(types.SimpleNamespace(train={"feature_cache": "yes"}))
 

@@ -1,17 +1,26 @@
 """The strategy contract: per-parameter phases, the registry, and a strategy plugged in from outside the package.
 
-Nothing here trains: phases are asked about the parameter paths of real (tiny or abstract) models.
+Phases are asked about the parameter paths of real (tiny or abstract) models; at the end, strategies defined in
+this module run: a BitFit that trains exactly its parameters, and one whose `extend` adds a parameter that
+trains, is checkpointed, resumed and exported like the model's own.
 """
 import dataclasses
+import json
 
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+from flax import nnx
 
 from conftest import tiny
 from tl_research import config as C
 from tl_research import models
+from tl_research.checkpoints import weights as weights_lib
 from tl_research.core.errors import ConfigError
 from tl_research.finetune import freezing, strategies
-from tl_research.run import steps
+from tl_research.models.base import Head, global_pool
+from tl_research.run import setup, steps, trainer
 
 BUILTIN = ("fine_tune", "feature_extraction", "two_phase", "gradual_unfreezing")
 
@@ -176,3 +185,141 @@ def test_phases_that_do_not_tile_the_run_are_a_strategy_bug(toy, monkeypatch):
     monkeypatch.setattr(toy, "phases", lambda config, ctx: [BiasPhase("biases", 0, ctx.total_steps - 1, 0)])
     with pytest.raises(ValueError, match="do not tile"):
         _plan(toy.name, 3, 0)
+
+
+# ---------------------------------------------------------------------------------------------- toy strategies in a run
+
+@dataclasses.dataclass(frozen=True)
+class BitFitPhase(strategies.Phase):
+    """BitFit (Ben Zaken et al. 2021, arXiv 2106.10199): the biases and the new task's head. (The biases alone
+    would leave every unit's bias where it started: the head's classifier starts at zero, so no gradient reaches
+    the units while its kernel is frozen.)"""
+
+    def trainable(self, path: str) -> bool:
+        return path.endswith(".bias") or path.startswith("head.")
+
+
+class BitFit(strategies.StrategyBase):
+    name = "toy_bitfit"
+
+    def phases(self, config, ctx):
+        return [BitFitPhase("bitfit", 0, ctx.total_steps, 0)]
+
+
+@dataclasses.dataclass(frozen=True)
+class TopUnitPhase(strategies.Phase):
+    """The top unit and the head; its frozen_depth field says 0, its rule says otherwise."""
+
+    def trainable(self, path: str) -> bool:
+        return path.startswith(("units.2.", "head."))
+
+
+class TopUnit(strategies.StrategyBase):
+    name = "toy_top_unit"
+
+    def phases(self, config, ctx):
+        return [TopUnitPhase("top", 0, ctx.total_steps, 0)]
+
+
+class ScaledHead(nnx.Module):
+    """The model's head with a learnable per-channel scale on its pooled features: a parameter `extend` adds."""
+
+    def __init__(self, head: Head):
+        self.pool, self.dropout_rate, self.hidden, self.classifier = (head.pool, head.dropout_rate, head.hidden,
+                                                                      head.classifier)
+        self.scale = nnx.Param(jnp.ones((head.classifier.in_features,), jnp.float32))
+
+    def __call__(self, x, *, train: bool = False, dropout_key=None):
+        return Head.__call__(self, global_pool(x, self.pool) * self.scale[...], train=train, dropout_key=dropout_key)
+
+
+class HeadScale(strategies.StrategyBase):
+    """Fine-tuning (the depth rule at frozen_depth) with a per-channel scale added to the head."""
+
+    name = "toy_head_scale"
+
+    def phases(self, config, ctx):
+        return [strategies.Phase("train", 0, ctx.total_steps, ctx.frozen_depth)]
+
+    def extend(self, model, config):
+        model.head = ScaledHead(model.head)
+        return model
+
+
+@pytest.fixture
+def registered():
+    """Registers strategy objects for one test, unregistering them after it."""
+    added = []
+    yield lambda strategy: added.append(strategies.register(strategy)) or strategy
+    for strategy in added:
+        strategies.unregister(strategy.name)
+
+
+def _params(directory) -> dict:
+    return weights_lib.load_weights(directory)[0]["params"]
+
+
+def test_a_run_of_a_strategy_from_outside_trains_exactly_its_parameters(registered, tiny_config, tmp_path):
+    toy = registered(BitFit())
+    cfg = tiny_config(**{"strategy.name": toy.name, "train.steps": 6, "train.eval_every": 3})
+    start = weights_lib.flat_state(setup.setup(cfg).model)["params"]  # the run's initial weights
+    result = trainer.run(cfg, tmp_path / "run", progress=False)
+    assert result.status == "done", result.reason
+    final = _params(tmp_path / "run" / "weights")
+    assert final.keys() == start.keys()
+    changed = {k for k in start if not np.array_equal(final[k], start[k])}
+    expected = {k for k in start if k.endswith(".bias") or k.startswith("head.")}
+    assert any(k.startswith("units.0.") for k in expected) and any(k.endswith(".kernel") for k in start)
+    assert changed == expected  # every bias of every unit trained; no kernel or scale of a unit moved
+    recorded = json.loads((tmp_path / "run" / trainer.RESULT_FILE).read_text())["metrics"]
+    assert recorded["trainable_params"] == sum(start[k].size for k in expected)
+    assert recorded["frozen_depth_resolved"] == 0  # the lowest unit that trains: units.0's biases
+
+
+def test_the_units_below_the_lowest_one_a_phase_trains_are_a_cached_frozen_prefix(registered, tiny_config,
+                                                                                   tmp_path):
+    toy = registered(TopUnit())
+    cfg = tiny_config(**{"strategy.name": toy.name, "train.steps": 6, "train.eval_every": 3})
+    start = weights_lib.flat_state(setup.setup(cfg).model)
+    result = trainer.run(cfg, tmp_path / "run", progress=False)
+    assert result.status == "done", result.reason
+    m = result.metrics
+    assert m["feature_path"] == "cached@2" and m["frozen_depth_resolved"] == 2  # from the rule, not the field
+    assert m["trainable_params"] == sum(v.size for k, v in start["params"].items()
+                                        if k.startswith(("units.2.", "head.")))
+    final, _ = weights_lib.load_weights(tmp_path / "run" / "weights")
+    for coll in ("params", "batch_stats"):  # below it: inference mode, bitwise the starting weights
+        for k, v in start[coll].items():
+            if k.startswith(("units.0.", "units.1.")):
+                np.testing.assert_array_equal(final[coll][k], v, err_msg=k)
+    assert all(not np.array_equal(final["params"][k], v) for k, v in start["params"].items()
+               if k.startswith("units.2.") and k.endswith(".kernel"))
+
+
+def test_a_parameter_a_strategy_adds_trains_is_checkpointed_resumed_and_exported(registered, tiny_config,
+                                                                                 tmp_path):
+    toy = registered(HeadScale())
+    # the last step's weights are exported (not the best eval's)
+    cfg = tiny_config(**{"strategy.name": toy.name, "train.steps": 8, "train.eval_every": 4,
+                         "train.restore_best": False})
+    base = weights_lib.flat_state(setup.setup(tiny_config()).model)["params"]
+    channels = base["head.classifier.kernel"].shape[0]  # of the pooled features the scale multiplies
+    whole = trainer.run(cfg, tmp_path / "whole", progress=False)
+    part = trainer.run(cfg, tmp_path / "resumed", progress=False, stop_at_step=4)
+    assert whole.status == "done" and part.status == "interrupted", whole.reason
+    # the checkpoint holds the added parameter as trained so far
+    with ocp.StandardCheckpointer() as ckptr:
+        saved = ckptr.restore(tmp_path / "resumed" / "checkpoints" / "4" / "state")
+    scale4 = np.asarray(saved["params"]["head.scale"])
+    assert scale4.shape == (channels,) and not np.array_equal(scale4, np.ones(channels))
+    resumed = trainer.run(cfg, tmp_path / "resumed", progress=False)
+    assert resumed.status == "done"
+    for key in ("val_accuracy", "test_accuracy", "test_loss", "best_step"):
+        assert resumed.metrics[key] == whole.metrics[key], key
+    # exported with the rest, trained further, and the same after the resume as without it
+    final, again = _params(tmp_path / "whole" / "weights"), _params(tmp_path / "resumed" / "weights")
+    assert final.keys() == again.keys() == set(base) | {"head.scale"}
+    for k in final:
+        np.testing.assert_array_equal(final[k], again[k], err_msg=k)
+    assert not np.array_equal(final["head.scale"], scale4)
+    assert whole.metrics["trainable_params"] == sum(v.size for v in base.values()) + channels

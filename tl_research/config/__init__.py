@@ -11,7 +11,7 @@ passed down.
     axes.py          axis, product, zip_axes, chain: a sweep's points
     run_identity.py  run_id, run_name; identity and config_hash, with INTRODUCED and NEUTRAL keys
     loading.py       load_module, read_config, sweep_points: a config file's configs and points
-    validation.py    validate, check_initial_weights: every check before any work
+    validation.py    validate, validate_once, check_initial_weights: every check before any work
 
 This package re-exports their public names (`from tl_research import config as config_lib` then
 `config_lib.base_config()`); its modules import each other, never this package.
@@ -24,10 +24,10 @@ from tl_research.config.loading import load_module, read_config, sweep_points
 from tl_research.config.overrides import (apply_overrides, copy_config, expand_extra_test_sets, parse_value,
                                           resolve_task_targets, set_value)
 from tl_research.config.run_identity import INTRODUCED, NEUTRAL, config_hash, identity, run_id, run_name
-from tl_research.config.validation import check_initial_weights, validate
+from tl_research.config.validation import check_initial_weights, validate, validate_once
 from tl_research.finetune.freezing import resolve_frozen_depth  # noqa: F401 - also config.resolve_frozen_depth
 
 __all__ = ["INTRODUCED", "NEUTRAL", "OPTIMIZERS", "Points", "WANDB_MODES", "apply_overrides", "axis", "base_config",
            "chain", "check_initial_weights", "config_hash", "copy_config", "expand_extra_test_sets", "identity",
            "load_module", "parse_value", "product", "read_config", "resolve_frozen_depth", "resolve_task_targets",
-           "run_id", "run_name", "set_value", "sweep_points", "validate", "zip_axes"]
+           "run_id", "run_name", "set_value", "sweep_points", "validate", "validate_once", "zip_axes"]

@@ -14,6 +14,7 @@ from tl_research.core import sharding
 from tl_research.data import pipeline
 from tl_research.evals import evaluators
 from tl_research.finetune import schedules, strategies
+from tl_research.tasks import base as tasks_base
 from tl_research.tasks.detection import head as centernet
 from tl_research.tasks.segmentation import head as decoders
 from tl_research.run import lr_range
@@ -35,7 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
     # what the run predicts (tl_research/tasks): "classification" (an image-level class), "segmentation" (a
     # class per pixel: model.decoder on the depth units, mean IoU) or "detection" (boxes: a CenterNet head,
     # COCO mAP). It sets data.targets (label, segmentation, detection) when that is left at "label".
-    c.task = "classification"
+    c.task = tasks_base.DEFAULT  # "classification"
     c.data = pipeline.default_config()
     # More test sets, by built-in dataset name (e.g. ("mnist_m", "mnist_inverted")): shorthand that
     # apply_overrides expands into c.evals.test_NAME = dict(type="classification", data=NAME, split="test"),

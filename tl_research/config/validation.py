@@ -1,8 +1,15 @@
 """Checking a config before any work (`validate`, `check_initial_weights`): every check that needs no
-training, each raising a ConfigError that names the key."""
+training, each raising a ConfigError that names the key.
+
+Each check lives in one place. `validate` is the one run before any run starts: a sweep validates all its runs
+first, and `trainer.run` calls `validate_once`, which validates a config this process has not yet passed (by its
+content), so a run started directly is checked the same way and a sweep's runs are not checked again. The run's
+setup (tl_research.run.setup) checks only what needs the built model and the real run length: the strategy's
+plan."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import pathlib
 
@@ -13,7 +20,7 @@ from tl_research.config.defaults import OPTIMIZERS, WANDB_MODES
 from tl_research.config.loading import import_extensions
 from tl_research.core import sharding
 from tl_research.core.errors import ConfigError
-from tl_research.data import pipeline
+from tl_research.data import pipeline, sampling
 from tl_research.evals import evaluators
 from tl_research.finetune import schedules, strategies
 from tl_research.finetune.freezing import resolve_frozen_depth
@@ -61,11 +68,11 @@ def check_initial_weights(config, *, prefix: str = "") -> None:
 def _init_problem(init: str, model_json: str) -> str:
     """Why the weights `init` names cannot start a run of this model ('' when they can): nothing there, a
     file cut short, arrays of other shapes, another architecture. Loaded here, before any run trains."""
-    from tl_research.run import trainer
+    from tl_research.run import setup
     from tl_research.checkpoints import weights as weights_lib
     model_cfg = ml_collections.ConfigDict(json.loads(model_json))
     try:
-        weights, _ = trainer.init_weights(init, model_cfg)
+        weights, _ = setup.init_weights(init, model_cfg)
         # the head is re-initialised either way, so 2 classes and 3 channels (adapted to the data's) do
         weights_lib.transfer(models.zeros(model_cfg, 2, 3), weights)
     except ConfigError:
@@ -82,17 +89,40 @@ def _num_units(model_json: str) -> int:
     return models.abstract(cfg, 2, 3).num_units
 
 
-@functools.lru_cache(maxsize=16)
-def _num_classes(name: str, data_dir: str, label_key: str, image_key: str, targets: str = "label",
-                 mask_key: str = "segmentation_mask", objects_key: str = "objects") -> int:
-    cfg = pipeline.default_config()
-    cfg.name, cfg.data_dir, cfg.label_key, cfg.image_key = name, data_dir, label_key, image_key
-    cfg.targets, cfg.mask_key, cfg.objects_key = targets, mask_key, objects_key
-    return pipeline.num_classes(cfg)
+_CLASSES: dict[tuple, tuple] = {}  # (the data keys read, the targets' id) -> (targets, number of classes)
+
+
+def _num_classes(data_cfg, targets) -> int:
+    """The classes of the dataset data_cfg names, as `targets` (a task's target_spec) reads them; memoised per
+    process by the keys it reads (a folder dataset's builder checks its photos each time it is made)."""
+    fields = ("name", "data_dir", "label_key", "image_key", "mask_key", "objects_key")
+    key = (*(data_cfg[k] for k in fields), id(targets))
+    if key not in _CLASSES:  # the targets are kept with the count, so their id is not reused
+        cfg = pipeline.default_config()
+        for k in fields:
+            cfg[k] = data_cfg[k]
+        cfg.targets = targets.name
+        _CLASSES[key] = (targets, pipeline.num_classes(cfg, targets=targets))
+    return _CLASSES[key][1]
+
+
+_PASSED: set[str] = set()  # the content digests of the configs validate() passed in this process
+
+
+def _digest(config) -> str:
+    return hashlib.sha1(config.to_json().encode()).hexdigest()
+
+
+def validate_once(config) -> None:
+    """validate(config), unless this process has already passed a config with the same content (a sweep's
+    runs, validated before any starts; a resumed run): trainer.run's check before any work."""
+    if _digest(config) not in _PASSED:
+        validate(config)
 
 
 def validate(config, *, prefix: str = "") -> None:
     """Every check that needs no training: raises ConfigError naming the key before any work starts."""
+    digest = _digest(config)
     def err(key, value, allowed, why=""):
         return ConfigError(prefix + key, value, allowed, why)
 
@@ -112,6 +142,7 @@ def validate(config, *, prefix: str = "") -> None:
         if config.wandb.mode not in WANDB_MODES:
             raise err("wandb.mode", config.wandb.mode, ", ".join(WANDB_MODES))
         tasks.check(config)  # config.task, data.targets, the head's keys, the options a dense task refuses
+        task = tasks.of(config)
         config = tasks.resolved(config)  # not resolved yet (a copy then): check what the run will read
         tasks.selection_metric(config)
         if config.train.steps < 0 or (config.train.steps == 0 and config.train.epochs <= 0):
@@ -121,15 +152,11 @@ def validate(config, *, prefix: str = "") -> None:
                 raise err(f"train.{key}", config.train[key], "a positive number of steps")
         _check_cadences_and_batches(config, err)
         feature_cache.check(config)
-        if config.train.class_weights not in ("none", "inverse", "effective"):
-            raise err("train.class_weights", config.train.class_weights, "none, inverse, effective")
-        pipeline.check_subset_config(config.data)
-        if config.augment:
-            from tl_research.data import augment
-            augment.parse(tuple(config.augment))
-        num_classes = _num_classes(config.data.name, config.data.data_dir, config.data.label_key,
-                                   config.data.image_key, config.data.targets, config.data.mask_key,
-                                   config.data.objects_key)
+        if config.train.class_weights not in sampling.WEIGHTINGS:
+            raise err("train.class_weights", config.train.class_weights, ", ".join(sampling.WEIGHTINGS))
+        pipeline.check_subset_config(config.data, task.target_spec)
+        task.parse_augment(tuple(config.augment))  # the ops its objective applies
+        num_classes = _num_classes(config.data, task.target_spec)
         bad = [c for c in config.data.classes if not (isinstance(c, int) and 0 <= c < num_classes)]
         if bad or len(set(config.data.classes)) != len(config.data.classes) or len(config.data.classes) == 1:
             raise err("data.classes", tuple(config.data.classes),
@@ -158,3 +185,4 @@ def validate(config, *, prefix: str = "") -> None:
         if prefix and not e.key.startswith(prefix):
             raise ConfigError(prefix + e.key, e.value, e.allowed) from None
         raise
+    _PASSED.add(digest)

@@ -14,11 +14,13 @@ the suffix apart).
 Which path a run takes (`RunFeatures.reason`; metrics.jsonl's start and phase_start rows and the result
 say it as `feature_path`, per phase: `cached@k` or `input`, and `feature_path_reason`):
 
-    cached   train.feature_cache (default True), the classification task, no config.augment, one process,
-             a model whose units form a plain chain (models.base.UnitModel), frozen depth k >= 1
-    input    otherwise: a dense task (its decoder reads several units' outputs), augmentation (the prefix's
-             input changes every step), a multi-process run (each process holds only its part of a batch),
-             another model class, or frozen depth 0 (nothing to cache)
+    cached   train.feature_cache (default True), a cacheable task (Task.cacheable: classification), no
+             config.augment, one process, a model whose units form a plain chain (models.base.UnitModel),
+             frozen depth k >= 1 (a phase's lowest trainable unit, Phase.lowest_trainable_unit: the depth
+             rule's frozen_depth)
+    input    otherwise: a task that is not (its cache_reason: a dense task's decoder reads several units'
+             outputs), augmentation (the prefix's input changes every step), a multi-process run (each
+             process holds only its part of a batch), another model class, or frozen depth 0 (nothing to cache)
 
 Phased strategies: each phase at frozen depth k >= 1 trains on the depth-k activations, a phase at depth 0
 on the images. Evaluation (val, test) reads the activations at the smallest depth of the run's phases (its
@@ -125,12 +127,12 @@ def check(config) -> None:
                           f"{AUTO_MAX_GB:g} GB and {AUTO_FREE_FRACTION:.0%} of the workdir's free space)")
 
 
-def input_path_reason(config, model, task_name: str) -> str:
-    """Why a run cannot use the cache at any depth ('' when it can)."""
+def input_path_reason(config, model, task) -> str:
+    """Why a run cannot use the cache at any depth ('' when it can); `task`: the run's (tasks.base.Task)."""
     if not config.train.get("feature_cache", True):
         return "train.feature_cache is off"
-    if task_name != "classification":
-        return f"task {task_name}: its head reads several units' outputs"
+    if not task.cacheable:
+        return f"task {task.name}: {task.cache_reason}"
     if tuple(config.augment):
         return f"input-side augmentation (augment={tuple(config.augment)})"
     if jax.process_count() > 1:
@@ -438,8 +440,11 @@ class RunFeatures:
     """One run's use of the cache: the depth each phase trains from, the cached splits, what it logged."""
 
     def __init__(self, store: Store, reason: str, source: Source, data: pipeline.Dataset, phases, *,
-                 put: Callable, batch_size: int, threads: int, directory: pathlib.Path | None, max_gb: float = 0.0):
+                 put: Callable, batch_size: int, threads: int, directory: pathlib.Path | None, max_gb: float = 0.0,
+                 depth: Callable):
+        # depth(phase): the lowest unit that trains in the phase (setup.Setup.depth), where its frozen prefix ends
         self.store, self.reason, self.src, self.data, self.phases = store, reason, source, data, phases
+        self.depth = lambda phase: int(depth(phase))
         self.put, self.batch_size, self.threads, self.directory = put, batch_size, threads, directory
         self.max_gb = max_gb
         self._prefix_keys: dict[int, str] = {}
@@ -447,11 +452,11 @@ class RunFeatures:
             self.reason = self._no_room(phases)
             if self.reason:
                 log.warning("feature cache: %s; training from the images", self.reason)
-        self.eval_depth = self.start(min(phases, key=lambda p: p.frozen_depth))
+        self.eval_depth = self.start(min(phases, key=self.depth))
 
     def start(self, phase) -> int:
         """The unit a phase's step starts at: its frozen depth on the cached path, else 0 (the images)."""
-        return 0 if self.reason else int(phase.frozen_depth)
+        return 0 if self.reason else self.depth(phase)
 
     def path(self, phase) -> str:
         k = self.start(phase)
@@ -472,8 +477,8 @@ class RunFeatures:
     def _no_room(self, phases) -> str:
         """Why the on-disk entries the run's phases and evaluations need cannot be kept (one line: they exceed
         train.feature_cache_max_gb, or the free space, together), or ''."""
-        needed = {("train", int(p.frozen_depth)) for p in phases if p.frozen_depth}
-        low = min(int(p.frozen_depth) for p in phases)
+        needed = {("train", self.depth(p)) for p in phases if self.depth(p)}
+        low = min(self.depth(p) for p in phases)
         needed |= {("val", low), ("test", low)} if low else set()
         sizes = [math.prod(shape) * np.dtype(dtype).itemsize
                  for shape, dtype in (self._entry_spec(role, depth) for role, depth in sorted(needed))]
@@ -552,7 +557,7 @@ def for_program(prog, config, *, put: Callable, batch_size: int, directory: path
                      "std": list(norm[2]), "precision": base.precision}
     source = Source(prefix_of, weights, prog.params, prog.stats, json.loads(config.model.to_json()), preprocessing,
                     json.loads(config.data.to_json()))
-    reason = input_path_reason(config, s.model, s.task.name)
+    reason = input_path_reason(config, s.model, s.task)
     return RunFeatures(store, reason, source, s.data, s.plan.phases, put=put, batch_size=batch_size,
                        threads=int(config.data.threads), directory=directory,
-                       max_gb=float(config.train.get("feature_cache_max_gb", 0.0)))
+                       max_gb=float(config.train.get("feature_cache_max_gb", 0.0)), depth=s.depth)

@@ -191,7 +191,7 @@ class Training:
     def _log_phase_start(self, step: int) -> None:
         phase = self.plan.phases[self.phase_i]
         self.tracker.log({"step": step, "event": "phase_start", "phase": self.phase_i + 1, "phase_name": phase.name,
-                          "frozen_depth": phase.frozen_depth, "trainable_params": self.prog.trainable_count(phase),
+                          "frozen_depth": self.s.depth(phase), "trainable_params": self.prog.trainable_count(phase),
                           "feature_path": self.feats.path(phase)})
 
     # ---- the step loop

@@ -95,9 +95,9 @@ def suggest(lrs: np.ndarray, smoothed: np.ndarray, start_drop: float = 0.1) -> d
 
 
 def run(config, out_dir, *, init_path: str | None = None, cache=None, progress: bool = True, echo=print) -> dict:
-    """Runs the range test of `config` into `out_dir`; returns the JSON it writes."""
+    """Runs the range test of `config` into `out_dir`; returns the JSON it writes. After config.validate (which
+    runs `check` on config.lr_range; sweep.range_test, its one caller, validates first)."""
     cfg = config.lr_range
-    check(cfg)
     out_dir = pathlib.Path(out_dir)
     s = setup.setup(config, init_path)
     phase = s.plan.phases[-1]
@@ -132,7 +132,7 @@ def run(config, out_dir, *, init_path: str | None = None, cache=None, progress: 
     curve = smooth(losses, float(cfg.smoothing))
     finite = np.isfinite(curve)
     result = suggest(lrs[:n][finite], curve[finite], float(cfg.start_drop))
-    result.update(steps_run=n, diverged=diverged, frozen_depth=phase.frozen_depth,
+    result.update(steps_run=n, diverged=diverged, frozen_depth=s.depth(phase),
                   settings=cfg.to_dict(), lrs=[float(x) for x in lrs[:n]],
                   losses=[float(x) for x in losses], smoothed=[float(x) for x in curve])
     if not diverged:

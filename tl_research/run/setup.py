@@ -1,5 +1,6 @@
-"""A run's setup, before anything compiles: the initial weights, the data, the model with its head, the
-strategy's plan, the schedule's length and the class weights (`setup`), and the device mesh.
+"""A run's setup, before anything compiles: the initial weights, the data, the model with its head and the
+parameters its strategy adds, the strategy's plan, the schedule's length and the class weights (`setup`), and
+the device mesh.
 
 Also the input normalisation a model's weights expect (`normaliser`) and the metadata a run exports with its
 weights (`run_meta`), which the compiled steps and the feature extractor read.
@@ -7,7 +8,6 @@ weights (`run_meta`), which the compiled steps and the feature extractor read.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import math
 import pathlib
@@ -24,7 +24,6 @@ from tl_research.core.errors import ConfigError
 from tl_research.data import pipeline, sampling
 from tl_research.finetune import freezing, strategies
 from tl_research.models.base import ModelMeta
-from tl_research.tasks.classification import task as classification
 
 
 def mesh(config=None) -> jax.sharding.Mesh:
@@ -94,18 +93,23 @@ class Setup:
     data: pipeline.Dataset
     model: models.UnitModel
     meta: ModelMeta  # the run's: what it feeds the model (run_meta), exported with its weights
-    frozen_depth: int  # of the run's last phase
+    frozen_depth: int  # of the run's last phase: the lowest unit that trains in it (Setup.depth)
     param_names: list[str]
     plan: strategies.Plan
     total_steps: int
     steps_per_epoch: int
     class_weights: np.ndarray
     transfer_report: str
-    task: Any = classification.TASK  # tl_research.tasks: the model's head, the loss, the evaluators
-
+    task: Any  # its tasks.Task: the model's head, the loss, the evaluators
 
     def labels(self, phase: strategies.Phase) -> dict[str, str]:
-        return freezing.labels(self.param_names, phase.frozen_depth)
+        """Parameter path -> optimizer label ('frozen', 'unit_i', 'head', '/no_decay'): the phase's rule."""
+        return phase.labels(self.param_names)
+
+    def depth(self, phase: strategies.Phase) -> int:
+        """The lowest unit with a parameter that trains in `phase`: its step runs the units below it in inference
+        mode with no backward pass (the depth rule's frozen_depth), and the feature cache starts there."""
+        return phase.lowest_trainable_unit(self.param_names)
 
 
 def _phase(timer, name: str):
@@ -114,34 +118,25 @@ def _phase(timer, name: str):
 
 
 def setup(config, init_path: str | None = None, timer: timing.RunTimer | None = None) -> Setup:
-    sharding.check(config)  # mesh, precision, accumulation and batch sizes against the devices, before any data
+    """Everything a run needs before anything compiles. After config.validate (trainer.run validates each
+    config once per process): the one check left here is what needs the built model and the real run length,
+    the strategy's plan (its phases must fit the run, e.g. a two_phase boundary before the last step)."""
     task = tasks_lib.of(config)
-    tasks_lib.check(config)
     with _phase(timer, "checkpoints"):
         weights, meta = init_weights(config.init, config.model, init_path)
     meta = meta or model_meta(config.model.name)
-    with _phase(timer, "data"):
-        data = pipeline.load(_task_data(config, task), meta, seed=config.seed)
+    with _phase(timer, "data"):  # the task's targets, whether or not data.targets was resolved
+        data = pipeline.load(config.data, meta, seed=config.seed, targets=task.target_spec)
     with _host_memory():
         model, report = task.build_model(config, data, weights)  # a transferred model's head starts fresh
-    frozen_depth = freezing.resolve_frozen_depth(config.frozen_depth, model.num_units)
+        model = strategies.extend(model, config)  # the strategy's own parameters (adapters, prompts), if any
     names = list(weights_lib.flat_state(model)["params"])
     steps_per_epoch = max(1, math.ceil(len(data.train) / config.data.batch_size))
     total = config.train.steps or math.ceil(config.train.epochs * steps_per_epoch)
-    if total <= 0:
-        raise ConfigError("train.steps", config.train.steps, "a positive number (or train.epochs > 0)")
-    plan = strategies.plan(config, num_units=model.num_units, frozen_depth=frozen_depth, total_steps=total,
-                           steps_per_epoch=steps_per_epoch)
+    plan = strategies.plan(config, num_units=model.num_units, total_steps=total, steps_per_epoch=steps_per_epoch,
+                           frozen_depth=freezing.resolve_frozen_depth(config.frozen_depth, model.num_units),
+                           paths=names)
     counts = np.bincount(data.train.labels, minlength=data.num_classes)
     class_w = sampling.class_weights(counts, config.train.class_weights, key="train.class_weights")
-    return Setup(data, model, run_meta(meta or ModelMeta(), data), plan.phases[-1].frozen_depth, names, plan,
-                 total, steps_per_epoch, np.asarray(class_w, np.float32), report, task)
-
-
-def _task_data(config, task):
-    """config.data with the targets the task reads (a config that skipped tasks.resolve_targets)."""
-    if config.data.targets == task.targets:
-        return config.data
-    data_cfg = copy.deepcopy(config.data)
-    data_cfg.targets = task.targets
-    return data_cfg
+    return Setup(data, model, run_meta(meta or ModelMeta(), data), plan.phases[-1].lowest_trainable_unit(names),
+                 names, plan, total, steps_per_epoch, np.asarray(class_w, np.float32), report, task)

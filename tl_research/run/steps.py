@@ -174,10 +174,11 @@ class FeaturesSpec(StepSpec):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainSpec(StepSpec):
-    """One phase's train step: units below `frozen_depth` get no gradient and no update; `labels` (parameter
-    name -> optimizer group or 'frozen', freezing.labels) and `optimizer` (the config.optimizer block) make
-    the optimizer, with the strategy's `lr_multipliers` per group, `weight_decay` (None: the optimizer's own)
-    and `l2sp = (alpha, beta)`, the L2-SP penalty against the anchor given to each step; `update_stats`
+    """One phase's train step: units below `frozen_depth` (the phase's lowest trainable unit) run in inference
+    mode with no backward pass; `labels` (parameter name -> optimizer group or 'frozen': the phase's rule,
+    Phase.labels) say what updates and, with `optimizer` (the config.optimizer block), make the optimizer,
+    with the strategy's `lr_multipliers` per group, `weight_decay` (None: the optimizer's own) and
+    `l2sp = (alpha, beta)`, the L2-SP penalty against the anchor given to each step; `update_stats`
     (BatchNorm's running statistics); `accumulate = k` micro-batches per update; the task's `objective`
     (targets and loss); `start_unit = k > 0` (k = frozen_depth, no augmentation): batch["image"] holds unit
     k-1's cached activations and the step runs units k.. only (feature_cache). Mappings are kept as tuples
@@ -403,7 +404,7 @@ class Program:
 
     def train_spec(self, phase: strategies.Phase, start_unit: int = 0) -> TrainSpec:
         s, plan, cfg = self.s, self.s.plan, self.config
-        return TrainSpec(**self.base.common(), frozen_depth=phase.frozen_depth, labels=s.labels(phase),
+        return TrainSpec(**self.base.common(), frozen_depth=s.depth(phase), labels=s.labels(phase),
                          optimizer=cfg.optimizer, objective=self.objective, lr_multipliers=plan.lr_multipliers,
                          weight_decay=plan.weight_decay, l2sp=plan.l2sp, update_stats=plan.update_stats,
                          accumulate=int(cfg.train.accumulate), start_unit=start_unit)

@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 
+from tl_research import config as config_lib
 from tl_research.checkpoints import weights as weights_lib
 from tl_research.core import distributed, durable, timing
 from tl_research.run.loop import Training, TrainingFailed
@@ -56,10 +57,12 @@ def enable_compilation_cache(directory=None) -> None:
 def run(config, run_dir, *, init_path: str | None = None, cache: StepCache | None = None,
         wandb_dir=None, group: str = "", name: str = "", run_id: str = "run", progress: bool = True,
         stop_at_step: int | None = None) -> RunResult:
-    """Trains one run into `run_dir` (resuming from its checkpoint if there is one).
+    """Trains one run into `run_dir` (resuming from its checkpoint if there is one). The config is validated
+    first, once per process (config.validate_once: a sweep's runs were validated before any started).
 
     `stop_at_step` ends the process's work after that step's checkpoint without finishing the run, as a
     kill would (used to test resuming)."""
+    config_lib.validate_once(config)  # ConfigError naming the key, before any work
     run_dir = pathlib.Path(run_dir).absolute()
     done = run_dir / RESULT_FILE
     recorded = durable.read_json(done)  # torn by a crash: absent, the run finishes (again) from its checkpoint

@@ -104,8 +104,8 @@ def check(config) -> None:
 def plan(config, *, num_units: int, frozen_depth: int, total_steps: int, steps_per_epoch: int,
          paths=()) -> Plan:
     """The phases, per-step LRs and momenta, LR multipliers, regulariser and BN policy of one run. `paths`: the
-    model's dotted parameter paths, for a strategy whose phases depend on them."""
-    check(config)
+    model's dotted parameter paths, for a strategy whose phases depend on them. After `check` (config.validate
+    runs it): what raises here needs the run's length (e.g. a two_phase boundary past the last step)."""
     s = config.strategy
     strategy = get(s.name)
     ctx = Context(num_units, frozen_depth, total_steps, steps_per_epoch, tuple(paths))
