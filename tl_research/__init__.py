@@ -9,8 +9,8 @@ below (tests/test_structure.py checks the order, as well as the absence of impor
     evals/        evaluators on the devices, classification metrics, the few-shot probe, domain similarity
     tasks/        classification, segmentation, detection: one folder each behind the Task contract (base.py)
     finetune/     what trains and how fast: strategies behind the Strategy contract, freezing, LR schedules
-    run/          one run: setup, compiled steps, host state, the loop, the feature cache, the LR range test
     config/       the locked config: defaults, overrides, sweep axes, run identity, loading, validation
+    run/          one run: setup, compiled steps, host state, the loop, the feature cache, the LR range test
     analysis/     a sweep's results and tables, the domain-similarity column
     sweeps/       a sweep of runs: its workdir, the job a launcher submits, local and SLURM launchers
     cli/          the commands (launch.py's flags, convert, prepare, fewshot_command, similarity_command)

@@ -17,10 +17,13 @@ from tl_research.finetune import schedules, strategies
 from tl_research.tasks import base as tasks_base
 from tl_research.tasks.detection import head as centernet
 from tl_research.tasks.segmentation import head as decoders
-from tl_research.run import lr_range
+from tl_research.finetune import range_test as lr_range
 
 OPTIMIZERS = ("sgd", "adam")  # as freezing.OPTIMIZERS: adam with weight_decay > 0 is AdamW
 WANDB_MODES = ("offline", "online", "disabled")
+# train.feature_cache_max_gb=0 (automatic): the smaller of AUTO_MAX_GB and AUTO_FREE_FRACTION of the space the
+# feature cache may take (tl_research/run/feature_cache.py)
+AUTO_MAX_GB, AUTO_FREE_FRACTION = 50.0, 0.25
 
 
 def base_config() -> ml_collections.ConfigDict:

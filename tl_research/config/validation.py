@@ -8,6 +8,7 @@ setup (tl_research.run.setup) checks only what needs the built model and the rea
 plan."""
 from __future__ import annotations
 
+import math
 import functools
 import hashlib
 import json
@@ -16,7 +17,8 @@ import pathlib
 import ml_collections
 
 from tl_research import models, tasks
-from tl_research.config.defaults import OPTIMIZERS, WANDB_MODES
+from tl_research.checkpoints.initial import init_weights
+from tl_research.config.defaults import AUTO_FREE_FRACTION, AUTO_MAX_GB, OPTIMIZERS, WANDB_MODES
 from tl_research.config.loading import import_extensions
 from tl_research.core import sharding
 from tl_research.core.errors import ConfigError
@@ -24,7 +26,7 @@ from tl_research.data import pipeline, sampling
 from tl_research.evals import evaluators
 from tl_research.finetune import schedules, strategies
 from tl_research.finetune.freezing import resolve_frozen_depth
-from tl_research.run import feature_cache, lr_range
+from tl_research.finetune import range_test as lr_range
 
 
 def _check_cadences_and_batches(config, err) -> None:
@@ -68,11 +70,10 @@ def check_initial_weights(config, *, prefix: str = "") -> None:
 def _init_problem(init: str, model_json: str) -> str:
     """Why the weights `init` names cannot start a run of this model ('' when they can): nothing there, a
     file cut short, arrays of other shapes, another architecture. Loaded here, before any run trains."""
-    from tl_research.run import setup
     from tl_research.checkpoints import weights as weights_lib
     model_cfg = ml_collections.ConfigDict(json.loads(model_json))
     try:
-        weights, _ = setup.init_weights(init, model_cfg)
+        weights, _ = init_weights(init, model_cfg)
         # the head is re-initialised either way, so 2 classes and 3 channels (adapted to the data's) do
         weights_lib.transfer(models.zeros(model_cfg, 2, 3), weights)
     except ConfigError:
@@ -151,7 +152,7 @@ def validate(config, *, prefix: str = "") -> None:
             if config.train[key] <= 0:
                 raise err(f"train.{key}", config.train[key], "a positive number of steps")
         _check_cadences_and_batches(config, err)
-        feature_cache.check(config)
+        check_feature_cache(config)
         if config.train.class_weights not in sampling.WEIGHTINGS:
             raise err("train.class_weights", config.train.class_weights, ", ".join(sampling.WEIGHTINGS))
         pipeline.check_subset_config(config.data, task.target_spec)
@@ -186,3 +187,15 @@ def validate(config, *, prefix: str = "") -> None:
             raise ConfigError(prefix + e.key, e.value, e.allowed) from None
         raise
     _PASSED.add(digest)
+
+
+def check_feature_cache(config) -> None:
+    """ConfigError for a train.feature_cache that is not a bool, a train.feature_cache_max_gb that is not >= 0."""
+    value = config.train.get("feature_cache", True)
+    if not isinstance(value, bool):
+        raise ConfigError("train.feature_cache", value, "True (train on cached frozen-prefix activations where "
+                          "that is exact) or False (always from the images)")
+    cap = config.train.get("feature_cache_max_gb", 0.0)
+    if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not math.isfinite(cap) or cap < 0:
+        raise ConfigError("train.feature_cache_max_gb", cap, "a size in GB > 0, or 0 (automatic: the smaller of "
+                          f"{AUTO_MAX_GB:g} GB and {AUTO_FREE_FRACTION:.0%} of the workdir's free space)")

@@ -79,7 +79,8 @@ from tl_research.core import durable, locks, sharding
 
 from tl_research.finetune import freezing
 from tl_research.data import pipeline
-from tl_research.core.errors import ConfigError
+from tl_research.config.defaults import AUTO_FREE_FRACTION, AUTO_MAX_GB
+from tl_research.config.validation import check_feature_cache as check  # noqa: F401 - feature_cache.check
 from tl_research.models.base import UnitModel
 
 log = logging.getLogger(__name__)
@@ -110,21 +111,8 @@ CACHED, INPUT = "cached", "input"
 # 2: the split key covers every data key but NOT_DECODING (it covered 7 listed keys), so no entry written
 # under version 1 is read.
 CODE_VERSION = 2
-AUTO_MAX_GB, AUTO_FREE_FRACTION = 50.0, 0.25  # train.feature_cache_max_gb=0: the smaller of the two
 FREE_RESERVE_GB = 1.0  # an entry is written only if the file system keeps at least this much free after it
 GB = 1e9
-
-
-def check(config) -> None:
-    """ConfigError for a train.feature_cache that is not a bool, a train.feature_cache_max_gb that is not >= 0."""
-    value = config.train.get("feature_cache", True)
-    if not isinstance(value, bool):
-        raise ConfigError("train.feature_cache", value, "True (train on cached frozen-prefix activations where "
-                          "that is exact) or False (always from the images)")
-    cap = config.train.get("feature_cache_max_gb", 0.0)
-    if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not math.isfinite(cap) or cap < 0:
-        raise ConfigError("train.feature_cache_max_gb", cap, "a size in GB > 0, or 0 (automatic: the smaller of "
-                          f"{AUTO_MAX_GB:g} GB and {AUTO_FREE_FRACTION:.0%} of the workdir's free space)")
 
 
 def input_path_reason(config, model, task) -> str:

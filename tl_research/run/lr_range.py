@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import pathlib
 
-import ml_collections
 import numpy as np
 
 from tl_research.core import durable, sharding
@@ -35,37 +34,9 @@ from tl_research.core import durable, sharding
 from tl_research.run import loop, setup, steps as steps_lib
 from tl_research.data import pipeline
 from tl_research.core.errors import ConfigError
+from tl_research.finetune.range_test import check, default_config  # noqa: F401 - lr_range.check, lr_range.default_config
 
 OUT = "lr_range_test"
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """The `config.lr_range` block."""
-    return ml_collections.ConfigDict(dict(
-        min_lr=1e-5, max_lr=10.0, steps=100,
-        smoothing=0.9,  # EMA factor of the loss (bias-corrected)
-        diverge=4.0,  # stop once the smoothed loss exceeds this multiple of its minimum
-        start_drop=0.1,  # base_lr: where the smoothed loss has fallen this fraction of its total fall
-    ))
-
-
-def check(cfg) -> None:
-    def bad(key, allowed):
-        return ConfigError(f"lr_range.{key}", cfg[key], allowed)
-    for key in ("min_lr", "max_lr"):
-        v = cfg[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise bad(key, "a number > 0")
-    if cfg.max_lr <= cfg.min_lr:
-        raise bad("max_lr", f"a value above lr_range.min_lr={cfg.min_lr}")
-    if isinstance(cfg.steps, bool) or not isinstance(cfg.steps, int) or cfg.steps < 10:
-        raise bad("steps", "an integer >= 10")
-    if not 0 <= cfg.smoothing < 1:
-        raise bad("smoothing", "a number in [0, 1)")
-    if not cfg.diverge > 1:
-        raise bad("diverge", "a number > 1")
-    if not 0 < cfg.start_drop < 1:
-        raise bad("start_drop", "a number in (0, 1)")
 
 
 def exponential_lrs(min_lr: float, max_lr: float, steps: int) -> np.ndarray:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import pathlib
 from typing import Any
 
 import jax
@@ -19,8 +18,8 @@ import numpy as np
 from tl_research import models
 from tl_research import tasks as tasks_lib
 from tl_research.checkpoints import weights as weights_lib
+from tl_research.checkpoints.initial import init_weights
 from tl_research.core import sharding, timing
-from tl_research.core.errors import ConfigError
 from tl_research.data import pipeline, sampling
 from tl_research.finetune import freezing, strategies
 from tl_research.models.base import ModelMeta
@@ -38,26 +37,6 @@ def _host_memory():
         return jax.default_device(jax.local_devices(backend="cpu")[0])
     except RuntimeError:  # JAX_PLATFORMS without cpu
         return contextlib.nullcontext()
-
-
-def init_weights(init: str, model_cfg, init_path: str | None = None):
-    """(weights, meta) to start from, or (None, None) for scratch."""
-    if init == "scratch":
-        return None, None
-    if init == "source":
-        if not init_path:
-            raise ConfigError("init", init, "'source' only inside a sweep that trains config.source")
-        init = init_path
-    fmt, sep, path = init.partition(":")
-    if sep and fmt in ("keras", "torch", "npz"):
-        from tl_research.checkpoints import convert
-        return convert.convert(fmt, path, model_cfg.name, model_cfg=model_cfg)
-    d = pathlib.Path(init)
-    for candidate in (d, d / "weights"):
-        if weights_lib.is_weights_dir(candidate):
-            return weights_lib.load_weights(candidate)
-    raise ConfigError("init", init, "scratch, source, a weights or run directory, keras:PATH, torch:PATH, "
-                                    "npz:PATH", why="no weights found there")
 
 
 def model_meta(model_name: str) -> ModelMeta | None:
