@@ -271,3 +271,16 @@ def test_a_script_without_a_main_guard_still_prepares_in_this_process(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "EXAMPLES 6" in done.stdout and "preparing the images in this process instead" in done.stderr
+
+
+def test_a_folder_past_the_writers_memory_buffer_prepares_without_tensorflow(tmp_path, monkeypatch):
+    """TFDS spills a split past shuffle.MAX_MEM_BUFFER_SIZE (1,000 MB: about 33,000 500x375 JPEGs) into
+    temporary files through tf.io.gfile; without TensorFlow they are local files (data/tfds_spill.py), with the
+    same records in the same order as a split kept in memory."""
+    from tensorflow_datasets.core import shuffle
+    root = _photos(tmp_path / "photos", {"a": 12, "b": 12})
+    kept = folder.builder(str(root), str(tmp_path / "memory"), max_side=40, workers=1)
+    monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 2_000)  # a few images: this split spills
+    spilled = folder.builder(str(root), str(tmp_path / "spilled"), max_side=40, workers=1)
+    assert _records(spilled) == _records(kept) and sum(len(v) for v in _records(spilled).values()) == 24
+    assert shuffle.tf is not None and not isinstance(shuffle.tf, type)  # restored: TFDS's lazy module again

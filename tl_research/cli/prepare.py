@@ -197,11 +197,12 @@ def _prepare_tfds(name: str, data_dir: str | None, *, manual_dir: str | None, ov
 def _generate(name: str, b, manual_dir: str | None) -> None:
     """b.download_and_prepare in array_record; Refused where TensorFlow, another module or manual files lack."""
     import tensorflow_datasets as tfds
+    from tl_research.data import tfds_spill
     where = _manual_dir(b, manual_dir)
     if where is not None and (not where.is_dir() or not any(where.iterdir())):
         raise _manual_refusal(name, b, where)
     try:
-        with _quiet():
+        with _quiet(), tfds_spill.without_tensorflow():  # builders that need no TensorFlow spill without it too
             b.download_and_prepare(file_format="array_record", download_config=tfds.download.DownloadConfig(
                 manual_dir=str(where) if where else None))
     except ImportError as e:

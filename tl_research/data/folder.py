@@ -58,6 +58,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, ImageOps
 
+from tl_research.data import tfds_spill
 from tl_research.data.builtin import SPLIT_SEED
 from tl_research.core.errors import ConfigError
 
@@ -386,7 +387,8 @@ def builder(path: str, data_dir: str | None = None, *, fractions=DEFAULT_FRACTIO
         parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=parent, prefix=".prepare_") as staging:
             b.check_images(name, staging, workers)
-            b.download_and_prepare()
+            with tfds_spill.without_tensorflow():  # a folder past 1,000 MB per split spills to disk
+                b.download_and_prepare()
         lines = [f"{rel}\t{reason}" for rel, reason in b.skipped]
         pathlib.Path(b.data_dir, SKIPPED_FILE).write_text("".join(line + "\n" for line in lines))
     return b

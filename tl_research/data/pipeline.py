@@ -36,7 +36,8 @@ from absl import flags
 from PIL import Image
 
 from tl_research.core import distributed, memo
-from tl_research.data import folder, geometry, registry, subsets, targets as targets_lib, vtab as vtab_lib
+from tl_research.data import folder, geometry, registry, subsets, targets as targets_lib, tfds_spill
+from tl_research.data import vtab as vtab_lib
 from tl_research.data.sampling import BalancedSampler
 from tl_research.core.errors import ConfigError
 
@@ -225,7 +226,8 @@ def _new_builder(cfg) -> tfds.core.DatasetBuilder:
     if cfg.name in registry.BUILDERS:
         b = registry.BUILDERS[cfg.name](file_format="array_record", **kwargs)
         if not b.is_prepared():
-            b.download_and_prepare()
+            with tfds_spill.without_tensorflow():  # a split past TFDS's 1,000 MB buffer spills to disk
+                b.download_and_prepare()
         return b
     task = vtab_task(cfg)
     name = task.tfds_name if task else cfg.name
