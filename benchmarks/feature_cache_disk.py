@@ -147,7 +147,18 @@ def inspect(workdir: pathlib.Path, log: str) -> dict:
             "no_room_lines": sorted({line for line in lines if "training from the images" in line}),
             "evictions": sum(1 for line in lines if "evicted" in line),
             "cache_lines": [_message(line) for line in lines],
-            "reasons": {r["frozen_depth"]: r.get("feature_path_reason", "") for r in rows}}
+            "reasons": {r["frozen_depth"]: _reason(workdir / r["run_id"]) for r in rows}}
+
+
+def _reason(run_dir: pathlib.Path) -> str:
+    """The run's `feature_path_reason` (metrics.jsonl's start row), or ''."""
+    try:
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            if '"feature_path_reason"' in line:
+                return json.loads(line).get("feature_path_reason", "")
+    except (OSError, ValueError):
+        pass
+    return ""
 
 
 def _message(line: str) -> str:
@@ -168,6 +179,10 @@ def report(args, passes: dict) -> None:
     for name, p in passes.items():
         print(f"{name}: feature_path per frozen depth: "
               + ", ".join(f"{d}: {v}" for d, v in sorted(p["paths"].items(), key=lambda kv: int(kv[0]))))
+        reasons = {d: r for d, r in p["reasons"].items() if r}
+        if reasons:
+            print(f"{name}: feature_path_reason (metrics.jsonl): "
+                  + "; ".join(f"{d}: {r}" for d, r in reasons.items()))
         print(f"{name}: entries on disk (GB): "
               + (", ".join(f"{b / 1e9:.3f}" for b in p["entries"].values()) or "none"))
         for line in p["no_room_lines"]:

@@ -126,11 +126,14 @@ def run_child(step: str, root: pathlib.Path, data_dir: pathlib.Path, args: argpa
                           "batch": args.batch, "workers": args.workers})
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, "--child", step, payload], capture_output=True, text=True)
-    if proc.returncode:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise SystemExit(f"folder_at_scale: the {step} child process failed (exit {proc.returncode})")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode or not lines:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(f"folder_at_scale: the {step} child process died (exit {proc.returncode})")
+    out = json.loads(lines[-1])
     out["process_s"] = time.perf_counter() - t  # with Python's and the libraries' start-up
+    if "error" in out:
+        sys.stderr.write(proc.stderr[-3000:])
     return out
 
 
@@ -151,8 +154,24 @@ def du(path: pathlib.Path) -> int:
     return sum(p.lstat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
 
 
+def quiet() -> None:
+    """The logging a launch shows (cli.command_line.quiet_logging: no TFDS INFO lines and progress bars, no
+    absl WARNING that prints the whole file list of a custom folder config)."""
+    import logging
+    import tensorflow_datasets as tfds
+    tfds.disable_progress_bar()
+    for noisy in ("absl", "tensorflow_datasets"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
 def report(args, fig: dict) -> None:
-    one, two = fig["launch1"], fig["launch2"]
+    one = fig["launch1"]
+    if "error" in one:
+        print(f"\nfolder_at_scale: {args.n} JPEGs of {args.size} ({fig['folder_bytes'] / 1e9:.2f} GB): launch 1 "
+              f"failed after {one['failed_after_s']:.1f} s, peak RSS {one['rss_mb']:.0f} MB (largest child "
+              f"{one['child_rss_mb']:.0f} MB): {one['error']}")
+        return
+    two = fig["launch2"]
     n_prepared = one["train"] + one["val"] + one["test"]
     print(f"\nfolder_at_scale: {args.n} JPEGs of {args.size} in 2 classes, {fig['cores']} cores usable, "
           f"data.workers={fig['workers']}, batch {args.batch}, {args.image_size} px")
@@ -179,7 +198,14 @@ def main(argv=None) -> dict:
         step, payload = args.child
         a = json.loads(payload)
         fn = {"launch1": child_launch1, "launch2": child_launch2}[step]
-        out = fn(pathlib.Path(a["root"]), pathlib.Path(a["data_dir"]), a)
+        quiet()
+        t = time.perf_counter()
+        try:
+            out = fn(pathlib.Path(a["root"]), pathlib.Path(a["data_dir"]), a)
+        except Exception as e:  # noqa: BLE001 - reported with the time and memory it took
+            import traceback
+            traceback.print_exc()
+            out = {"error": f"{type(e).__name__}: {e}", "failed_after_s": time.perf_counter() - t}
         print(json.dumps({**out, **peak_rss()}))
         return out
     from tl_research.data import folder
@@ -194,7 +220,8 @@ def main(argv=None) -> dict:
         make_s, reused = make(root, args.n, (w, h))
         fig = {"cores": folder.default_workers(), "workers": args.workers, "make_s": make_s, "made_reused": reused}
         fig["launch1"] = run_child("launch1", root, data_dir, args)
-        fig["launch2"] = run_child("launch2", root, data_dir, args)
+        if "error" not in fig["launch1"]:
+            fig["launch2"] = run_child("launch2", root, data_dir, args)
         fig["folder_bytes"], fig["prepared_bytes"] = du(root), du(data_dir)
         report(args, fig)
         if args.json:
