@@ -23,6 +23,9 @@ Steps, each timed apart (the folder's making is not a figure):
 Peak RSS per child process (resource.getrusage): the process itself, and the largest of its finished child
 processes (the preparation pool's workers, the pipeline's worker processes). Data goes under --dir and is
 deleted at the end unless --keep (the folder itself then stays too: a rerun with the same --dir reuses it).
+Without TensorFlow, a folder whose training split holds more than about 1 GB of encoded images fails to
+prepare (TFDS's shuffle spills to disk through tf.io.gfile): with 500x375 JPEGs, above about 33,000 photos
+(benchmarks/README.md); the failure is reported with its time and peak RSS.
 """
 from __future__ import annotations
 
