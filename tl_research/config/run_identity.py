@@ -38,7 +38,9 @@ def run_name(point: dict[str, Any]) -> str:
 INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight": 1.0,
                               "train.feature_cache": True,  # cached activations: the same results
                               "train.deterministic": False,
-                              "model.drop_path": 0.0}  # no stochastic depth: the blocks as before
+                              "model.drop_path": 0.0,  # no stochastic depth: the blocks as before
+                              # what the strategy's phases train, unrestricted
+                              "strategy.trainable_units": (), "strategy.trainable": ()}
 
 
 # Keys that never change what a run computes (how often it checkpoints, how much disk the feature cache may
