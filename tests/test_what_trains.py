@@ -146,6 +146,10 @@ def test_sweep_axes_over_both_keys_give_distinct_valid_runs(tiny_config):
                        C.axis("strategy.trainable", [(), ((r"units\.0\.", "train"), (".*", "freeze"))]))
     ids = {C.run_id(p) for p in points}
     assert len(ids) == len(points) == 6
+    # regexes the readable slug blurs (`.*` and `.+`) still give two runs, not one
+    blurred = C.axis("strategy.trainable", [((r"units\.0\.", "train"), (".*", "freeze")),
+                                            ((r"units\.0\.", "train"), (".+", "freeze"))])
+    assert len({C.run_id(p) for p in blurred}) == 2
     for p in points:
         # a launcher hands a worker its point as JSON: the pairs come back as lists
         as_json = {k: [list(r) if isinstance(r, tuple) else r for r in v] for k, v in p.items()}
