@@ -127,6 +127,9 @@ def test_bad_syntax_is_refused_by_validate(tiny_config, key, value):
 def test_a_unit_past_the_model_is_refused_at_setup(tiny_config):
     with pytest.raises(ConfigError, match="strategy.trainable_units.*3 depth units"):
         setup.setup(_cfg(tiny_config, **{"strategy.trainable_units": (3,)}))
+    # a chosen unit the strategy never trains (below frozen_depth) would silently train nothing
+    with pytest.raises(ConfigError, match=r"strategy.trainable_units=\(0,\).*unit\(s\) 0 train in no phase"):
+        setup.setup(_cfg(tiny_config, frozen_depth=2, **{"strategy.trainable_units": (0,)}))
 
 
 def test_the_selection_restricts_each_phase_of_a_phased_strategy():

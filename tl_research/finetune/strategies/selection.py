@@ -109,4 +109,11 @@ def restrict(config, phases: list[Phase], num_units: int, paths: Sequence[str] =
                           why=f"no rule matches the parameter {path!r}")
     if not rules and not units:
         return phases
-    return [Selected(p.name, p.start, p.end, p.frozen_depth, units=units, rules=rules, inner=p) for p in phases]
+    selected = [Selected(p.name, p.start, p.end, p.frozen_depth, units=units, rules=rules, inner=p) for p in phases]
+    trained = {freezing.unit_of(path) for phase in selected for path in paths if phase.trainable(path)}
+    idle = [u for u in units if u not in trained]
+    if paths and idle:  # e.g. trainable_units=(0,) under frozen_depth=2: a unit chosen that never trains
+        raise err("trainable_units", tuple(units), "units the strategy's phases train (fine_tune: frozen_depth=0)",
+                  why=f"unit(s) {', '.join(map(str, idle))} train in no phase of {config.strategy.name} with "
+                      f"frozen_depth={config.frozen_depth} and these rules")
+    return selected
