@@ -14,11 +14,24 @@ def _slug(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.\-]+", "_", text).strip("_") or "_"
 
 
+# Keys whose values are free text the slug would blur (regexes: `.*` and `.+` both slug to `._`): their slug
+# ends in a digest of the exact value, so two different values never share a run id (sweep_points keeps one
+# run per id). Only keys added with this rule, so no existing run id changes.
+DIGEST_KEYS: frozenset[str] = frozenset({"strategy.trainable"})
+
+
+def _slug_of(key: str, value: Any) -> str:
+    if key not in DIGEST_KEYS:
+        return _slug(value)
+    digest = hashlib.sha1(json.dumps(value, default=str).encode()).hexdigest()[:8]
+    return f"{_slug(value)}-{digest}"
+
+
 def run_id(point: dict[str, Any]) -> str:
     """A stable, readable id from a run's swept values (order-independent); 'run' for a single run."""
     if not point:
         return "run"
-    text = "__".join(f"{k}-{_slug(v)}" for k, v in sorted(point.items()))
+    text = "__".join(f"{k}-{_slug_of(k, v)}" for k, v in sorted(point.items()))
     if len(text) > 150:
         digest = hashlib.sha1(text.encode()).hexdigest()[:10]
         text = text[:130] + "__" + digest
@@ -38,7 +51,9 @@ def run_name(point: dict[str, Any]) -> str:
 INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight": 1.0,
                               "train.feature_cache": True,  # cached activations: the same results
                               "train.deterministic": False,
-                              "model.drop_path": 0.0}  # no stochastic depth: the blocks as before
+                              "model.drop_path": 0.0,  # no stochastic depth: the blocks as before
+                              # what the strategy's phases train, unrestricted
+                              "strategy.trainable_units": (), "strategy.trainable": ()}
 
 
 # Keys that never change what a run computes (how often it checkpoints, how much disk the feature cache may

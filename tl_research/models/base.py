@@ -231,16 +231,19 @@ class UnitModel(nnx.Module):
 
     def features(self, x: jax.Array, *, train: bool = False, frozen_depth: int = 0,
                  update_stats: bool = True, return_units: bool = False, start: int = 0,
-                 drop_key: jax.Array | None = None):
+                 drop_key: jax.Array | None = None, frozen_units: frozenset = frozenset()):
         """Runs the depth units. Units below `frozen_depth` run in inference mode and the gradient stops at
-        their output, so no backward pass goes through a frozen prefix. `start = k` runs units k.. only, on
+        their output, so no backward pass goes through a frozen prefix. The `frozen_units` above it (none of
+        their parameters train) run in inference mode too, the gradient passing through them to the trainable
+        units below. `start = k` runs units k.. only, on
         `x` = unit k-1's output (`prefix(images, k)`); `return_units` then lists the outputs of those.
         `drop_key`: where the training units that drop paths (model.drop_path) draw from (call_unit)."""
         outs = []
         for i, unit in enumerate(self.units):
             if i < start:
                 continue
-            set_unit_mode(unit, train=train and i >= frozen_depth, update_stats=update_stats)
+            set_unit_mode(unit, train=train and i >= frozen_depth and i not in frozen_units,
+                          update_stats=update_stats)
             x = call_unit(unit, x, i, drop_key)
             if i + 1 == frozen_depth:
                 x = jax.lax.stop_gradient(x)
@@ -250,9 +253,10 @@ class UnitModel(nnx.Module):
 
     def __call__(self, x: jax.Array, *, train: bool = False, frozen_depth: int = 0,
                  update_stats: bool = True, dropout_key: jax.Array | None = None,
-                 return_units: bool = False, start: int = 0):
+                 return_units: bool = False, start: int = 0, frozen_units: frozenset = frozenset()):
         feats = self.features(x, train=train, frozen_depth=frozen_depth, update_stats=update_stats,
-                              return_units=return_units, start=start, drop_key=dropout_key)
+                              return_units=return_units, start=start, drop_key=dropout_key,
+                              frozen_units=frozen_units)
         if return_units:
             feats, outs = feats
             return self.head(feats, train=train, dropout_key=dropout_key), outs

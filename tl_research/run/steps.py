@@ -181,8 +181,10 @@ class TrainSpec(StepSpec):
     `l2sp = (alpha, beta)`, the L2-SP penalty against the anchor given to each step; `update_stats`
     (BatchNorm's running statistics); `accumulate = k` micro-batches per update; the task's `objective`
     (targets and loss); `start_unit = k > 0` (k = frozen_depth, no augmentation): batch["image"] holds unit
-    k-1's cached activations and the step runs units k.. only (feature_cache). Mappings are kept as tuples
-    of their items (labels in their own order, optimizer and lr_multipliers sorted by key)."""
+    k-1's cached activations and the step runs units k.. only (feature_cache); `frozen_units` (the phase's,
+    Phase.frozen_units) the units none of whose parameters train: those above frozen_depth also run in
+    inference mode (their BatchNorm statistics untouched) while the gradient passes through them. Mappings are
+    kept as tuples of their items (labels in their own order, optimizer and lr_multipliers sorted by key)."""
 
     frozen_depth: int
     labels: tuple
@@ -194,9 +196,11 @@ class TrainSpec(StepSpec):
     update_stats: bool = True
     accumulate: int = 1
     start_unit: int = 0
+    frozen_units: frozenset = frozenset()
 
     def __post_init__(self):
         super().__post_init__()
+        object.__setattr__(self, "frozen_units", frozenset(self.frozen_units))
         object.__setattr__(self, "labels", _items(self.labels, sort=False))
         object.__setattr__(self, "optimizer", _items(self.optimizer, sort=True))
         object.__setattr__(self, "lr_multipliers", _items(self.lr_multipliers or {}, sort=True))
@@ -310,6 +314,10 @@ def build_train(spec: TrainSpec) -> tuple[optax.GradientTransformation, Callable
     tx = freezing.build_optimizer(spec.optimizer_config(), label_map, dict(spec.lr_multipliers), spec.weight_decay)
     trainable = freezing.trainable(label_map)
     trainable_set = set(trainable)
+    # frozen units above the frozen prefix (a phase that trains units 0 and 2 but not 1): inference mode too;
+    # passed only where there are any, so a model of the depth rule alone is called as before
+    above = frozenset(u for u in spec.frozen_units if u >= frozen_depth)
+    mode = {"frozen_units": above} if above else {}
     model_of, preprocess = spec.model_of(), spec.preprocess()
     repl, batch_sh = sharding.replicated(spec.mesh), sharding.batch_sharding(spec.mesh)
 
@@ -324,7 +332,7 @@ def build_train(spec: TrainSpec) -> tuple[optax.GradientTransformation, Callable
         def loss_fn(train_params, stats, images, targets, drop_key):
             model = model_of({**frozen, **train_params}, stats)
             outputs = model(images, train=True, frozen_depth=frozen_depth, update_stats=update_stats,
-                            dropout_key=drop_key, **({"start": start_unit} if start_unit else {}))
+                            dropout_key=drop_key, **({"start": start_unit} if start_unit else {}), **mode)
             loss, metrics = objective.loss(outputs, targets, hp)  # in float32, whatever computes
             total = loss
             if l2sp is not None:
@@ -407,7 +415,8 @@ class Program:
         return TrainSpec(**self.base.common(), frozen_depth=s.depth(phase), labels=s.labels(phase),
                          optimizer=cfg.optimizer, objective=self.objective, lr_multipliers=plan.lr_multipliers,
                          weight_decay=plan.weight_decay, l2sp=plan.l2sp, update_stats=plan.update_stats,
-                         accumulate=int(cfg.train.accumulate), start_unit=start_unit)
+                         accumulate=int(cfg.train.accumulate), start_unit=start_unit,
+                         frozen_units=phase.frozen_units(s.param_names))
 
     def steps(self, phase: strategies.Phase, start_unit: int = 0) -> Steps:
         """The phase's optimizer and train step; `start_unit = k`: the step on cached unit k-1 activations."""

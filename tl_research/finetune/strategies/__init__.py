@@ -11,6 +11,11 @@ registry: strategies/base.py; one module per strategy beside it). It decides, as
                                       2022, arXiv 2202.10054); each phase has its own schedule
                   gradual_unfreezing  head only, then one more unit from the top every E epochs (or steps)
                                       down to `frozen_depth` (ULMFiT, Howard & Ruder 2018, arXiv 1801.06146)
+                  bitfit              the units' biases and the head (Ben Zaken et al. 2021, arXiv 2106.10199)
+                  norm_only           the normalisation scales and biases and the head
+    what trains   on top of any strategy's phases: strategy.trainable_units (those units and the head) and
+                  strategy.trainable (first-match (regex, train|freeze) rules over parameter paths), both
+                  restricting what a phase trains (selection.py)
     LR per step   the schedule(s), precomputed for every step
     LR per unit   discriminative fine-tuning (ULMFiT): lr(unit i) = lr(unit i + 1) / lr_decay, the head at the
                   schedule's LR, so unit i gets lr / lr_decay ** (num_units - i)
@@ -37,6 +42,8 @@ from tl_research.finetune.strategies.base import (Context, Phase, Plan, Strategy
                                                   get, names, register, unregister)
 # the built-in strategies, registered in this order (the order `strategy.name`'s error lists them in)
 from tl_research.finetune.strategies import fine_tune, feature_extraction, two_phase, gradual_unfreezing  # noqa: F401
+from tl_research.finetune.strategies import bitfit, norm_only  # noqa: F401
+from tl_research.finetune.strategies import selection
 
 __all__ = ["BN_POLICIES", "Context", "NAMES", "Phase", "Plan", "REGULARIZERS", "Strategy", "StrategyBase", "check",
            "default_config", "extend", "get", "l2_sp_penalty", "names", "plan", "register", "unregister"]
@@ -73,6 +80,13 @@ def default_config() -> ml_collections.ConfigDict:
         l2sp_alpha=0.01,  # L2-SP: pull towards the starting weights
         l2sp_beta=0.01,  # L2-SP: plain L2 on the new head
         bn="update",  # BatchNorm statistics of trainable units: update | source
+        # on top of the strategy's phases (selection.py): only these depth units (and the head) train, e.g.
+        # (0,) the first block only; () = every unit the strategy trains
+        trainable_units=(),
+        # ordered (regex, "train" | "freeze") rules over dotted parameter paths, the first match winning and
+        # every parameter matched, e.g. (("units\\.0\\.", "train"), ("head\\.", "train"), (".*", "freeze"));
+        # () = none
+        trainable=(),
     ))
 
 
@@ -98,6 +112,7 @@ def check(config) -> None:
     if s.regularizer == "l2_sp" and config.init == "scratch":
         raise _err("regularizer", "l2_sp", "weight_decay or none for init=scratch",
                    why="L2-SP pulls towards transferred weights and a scratch run has none")
+    selection.check(config)
     strategy.check(config)
 
 
@@ -111,6 +126,7 @@ def plan(config, *, num_units: int, frozen_depth: int, total_steps: int, steps_p
     ctx = Context(num_units, frozen_depth, total_steps, steps_per_epoch, tuple(paths))
     phases = strategy.phases(config, ctx)
     check_tiling(strategy.name, phases, total_steps)
+    phases = selection.restrict(config, phases, num_units, paths)  # strategy.trainable_units / trainable
     lrs, moms = strategy.schedule(config, ctx, phases)
     multipliers = strategy.lr_multipliers(config, ctx)
     wd = float(config.optimizer.weight_decay) if s.regularizer == "weight_decay" else 0.0

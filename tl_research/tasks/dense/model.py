@@ -27,14 +27,17 @@ class DenseModel(UnitModel):
     reads (`head.units_read`)."""
 
     def unit_outputs(self, x: jax.Array, *, train: bool = False, frozen_depth: int = 0,
-                     update_stats: bool = True, drop_key: jax.Array | None = None) -> list[jax.Array]:
+                     update_stats: bool = True, drop_key: jax.Array | None = None,
+                     frozen_units: frozenset = frozenset()) -> list[jax.Array]:
         """The outputs of units 0..d, with UnitModel.features' freezing: units below `frozen_depth` run in
         inference mode and the gradient stops at each of their outputs (a skip read from the frozen prefix
         must not open a backward path into it, as UnitModel.features' single stop at the end of the prefix
-        would let it). `drop_key`: the training units' drop-path draws (models.base.call_unit)."""
+        would let it). `frozen_units` above the prefix run in inference mode too (UnitModel.features).
+        `drop_key`: the training units' drop-path draws (models.base.call_unit)."""
         outs, depth = [], max(self.head.units_read) + 1
         for i in range(depth):
-            set_unit_mode(self.units[i], train=train and i >= frozen_depth, update_stats=update_stats)
+            set_unit_mode(self.units[i], train=train and i >= frozen_depth and i not in frozen_units,
+                          update_stats=update_stats)
             x = call_unit(self.units[i], x, i, drop_key)
             if i < frozen_depth:
                 x = jax.lax.stop_gradient(x)
@@ -42,9 +45,10 @@ class DenseModel(UnitModel):
         return outs
 
     def __call__(self, x: jax.Array, *, train: bool = False, frozen_depth: int = 0,
-                 update_stats: bool = True, dropout_key: jax.Array | None = None):
+                 update_stats: bool = True, dropout_key: jax.Array | None = None,
+                 frozen_units: frozenset = frozenset()):
         outs = self.unit_outputs(x, train=train, frozen_depth=frozen_depth, update_stats=update_stats,
-                                 drop_key=dropout_key)
+                                 drop_key=dropout_key, frozen_units=frozen_units)
         return self.head(outs, tuple(x.shape[1:3]), train=train)
 
 
