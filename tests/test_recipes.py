@@ -25,9 +25,16 @@ def _images(shape=(8, 16, 16, 3)):
     return np.random.default_rng(0).normal(size=shape).astype(np.float32)
 
 
+_STEPS = {}  # one compiled forward per (model, mode): a ViT's recompiled at every call dominates these tests
+
+
 def _run(model, x, key=jax.random.key(1), train=True):
     graphdef, state = nnx.split(model)
-    return np.asarray(jax.jit(lambda s, x, k: nnx.merge(graphdef, s)(x, train=train, dropout_key=k))(state, x, key))
+    step = _STEPS.get((id(model), train))
+    if step is None:
+        step = _STEPS[id(model), train] = (model, jax.jit(
+            lambda s, x, k: nnx.merge(graphdef, s)(x, train=train, dropout_key=k)))
+    return np.asarray(step[1](state, x, key))
 
 
 def _with_trained_head(model):
