@@ -136,11 +136,15 @@ def test_bad_config_files_are_one_line_and_exit_code_2(tmp_path, capsys):
     no_get_config.write_text("x = 1\n")
     needs_arg = tmp_path / "needs_arg.py"
     needs_arg.write_text("def get_config(arg):\n    raise AssertionError\n")
+    alike = tmp_path / "alike.py"  # two labels one slug apart: one run directory, the second never run
+    alike.write_text("from tl_research.config import base_config\ndef get_config():\n    return base_config()\n"
+                     "def get_sweep():\n    return [{'label': 'a b'}, {'label': 'a_b'}]\n")
     for argv, needles in [
         (["--config", str(tmp_path / "missing.py")], ["missing.py", "no such file"]),
         (["--config", str(tmp_path / "missing.py"), "--config.seed=1"], ["no such file"]),
         (["--config", str(no_get_config)], ["a file defining get_config(arg=None)"]),
         (["--config", str(needs_arg)], ["--config=", "missing 1 required positional argument"]),
+        (["--config", str(alike)], ["get_sweep points: {'label': 'a_b'}", "run id 'label-a_b'"]),
     ]:
         for main in (launch.main, similarity_command.main):
             assert main(argv) == 2

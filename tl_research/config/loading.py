@@ -114,13 +114,17 @@ def sweep_points(module, arg: str | None, config, overrides: dict[str, Any]) -> 
         for key, value in overrides.items():
             if key in swept:
                 points = [{**p, key: value} for p in points]
-        # duplicates would write two rows for one run id
-        seen, unique = set(), []
+        # the same point twice (e.g. an override of a swept key) is one run; two different points that
+        # share a run id would share one run directory and one row, so the second would never run
+        seen, unique = {}, []
         for p in points:
             rid = run_id(p)
             if rid not in seen:
-                seen.add(rid)
+                seen[rid] = p
                 unique.append(p)
+            elif seen[rid] != p:
+                raise ConfigError("get_sweep points", p, "points whose run ids differ", why=f"run id {rid!r} is also "
+                                  f"that of {seen[rid]!r}: their values read alike once made a directory name")
         points = unique
     for p in points:
         for key in p:
