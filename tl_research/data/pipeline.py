@@ -22,7 +22,6 @@ import functools
 import hashlib
 import io
 import os
-import pathlib
 import threading
 import weakref
 from typing import Callable, Iterator

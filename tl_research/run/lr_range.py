@@ -34,7 +34,6 @@ from tl_research.core import durable, sharding
 from tl_research.run import loop, setup, steps as steps_lib
 from tl_research.data import pipeline
 from tl_research.core.errors import ConfigError
-from tl_research.finetune.range_test import check, default_config  # noqa: F401 - lr_range.check, lr_range.default_config
 
 OUT = "lr_range_test"
 
