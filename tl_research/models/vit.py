@@ -4,7 +4,9 @@ big_vision / the AugReg study (Steiner et al. 2022, arXiv 2106.10270): ViT-Ti/16
 Depth units: unit 0 is the patch embedding (16x16 stride-16 conv) + class token + position embedding; units
 1..depth are the encoder blocks (pre-LayerNorm attention and MLP, each residual); the last unit is the final
 LayerNorm on its own, so freezing every block can still leave that normalisation trainable. ViT-B/16 has
-1 + 12 + 1 = 14 units; so do S/16 and Ti/16.
+1 + 12 + 1 = 14 units; so do S/16 and Ti/16. `vit_micro` (width 64, 4 blocks, 4 heads, MLP 128, 4x4 patches: 6
+units) is no published model: it is the ViT a source can be trained from scratch on 28x28 digits in minutes on a
+CPU, for experiments that compare methods on the ViT family (set `model.image_size=28`).
 
 The position embedding is laid out for `model.image_size` (224 by default: a 14x14 grid plus the class
 token, the layout of the published checkpoints). An input of another size bilinearly resamples the grid part
@@ -31,13 +33,15 @@ VARIANTS = {  # width, depth, MLP width, heads (Table 1 of arXiv 2106.10270)
     "s": (384, 12, 1536, 6),
     "b": (768, 12, 3072, 12),
 }
+MICRO = (64, 4, 128, 4)  # vit_micro: width, depth, MLP width, heads
 PATCH = 16
+MICRO_PATCH = 4
 LN_EPS = 1e-6
 
 
 class Embedding(nnx.Module):
-    def __init__(self, in_channels: int, width: int, grid: int, *, rngs: nnx.Rngs):
-        self.patch = Conv(in_channels, width, (PATCH, PATCH), strides=PATCH, padding="VALID", rngs=rngs)
+    def __init__(self, in_channels: int, width: int, grid: int, *, rngs: nnx.Rngs, patch: int = PATCH):
+        self.patch = Conv(in_channels, width, (patch, patch), strides=patch, padding="VALID", rngs=rngs)
         self.cls = nnx.Param(jnp.zeros((1, 1, width), jnp.float32))
         self.pos_embed = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, 1 + grid * grid, width)))
 
@@ -111,12 +115,13 @@ class FinalNorm(nnx.Module):
 
 def build(cfg, num_classes: int, in_channels: int, rngs: nnx.Rngs, *, variant: str,
           meta: ModelMeta | None = None) -> UnitModel:
-    width, depth, hidden, heads = VARIANTS[variant]
+    width, depth, hidden, heads = MICRO if variant == "micro" else VARIANTS[variant]
+    patch = MICRO_PATCH if variant == "micro" else PATCH
     image_size = int(cfg.get("image_size", 224))
-    if image_size % PATCH:
+    if image_size % patch:
         from tl_research.core.errors import ConfigError
-        raise ConfigError("model.image_size", image_size, f"a multiple of the patch size {PATCH}")
-    units: list[nnx.Module] = [Embedding(in_channels, width, image_size // PATCH, rngs=rngs)]
+        raise ConfigError("model.image_size", image_size, f"a multiple of the patch size {patch}")
+    units: list[nnx.Module] = [Embedding(in_channels, width, image_size // patch, rngs=rngs, patch=patch)]
     units += [EncoderBlock(width, hidden, heads, rngs=rngs, drop_path_rate=rate)
               for rate in drop_path_rates(cfg, depth)]
     units.append(FinalNorm(width, rngs=rngs))
@@ -135,3 +140,4 @@ def _meta(variant: str) -> ModelMeta:
 
 META: dict[str, ModelMeta] = {f"vit_{v}16": _meta(v) for v in VARIANTS}
 BUILDERS = {f"vit_{v}16": functools.partial(build, variant=v, meta=META[f"vit_{v}16"]) for v in VARIANTS}
+BUILDERS["vit_micro"] = functools.partial(build, variant="micro", meta=None)
