@@ -91,3 +91,29 @@ def copy_config(config) -> ml_collections.ConfigDict:
     `frozen_depth` to the type of its current value) and the lock of every block: a copy made in a config
     file (e.g. a source run's) refuses unknown keys as the original does."""
     return copy.deepcopy(config)
+
+
+def from_record(recorded: dict) -> ml_collections.ConfigDict:
+    """A run's config.json (what it ran with) as a config again: JSON lists back to tuples, the record-only
+    `runtime` dropped, and every key the record lacks (one added to the defaults after the run) at its default,
+    so a run recorded by an earlier version is read with the meaning it had."""
+    def tuples(v):
+        if isinstance(v, list):
+            return tuple(tuples(x) for x in v)
+        if isinstance(v, dict):
+            return {k: tuples(x) for k, x in v.items()}
+        return v
+
+    def fill(cfg: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict) -> None:
+        for key, value in defaults.items():
+            if key not in cfg:
+                cfg[key] = copy.deepcopy(value)
+            elif isinstance(value, ml_collections.ConfigDict) and isinstance(cfg[key], ml_collections.ConfigDict):
+                fill(cfg[key], value)
+
+    from tl_research.config.defaults import base_config
+    cfg = ml_collections.ConfigDict(tuples({k: v for k, v in recorded.items() if k != "runtime"}))
+    fill(cfg, base_config())
+    if isinstance(cfg.get("source"), ml_collections.ConfigDict):
+        fill(cfg.source, base_config())
+    return cfg
