@@ -67,9 +67,15 @@ def test_a_transferred_dense_run_keeps_frozen_units_and_resumes_to_the_same_resu
     assert whole.status == resumed.status == "done" and part.status == "interrupted", whole.reason
     for key in (metric, "test_loss", f"val_{metric[5:]}", "best_step"):
         assert resumed.metrics[key] == whole.metrics[key], key
-    assert 0.0 <= whole.metrics[metric] <= 1.0 and np.isfinite(whole.metrics["test_loss"])
+    assert np.isfinite(whole.metrics["test_loss"]) and whole.metrics["test_loss"] > 0
+    if task == "segmentation":  # six steps give a non-zero mIoU; a detector's mAP is still 0 there, so its
+        assert 0.0 < whole.metrics[metric] <= 1.0  # resume is held to its loss and its weights, bit for bit
+    resumed_weights = weights_lib.load_weights(tmp_path / "resumed" / "weights")[0]
 
     final = weights_lib.load_weights(tmp_path / "whole" / "weights")[0]
+    for coll in ("params", "batch_stats"):
+        for k, v in final[coll].items():
+            np.testing.assert_array_equal(resumed_weights[coll][k], v, err_msg=k)
     for coll in ("params", "batch_stats"):
         for k, v in start[coll].items():
             if k.startswith(("units.0.", "units.1.")):  # frozen: bitwise the loaded source weights
@@ -85,7 +91,6 @@ def test_a_transferred_dense_run_keeps_frozen_units_and_resumes_to_the_same_resu
     # (a U-Net stage concatenates [upsampled, skip]: the skip's input channels follow decoder_width's)
     reader, skip_in = (("head.stages.0.kernel", cfg.model.decoder_width) if task == "segmentation"
                        else ("head.fpn.lateral.0.kernel", 0))
-    assert np.abs(final["params"][reader] - start["params"][reader])[:, :, skip_in:].min() >= 0
     assert np.abs(final["params"][reader] - start["params"][reader])[:, :, skip_in:].max() > 0, reader
 
 
