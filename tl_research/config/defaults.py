@@ -156,4 +156,12 @@ def _report_config() -> ml_collections.ConfigDict:
     # source model's features (tl_research.analysis.domain_similarity): a results column; cached in the workdir.
     report.similarity = False
     report.similarity_gamma = 0.01  # sim = exp(-gamma * EMD)
+    # Transferability scores of each run's source model on its target, computed after the runs from one pass
+    # over the target's training split (tl_research.analysis.transferability): any of "logme", "leep", "nce",
+    # "hscore", "hscore_lw" (Ledoit-Wolf-shrunk H-score), "fewshot", "similarity"; () = off. Writes
+    # transferability.csv (per source, target and depth unit) and transferability.md (each score's rank
+    # correlation with the measured fine-tuned and linear-probe metric; per-layer scores against the best
+    # measured frozen depth). Cached in the workdir's transferability/.
+    report.transferability = ()
+    report.transferability_examples = 20000  # at most this many training examples per target (0: all)
     return report

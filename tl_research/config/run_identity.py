@@ -62,7 +62,9 @@ INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight":
 # setting one neither retrains a source model nor refuses a workdir.
 NEUTRAL: frozenset[str] = frozenset({"train.checkpoint_seconds", "train.feature_cache_max_gb",
                                      "data.workers",  # worker processes: the same batches, whatever their count
-                                     "imports"})  # where extension code is found; the names it registers count
+                                     "imports",  # where extension code is found; the names it registers count
+                                     # how the results are analysed after the runs, never what a run trains
+                                     "report.transferability", "report.transferability_examples"})
 
 
 def _plain(value):

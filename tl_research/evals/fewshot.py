@@ -74,3 +74,19 @@ def probe(train_x, train_y, test_x, test_y, num_classes: int, shots=SHOTS, seeds
         out[f"{k}shot_accuracy"] = float(np.mean(accs))
         out[f"{k}shot_accuracy_std"] = float(np.std(accs))
     return out
+
+
+def holdout_probe(x, y, num_classes: int, shots: int, seeds: int = 3, l2_reg: float = 2.0 ** 10
+                  ) -> tuple[float, float]:
+    """(mean, std over seeds) of the k-shot probe's accuracy on the examples of the same split it did not draw:
+    a few-shot score from one labelled split (the transferability report's; no test images). NaN where a draw
+    leaves no example out."""
+    y = np.asarray(y)
+    accs = []
+    for seed in range(seeds):
+        idx = draw(y, shots, seed, num_classes)
+        rest = np.setdiff1d(np.arange(len(y)), idx)
+        if not len(rest):
+            return float("nan"), float("nan")
+        accs.append(lsr_accuracy(x[idx], y[idx], x[rest], y[rest], num_classes, l2_reg))
+    return float(np.mean(accs)), float(np.std(accs))

@@ -13,7 +13,7 @@ from flax.traverse_util import flatten_dict
 
 from tl_research import config as config_lib
 from tl_research.core import distributed, durable, interrupts, locks, runtime, timing
-from tl_research.analysis import domain_similarity, results
+from tl_research.analysis import domain_similarity, results, transferability_report
 from tl_research.core import tracking
 from tl_research.run import trainer
 from tl_research.core.errors import ConfigError
@@ -31,6 +31,7 @@ def run_configs(base, points, workdir="."):
         cfg = config_lib.apply_overrides(base, point)
         config_lib.validate(cfg)
         domain_similarity.check(cfg, workdir)
+        transferability_report.check(cfg, workdir)
         config_lib.check_initial_weights(cfg)
         out.append((config_lib.run_id(point), point, cfg))
     return out
@@ -227,11 +228,14 @@ def source_pending(cfg, workdir) -> str | None:
 
 
 def finish_sweep(base, runs, workdir, echo=print) -> list[dict]:
-    """The sweep-wide steps once its runs are trained: the domain similarity column, the W&B table."""
+    """The sweep-wide steps once its runs are trained: the domain similarity column, the transferability
+    scores, the W&B table."""
     workdir = pathlib.Path(workdir).absolute()
     csv_path = workdir / RESULTS
     if base.report.similarity:
         _record_similarity(runs, workdir, csv_path, base.report.similarity_gamma, echo)
+    if tuple(base.report.transferability):
+        _record_transferability(base, runs, workdir, csv_path, echo)
     distributed.barrier("sweep rows written")
     rows = results.read_rows(csv_path)
     if distributed.is_writer():
@@ -396,6 +400,18 @@ def _record_similarity(runs, workdir, csv_path, gamma: float, echo) -> None:
     if measurer.computed:
         echo(f"domain similarity: {measurer.computed} (source, target) pair(s) measured, {measurer.cached} "
              f"read from {workdir / domain_similarity.CACHE_DIR}")
+
+
+def _record_transferability(base, runs, workdir, csv_path, echo) -> None:
+    """transferability.csv and .md (report.transferability): scored once per (source model, target data) and
+    cached in the workdir; a failure is logged and written to transferability_error.txt, the sweep's results
+    stand."""
+    try:
+        transferability_report.for_sweep(base, runs, workdir, results.read_rows(csv_path), echo)
+    except Exception as e:  # noqa: BLE001 - the trained runs' results and report still count
+        log.warning("transferability scores not computed: %s", e)
+        if distributed.is_writer():
+            (workdir / "transferability_error.txt").write_text(traceback.format_exc())
 
 
 def _get(cfg, key):
