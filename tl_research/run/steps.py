@@ -398,8 +398,10 @@ class Program:
         # the part of every step's spec the run fixes: the model, its preprocessing, placement and precision
         self.base = StepSpec(net=Net(graphdef, param_paths, stat_paths), value_range=value_range, mean=mean,
                              std=std, mesh=mesh_, placement=self.placement, precision=config.precision)
-        # the task's pieces of the steps (targets, loss, eval reduction): hashable, part of the specs
-        self.objective = s.task.objective(config, s.data, s.task.parse_augment(tuple(config.augment)))
+        # the task's pieces of the steps (targets, loss, eval reduction): hashable, part of the specs; the
+        # normalisation tells pixel-space augmentation (randaugment) what the images' values are
+        self.objective = s.task.objective(config, s.data, s.task.parse_augment(tuple(config.augment)),
+                                          normaliser=(value_range, mean, std))
         self.repl = sharding.replicated(mesh_)
         self.evaluate = self.evaluate_from(0)
         pool = getattr(s.model.head, "pool", None)  # a dense head has no pooled features
