@@ -95,7 +95,7 @@ class BrightPixels:
     def build_model(self, config, data, weights):
         return models.build(config.model, data.num_classes, data.image_shape[2], seed=config.seed), "scratch"
 
-    def objective(self, config, data, augment_ops: tuple = ()) -> Objective:
+    def objective(self, config, data, augment_ops: tuple = (), normaliser=None) -> Objective:
         return Objective()
 
     def evaluator(self, eval_step, data, split, put, *, batch_size: int, threads: int = 2):

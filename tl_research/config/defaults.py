@@ -65,6 +65,10 @@ def base_config() -> ml_collections.ConfigDict:
         momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
         weight_decay=0.0,  # decoupled (Loshchilov & Hutter 2019), times the LR; kernels of trainable units only
         grad_clip=0.0,  # global gradient norm clip; 0 = off
+        # SAM (Foret et al. 2021): the gradient taken again at w + rho g / ||g|| over the trainable parameters,
+        # applied at w by the optimizer above (two passes a step); 0 = off. sam_adaptive: ASAM (Kwon et al.
+        # 2021, rho w^2 g / ||w g||; larger radii, e.g. 0.5). See tl_research/finetune/recipes.py
+        sam_rho=0.0, sam_adaptive=False,
     ))
     # Scaling out (tl_research/core/sharding.py): the device mesh, ((axis, size), ...) with axes data and fsdp (one
     # size -1: the devices left; batches split over both), e.g. (("data", 2), ("fsdp", 4)) on 8 devices; the
@@ -139,6 +143,12 @@ def _train_config() -> ml_collections.ConfigDict:
         # reductions lose their atomics). Set for the process before JAX starts, so one value per sweep; a
         # CPU run is deterministic already (one core each: sweep_job.pin_cpu_run)
         deterministic=False,
+        # Weight EMA (Polyak averaging, timm's ModelEmaV2): after each update ema += (1 - decay) (w - ema) over
+        # the trainable parameters and the BatchNorm statistics, from the initial weights; 0 = off, e.g.
+        # 0.999. ema_warmup: timm ModelEmaV3's warmup, decay min(ema_decay, 1 - t^(-2/3)) at update t.
+        # ema_select: which weights select the best step, are tested and exported, "raw" | "ema" (with the EMA
+        # on, every eval measures both: ema_val_* beside val_*). See tl_research/finetune/recipes.py
+        ema_decay=0.0, ema_warmup=False, ema_select="raw",
     ))
 
 

@@ -53,7 +53,10 @@ INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight":
                               "train.deterministic": False,
                               "model.drop_path": 0.0,  # no stochastic depth: the blocks as before
                               # what the strategy's phases train, unrestricted
-                              "strategy.trainable_units": (), "strategy.trainable": ()}
+                              "strategy.trainable_units": (), "strategy.trainable": (),
+                              # no weight EMA (its other keys then change nothing), no SAM
+                              "train.ema_decay": 0.0, "train.ema_warmup": False, "train.ema_select": "raw",
+                              "optimizer.sam_rho": 0.0, "optimizer.sam_adaptive": False}
 
 
 # Keys that never change what a run computes (how often it checkpoints, how much disk the feature cache may

@@ -24,7 +24,7 @@ from tl_research.core import sharding
 from tl_research.core.errors import ConfigError
 from tl_research.data import pipeline, sampling
 from tl_research.evals import evaluators
-from tl_research.finetune import schedules, strategies
+from tl_research.finetune import recipes, schedules, strategies
 from tl_research.finetune.freezing import resolve_frozen_depth
 from tl_research.finetune import range_test as lr_range
 
@@ -135,6 +135,7 @@ def validate(config, *, prefix: str = "") -> None:
         resolve_frozen_depth(config.frozen_depth, units)
         schedules.build(config.schedule, 10**7, 1000)  # the real run length is checked again in setup
         strategies.check(config)
+        recipes.check(config)  # weight EMA, SAM
         lr_range.check(config.lr_range)
         sharding.check(config)  # mesh, sharding rules, precision, accumulation, batch sizes vs the devices
         evaluators.check(config.evals)

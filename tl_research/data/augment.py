@@ -42,8 +42,8 @@ by its name (`cutmix(alpha=1, switch=0.5)`, positions first); a missing argument
 Batch-level ops (mixup, cutmix) split the per-example ops around them: those before run, the batch is mixed,
 then those after run. Only the classification task applies them, and randaugment (the dense tasks cannot
 mix their labels or move them through it). randaugment works on pixel values, so `apply` needs the pixel
-range of the normalised images (`pixels`: the classification objective reads it off the batch's own uint8
-pixels, `pixel_range`).
+range of the normalised images (`pixels`: the classification objective has it from the run's normalisation,
+the model metadata's value range, mean and std, `pixel_values`).
 
 The geometric ops (flip, rotate, zoom, rrc, crop, translate) are affine maps. Consecutive ones are composed
 into one matrix and the image is resampled once, bilinearly, with zeros outside the image (the dataset
@@ -292,22 +292,14 @@ _RA_GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 RA_DRAWS = 3  # per layer: which op, the sign of its magnitude, whether it applies
 
 
-def pixel_range(raw: jax.Array, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(zero, full): the normalised values of pixel values 0 and 255, per channel, read off a uint8 batch `raw`
-    (B, H, W, C) and its normalised float `images` (the pipeline's per-channel increasing affine map: scale
-    to the value range, subtract the mean, divide by the std). Exact up to float rounding whenever a channel
-    holds two different values somewhere in the batch; a channel constant over the whole batch takes the
-    other channels' scale (or, if all are constant, that of the default value range 0..1, mean 0.5, std 0.5)."""
-    axes = tuple(range(raw.ndim - 1))
-    r = raw.astype(jnp.float32)
-    r_lo, r_hi, n_lo, n_hi = r.min(axes), r.max(axes), images.min(axes), images.max(axes)
-    known = r_hi > r_lo
-    slope = (n_hi - n_lo) / jnp.where(known, r_hi - r_lo, 1.0)
-    fallback = jnp.where(known.any(), jnp.sum(jnp.where(known, slope, 0.0)) / jnp.maximum(known.sum(), 1),
-                         2.0 / 255.0)
-    slope = jnp.where(known, slope, fallback)
-    zero = n_lo - slope * r_lo
-    return zero, zero + 255.0 * slope
+def pixel_values(value_range, mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(zero, full): the normalised values of pixel values 0 and 255 per channel under the input
+    normalisation (value_range, mean, std) that the steps apply (run.setup.normaliser: pixels scaled to the
+    value range, then (x - mean) / std): ((lo - mean) / std, (hi - mean) / std). Tuples of floats (hashable,
+    part of the objective, so of the step's key)."""
+    lo, hi = (float(v) for v in value_range)
+    mean, std = np.asarray(mean, np.float64).ravel(), np.asarray(std, np.float64).ravel()
+    return tuple(float(v) for v in (lo - mean) / std), tuple(float(v) for v in (hi - mean) / std)
 
 
 def _ra_matrix(name: str, level, sign, h: int, w: int) -> jax.Array:
@@ -407,7 +399,7 @@ def randaugment_layer(image: jax.Array, index, level, sign, fill) -> jax.Array:
 
 def randaugment(op: Op, u: jax.Array, image: jax.Array, pixels) -> jax.Array:
     """randaugment(n, m, p) on one normalised image from its `draws(op)` uniforms: to pixel values with
-    `pixels` (pixel_range), n layers (randaugment_layer), back to normalised values."""
+    `pixels` (pixel_values), n layers (randaugment_layer), back to normalised values."""
     n, m, p = int(op.args[0]), op.args[1], op.args[2]
     if n == 0:
         return image
@@ -528,7 +520,7 @@ def apply(ops, images: jax.Array, targets: jax.Array, key: jax.Array,
     """Augments a batch: images (B, H, W, C) float32, normalised; targets (B, K) float32 (one-hot or soft).
 
     `ops` are strings (parsed here, at trace time) or `parse`d Ops. `pixels` = (zero, full): the normalised
-    values of pixel values 0 and 255, per channel (`pixel_range`), which randaugment needs. Pure and
+    values of pixel values 0 and 255, per channel (`pixel_values`), which randaugment needs. Pure and
     jit-traceable; the same key gives the same result on any number of devices.
     """
     ops = parse(ops)

@@ -8,6 +8,10 @@
                best weights to best/ with them)
     finish     test metrics at the selected step, exported weights, config.evals there, the result's metrics
 
+With a weight EMA (train.ema_decay > 0) each eval also measures the EMA weights (ema_val_*, ema_test_* next to
+the raw weights' val_*, test_*), and train.ema_select says which of the two the run selects, tests and exports
+(`_weights`); the result records both kinds' metrics at the last step (raw_val_*, ema_test_*, ...).
+
 There is one loop for every strategy: strategies change the labels, the optimizer or the phases, never this
 file's structure. A run is a function of its config and seed: batch k, the dropout key of step k and the LR
 of step k are pure functions of k, so a resumed run ends where the uninterrupted one would have.
@@ -34,7 +38,7 @@ from tl_research.core import distributed, durable, runtime as runtime_lib, shard
 from tl_research.core.tracking import RunTracker
 from tl_research.data import pipeline
 from tl_research.evals import evaluators
-from tl_research.finetune import freezing, strategies
+from tl_research.finetune import freezing, recipes, strategies
 from tl_research.run import feature_cache
 from tl_research.run.setup import mesh, setup
 from tl_research.run.state import HostState
@@ -120,6 +124,10 @@ class Training:
         self.best_written = True  # whether best/ holds self.best (written at checkpoints and at the end)
         self.trainable_params = self.prog.trainable_count(self.plan.phases[-1])
         self.val_now = self.test_now = None  # the evals of the step just run, if it evaluated
+        # with a weight EMA: the kinds of weights evaluated ("raw", "ema") and the one the run selects
+        self.kinds = ("raw", "ema") if self.prog.ema is not None else ("raw",)
+        self.selected = "ema" if recipes.selects_ema(config) else "raw"
+        self.kinds_now: dict = {}  # the step just run's evals of each kind: {("val" | "test", kind): Score}
 
     def restore(self) -> None:
         """The state to start from: fresh, or the last readable checkpoint's (an unreadable one, e.g. cut
@@ -256,6 +264,7 @@ class Training:
                 self._log_train(step, pending, hp, bar)
             pending = []
         self.val_now = self.test_now = None
+        self.kinds_now = {}
         with timer.phase("evaluation"):
             if evaluated:
                 self._evaluate(step, last_phase)
@@ -312,19 +321,28 @@ class Training:
 
     # ---- evaluation and selection
 
-    def _weights(self) -> tuple:
+    def _weights(self, kind: str | None = None) -> tuple:
+        """(params, batch stats) of the current weights of `kind`: "raw" (the trained ones) or "ema" (their
+        moving average); by default the kind the run selects, tests and exports (train.ema_select)."""
+        if (kind or self.selected) == "ema":
+            return recipes.ema_weights(self.state["params"], self.state["ema"])
         return self.state["params"], self.state["batch_stats"]
 
     def _evaluate(self, step: int, last_phase: bool) -> None:
-        """Validation (and with train.eval_test, test: a curve, never used for selection), then the best step
-        and early stopping; the best weights are kept in memory (best/ gets them at the next checkpoint and
-        at the end)."""
-        val = self.val_now = self.val.counts(*self._weights())
-        record = {"step": step, **{f"val_{k}": v for k, v in val.values().items()}}  # val_accuracy, val_loss
+        """Validation (and with train.eval_test, test: a curve, never used for selection) of each kind of
+        weights, then the best step and early stopping on the selected kind; the best weights are kept in
+        memory (best/ gets them at the next checkpoint and at the end)."""
+        record = {"step": step}
+        for kind in self.kinds:  # val_accuracy, val_loss (the raw weights), ema_val_accuracy, ...
+            prefix = "" if kind == "raw" else f"{kind}_"
+            splits = (("val", self.val), ("test", self.test)) if self.eval_test else (("val", self.val),)
+            for name, evaluator in splits:
+                score = self.kinds_now[name, kind] = evaluator.counts(*self._weights(kind))
+                record.update({f"{prefix}{name}_{k}": v for k, v in score.values().items()})
+        val = self.val_now = self.kinds_now["val", self.selected]
         if self.eval_test:
-            test = self.test_now = self.test.counts(*self._weights())
-            record.update({f"test_{k}": v for k, v in test.values().items()})
-            self.host.saw_test(test.metric)
+            self.test_now = self.kinds_now["test", self.selected]
+            self.host.saw_test(self.test_now.metric)
         self.tracker.log(record)
         value = -val.loss if self.metric_name == "val_loss" else val.metric
         if self.host.observe(step, value, val, last_phase=last_phase, patience=self.patience) and self.track_best:
@@ -368,7 +386,7 @@ class Training:
         the exported weights, config.evals at those weights; returns the result's metrics."""
         host, timer = self.host, self.timer
         use_best = self.config.train.restore_best and self.best is not None
-        final = {"params": self.state["params"], "batch_stats": self.state["batch_stats"]}
+        final = dict(zip(("params", "batch_stats"), self._weights()))  # the selected kind's (train.ema_select)
         selected = self.best if use_best else final  # device arrays, sharded as trained: never gathered
         sel_weights = (selected["params"], selected["batch_stats"])
         with timer.phase("evaluation"):
@@ -393,6 +411,7 @@ class Training:
                                    {**tested.detail(), "class_names": self.s.data.class_names})
         with timer.phase("evaluation"):
             extras = {f"{name}_{k}": v for name, ev in self.extras.items() for k, v in ev.run(*sel_weights)}
+            extras.update(self._kinds_summary(tested, use_best))
         m, paths = self.metric, self.feats.summary()
         metrics = {
             f"val_{m}": val_acc, "val_loss": val_loss,
@@ -421,6 +440,24 @@ class Training:
             self.tracker.log({"step": step, "event": "end", **{f"final_{k}": v for k, v in metrics.items()}})
             self.tracker.finish(metrics)
         return metrics
+
+
+    def _kinds_summary(self, tested, use_best: bool) -> dict:
+        """With a weight EMA: the task's metric on val and test for each kind of weights at the last step
+        (raw_val_accuracy, raw_test_accuracy, ema_val_accuracy, ema_test_accuracy), from the last step's eval
+        where it measured them (it always measures val), else measured here."""
+        if len(self.kinds) == 1:
+            return {}
+        out = {}
+        for kind in self.kinds:
+            for name, evaluator in (("val", self.val), ("test", self.test)):
+                score = self.kinds_now.get((name, kind))
+                if score is None and name == "test" and kind == self.selected and not use_best:
+                    score = tested  # the selected kind at the last step: tested already
+                if score is None:
+                    score = evaluator.counts(*self._weights(kind))
+                out[f"{kind}_{name}_{self.metric}"] = score.metric
+        return out
 
 
 class _NoTracker:

@@ -4,7 +4,9 @@ on the common `StepSpec`: the model, its input preprocessing, where the arrays l
 Two equal specs build the same computation, so runs and phases with equal specs share one jitted function.
 
 `Program` is what one run executes: the model split into flat dicts, its placement on the mesh, the eval and
-feature steps, one train step per phase (from the cache) and L2-SP's anchor.
+feature steps, one train step per phase (from the cache) and L2-SP's anchor. The train step applies the
+recipes of tl_research.finetune.recipes around its optimizer: SAM's second gradient and the weight EMA, which
+the state carries under "ema" (placed like the parameters it averages).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tl_research.core import sharding
-from tl_research.finetune import freezing, strategies
+from tl_research.finetune import freezing, recipes, strategies
 from tl_research.models.base import global_pool
 from tl_research.run.setup import Setup, normaliser
 from tl_research.tasks.classification import task as classification
@@ -91,10 +93,14 @@ class Placement:
     def opt_state(self, tx: optax.GradientTransformation):
         return sharding.like_params(jax.eval_shape(tx.init, self.shapes), self.shapes, self.params, self.mesh)
 
-    def state(self, tx: optax.GradientTransformation) -> dict:
+    def state(self, tx: optax.GradientTransformation, ema: recipes.Ema | None = None) -> dict:
+        """The train state's shardings; with a weight EMA its averaged parameters sharded like themselves."""
         repl = self.repl
-        return {"params": self.params, "batch_stats": repl, "opt_state": self.opt_state(tx), "step": repl,
-                "key": repl}
+        out = {"params": self.params, "batch_stats": repl, "opt_state": self.opt_state(tx), "step": repl,
+               "key": repl}
+        if ema is not None:
+            out["ema"] = {"params": {k: self.params[k] for k in ema.names}, "batch_stats": repl}
+        return out
 
     def anchor(self, l2sp) -> dict:
         """L2-SP's anchor (the starting weights of the units) is placed like the parameters."""
@@ -178,7 +184,9 @@ class TrainSpec(StepSpec):
     mode with no backward pass; `labels` (parameter name -> optimizer group or 'frozen': the phase's rule,
     Phase.labels) say what updates and, with `optimizer` (the config.optimizer block), make the optimizer,
     with the strategy's `lr_multipliers` per group, `weight_decay` (None: the optimizer's own) and
-    `l2sp = (alpha, beta)`, the L2-SP penalty against the anchor given to each step; `update_stats`
+    `l2sp = (alpha, beta)`, the L2-SP penalty against the anchor given to each step; `sam` (recipes.Sam: the
+    gradient taken again at the SAM ascent point) and `ema` (recipes.Ema: the state's "ema" updated after each
+    update); `update_stats`
     (BatchNorm's running statistics); `accumulate = k` micro-batches per update; the task's `objective`
     (targets and loss); `start_unit = k > 0` (k = frozen_depth, no augmentation): batch["image"] holds unit
     k-1's cached activations and the step runs units k.. only (feature_cache); `frozen_units` (the phase's,
@@ -193,6 +201,8 @@ class TrainSpec(StepSpec):
     lr_multipliers: tuple = ()
     weight_decay: float | None = None
     l2sp: tuple[float, float] | None = None
+    sam: recipes.Sam | None = None
+    ema: recipes.Ema | None = None
     update_stats: bool = True
     accumulate: int = 1
     start_unit: int = 0
@@ -306,30 +316,19 @@ def _accumulated(grad_fn: Callable, k: int, batch_sharding: NamedSharding) -> Ca
     return accumulated
 
 
-def build_train(spec: TrainSpec) -> tuple[optax.GradientTransformation, Callable]:
-    """(optimizer, jitted train step) for one phase (TrainSpec): the step takes (state, batch, hp, anchor),
-    `anchor` L2-SP's starting weights, and returns (state, metrics)."""
+def _gradients(spec: TrainSpec, model_of: Callable) -> Callable:
+    """grad_fn(train_params, stats, images, targets, drop_key, *, frozen, anchor, hp) -> (grads of the trainable
+    parameters, loss, train metrics, new BatchNorm statistics): one forward and backward pass of the phase's
+    model (frozen parameters from `frozen`, L2-SP's penalty against `anchor` in the total differentiated)."""
     objective, frozen_depth, start_unit, l2sp = spec.objective, spec.frozen_depth, spec.start_unit, spec.l2sp
-    update_stats, accumulate, label_map = spec.update_stats, int(spec.accumulate), spec.label_map()
-    tx = freezing.build_optimizer(spec.optimizer_config(), label_map, dict(spec.lr_multipliers), spec.weight_decay)
-    trainable = freezing.trainable(label_map)
-    trainable_set = set(trainable)
+    update_stats = spec.update_stats
     # frozen units above the frozen prefix (a phase that trains units 0 and 2 but not 1): inference mode too;
     # passed only where there are any, so a model of the depth rule alone is called as before
     above = frozenset(u for u in spec.frozen_units if u >= frozen_depth)
     mode = {"frozen_units": above} if above else {}
-    model_of, preprocess = spec.model_of(), spec.preprocess()
-    repl, batch_sh = sharding.replicated(spec.mesh), sharding.batch_sharding(spec.mesh)
 
-    def train_step(state, batch, hp, anchor):
-        key = jax.random.fold_in(state["key"], state["step"])
-        k_aug, k_drop = jax.random.split(key)
-        inputs = batch["image"] if start_unit else preprocess(batch["image"])
-        images, targets = objective.prepare(batch, inputs, k_aug)
-        params = state["params"]
-        frozen = {k: v for k, v in params.items() if k not in trainable_set}
-
-        def loss_fn(train_params, stats, images, targets, drop_key):
+    def grad_fn(train_params, stats, images, targets, drop_key, *, frozen, anchor, hp):
+        def loss_fn(train_params):
             model = model_of({**frozen, **train_params}, stats)
             outputs = model(images, train=True, frozen_depth=frozen_depth, update_stats=update_stats,
                             dropout_key=drop_key, **({"start": start_unit} if start_unit else {}), **mode)
@@ -340,13 +339,40 @@ def build_train(spec: TrainSpec) -> tuple[optax.GradientTransformation, Callable
             new_stats = {_dotted(q): v.get_value() for q, v in nnx.to_flat_state(nnx.state(model, nnx.BatchStat))}
             return total, (loss, metrics, new_stats)
 
-        def grad_fn(train_params, stats, images, targets, drop_key):
-            (_, (loss, metrics, stats)), g = jax.value_and_grad(loss_fn, has_aux=True)(
-                train_params, stats, images, targets, drop_key)
-            return g, loss, metrics, stats
+        (_, (loss, metrics, new_stats)), g = jax.value_and_grad(loss_fn, has_aux=True)(train_params)
+        return g, loss, metrics, new_stats
+    return grad_fn
 
-        grads, loss, metrics, stats = _accumulated(grad_fn, accumulate, batch_sh)(
-            {k: params[k] for k in trainable}, state["batch_stats"], images, targets, k_drop)
+
+def build_train(spec: TrainSpec) -> tuple[optax.GradientTransformation, Callable]:
+    """(optimizer, jitted train step) for one phase (TrainSpec): the step takes (state, batch, hp, anchor),
+    `anchor` L2-SP's starting weights, and returns (state, metrics). With SAM the gradient is taken a second
+    time at the ascent point (the same batch, augmentation and dropout key; the loss, train metrics and
+    BatchNorm statistics are the first pass's, at w, as google-research/sam keeps the first pass's state);
+    with a weight EMA the state's "ema" moves towards the updated weights and statistics."""
+    objective, start_unit, sam, ema = spec.objective, spec.start_unit, spec.sam, spec.ema
+    label_map = spec.label_map()
+    tx = freezing.build_optimizer(spec.optimizer_config(), label_map, dict(spec.lr_multipliers), spec.weight_decay)
+    trainable = freezing.trainable(label_map)
+    trainable_set = set(trainable)
+    model_of, preprocess = spec.model_of(), spec.preprocess()
+    repl, batch_sh = sharding.replicated(spec.mesh), sharding.batch_sharding(spec.mesh)
+    gradients = _gradients(spec, model_of)
+
+    def train_step(state, batch, hp, anchor):
+        key = jax.random.fold_in(state["key"], state["step"])
+        k_aug, k_drop = jax.random.split(key)
+        inputs = batch["image"] if start_unit else preprocess(batch["image"])
+        images, targets = objective.prepare(batch, inputs, k_aug)
+        params = state["params"]
+        frozen = {k: v for k, v in params.items() if k not in trainable_set}
+        grad_fn = _accumulated(functools.partial(gradients, frozen=frozen, anchor=anchor, hp=hp),
+                               int(spec.accumulate), batch_sh)
+        train_params = {k: params[k] for k in trainable}
+        grads, loss, metrics, stats = grad_fn(train_params, state["batch_stats"], images, targets, k_drop)
+        if sam is not None:  # the gradient at w + eps, applied at w
+            grads = grad_fn(recipes.sam_ascent(train_params, grads, sam), state["batch_stats"], images, targets,
+                            k_drop)[0]
         grads = {**{k: jnp.zeros_like(v) for k, v in frozen.items()}, **grads}
         opt_state = state["opt_state"]
         opt_state.hyperparams["learning_rate"] = hp["lr"]
@@ -357,10 +383,13 @@ def build_train(spec: TrainSpec) -> tuple[optax.GradientTransformation, Callable
                       for k, v in params.items()}
         new_state = dict(state, params=new_params, batch_stats=stats, opt_state=opt_state,
                          step=state["step"] + 1)
+        if ema is not None:  # update t = step + 1
+            decay = recipes.ema_decay(new_state["step"], ema.decay, ema.warmup)
+            new_state["ema"] = recipes.ema_update(state["ema"], new_params, stats, decay)
         return new_state, {"loss": loss, **metrics}
 
     placement = spec.placement
-    state_sh, anchor_sh = (placement.state(tx), placement.anchor(l2sp)) if placement else (repl, repl)
+    state_sh, anchor_sh = (placement.state(tx, ema), placement.anchor(spec.l2sp)) if placement else (repl, repl)
     train = jax.jit(train_step, in_shardings=(state_sh, batch_sh, repl, anchor_sh), out_shardings=(state_sh, repl),
                     donate_argnums=(0,))
     return tx, train
@@ -398,8 +427,14 @@ class Program:
         # the part of every step's spec the run fixes: the model, its preprocessing, placement and precision
         self.base = StepSpec(net=Net(graphdef, param_paths, stat_paths), value_range=value_range, mean=mean,
                              std=std, mesh=mesh_, placement=self.placement, precision=config.precision)
-        # the task's pieces of the steps (targets, loss, eval reduction): hashable, part of the specs
-        self.objective = s.task.objective(config, s.data, s.task.parse_augment(tuple(config.augment)))
+        # the task's pieces of the steps (targets, loss, eval reduction): hashable, part of the specs; the
+        # normalisation tells pixel-space augmentation (randaugment) what the images' values are
+        self.objective = s.task.objective(config, s.data, s.task.parse_augment(tuple(config.augment)),
+                                          normaliser=(value_range, mean, std))
+        # the weight EMA (None: off) averages what trains in any phase; SAM (None: off)
+        self.ema = recipes.ema_of(config, sorted(set().union(
+            *(freezing.trainable(s.labels(p)) for p in s.plan.phases))))
+        self.sam = recipes.sam_of(config)
         self.repl = sharding.replicated(mesh_)
         self.evaluate = self.evaluate_from(0)
         pool = getattr(s.model.head, "pool", None)  # a dense head has no pooled features
@@ -414,7 +449,8 @@ class Program:
         s, plan, cfg = self.s, self.s.plan, self.config
         return TrainSpec(**self.base.common(), frozen_depth=s.depth(phase), labels=s.labels(phase),
                          optimizer=cfg.optimizer, objective=self.objective, lr_multipliers=plan.lr_multipliers,
-                         weight_decay=plan.weight_decay, l2sp=plan.l2sp, update_stats=plan.update_stats,
+                         weight_decay=plan.weight_decay, l2sp=plan.l2sp, sam=self.sam, ema=self.ema,
+                         update_stats=plan.update_stats,
                          accumulate=int(cfg.train.accumulate), start_unit=start_unit,
                          frozen_units=phase.frozen_units(s.param_names))
 
@@ -431,9 +467,10 @@ class Program:
         return self.cache.get(spec, lambda: build_eval(spec))
 
     def place_weights(self, weights: dict) -> dict:
-        """{"params", "batch_stats"} host arrays -> device arrays placed as the run places them."""
+        """{"params", "batch_stats"} host arrays (all the parameters or some: the EMA's) -> device arrays placed
+        as the run places them."""
         p = self.placement
-        return {"params": sharding.place(weights["params"], p.params),
+        return {"params": sharding.place(weights["params"], {k: p.params[k] for k in weights["params"]}),
                 "batch_stats": sharding.place(weights["batch_stats"], {k: p.repl for k in weights["batch_stats"]})}
 
     def init_opt(self, tx: optax.GradientTransformation, params: dict):
@@ -453,9 +490,13 @@ class Program:
         state by a jitted init whose outputs are the shards (no device holds the whole of a sharded tensor)."""
         weights = self.place_weights({"params": self.params, "batch_stats": self.stats})
         repl = self.repl
-        return {**weights, "opt_state": self.init_opt(tx, weights["params"]),
-                "step": sharding.place(np.zeros((), np.int32), repl),
-                "key": sharding.place(np.asarray(jax.random.key_data(jax.random.key(self.config.seed))), repl)}
+        state = {**weights, "opt_state": self.init_opt(tx, weights["params"]),
+                 "step": sharding.place(np.zeros((), np.int32), repl),
+                 "key": sharding.place(np.asarray(jax.random.key_data(jax.random.key(self.config.seed))), repl)}
+        if self.ema is not None:  # the EMA starts at the initial weights, in buffers of its own
+            state["ema"] = self.place_weights({"params": {k: self.params[k] for k in self.ema.names},
+                                               "batch_stats": self.stats})
+        return state
 
     def trainable_count(self, phase: strategies.Phase) -> int:
         return sum(self.sizes[k] for k in freezing.trainable(self.s.labels(phase)))

@@ -39,8 +39,10 @@ class Task(Protocol):
     def build_model(self, config, data, weights) -> tuple[Any, str]:
         """(model, transfer report): fresh, or the units from `weights` with a freshly initialised head."""
 
-    def objective(self, config, data, augment_ops: tuple = ()) -> Any:
-        """A hashable object with the jittable pieces of the steps:
+    def objective(self, config, data, augment_ops: tuple = (), normaliser=None) -> Any:
+        """A hashable object with the jittable pieces of the steps, given the run's input normalisation
+        `normaliser` = (value_range, mean, std) (run.setup.normaliser: uint8 pixels scaled to the value range,
+        then (x - mean) / std per channel), which pixel-space augmentation needs:
             prepare(batch, images, key) -> (images, targets)   augmentation and targets
             loss(outputs, targets, hp) -> (loss, {name: train metric})
             reduce(outputs, batch) -> arrays summed (or gathered) over the batch's real examples

@@ -22,6 +22,9 @@ class Objective:
     num_classes: int
     label_smoothing: float = 0.0
     augment_ops: tuple = ()
+    # (zero, full): the normalised values of pixel values 0 and 255 per channel, from the run's normalisation
+    # (augment.pixel_values), which randaugment works in; () without one
+    pixels: tuple = ()
 
     def for_eval(self) -> "Objective":
         """What the eval step depends on (no augmentation, no smoothing)."""
@@ -31,11 +34,8 @@ class Objective:
         targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], self.num_classes), self.label_smoothing)
         if self.augment_ops:
             from tl_research.data import augment
-            # randaugment works on pixel values: the pipeline's normalisation, read off the batch's own pixels
             # (augmentation always trains on images, never on cached activations)
-            pixels = (augment.pixel_range(batch["image"], images)
-                      if any(op.name == "randaugment" for op in self.augment_ops) else None)
-            images, targets = augment.apply(self.augment_ops, images, targets, key, pixels)
+            images, targets = augment.apply(self.augment_ops, images, targets, key, self.pixels or None)
         return images, {"soft": targets, "label": batch["label"]}
 
     def loss(self, logits: jax.Array, targets: dict, hp: dict):
@@ -78,8 +78,12 @@ class Classification:
         model = models.zeros(config.model, data.num_classes, data.image_shape[2], seed=config.seed)
         return model, weights_lib.transfer(model, weights).summary()
 
-    def objective(self, config, data, augment_ops: tuple = ()) -> Objective:
-        return Objective(data.num_classes, float(config.train.label_smoothing), tuple(augment_ops))
+    def objective(self, config, data, augment_ops: tuple = (), normaliser=None) -> Objective:
+        pixels = ()
+        if normaliser is not None:
+            from tl_research.data import augment
+            pixels = augment.pixel_values(*normaliser)
+        return Objective(data.num_classes, float(config.train.label_smoothing), tuple(augment_ops), pixels)
 
     def parse_augment(self, ops) -> tuple:
         from tl_research.data import augment

@@ -107,7 +107,7 @@ class Detection(dense_common.DenseTask):
         from tl_research.tasks.detection import head as centernet
         return centernet.build
 
-    def objective(self, config, data, augment_ops: tuple = ()) -> Objective:
+    def objective(self, config, data, augment_ops: tuple = (), normaliser=None) -> Objective:
         k = int(config.model.get("max_detections", 100))
         return Objective(data.num_classes, tuple(augment_ops), k)
 

@@ -102,7 +102,7 @@ class Segmentation(dense_common.DenseTask):
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 < w <= 1e6:
             raise ConfigError("train.background_weight", w, "a weight > 0 (1.0: every pixel weighs the same)")
 
-    def objective(self, config, data, augment_ops: tuple = ()) -> Objective:
+    def objective(self, config, data, augment_ops: tuple = (), normaliser=None) -> Objective:
         return Objective(data.num_classes, tuple(augment_ops), float(config.train.background_weight))
 
     def evaluator(self, eval_step, data, split, put, *, batch_size: int, threads: int = 2):
