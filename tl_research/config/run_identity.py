@@ -17,7 +17,7 @@ def _slug(value: Any) -> str:
 # Keys whose values are free text the slug would blur (regexes: `.*` and `.+` both slug to `._`): their slug
 # ends in a digest of the exact value, so two different values never share a run id (sweep_points keeps one
 # run per id). Only keys added with this rule, so no existing run id changes.
-DIGEST_KEYS: frozenset[str] = frozenset({"strategy.trainable"})
+DIGEST_KEYS: frozenset[str] = frozenset({"strategy.trainable", "strategy.lora.targets"})
 
 
 def _slug_of(key: str, value: Any) -> str:
@@ -56,7 +56,10 @@ INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight":
                               "strategy.trainable_units": (), "strategy.trainable": (),
                               # no weight EMA (its other keys then change nothing), no SAM
                               "train.ema_decay": 0.0, "train.ema_warmup": False, "train.ema_select": "raw",
-                              "optimizer.sam_rho": 0.0, "optimizer.sam_adaptive": False}
+                              "optimizer.sam_rho": 0.0, "optimizer.sam_adaptive": False,
+                              # read by strategy.name=lora only; merge: nothing else adds parameters to fold
+                              "strategy.lora.rank": 8, "strategy.lora.alpha": 8.0, "strategy.lora.convs": False,
+                              "strategy.lora.targets": ".*", "strategy.merge": True}
 
 
 # Keys that never change what a run computes (how often it checkpoints, how much disk the feature cache may
@@ -87,7 +90,9 @@ def identity(tree: dict, prefix: str = "") -> dict:
     for key, value in tree.items():
         path = f"{prefix}{key}"
         if isinstance(value, dict):
-            out[key] = identity(value, path + ".")
+            inner = identity(value, path + ".")
+            if inner or not value:  # a block all of whose keys are introduced at their old value was not there
+                out[key] = inner
         elif not _introduced(path, value):
             out[key] = value
     return out

@@ -400,8 +400,9 @@ class Training:
                 val = self.val_now if self.val_now is not None else self.val.counts(*sel_weights)
                 val_acc, val_loss, best_step = val.metric, val.loss, step
         with timer.phase("checkpoints"):
-            weights_lib.save_weights(self.run_dir / "weights", selected, self.s.meta, {"step": best_step})
-            if use_best and not self.best_written:  # the same weights: best/ becomes a copy of weights/
+            exported = strategies.merged(self.config, selected)  # strategy.merge: the plain model's (LoRA, SSF)
+            weights_lib.save_weights(self.run_dir / "weights", exported, self.s.meta, {"step": best_step})
+            if use_best and not self.best_written and exported is selected:  # best/ becomes a copy of weights/
                 weights_lib.copy_weights_dir(self.run_dir / "weights", self.best_dir)
                 self.best_written = True
             self._write_best()

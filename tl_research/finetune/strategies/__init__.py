@@ -13,6 +13,10 @@ registry: strategies/base.py; one module per strategy beside it). It decides, as
                                       down to `frozen_depth` (ULMFiT, Howard & Ruder 2018, arXiv 1801.06146)
                   bitfit              the units' biases and the head (Ben Zaken et al. 2021, arXiv 2106.10199)
                   norm_only           the normalisation scales and biases and the head
+                  lora                low-rank factors beside the units' dense kernels (optionally their 1x1
+                                      convolutions) and the head (Hu et al. 2021, arXiv 2106.09685)
+                  ssf                 a per-channel scale and shift after every op of the units, and the head
+                                      (Lian et al. 2022, arXiv 2210.08823)
     what trains   on top of any strategy's phases: strategy.trainable_units (those units and the head) and
                   strategy.trainable (first-match (regex, train|freeze) rules over parameter paths), both
                   restricting what a phase trains (selection.py)
@@ -27,7 +31,9 @@ registry: strategies/base.py; one module per strategy beside it). It decides, as
     adding one    subclass StrategyBase, implement `phases` (and `schedule`, `lr_multipliers`, `check`,
                   `extend` where it differs), `register(MyStrategy())`; inside the package: one module here
                   plus its import below. `extend(model, config)` adds a strategy's own parameters (adapters,
-                  prompts) under a unit or the head, so they are checkpointed, resumed and exported as the rest.
+                  prompts) under a unit or the head, so they are checkpointed, resumed and exported as the rest;
+                  `merge(params, config)` folds them into the plain architecture's weights where that is exact
+                  (lora, ssf): with strategy.merge the run exports that plain model under weights/ (`merged`).
 """
 from __future__ import annotations
 
@@ -43,10 +49,12 @@ from tl_research.finetune.strategies.base import (Context, Phase, Plan, Strategy
 # the built-in strategies, registered in this order (the order `strategy.name`'s error lists them in)
 from tl_research.finetune.strategies import fine_tune, feature_extraction, two_phase, gradual_unfreezing  # noqa: F401
 from tl_research.finetune.strategies import bitfit, norm_only  # noqa: F401
+from tl_research.finetune.strategies import lora, ssf  # noqa: F401
 from tl_research.finetune.strategies import selection
 
 __all__ = ["BN_POLICIES", "Context", "NAMES", "Phase", "Plan", "REGULARIZERS", "Strategy", "StrategyBase", "check",
-           "default_config", "extend", "get", "l2_sp_penalty", "names", "plan", "register", "unregister"]
+           "default_config", "extend", "get", "l2_sp_penalty", "merged", "names", "plan", "register",
+           "unregister"]
 
 REGULARIZERS = ("weight_decay", "l2_sp", "none")
 BN_POLICIES = ("update", "source")
@@ -87,6 +95,14 @@ def default_config() -> ml_collections.ConfigDict:
         # every parameter matched, e.g. (("units\\.0\\.", "train"), ("head\\.", "train"), (".*", "freeze"));
         # () = none
         trainable=(),
+        # lora: W + (alpha / rank) A B beside each dense kernel of the units whose module path (units.3.attn.query)
+        # the regex `targets` matches (re.search; ".*": every one; "attn\\.(query|value)$": Hu et al.'s), and
+        # beside the 1x1 convolutions it matches with convs=True
+        lora=dict(rank=8, alpha=8.0, convs=False, targets=".*"),
+        # a strategy that adds parameters it can fold into the plain architecture's weights (lora, ssf): the run's
+        # weights/ hold the merged plain model (init=<run dir> then works for any run); False: the added
+        # parameters as trained. Checkpoints and best/ always keep them unmerged.
+        merge=True,
     ))
 
 
@@ -109,6 +125,8 @@ def check(config) -> None:
         v = s[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise _err(key, v, "a number >= 0")
+    if not isinstance(s.merge, bool):
+        raise _err("merge", s.merge, "True or False")
     if s.regularizer == "l2_sp" and config.init == "scratch":
         raise _err("regularizer", "l2_sp", "weight_decay or none for init=scratch",
                    why="L2-SP pulls towards transferred weights and a scratch run has none")
@@ -137,6 +155,17 @@ def plan(config, *, num_units: int, frozen_depth: int, total_steps: int, steps_p
 def extend(model, config):
     """The model with the parameters the config's strategy adds (the model itself for the built-in ones)."""
     return get(config.strategy.name).extend(model, config)
+
+
+def merged(config, weights: dict) -> dict:
+    """The weights ({"params", "batch_stats"} flat dicts) a run exports under weights/: with strategy.merge, the
+    params with its strategy's added parameters folded into the plain architecture's (the strategy's `merge`);
+    `weights` itself where nothing merges."""
+    merge = getattr(get(config.strategy.name), "merge", None)
+    if not config.strategy.merge or merge is None:
+        return weights
+    params = merge(weights["params"], config)
+    return weights if params is weights["params"] else {**weights, "params": params}
 
 
 def l2_sp_penalty(params: dict, anchor: dict, alpha: float, beta: float):

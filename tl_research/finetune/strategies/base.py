@@ -5,6 +5,9 @@ A parameter is named by its dotted path in the model's parameter tree, as the tr
 it (`units.3.conv1.kernel`, `units.0.bn.bias`, `head.classifier.bias`): every path lies under `units.<i>.` (a
 depth unit) or `head.`. A strategy that adds parameters (adapters, prompts) adds them inside a unit or the head
 in `extend`, so they are part of the same tree: labelled, checkpointed, resumed and exported like the rest.
+One whose additions can be folded into the plain architecture's weights (LoRA, SSF) says how in `merge`, a pure
+function over the flat params dict: with `strategy.merge` (the default) the run exports the merged plain model
+under weights/ (any later run can start from it), while its checkpoints and best/ keep the tree it trained.
 
     Phase           steps [start, end); `trainable(path)` says whether a parameter trains in it (by default the
                     depth rule: the head and units >= frozen_depth); `lowest_trainable_unit(paths)` is the unit
@@ -13,9 +16,11 @@ in `extend`, so they are part of the same tree: labelled, checkpointed, resumed 
     Context         what a strategy's phases may depend on besides the config: the model's number of units, the
                     resolved frozen depth, the run's length, steps per epoch, and the parameter paths (when known)
     Strategy        name; check(config); phases(config, ctx); schedule(config, ctx, phases) -> (lrs, momenta);
-                    lr_multipliers(config, ctx); extend(model, config) -> model
+                    lr_multipliers(config, ctx); extend(model, config) -> model; optionally merge(params, config)
+                    -> params (StrategyBase's: nothing to merge)
     StrategyBase    the defaults a strategy inherits: no extra checks, one schedule (config.schedule) over the
-                    whole run, discriminative LR multipliers (strategy.lr_decay), no added parameters
+                    whole run, discriminative LR multipliers (strategy.lr_decay), no added parameters, nothing
+                    to merge
     register/get    the registry; `names()` lists it in registration order
 
 A new strategy subclasses StrategyBase (or implements the protocol whole), overrides `phases` (and whatever else
@@ -145,6 +150,12 @@ class StrategyBase:
 
     def extend(self, model, config):
         return model
+
+    def merge(self, params: dict, config) -> dict:
+        """The flat params ({dotted path: array}) of a model this strategy extended, with what `extend` added
+        folded into the plain architecture's weights and the added paths gone: what the run exports under
+        weights/ with strategy.merge. A pure function; the params themselves where nothing merges."""
+        return params
 
 
 # ---------------------------------------------------------------------------------------------- registry
