@@ -53,7 +53,10 @@ INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight":
                               "train.deterministic": False,
                               "model.drop_path": 0.0,  # no stochastic depth: the blocks as before
                               # what the strategy's phases train, unrestricted
-                              "strategy.trainable_units": (), "strategy.trainable": ()}
+                              "strategy.trainable_units": (), "strategy.trainable": (),
+                              # the blocks of the adapter and vpt_* strategies (read by those alone)
+                              "strategy.adapter.dim": 8, "strategy.adapter.placement": "houlsby",
+                              "strategy.adapter.scale": 0.0, "strategy.vpt.prompts": 10, "strategy.vpt.dropout": 0.0}
 
 
 # Keys that never change what a run computes (how often it checkpoints, how much disk the feature cache may

@@ -13,6 +13,13 @@ registry: strategies/base.py; one module per strategy beside it). It decides, as
                                       down to `frozen_depth` (ULMFiT, Howard & Ruder 2018, arXiv 1801.06146)
                   bitfit              the units' biases and the head (Ben Zaken et al. 2021, arXiv 2106.10199)
                   norm_only           the normalisation scales and biases and the head
+                  adapter             bottleneck adapters added to the model (strategy.adapter: houlsby, in
+                                      ViT blocks and after ResNet blocks, Houlsby et al. 2019, arXiv 1902.00751;
+                                      parallel, AdaptFormer, Chen et al. 2022, arXiv 2205.13535) and the head,
+                                      plus the normalisation layers for houlsby
+                  vpt_shallow         prompt tokens at the first ViT block's input, and the head (VPT, Jia et
+                                      al. 2022, arXiv 2203.12119; strategy.vpt)
+                  vpt_deep            a block's own prompt tokens at every ViT block's input, and the head
     what trains   on top of any strategy's phases: strategy.trainable_units (those units and the head) and
                   strategy.trainable (first-match (regex, train|freeze) rules over parameter paths), both
                   restricting what a phase trains (selection.py)
@@ -43,7 +50,8 @@ from tl_research.finetune.strategies.base import (Context, Phase, Plan, Strategy
 # the built-in strategies, registered in this order (the order `strategy.name`'s error lists them in)
 from tl_research.finetune.strategies import fine_tune, feature_extraction, two_phase, gradual_unfreezing  # noqa: F401
 from tl_research.finetune.strategies import bitfit, norm_only  # noqa: F401
-from tl_research.finetune.strategies import selection
+from tl_research.finetune.strategies import adapter, vpt  # noqa: F401
+from tl_research.finetune.strategies import added, selection
 
 __all__ = ["BN_POLICIES", "Context", "NAMES", "Phase", "Plan", "REGULARIZERS", "Strategy", "StrategyBase", "check",
            "default_config", "extend", "get", "l2_sp_penalty", "names", "plan", "register", "unregister"]
@@ -87,6 +95,18 @@ def default_config() -> ml_collections.ConfigDict:
         # every parameter matched, e.g. (("units\\.0\\.", "train"), ("head\\.", "train"), (".*", "freeze"));
         # () = none
         trainable=(),
+        # adapter (strategies/adapter.py): bottleneck adapters; what trains follows the placement's paper
+        adapter=ml_collections.ConfigDict(dict(
+            dim=8,  # the bottleneck width
+            # houlsby (ViT blocks: after the attention and the MLP; ResNets: after each block) | parallel (ViTs)
+            placement="houlsby",
+            scale=0.0,  # the factor on the adapter's output; 0 = the paper's: 1 (houlsby), 0.1 (parallel)
+        )),
+        # vpt_shallow / vpt_deep (strategies/vpt.py): prompt tokens for the ViT family
+        vpt=ml_collections.ConfigDict(dict(
+            prompts=10,  # prompt tokens per prompted block (VPT: 1 .. 200)
+            dropout=0.0,  # dropout on the prompts in training (VPT's code: MODEL.PROMPT.DROPOUT)
+        )),
     ))
 
 
