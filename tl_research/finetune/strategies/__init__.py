@@ -34,7 +34,8 @@ registry: strategies/base.py; one module per strategy beside it). It decides, as
     adding one    subclass StrategyBase, implement `phases` (and `schedule`, `lr_multipliers`, `check`,
                   `extend` where it differs), `register(MyStrategy())`; inside the package: one module here
                   plus its import below. `extend(model, config)` adds a strategy's own parameters (adapters,
-                  prompts) under a unit or the head, so they are checkpointed, resumed and exported as the rest.
+                  prompts) under a unit or the head, so they are checkpointed, resumed and exported as the rest;
+                  a run started from such weights loads them when its strategy adds the same ones (added.py).
 """
 from __future__ import annotations
 
