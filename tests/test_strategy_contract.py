@@ -163,7 +163,8 @@ def test_an_unknown_name_is_one_line_naming_every_registered_strategy(toy, tiny_
     with pytest.raises(ConfigError) as e:
         C.validate(tiny_config(**{"strategy.name": "biases_onyl"}))
     assert e.value.key == "strategy.name" and "\n" not in str(e.value)
-    assert e.value.allowed == ", ".join(BUILTIN + ("bitfit", "norm_only", "lora", "ssf", toy.name))
+    assert e.value.allowed == ", ".join(BUILTIN + ("bitfit", "norm_only", "lora", "ssf", "adapter", "vpt_shallow",
+                                                   "vpt_deep", toy.name))
 
 
 def test_without_registration_the_toy_name_is_refused(tiny_config):

@@ -59,7 +59,10 @@ INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight":
                               "optimizer.sam_rho": 0.0, "optimizer.sam_adaptive": False,
                               # read by strategy.name=lora only; merge: nothing else adds parameters to fold
                               "strategy.lora.rank": 8, "strategy.lora.alpha": 8.0, "strategy.lora.convs": False,
-                              "strategy.lora.targets": ".*", "strategy.merge": True}
+                              "strategy.lora.targets": ".*", "strategy.merge": True,
+                              # the blocks of the adapter and vpt_* strategies (read by those alone)
+                              "strategy.adapter.dim": 8, "strategy.adapter.placement": "houlsby",
+                              "strategy.adapter.scale": 0.0, "strategy.vpt.prompts": 10, "strategy.vpt.dropout": 0.0}
 
 
 # Keys that never change what a run computes (how often it checkpoints, how much disk the feature cache may

@@ -60,22 +60,28 @@ def check_initial_weights(config, *, prefix: str = "") -> None:
     if config.init == "source":
         check_initial_weights(config.source, prefix=prefix + "source.")
     elif config.init != "scratch":
-        why = _init_problem(config.init, config.model.to_json())
+        why = _init_problem(config.init, config.model.to_json(), config.strategy.to_json())
         if why:
             raise ConfigError(prefix + "init", config.init, "weights that load and fit config.model (a weights "
                               "or finished run directory, keras:PATH, torch:PATH, npz:PATH)", why=why)
 
 
 @functools.lru_cache(maxsize=16)
-def _init_problem(init: str, model_json: str) -> str:
-    """Why the weights `init` names cannot start a run of this model ('' when they can): nothing there, a
-    file cut short, arrays of other shapes, another architecture. Loaded here, before any run trains."""
+def _init_problem(init: str, model_json: str, strategy_json: str) -> str:
+    """Why the weights `init` names cannot start a run of this model and strategy ('' when they can): nothing
+    there, a file cut short, arrays of other shapes, another architecture, parameters an earlier run's strategy
+    added that this run's does not (strategies.added). Loaded here, before any run trains."""
     from tl_research.checkpoints import weights as weights_lib
     model_cfg = ml_collections.ConfigDict(json.loads(model_json))
     try:
         weights, _ = init_weights(init, model_cfg)
+        weights, added = strategies.added.split(weights, model_cfg)
         # the head is re-initialised either way, so 2 classes and 3 channels (adapted to the data's) do
-        weights_lib.transfer(models.zeros(model_cfg, 2, 3), weights)
+        model = models.zeros(model_cfg, 2, 3)
+        weights_lib.transfer(model, weights)
+        if added:  # the strategy's extension, as the run will make it (shapes do not depend on the seed)
+            cfg = ml_collections.ConfigDict(dict(model=model_cfg, strategy=json.loads(strategy_json), seed=0))
+            strategies.added.load(strategies.extend(model, cfg), added, cfg)
     except ConfigError:
         raise  # e.g. a directory without weights, named as such
     except Exception as e:  # noqa: BLE001 - a converter's or orbax's error on a bad file, as one line

@@ -182,6 +182,11 @@ class DropPathBlock(nnx.Module):
     drop_path_rate: float = 0.0
     deterministic: bool = True
 
+    def draws(self) -> bool:
+        """Whether the block, in its current mode, draws random numbers (and so needs a drop_key): it drops
+        paths in training. A subclass with other random draws (VPT's prompt dropout) says so here."""
+        return self.drop_path_rate > 0.0 and not self.deterministic
+
     def branch(self, y: jax.Array, drop_key: jax.Array | None, index: int = 0) -> jax.Array:
         if self.drop_path_rate == 0.0 or self.deterministic:
             return y
@@ -191,8 +196,9 @@ class DropPathBlock(nnx.Module):
 
 
 def drops_paths(unit: nnx.Module) -> bool:
-    """Whether `unit`, in its current mode, drops residual branches (and so needs a drop_key)."""
-    return isinstance(unit, DropPathBlock) and unit.drop_path_rate > 0.0 and not unit.deterministic
+    """Whether `unit`, in its current mode, drops residual branches or draws otherwise (and so needs a
+    drop_key): DropPathBlock.draws."""
+    return isinstance(unit, DropPathBlock) and unit.draws()
 
 
 def call_unit(unit: nnx.Module, x: jax.Array, index: int, key: jax.Array | None) -> jax.Array:

@@ -106,9 +106,11 @@ def setup(config, init_path: str | None = None, timer: timing.RunTimer | None = 
     meta = meta or model_meta(config.model.name)
     with _phase(timer, "data"):  # the task's targets, whether or not data.targets was resolved
         data = pipeline.load(config.data, meta, seed=config.seed, targets=task.target_spec)
+    weights, added = strategies.added.split(weights, config.model)  # tensors the saving run's strategy added
     with _host_memory():
         model, report = task.build_model(config, data, weights)  # a transferred model's head starts fresh
         model = strategies.extend(model, config)  # the strategy's own parameters (adapters, prompts), if any
+        report += strategies.added.load(model, added, config)  # into the same ones, or one line why not
     names = list(weights_lib.flat_state(model)["params"])
     steps_per_epoch = max(1, math.ceil(len(data.train) / config.data.batch_size))
     total = config.train.steps or math.ceil(config.train.epochs * steps_per_epoch)

@@ -17,6 +17,13 @@ registry: strategies/base.py; one module per strategy beside it). It decides, as
                                       convolutions) and the head (Hu et al. 2021, arXiv 2106.09685)
                   ssf                 a per-channel scale and shift after every op of the units, and the head
                                       (Lian et al. 2022, arXiv 2210.08823)
+                  adapter             bottleneck adapters added to the model (strategy.adapter: houlsby, in
+                                      ViT blocks and after ResNet blocks, Houlsby et al. 2019, arXiv 1902.00751;
+                                      parallel, AdaptFormer, Chen et al. 2022, arXiv 2205.13535) and the head,
+                                      plus the normalisation layers for houlsby
+                  vpt_shallow         prompt tokens at the first ViT block's input, and the head (VPT, Jia et
+                                      al. 2022, arXiv 2203.12119; strategy.vpt)
+                  vpt_deep            a block's own prompt tokens at every ViT block's input, and the head
     what trains   on top of any strategy's phases: strategy.trainable_units (those units and the head) and
                   strategy.trainable (first-match (regex, train|freeze) rules over parameter paths), both
                   restricting what a phase trains (selection.py)
@@ -34,6 +41,7 @@ registry: strategies/base.py; one module per strategy beside it). It decides, as
                   prompts) under a unit or the head, so they are checkpointed, resumed and exported as the rest;
                   `merge(params, config)` folds them into the plain architecture's weights where that is exact
                   (lora, ssf): with strategy.merge the run exports that plain model under weights/ (`merged`).
+                  a run started from such weights loads them when its strategy adds the same ones (added.py).
 """
 from __future__ import annotations
 
@@ -49,8 +57,8 @@ from tl_research.finetune.strategies.base import (Context, Phase, Plan, Strategy
 # the built-in strategies, registered in this order (the order `strategy.name`'s error lists them in)
 from tl_research.finetune.strategies import fine_tune, feature_extraction, two_phase, gradual_unfreezing  # noqa: F401
 from tl_research.finetune.strategies import bitfit, norm_only  # noqa: F401
-from tl_research.finetune.strategies import lora, ssf  # noqa: F401
-from tl_research.finetune.strategies import selection
+from tl_research.finetune.strategies import lora, ssf, adapter, vpt  # noqa: F401
+from tl_research.finetune.strategies import added, selection
 
 __all__ = ["BN_POLICIES", "Context", "NAMES", "Phase", "Plan", "REGULARIZERS", "Strategy", "StrategyBase", "check",
            "default_config", "extend", "get", "l2_sp_penalty", "merged", "names", "plan", "register",
@@ -103,6 +111,18 @@ def default_config() -> ml_collections.ConfigDict:
         # weights/ hold the merged plain model (init=<run dir> then works for any run); False: the added
         # parameters as trained. Checkpoints and best/ always keep them unmerged.
         merge=True,
+        # adapter (strategies/adapter.py): bottleneck adapters; what trains follows the placement's paper
+        adapter=ml_collections.ConfigDict(dict(
+            dim=8,  # the bottleneck width
+            # houlsby (ViT blocks: after the attention and the MLP; ResNets: after each block) | parallel (ViTs)
+            placement="houlsby",
+            scale=0.0,  # the factor on the adapter's output; 0 = the paper's: 1 (houlsby), 0.1 (parallel)
+        )),
+        # vpt_shallow / vpt_deep (strategies/vpt.py): prompt tokens for the ViT family
+        vpt=ml_collections.ConfigDict(dict(
+            prompts=10,  # prompt tokens per prompted block (VPT: 1 .. 200)
+            dropout=0.0,  # dropout on the prompts in training (VPT's code: MODEL.PROMPT.DROPOUT)
+        )),
     ))
 
 
