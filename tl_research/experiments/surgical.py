@@ -117,9 +117,14 @@ few layers works best". Figure 1: "Fine-tuning the first block works best for in
 (image corruption), later blocks work best for feature-level shifts such as Entity-30 (shift in entity
 subgroup), and tuning the last layer works best for output-level shifts such as CelebA (spurious correlation
 between gender and hair color)." Figure 2 plots "(surgical fine-tuning accuracy) - (full fine-tuning accuracy),
-along with standard errors across three runs": tuning earlier layers performs best for input-level shifts
-(CIFAR-C, ImageNet-C), middle blocks for feature-level shifts (Living-17, Entity-30), the last layer for
-output-level shifts (CIFAR-Flip, Waterbirds, CelebA). Their CIFAR-C setting (the authors' code,
+along with standard errors across three runs" per tuned block and dataset: "Fine-tuning a single parameter
+block can outperform full fine-tuning, and more importantly, different blocks are best for different distribution
+shifts. The location of the best block reflects the nature of the shift: tuning earlier layers performs best for
+input-level shifts while tuning later layers is best for output-level shifts." Input-level: CIFAR-C, ImageNet-C;
+feature-level: Living-17, Entity-30; output-level: CIFAR-Flip, Waterbirds, CelebA. Tested here: the first block
+under an input-level shift, the middle block (the second of three; Figure 1 says "later blocks", and the last
+block is reported beside it) under a feature-level shift, the last layer under a label-level shift, each against
+full fine-tuning and against the best other single part. Their CIFAR-C setting (the authors' code,
 github.com/anniesch/surgical-finetuning): a CIFAR-10 ResNet-26, 1,000 corrupted target images, "Block 1" = the
 first conv and the first stage, the "last layer" = the classifier, Adam with the LR chosen per block on
 validation. (The per-dataset numbers of their Table 1 were not in the stored copies searched for this page; the
