@@ -169,3 +169,118 @@ def test_line_plot_draws_each_reference_level_in_its_own_colour(tmp_path, monkey
     plots.lines({"FT": [(1, est(.5, .6)), (10, est(.8, .82)), (350, est(.9, .92))]}, tmp_path / "q.png", xlabel="k",
                 ylabel="acc", title="t", logx=True)
     assert [t.get_text() for t in seen["ax"].get_xticklabels()] == ["1", "10", "350"]  # not 10^0, 10^1
+
+
+def _surgical_rows(first_gain: float):
+    """Synthetic rows of the surgical sweep: every arm on every target at two LRs. The better LR on validation is
+    0.03, whose test accuracies are those given; at 0.1 validation is lower and full fine-tuning's test accuracy
+    1, every other arm's 0 (read unselected, full fine-tuning would win everywhere)."""
+    from tl_research.experiments import surgical
+    level_acc = {"input": {"full": .80, "first": .80 + first_gain, "middle": .78, "last": .75, "head": .60},
+                 "feature": {"full": .90, "first": .85, "middle": .92, "last": .91, "head": .80},
+                 "label": {"full": .95, "first": .94, "middle": .95, "last": .96, "head": .98}}
+    acc = []
+    for level, name, classes in surgical.SHIFTS.values():
+        for arm, a in level_acc[level].items():
+            for lr, val, test in ((0.03, .9, a), (0.1, .5, 1.0 if arm == "full" else 0.0)):
+                acc.append(({"label": arm, "data.name": name, "data.classes": classes, "schedule.lr": lr},
+                            [{"test_accuracy": test + j, "val_accuracy": val, "trainable_params": 1000}
+                             for j in (0, .01, -.01)]))
+    return _rows(acc)
+
+
+def test_surgical_verdicts_follow_the_numbers_at_the_lr_chosen_on_validation():
+    from tl_research.experiments import surgical
+    held = surgical.analyse(_surgical_rows(first_gain=0.05), pathlib.Path("."))
+    assert [v.status for v in held.verdicts] == [verdict.HELD] * 6  # the LR of 0 test accuracy never chosen
+    assert "mnist_subset 0-4 permuted" in held.tables[0] and "| 0.03 |" in held.tables[2]
+    assert "0.1" not in held.tables[2]
+    failed = surgical.analyse(_surgical_rows(first_gain=-0.05), pathlib.Path("."))
+    assert [v.status for v in failed.verdicts[:2]] == [verdict.FAILED] * 2
+    assert "first - middle" in failed.verdicts[1].figure  # the rival is the best other part, by its mean
+
+
+def test_peft_vs_full_verdicts_and_methods_not_registered(capsys):
+    from tl_research.experiments import peft_vs_full
+    acc = [({"model.name": model, "strategy.name": m, "data.name": t},
+            [{"test_accuracy": level + j, "trainable_params": n} for j in (0, .01, -.01)])
+           for model, levels in (("vit_micro", {"fine_tune": (.80, 200000), "bitfit": (.75, 2000),
+                                                "vpt_shallow": (.77, 1000), "vpt_deep": (.85, 5000)}),
+                                 ("resnet_cifar", {"fine_tune": (.90, 77000), "bitfit": (.85, 1000),
+                                                   "feature_extraction": (.70, 325)}))
+           for m, (level, n) in levels.items() for t in ("mnist_subset", "mnist_m")]
+    out = peft_vs_full.analyse(_rows(acc), pathlib.Path("."))
+    assert [v.status for v in out.verdicts] == [verdict.HELD] * 5
+    assert "| ResNet | feature_extraction | 325 |" in out.tables[0] and "vpt_deep 0.850 at 5,000" in out.headline
+    # a method that is not a registered strategy is left out with one printed line, and VPT stays off a ResNet
+    resnet = peft_vs_full.SOURCES["ResNet"]
+    methods = ("fine_tune", "vpt_deep", "no_such_method")
+    assert peft_vs_full.methods_for(None, resnet, methods, check=False) == ["fine_tune"]
+    assert capsys.readouterr().out.count("no_such_method") == 1
+    peft_vs_full.methods_for(None, resnet, methods, check=False)
+    assert capsys.readouterr().out == ""  # said once per process
+
+
+def _split_metadata(data_dir, sizes: dict) -> None:
+    """Real split sizes for mocked builders (tfds.testing.mock_data reads a builder's dataset_info.json)."""
+    import tensorflow_datasets as tfds
+    for name, splits in sizes.items():
+        b = tfds.builder(name, data_dir=str(data_dir))
+        b.info.set_splits(tfds.core.SplitDict([tfds.core.SplitInfo(name=n, shard_lengths=[c], num_bytes=0)
+                                               for n, c in splits.items()]))
+        pathlib.Path(b.data_dir).mkdir(parents=True, exist_ok=True)
+        b.info.write_to_directory(b.data_dir)
+
+
+def covering(points: list[dict]) -> list[dict]:
+    """The points that each bring a (key, value) no earlier one has: every value of every swept key, once."""
+    seen, out = set(), []
+    for p in points:
+        pairs = {(k, repr(v)) for k, v in p.items()}
+        if pairs - seen:
+            seen |= pairs
+            out.append(p)
+    return out
+
+
+def test_paper_scale_configs_validate_on_mock_data(tmp_path):
+    """experiments/{surgical,peft_vs_full}/paper.py pass config validation (tl_research.config.validate) at every
+    value of every key their sweeps set (every arm or method, LR, seed), on one target per shift level and one
+    VTAB-1k task per group, on mock TFDS data laid out with the datasets' real split sizes, with random weights
+    (init=scratch in place of the converted ViT-B/16). The other targets are the same builders' other configs
+    (named below) and VTAB tasks (tests/test_vtab.py loads every one)."""
+    import tensorflow_datasets as tfds
+    from test_vtab import SPLIT_SIZES, _Batched
+    from unittest import mock
+    from tl_research import config as config_lib
+    from tl_research.data import vtab
+    from tl_research.experiments import peft_vs_full
+    from tl_research.finetune import strategies
+    surgical_paper = config_lib.load_module(str(runner.ROOT / "surgical" / "paper.py"))
+    peft_paper = config_lib.load_module(str(runner.ROOT / "peft_vs_full" / "paper.py"))
+    corrupted = {c.name for c in tfds.builder_cls("cifar10_corrupted").BUILDER_CONFIGS}
+    assert {f"{c}_5" for c in surgical_paper.CORRUPTIONS} <= corrupted and len(surgical_paper.CORRUPTIONS) == 15
+    assert peft_paper.TASKS == tuple(f"vtab:{t}" for t in vtab.VTAB_TASKS) and peft_paper.INIT != "scratch"
+    checked = {surgical_paper: ("cifar10_corrupted/brightness_5", "cifar100", "cifar10"),
+               peft_paper: ("vtab:cifar100", "vtab:eurosat", "vtab:dsprites_location")}
+    sizes = {"cifar10": {"train": 50000, "test": 10000}, "cifar100": {"train": 50000, "test": 10000},
+             "cifar10_corrupted/brightness_5": {"test": 10000}, **SPLIT_SIZES}
+    validated = {}
+    for module, init in ((surgical_paper, None), (peft_paper, "scratch")):
+        data_dir = str(tmp_path / module.__name__)
+        with tfds.testing.mock_data(num_examples=64, data_dir=data_dir):  # a split of 64 holds a batch of 64
+            mocked = tfds.core.DatasetBuilder.as_data_source
+            with mock.patch.object(tfds.core.DatasetBuilder, "as_data_source",
+                                   lambda self, *a, **kw: _Batched(mocked(self, *a, **kw))):
+                base = module.get_config()
+                points = covering([p for p in module.get_sweep() if p["data.name"] in checked[module]])
+                builders = [vtab.get(n[5:]).tfds_name if n.startswith("vtab:") else n for n in checked[module]]
+                _split_metadata(data_dir, {b: sizes[b] for b in builders})
+                overrides = {"data.data_dir": data_dir, **({"init": init} if init else {}),
+                             **({"source.data.data_dir": data_dir} if base.init == "source" else {})}
+                for p in points:
+                    config_lib.validate(config_lib.apply_overrides(base, {**p, **overrides}))
+                validated[module] = points
+    assert {p["label"] for p in validated[surgical_paper]} == set(surgical_paper.ARMS)
+    assert {p["strategy.name"] for p in validated[peft_paper]} == set(peft_vs_full.METHODS) & set(strategies.names())
+    assert {p["seed"] for p in validated[peft_paper]} == set(peft_paper.SEEDS)

@@ -136,6 +136,20 @@ def test_load_total_long_tailed_and_class_subset(digits_dir):
     assert counts[0] == 50 and counts[-1] == 5 and (np.diff(counts) <= 0).all()
 
 
+def test_class_order_is_a_label_permutation(digits_dir):
+    """data.classes in another order keeps the same examples and relabels class classes[i] as i: the label-level
+    shift of experiments/surgical ((1, 2, 0): class 1 -> 0, 2 -> 1, 0 -> 2), in every split. (A per_class or
+    train_examples subset is drawn per relabelled class, so another order draws another subset of that size.)"""
+    plain = pipeline.load(_cfg(digits_dir, classes=(0, 1, 2)), seed=0)
+    permuted = pipeline.load(_cfg(digits_dir, classes=(1, 2, 0)), seed=0)
+    for split in ("train", "val", "test"):
+        a, b = getattr(plain, split), getattr(permuted, split)
+        np.testing.assert_array_equal(np.sort(a.indices), np.sort(b.indices))
+        relabelled = dict(zip(b.indices.tolist(), b.labels.tolist()))
+        assert [relabelled[i] for i in a.indices.tolist()] == ((a.labels - 1) % 3).tolist(), split
+    assert permuted.class_names == ["1", "2", "0"]
+
+
 def test_vtab_splits_come_from_the_train_split(digits_dir):
     tune = pipeline.load(_cfg(digits_dir, vtab="train800"), seed=0)
     assert tune.train.indices.tolist() == list(range(800))

@@ -1,4 +1,5 @@
-"""The plots of the experiments: lines with interval bands, grouped bars with interval whiskers."""
+"""The plots of the experiments: lines with interval bands, grouped bars with interval whiskers, labelled
+scatter points (accuracy against trainable parameters)."""
 from __future__ import annotations
 
 import pathlib
@@ -7,6 +8,7 @@ from typing import Mapping, Sequence
 from tl_research.experiments.stats import Estimate
 
 _DASHES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
+_MARKERS = ("o", "s", "D", "^", "v")
 
 
 def _pyplot():
@@ -56,6 +58,26 @@ def lines(series: Mapping[str, Sequence[tuple[object, Estimate]]], path: pathlib
     if notes:
         top = ax.secondary_xaxis("top")
         top.set_xticks(list(notes), list(notes.values()), fontsize=7, rotation=20, ha="left")
+    _finish(ax, fig, path, xlabel, ylabel, title, logx)
+
+
+def scatter(series: Mapping[str, Sequence[tuple[float, Estimate, str]]], path: pathlib.Path, *, xlabel: str,
+            ylabel: str, title: str, logx: bool = True) -> None:
+    """One marker series per key, each point (x, estimate, text) at its mean with the 95% interval as a
+    vertical whisker and its text beside it, no lines between points (methods, not a curve): the PETL plot of
+    accuracy against trainable parameters. logx: a log x axis. Points without runs or with x <= 0 are left out."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (label, points) in enumerate(series.items()):
+        points = [(x, e, t) for x, e, t in points if e.n and x and x > 0]
+        if not points:
+            continue
+        yerr = [[e.mean - e.low if e.n > 1 else 0 for _, e, _ in points],
+                [e.high - e.mean if e.n > 1 else 0 for _, e, _ in points]]
+        ax.errorbar([x for x, _, _ in points], [e.mean for _, e, _ in points], yerr=yerr, capsize=3,
+                    marker=_MARKERS[i % len(_MARKERS)], linestyle="none", label=label)
+        for x, e, text in points:
+            ax.annotate(text, (x, e.mean), textcoords="offset points", xytext=(4, 3), fontsize=7)
     _finish(ax, fig, path, xlabel, ylabel, title, logx)
 
 

@@ -76,8 +76,9 @@ def index(root: pathlib.Path, experiments: list[Experiment], summaries: dict[str
              else " The total is given once every experiment has a measured wall time.")
     return "\n".join([
         "# Experiments", "",
-        "Paper-style reproductions on the built-in MNIST digits (the quickstart's small ResNet, 40 to 150 "
-        "steps a run, 3 seeds). Each row is one command; its README sets our table and plot beside the "
+        "Paper-style reproductions on the built-in MNIST digits (the quickstart's small ResNet, and a small ViT "
+        "in peft_vs_full; 40 to 150 steps a run, 3 seeds). Each row is one command; its README sets our table "
+        "and plot beside the "
         "published numbers, and the verdict is computed from the results (mean and 95% Student-t interval over "
         "seeds, paired where the design pairs runs). `python -m tl_research.experiments run all` regenerates "
         "every table and plot; `report NAME` rebuilds one from its workdir (default `runs/experiments/NAME`).",

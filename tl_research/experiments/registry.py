@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from tl_research.core.errors import ConfigError
 from tl_research.experiments import (class_imbalance, cyclical_lr, data_size, decision_matrix, domain_similarity,
-                                     layer_transfer, lp_ft)
+                                     layer_transfer, lp_ft, peft_vs_full, surgical)
 from tl_research.experiments.spec import Experiment
 
 EXPERIMENTS: list[Experiment] = [m.EXPERIMENT for m in (layer_transfer, cyclical_lr, data_size, lp_ft,
-                                                        domain_similarity, class_imbalance, decision_matrix)]
+                                                        domain_similarity, class_imbalance, decision_matrix,
+                                                        surgical, peft_vs_full)]
 
 
 def names() -> list[str]:
