@@ -7,6 +7,7 @@ The feature cache is off, so every method's step starts from the images and the 
 themselves. Timings interleave the methods round-robin, so machine noise hits them alike; the printed figures
 are ratios of medians to full fine-tuning.
 
+    FLOP ratio  XLA's FLOP count of the compiled step (cost_analysis) over full fine-tuning's
     temp MB     XLA's scratch memory of the compiled step (memory_analysis().temp_size_in_bytes): the
                 activations kept for the backward pass and the gradients, what a method saves in memory
     opt MB      the optimizer state the run holds (frozen parameters hold none: optax.set_to_zero)
@@ -39,6 +40,7 @@ METHODS = (  # (label, config overrides); the first is the baseline
     ("bitfit", {"strategy.name": "bitfit"}),
     ("norm_only", {"strategy.name": "norm_only"}),
     ("lora r=8", {"strategy.name": "lora"}),
+    ("lora r=8 (q, v)", {"strategy.name": "lora", "strategy.lora.targets": r"attn\.(query|value)$"}),
     ("ssf", {"strategy.name": "ssf"}),
     ("adapter (houlsby)", {"strategy.name": "adapter", "strategy.adapter.placement": "houlsby"}),
     ("adapter (parallel)", {"strategy.name": "adapter", "strategy.adapter.placement": "parallel"}),
@@ -55,7 +57,7 @@ def parse_args(argv=None):
     ap.add_argument("--batch", type=int, default=None, help="batch size (default 8; smoke 2)")
     ap.add_argument("--rounds", type=int, default=3, help="round-robin rounds (the median is reported)")
     ap.add_argument("--steps", type=int, default=2, help="steps per timed block")
-    ap.add_argument("--methods", default="", help="comma list of labels to run (default: all registered)")
+    ap.add_argument("--methods", default="", help="semicolon list of labels to run (default: all registered)")
     args = ap.parse_args(argv)
     args.model = args.model or ("vit_ti16" if args.smoke else "vit_s16")
     args.size = args.size or (32 if args.smoke else 224)
@@ -91,14 +93,15 @@ def measure(args, data: dict, workdir: pathlib.Path, label: str, overrides: dict
     run.steps(1, lambda: run.dev)
     opt = sum(x.nbytes for x in jax.tree.leaves(run.state["opt_state"]) if hasattr(x, "nbytes"))
     return {"run": run, "temp_mb": (getattr(mem, "temp_size_in_bytes", 0) or 0) / 2**20, "opt_mb": opt / 2**20,
-            "trainable": int(run.t.trainable_params), "compile_s": run.compile_s, "times": []}
+            "trainable": int(run.t.trainable_params), "compile_s": run.compile_s, "gflop": run.flops / 1e9,
+            "times": []}
 
 
 def main(argv=None):
     args = parse_args(argv)
     methods = registered(METHODS)
     if args.methods:
-        wanted = {m.strip() for m in args.methods.split(",")}
+        wanted = {m.strip() for m in args.methods.split(";")}
         methods = [m for m in methods if m[0] in wanted or m is METHODS[0]]
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="peft_step-"))
     data = gt.Bench(argparse.Namespace(smoke=True, peak_tflops=0, workdir=str(workdir), jpegs=max(32, 4 * args.batch),
@@ -125,11 +128,12 @@ def report(args, res: dict) -> None:
           f"{args.model} {args.size} px  batch {args.batch}  float32  rounds {args.rounds}x{args.steps} steps  "
           f"({time.strftime('%Y-%m-%d')})")
     print("ratios to full fine-tuning measured in this run")
-    print(f"| method | trainable | ms/step | time ratio | temp MB | temp ratio | opt MB | opt ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"| method | trainable | ms/step | time ratio | FLOP ratio | temp MB | temp ratio | opt MB | opt ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for label, r in res.items():
         t = statistics.median(r["times"])
-        print(f"| {label} | {r['trainable']:,} | {t * 1e3:.0f} | {t / bt:.2f} | {r['temp_mb']:.0f} | "
+        flop = f"{r['gflop'] / base['gflop']:.2f}" if base["gflop"] else "?"
+        print(f"| {label} | {r['trainable']:,} | {t * 1e3:.0f} | {t / bt:.2f} | {flop} | {r['temp_mb']:.0f} | "
               f"{r['temp_mb'] / bm:.2f} | {r['opt_mb']:.1f} | {r['opt_mb'] / bo if bo else 0:.3f} |")
 
 

@@ -51,7 +51,10 @@ def say_once(line: str, echo=print) -> None:
 
 def arm(source: Source, method: str) -> dict:
     """The keys of one method's runs on `source`: the strategy and its LR."""
-    return {"strategy.name": method, "schedule.lr": source.lr_full if method == FULL else source.lr_peft}
+    keys = {"strategy.name": method, "schedule.lr": source.lr_full if method == FULL else source.lr_peft}
+    if method == "lora" and not source.model.startswith("vit_"):  # a ResNet's only dense layer is the head:
+        keys["strategy.lora.convs"] = True  # LoRA on its 1x1 convolutions (projections)
+    return keys
 
 
 def refusal(base, point: dict) -> str:
