@@ -3,6 +3,7 @@ runs whose steps are built from equal specs share one jitted function, and any f
 another."""
 import dataclasses
 
+from tl_research.finetune import regularizers
 from tl_research.run import setup, steps
 
 
@@ -22,7 +23,8 @@ def test_equal_specs_share_one_step_and_every_field_is_part_of_the_key(tiny_conf
     other = {"frozen_depth": 1, "labels": (), "optimizer": (("name", "adam"),), "lr_multipliers": (("head", 2.0),),
              "weight_decay": 0.1, "l2sp": (0.1, 0.1), "update_stats": False, "accumulate": 2, "start_unit": 1,
              "precision": "bfloat16", "mean": (0.0,), "std": (2.0,), "value_range": (-1.0, 1.0),
-             "objective": a.objective.for_eval(), "placement": None, "frozen_units": frozenset({2})}
+             "objective": a.objective.for_eval(), "placement": None, "frozen_units": frozenset({2}),
+             "regularizer": regularizers.bss.BSS()}
     key_fields = {f.name for f in dataclasses.fields(steps.TrainSpec) if f.compare} - {"net", "mesh"}
     assert key_fields == set(other)  # a field added to TrainSpec gets a case here
     for name, value in other.items():
