@@ -1,23 +1,20 @@
 """The transfer literature's regularisers (strategy.regularizer = delta | bss | stochnorm | co_tuning): each loss
 term against its formula on a hand-made case, StochNorm's branches, the refusals, the train step of each
 (finite loss, falling on a repeated batch) and a Co-Tuning run resumed equal to the uninterrupted one."""
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from tl_research import config as C, models
+from tl_research import models
 from tl_research.checkpoints import weights as W
 from tl_research.core.errors import ConfigError
 from tl_research.core.tracking import read_metrics
-from tl_research.data import pipeline
 from tl_research.finetune import regularizers, strategies
 from tl_research.finetune.regularizers import bss, co_tuning, delta
 from tl_research.models import norm
-from tl_research.models.base import ModelMeta, global_pool
+from tl_research.models.base import ModelMeta
 from tl_research.run import setup, steps, trainer
 
 
