@@ -4,6 +4,7 @@ another."""
 import dataclasses
 
 from tl_research.finetune import recipes
+from tl_research.finetune import regularizers
 from tl_research.run import setup, steps
 
 
@@ -24,7 +25,8 @@ def test_equal_specs_share_one_step_and_every_field_is_part_of_the_key(tiny_conf
              "weight_decay": 0.1, "l2sp": (0.1, 0.1), "update_stats": False, "accumulate": 2, "start_unit": 1,
              "precision": "bfloat16", "mean": (0.0,), "std": (2.0,), "value_range": (-1.0, 1.0),
              "objective": a.objective.for_eval(), "placement": None, "frozen_units": frozenset({2}),
-             "sam": recipes.Sam(0.05), "ema": recipes.Ema(0.999, names=("head.classifier.kernel",))}
+             "sam": recipes.Sam(0.05), "ema": recipes.Ema(0.999, names=("head.classifier.kernel",)),
+             "regularizer": regularizers.bss.BSS()}
     key_fields = {f.name for f in dataclasses.fields(steps.TrainSpec) if f.compare} - {"net", "mesh"}
     assert key_fields == set(other)  # a field added to TrainSpec gets a case here
     for name, value in other.items():

@@ -62,7 +62,12 @@ INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight":
                               "strategy.lora.targets": ".*", "strategy.merge": True,
                               # the blocks of the adapter and vpt_* strategies (read by those alone)
                               "strategy.adapter.dim": 8, "strategy.adapter.placement": "houlsby",
-                              "strategy.adapter.scale": 0.0, "strategy.vpt.prompts": 10, "strategy.vpt.dropout": 0.0}
+                              "strategy.adapter.scale": 0.0, "strategy.vpt.prompts": 10, "strategy.vpt.dropout": 0.0,
+                              # the transfer regularisers' settings: read only under their strategy.regularizer
+                              "strategy.delta_alpha": 0.48, "strategy.delta_beta": 0.01,
+                              "strategy.delta_units": (), "strategy.delta_attention": True,
+                              "strategy.delta_attention_examples": 320, "strategy.bss_eta": 0.001,
+                              "strategy.bss_k": 1, "strategy.stochnorm_p": 0.5, "strategy.co_tuning_lambda": 2.3}
 
 
 # Keys that never change what a run computes (how often it checkpoints, how much disk the feature cache may

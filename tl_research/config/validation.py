@@ -25,6 +25,7 @@ from tl_research.core.errors import ConfigError
 from tl_research.data import pipeline, sampling
 from tl_research.evals import evaluators
 from tl_research.finetune import recipes, schedules, strategies
+from tl_research.finetune.regularizers import co_tuning
 from tl_research.finetune.freezing import resolve_frozen_depth
 from tl_research.finetune import range_test as lr_range
 
@@ -64,6 +65,8 @@ def check_initial_weights(config, *, prefix: str = "") -> None:
         if why:
             raise ConfigError(prefix + "init", config.init, "weights that load and fit config.model (a weights "
                               "or finished run directory, keras:PATH, torch:PATH, npz:PATH)", why=why)
+        if config.strategy.regularizer == "co_tuning":  # the source classifier it keeps as a second head
+            co_tuning.check_weights(config, init_weights(config.init, config.model)[0], prefix=prefix)
 
 
 @functools.lru_cache(maxsize=16)

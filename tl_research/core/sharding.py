@@ -161,12 +161,13 @@ def like_params(tree: Any, params: dict, shardings: dict, mesh: jax.sharding.Mes
 
 
 def place(tree: Any, shardings: Any) -> Any:
-    """Host arrays (the same on every process) -> global arrays with the given shardings. Each device
-    receives only its own shard, and no device ever holds a full copy of a sharded tensor."""
+    """Host arrays (the same on every process) -> global arrays with the given shardings (a tree of them, or a
+    prefix of `tree`: a sharding stands for every array under it). Each device receives only its own shard,
+    and no device ever holds a full copy of a sharded tensor."""
     def put(x, sharding):
         x = np.asarray(x)
         return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-    return jax.tree.map(put, tree, shardings)
+    return jax.tree.map(lambda sharding, sub: jax.tree.map(lambda x: put(x, sharding), sub), shardings, tree)
 
 
 def to_host(tree: Any) -> Any:

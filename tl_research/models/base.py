@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tl_research.models import norm
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelMeta:
@@ -117,16 +119,27 @@ class Head(nnx.Module):
                                      rngs=rngs)
 
     def __call__(self, x: jax.Array, *, train: bool = False, dropout_key: jax.Array | None = None):
-        x = global_pool(x, self.pool)
-        for layer in self.hidden:
-            x = nnx.relu(layer(x))
-        if train and self.dropout_rate > 0.0:
-            if dropout_key is None:
-                raise ValueError("head dropout in training needs a dropout_key")
-            keep = 1.0 - self.dropout_rate
-            mask = jax.random.bernoulli(dropout_key, keep, x.shape)
-            x = jnp.where(mask, x / keep, 0.0)
-        return self.classifier(x)
+        return self.classifier(head_input(self, x, train=train, dropout_key=dropout_key))
+
+    def embed(self, x: jax.Array, *, train: bool = False, dropout_key: jax.Array | None = None):
+        """What the classifier reads: the pooled last unit's output after the hidden layers and dropout."""
+        return head_input(self, x, train=train, dropout_key=dropout_key)
+
+
+def head_input(head, x: jax.Array, *, train: bool = False, dropout_key: jax.Array | None = None):
+    """A head's classifier input (Head.embed): global pooling, the hidden layers, dropout in training. Of any
+    object with Head's `pool`, `hidden` and `dropout_rate` (a head that extends Head's computation calls
+    `Head.__call__` on itself)."""
+    x = global_pool(x, head.pool)
+    for layer in head.hidden:
+        x = nnx.relu(layer(x))
+    if train and head.dropout_rate > 0.0:
+        if dropout_key is None:
+            raise ValueError("head dropout in training needs a dropout_key")
+        keep = 1.0 - head.dropout_rate
+        mask = jax.random.bernoulli(dropout_key, keep, x.shape)
+        x = jnp.where(mask, x / keep, 0.0)
+    return x
 
 
 def make_head(cfg, in_features: int, num_classes: int, *, rngs: nnx.Rngs, default_pool: str = "avg",
@@ -202,7 +215,10 @@ def drops_paths(unit: nnx.Module) -> bool:
 
 
 def call_unit(unit: nnx.Module, x: jax.Array, index: int, key: jax.Array | None) -> jax.Array:
-    """unit(x), with unit `index`'s own drop-path key (folded from the step's dropout key) when it drops paths."""
+    """unit(x), with unit `index`'s own drop-path key (folded from the step's dropout key) when it drops paths,
+    and this step's draws for its StochNorm layers (models.norm.seed_stochnorm), from another fold of the key."""
+    if key is not None and norm.has_stochnorm(unit):
+        norm.seed_stochnorm(unit, key, index)
     if key is not None and drops_paths(unit):
         return unit(x, drop_key=jax.random.fold_in(key, index))
     return unit(x)
@@ -267,3 +283,12 @@ class UnitModel(nnx.Module):
             feats, outs = feats
             return self.head(feats, train=train, dropout_key=dropout_key), outs
         return self.head(feats, train=train, dropout_key=dropout_key)
+
+    def outputs(self, x: jax.Array, *, train: bool = False, frozen_depth: int = 0, update_stats: bool = True,
+                dropout_key: jax.Array | None = None, start: int = 0, frozen_units: frozenset = frozenset()):
+        """(logits, the outputs of units start.., the classifier's input (Head.embed)): the forward pass of
+        `__call__`, with what the fine-tuning regularisers read (tl_research.finetune.regularizers)."""
+        feats, outs = self.features(x, train=train, frozen_depth=frozen_depth, update_stats=update_stats,
+                                    return_units=True, start=start, drop_key=dropout_key, frozen_units=frozen_units)
+        z = self.head.embed(feats, train=train, dropout_key=dropout_key)
+        return self.head.classifier(z), outs, z

@@ -485,6 +485,8 @@ def _strategy_summary(cfg, plan: strategies.Plan) -> str:
         parts.append(f"lr_decay {cfg.lr_decay:g}")
     parts.append(f"l2_sp {plan.l2sp[0]:g}/{plan.l2sp[1]:g}" if plan.l2sp else
                  f"weight_decay {plan.weight_decay:g}" if plan.weight_decay else "no weight decay")
+    if plan.regularizer is not None and not plan.l2sp:  # delta, bss, stochnorm, co_tuning
+        parts.append(plan.regularizer.summary())
     if not plan.update_stats:
         parts.append("source BN statistics")
     return ", ".join(parts)

@@ -1,6 +1,6 @@
-"""A run's setup, before anything compiles: the initial weights, the data, the model with its head and the
-parameters its strategy adds, the strategy's plan, the schedule's length and the class weights (`setup`), and
-the device mesh.
+"""A run's setup, before anything compiles: the initial weights, the data, the model with its head, the
+parameters its strategy adds and its regulariser's change, the strategy's plan, the schedule's length and the
+class weights (`setup`), and the device mesh.
 
 Also the input normalisation a model's weights expect (`normaliser`) and the metadata a run exports with its
 weights (`run_meta`), which the compiled steps and the feature extractor read.
@@ -21,7 +21,7 @@ from tl_research.checkpoints import weights as weights_lib
 from tl_research.checkpoints.initial import init_weights
 from tl_research.core import sharding, timing
 from tl_research.data import pipeline, sampling
-from tl_research.finetune import freezing, strategies
+from tl_research.finetune import freezing, regularizers, strategies
 from tl_research.models.base import ModelMeta
 
 
@@ -111,6 +111,8 @@ def setup(config, init_path: str | None = None, timer: timing.RunTimer | None = 
         model, report = task.build_model(config, data, weights)  # a transferred model's head starts fresh
         model = strategies.extend(model, config)  # the strategy's own parameters (adapters, prompts), if any
         report += strategies.added.load(model, added, config)  # into the same ones, or one line why not
+        # the regulariser's model change: StochNorm layers, Co-Tuning's source classifier beside the head
+        model = regularizers.extend(model, config, weights)
     names = list(weights_lib.flat_state(model)["params"])
     steps_per_epoch = max(1, math.ceil(len(data.train) / config.data.batch_size))
     total = config.train.steps or math.ceil(config.train.epochs * steps_per_epoch)

@@ -4,9 +4,9 @@ on the common `StepSpec`: the model, its input preprocessing, where the arrays l
 Two equal specs build the same computation, so runs and phases with equal specs share one jitted function.
 
 `Program` is what one run executes: the model split into flat dicts, its placement on the mesh, the eval and
-feature steps, one train step per phase (from the cache) and L2-SP's anchor. The train step applies the
-recipes of tl_research.finetune.recipes around its optimizer: SAM's second gradient and the weight EMA, which
-the state carries under "ema" (placed like the parameters it averages).
+feature steps, one train step per phase (from the cache) and its regulariser's anchor. The train step applies
+the recipes of tl_research.finetune.recipes around its optimizer: SAM's second gradient and the weight EMA,
+which the state carries under "ema" (placed like the parameters it averages).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tl_research.core import sharding
-from tl_research.finetune import freezing, recipes, strategies
+from tl_research.finetune import freezing, recipes, regularizers, strategies
 from tl_research.models.base import global_pool
 from tl_research.run.setup import Setup, normaliser
 from tl_research.tasks.classification import task as classification
@@ -102,9 +102,10 @@ class Placement:
             out["ema"] = {"params": {k: self.params[k] for k in ema.names}, "batch_stats": repl}
         return out
 
-    def anchor(self, l2sp) -> dict:
-        """L2-SP's anchor (the starting weights of the units) is placed like the parameters."""
-        return {k: s for k, s in self.params.items() if not k.startswith("head.")} if l2sp else {}
+    def anchor(self, term) -> Any:
+        """The placement of the regulariser `term`'s anchor (a prefix of its tree; {} without one): starting
+        weights (L2-SP's, DELTA's) are placed like the parameters (regularizers.Term.anchor_shardings)."""
+        return {} if term is None else term.anchor_shardings(self.params, self.repl)
 
 
 # ---------------------------------------------------------------------------------------------- specs
@@ -183,8 +184,9 @@ class TrainSpec(StepSpec):
     """One phase's train step: units below `frozen_depth` (the phase's lowest trainable unit) run in inference
     mode with no backward pass; `labels` (parameter name -> optimizer group or 'frozen': the phase's rule,
     Phase.labels) say what updates and, with `optimizer` (the config.optimizer block), make the optimizer,
-    with the strategy's `lr_multipliers` per group, `weight_decay` (None: the optimizer's own) and
-    `l2sp = (alpha, beta)`, the L2-SP penalty against the anchor given to each step; `sam` (recipes.Sam: the
+    with the strategy's `lr_multipliers` per group, `weight_decay` (None: the optimizer's own),
+    `regularizer` (a finetune.regularizers Term: its forward pass and penalty, against the anchor given to each
+    step; `l2sp = (alpha, beta)` is short for regularizers.l2_sp.L2SP(alpha, beta)); `sam` (recipes.Sam: the
     gradient taken again at the SAM ascent point) and `ema` (recipes.Ema: the state's "ema" updated after each
     update); `update_stats`
     (BatchNorm's running statistics); `accumulate = k` micro-batches per update; the task's `objective`
@@ -203,6 +205,7 @@ class TrainSpec(StepSpec):
     l2sp: tuple[float, float] | None = None
     sam: recipes.Sam | None = None
     ema: recipes.Ema | None = None
+    regularizer: Any = None
     update_stats: bool = True
     accumulate: int = 1
     start_unit: int = 0
@@ -216,6 +219,8 @@ class TrainSpec(StepSpec):
         object.__setattr__(self, "lr_multipliers", _items(self.lr_multipliers or {}, sort=True))
         if self.l2sp is not None:
             object.__setattr__(self, "l2sp", tuple(self.l2sp))
+            if self.regularizer is None:
+                object.__setattr__(self, "regularizer", regularizers.l2_sp.L2SP(*map(float, self.l2sp)))
 
     def label_map(self) -> dict[str, str]:
         return dict(self.labels)
@@ -319,8 +324,9 @@ def _accumulated(grad_fn: Callable, k: int, batch_sharding: NamedSharding) -> Ca
 def _gradients(spec: TrainSpec, model_of: Callable) -> Callable:
     """grad_fn(train_params, stats, images, targets, drop_key, *, frozen, anchor, hp) -> (grads of the trainable
     parameters, loss, train metrics, new BatchNorm statistics): one forward and backward pass of the phase's
-    model (frozen parameters from `frozen`, L2-SP's penalty against `anchor` in the total differentiated)."""
-    objective, frozen_depth, start_unit, l2sp = spec.objective, spec.frozen_depth, spec.start_unit, spec.l2sp
+    model (frozen parameters from `frozen`; the regulariser's penalty against `anchor` in the total
+    differentiated, its terms in the metrics: finetune.regularizers)."""
+    objective, frozen_depth, start_unit, term = spec.objective, spec.frozen_depth, spec.start_unit, spec.regularizer
     update_stats = spec.update_stats
     # frozen units above the frozen prefix (a phase that trains units 0 and 2 but not 1): inference mode too;
     # passed only where there are any, so a model of the depth rule alone is called as before
@@ -329,13 +335,17 @@ def _gradients(spec: TrainSpec, model_of: Callable) -> Callable:
 
     def grad_fn(train_params, stats, images, targets, drop_key, *, frozen, anchor, hp):
         def loss_fn(train_params):
-            model = model_of({**frozen, **train_params}, stats)
-            outputs = model(images, train=True, frozen_depth=frozen_depth, update_stats=update_stats,
-                            dropout_key=drop_key, **({"start": start_unit} if start_unit else {}), **mode)
+            all_params = {**frozen, **train_params}
+            model = model_of(all_params, stats)
+            call = dict(train=True, frozen_depth=frozen_depth, update_stats=update_stats, dropout_key=drop_key,
+                        **({"start": start_unit} if start_unit else {}), **mode)
+            # the forward pass, and the regulariser's penalty and metrics (finetune.regularizers)
+            outputs, penalty, reg_metrics = regularizers.apply(
+                term, model, images, targets, call, train_params=train_params, params=all_params, stats=stats,
+                anchor=anchor, model_of=model_of)
             loss, metrics = objective.loss(outputs, targets, hp)  # in float32, whatever computes
-            total = loss
-            if l2sp is not None:
-                total = loss + strategies.l2_sp_penalty(train_params, anchor, *l2sp)
+            total = loss if penalty is None else loss + penalty
+            metrics = {**metrics, **reg_metrics}
             new_stats = {_dotted(q): v.get_value() for q, v in nnx.to_flat_state(nnx.state(model, nnx.BatchStat))}
             return total, (loss, metrics, new_stats)
 
@@ -346,7 +356,7 @@ def _gradients(spec: TrainSpec, model_of: Callable) -> Callable:
 
 def build_train(spec: TrainSpec) -> tuple[optax.GradientTransformation, Callable]:
     """(optimizer, jitted train step) for one phase (TrainSpec): the step takes (state, batch, hp, anchor),
-    `anchor` L2-SP's starting weights, and returns (state, metrics). With SAM the gradient is taken a second
+    `anchor` what the regulariser reads (Program.anchor), and returns (state, metrics). With SAM the gradient is taken a second
     time at the ascent point (the same batch, augmentation and dropout key; the loss, train metrics and
     BatchNorm statistics are the first pass's, at w, as google-research/sam keeps the first pass's state);
     with a weight EMA the state's "ema" moves towards the updated weights and statistics."""
@@ -389,7 +399,8 @@ def build_train(spec: TrainSpec) -> tuple[optax.GradientTransformation, Callable
         return new_state, {"loss": loss, **metrics}
 
     placement = spec.placement
-    state_sh, anchor_sh = (placement.state(tx, ema), placement.anchor(spec.l2sp)) if placement else (repl, repl)
+    state_sh, anchor_sh = ((placement.state(tx, ema), placement.anchor(spec.regularizer)) if placement
+                           else (repl, repl))
     train = jax.jit(train_step, in_shardings=(state_sh, batch_sh, repl, anchor_sh), out_shardings=(state_sh, repl),
                     donate_argnums=(0,))
     return tx, train
@@ -414,7 +425,7 @@ def split_model(model: nnx.Module):
 
 class Program:
     """What a run executes: the model split into flat dicts, the eval step, one train step per phase (from
-    the cache, so phases and runs of the same structure share compilations) and L2-SP's anchor."""
+    the cache, so phases and runs of the same structure share compilations) and its regulariser's anchor."""
 
     def __init__(self, s: Setup, config, mesh_: jax.sharding.Mesh, cache: StepCache):
         self.s, self.config, self.mesh, self.cache = s, config, mesh_, cache
@@ -440,19 +451,30 @@ class Program:
         pool = getattr(s.model.head, "pool", None)  # a dense head has no pooled features
         features = None if pool is None else FeaturesSpec(**self.base.common(), pool=pool)
         self.features = None if features is None else cache.get(features, lambda: build_features(features))
-        # L2-SP's anchor: the starting (transferred) weights of the units, a pure function of the config,
-        # placed apart from the state (which is donated to the train step)
-        self.anchor = sharding.place({k: self.params[k] for k in self.placement.anchor(s.plan.l2sp)},
-                                     self.placement.anchor(s.plan.l2sp))
+        # the regulariser's anchor (L2-SP's: the starting weights of the units; finetune.regularizers), a pure
+        # function of the config, placed apart from the state (which is donated to the train step)
+        self.anchor = self.regularizer_anchor()
 
     def train_spec(self, phase: strategies.Phase, start_unit: int = 0) -> TrainSpec:
         s, plan, cfg = self.s, self.s.plan, self.config
         return TrainSpec(**self.base.common(), frozen_depth=s.depth(phase), labels=s.labels(phase),
                          optimizer=cfg.optimizer, objective=self.objective, lr_multipliers=plan.lr_multipliers,
-                         weight_decay=plan.weight_decay, l2sp=plan.l2sp, sam=self.sam, ema=self.ema,
+                         weight_decay=plan.weight_decay, l2sp=plan.l2sp, regularizer=plan.regularizer,
+                         sam=self.sam, ema=self.ema,
                          update_stats=plan.update_stats,
                          accumulate=int(cfg.train.accumulate), start_unit=start_unit,
                          frozen_units=phase.frozen_units(s.param_names))
+
+    def regularizer_anchor(self):
+        """The anchor the train steps receive: what the plan's regulariser computes from the starting weights
+        (and, for DELTA's attention and Co-Tuning's category relationship, one pass over the training set
+        before training), placed on the mesh."""
+        term, s, cfg = self.s.plan.regularizer, self.s, self.config
+        if term is None:
+            return {}
+        lowest = min(s.depth(p) for p in s.plan.phases)  # no phase trains the units below it
+        prepared = term.prepare(s.model, self.base.preprocess(), s.data, cfg, lowest)
+        return sharding.place(term.anchor(self.params, self.stats, prepared), self.placement.anchor(term))
 
     def steps(self, phase: strategies.Phase, start_unit: int = 0) -> Steps:
         """The phase's optimizer and train step; `start_unit = k`: the step on cached unit k-1 activations."""

@@ -31,7 +31,8 @@ registry: strategies/base.py; one module per strategy beside it). It decides, as
     LR per unit   discriminative fine-tuning (ULMFiT): lr(unit i) = lr(unit i + 1) / lr_decay, the head at the
                   schedule's LR, so unit i gets lr / lr_decay ** (num_units - i)
     regulariser   decoupled weight decay (optimizer.weight_decay), L2-SP (Li et al. 2018, arXiv 1802.01483:
-                  alpha/2 ||w - w0||^2 on transferred weights + beta/2 ||w_head||^2), or none
+                  alpha/2 ||w - w0||^2 on transferred weights + beta/2 ||w_head||^2), none, or one of the
+                  transfer literature's: delta, bss, stochnorm, co_tuning (tl_research.finetune.regularizers)
     BatchNorm     'update': trainable units use batch statistics and update their running ones (frozen units
                   never do); 'source': every unit keeps the statistics it started with
 
@@ -47,11 +48,11 @@ from __future__ import annotations
 
 import math
 
-import jax.numpy as jnp
 import ml_collections
 
 from tl_research.core.errors import ConfigError
-from tl_research.finetune import schedules
+from tl_research.finetune import regularizers, schedules
+from tl_research.finetune.regularizers.l2_sp import l2_sp_penalty
 from tl_research.finetune.strategies.base import (Context, Phase, Plan, Strategy, StrategyBase, check_tiling,
                                                   get, names, register, unregister)
 # the built-in strategies, registered in this order (the order `strategy.name`'s error lists them in)
@@ -64,7 +65,7 @@ __all__ = ["BN_POLICIES", "Context", "NAMES", "Phase", "Plan", "REGULARIZERS", "
            "default_config", "extend", "get", "l2_sp_penalty", "merged", "names", "plan", "register",
            "unregister"]
 
-REGULARIZERS = ("weight_decay", "l2_sp", "none")
+REGULARIZERS = regularizers.NAMES  # weight_decay, l2_sp, none, delta, bss, stochnorm, co_tuning
 BN_POLICIES = ("update", "source")
 
 
@@ -92,9 +93,22 @@ def default_config() -> ml_collections.ConfigDict:
         unfreeze_every_steps=0,
         unfreeze_every_epochs=1.0,
         lr_decay=1.0,  # discriminative LRs: each unit's LR is the one above's / lr_decay (ULMFiT: 2.6); 1 = off
-        regularizer="weight_decay",  # weight_decay (optimizer.weight_decay) | l2_sp | none
+        # weight_decay (optimizer.weight_decay) | l2_sp | none | delta | bss | stochnorm | co_tuning (the last
+        # three keep optimizer.weight_decay beside them; finetune/regularizers/)
+        regularizer="weight_decay",
         l2sp_alpha=0.01,  # L2-SP: pull towards the starting weights
         l2sp_beta=0.01,  # L2-SP: plain L2 on the new head
+        # DELTA: alpha/2 * the attention-weighted squared distance between the chosen units' outputs and the
+        # source network's (a mean over examples: TLlib's 0.01 summed over its batch of 48), beta/2 ||w_head||^2
+        delta_alpha=0.48,
+        delta_beta=0.01,
+        delta_units=(),  # the units compared; () = each unit before a spatial downsampling, and the last
+        delta_attention=True,  # the paper's supervised channel attention; False: every channel weighs 1
+        delta_attention_examples=320,  # training examples the attention is measured on (TLlib: 10 x 32)
+        bss_eta=0.001,  # BSS: eta * the k smallest squared singular values of the batch's features
+        bss_k=1,
+        stochnorm_p=0.5,  # StochNorm: per channel, the probability of the batch statistics (else the moving)
+        co_tuning_lambda=2.3,  # Co-Tuning: weight of the source head's loss (TLlib's trade-off)
         bn="update",  # BatchNorm statistics of trainable units: update | source
         # on top of the strategy's phases (selection.py): only these depth units (and the head) train, e.g.
         # (0,) the first block only; () = every unit the strategy trains
@@ -134,8 +148,8 @@ def check(config) -> None:
     """The checks that need no model or data: the keys every strategy shares, then the named strategy's own."""
     s = config.strategy
     strategy = get(s.name)  # ConfigError listing the registered names
-    if s.regularizer not in REGULARIZERS:
-        raise _err("regularizer", s.regularizer, ", ".join(REGULARIZERS))
+    if s.regularizer not in regularizers.NAMES:
+        raise _err("regularizer", s.regularizer, ", ".join(regularizers.NAMES))
     if s.bn not in BN_POLICIES:
         raise _err("bn", s.bn, ", ".join(BN_POLICIES))
     decay = s.lr_decay
@@ -147,9 +161,7 @@ def check(config) -> None:
             raise _err(key, v, "a number >= 0")
     if not isinstance(s.merge, bool):
         raise _err("merge", s.merge, "True or False")
-    if s.regularizer == "l2_sp" and config.init == "scratch":
-        raise _err("regularizer", "l2_sp", "weight_decay or none for init=scratch",
-                   why="L2-SP pulls towards transferred weights and a scratch run has none")
+    regularizers.check(config)  # their keys; l2_sp, delta and co_tuning need transferred weights
     selection.check(config)
     strategy.check(config)
 
@@ -167,9 +179,9 @@ def plan(config, *, num_units: int, frozen_depth: int, total_steps: int, steps_p
     phases = selection.restrict(config, phases, num_units, paths)  # strategy.trainable_units / trainable
     lrs, moms = strategy.schedule(config, ctx, phases)
     multipliers = strategy.lr_multipliers(config, ctx)
-    wd = float(config.optimizer.weight_decay) if s.regularizer == "weight_decay" else 0.0
+    wd = float(config.optimizer.weight_decay) if regularizers.weight_decay_applies(s.regularizer) else 0.0
     l2sp = (float(s.l2sp_alpha), float(s.l2sp_beta)) if s.regularizer == "l2_sp" else None
-    return Plan(phases, lrs, moms, multipliers, wd, l2sp, s.bn == "update")
+    return Plan(phases, lrs, moms, multipliers, wd, l2sp, s.bn == "update", regularizers.term(config))
 
 
 def extend(model, config):
@@ -187,10 +199,3 @@ def merged(config, weights: dict) -> dict:
     params = merge(weights["params"], config)
     return weights if params is weights["params"] else {**weights, "params": params}
 
-
-def l2_sp_penalty(params: dict, anchor: dict, alpha: float, beta: float):
-    """alpha/2 * sum ||w - w0||^2 over the transferred parameters given (those in `anchor`), plus
-    beta/2 * sum ||w||^2 over the head's (Li, Grandvalet & Davoine 2018, arXiv 1802.01483, eq. 3)."""
-    sp = sum(jnp.sum(jnp.square(v - anchor[k])) for k, v in params.items() if k in anchor)
-    head = sum(jnp.sum(jnp.square(v)) for k, v in params.items() if k.startswith("head."))
-    return 0.5 * alpha * sp + 0.5 * beta * head

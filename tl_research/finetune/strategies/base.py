@@ -84,6 +84,8 @@ class Plan:
     weight_decay: float  # decoupled weight decay the optimizer applies
     l2sp: tuple[float, float] | None  # (alpha, beta) when L2-SP is on
     update_stats: bool
+    # the regulariser term the train step computes (finetune.regularizers.Term; None: weight_decay or none)
+    regularizer: object = None
 
     def phase_index(self, step_index: int) -> int:
         """The phase of 0-based step index t (the step that makes `t + 1` steps done)."""
