@@ -188,8 +188,9 @@ methods and more under one protocol on the same benchmark.""",
 - No per-task hyper-parameter search (VPT tunes the LR and weight decay per task on val200): full fine-tuning at
   the source's LR, every other method at 10x it (ResNet: 2x), each method at its strategy defaults.
 - The head is a new linear classifier and trains in every method, as in VPT; `trainable_params` counts it.
-- Methods not registered as strategies on this branch are left out (not run: their verdicts read "not run");
-  VPT runs on the ViT only.""",
+- VPT runs on the ViT only; LoRA on the ResNet adapts its 1x1 convolutions (`strategy.lora.convs`: its one
+  dense layer is the head), on the ViT every dense layer (the default targets, not Hu et al.'s query and value
+  only). A method whose strategy is not registered where the command runs is left out, its verdicts "not run".""",
     claim="VPT-deep > full FT (+3.0), > VPT-shallow (+4.1), > BitFit (+6.7) on VTAB-1k; full FT > BitFit (+3.7)",
     analyse=analyse,
 )
