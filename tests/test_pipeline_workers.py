@@ -172,13 +172,12 @@ def test_a_run_on_a_streamed_split_is_the_same_with_0_1_and_2_workers(tmp_path, 
             "data.classes": (), "data.image_size": 8, "data.cache_mb": 0, "data.batch_size": 8,
             "data.eval_batch_size": 5, "strategy.name": "two_phase", "strategy.boundary_steps": 4,
             "train.steps": 8, "train.log_every": 1}
-    out = {}
+    out, cache = {}, trainer.StepCache()  # the runs share compiled steps: what differs is where batches come from
     for workers in (0, 1, 2, "images"):  # images: workers 0 and no feature cache (the fill's reference)
         seen.clear()
         kw = {"train.feature_cache": False} if workers == "images" else {"data.workers": workers}
         run_dir = tmp_path / str(workers) / "run"
-        r = trainer.run(tiny(str(tmp_path / "tfds"), **over, **kw), run_dir, progress=False,
-                        cache=trainer.StepCache())
+        r = trainer.run(tiny(str(tmp_path / "tfds"), **over, **kw), run_dir, progress=False, cache=cache)
         assert r.status == "done", r.reason
         losses = [x["train_loss"] for x in read_metrics(run_dir / "metrics.jsonl") if "train_loss" in x]
         entries = {p.name: p.read_bytes() for p in (run_dir.parent / "feature_cache").glob("*.bin")}
