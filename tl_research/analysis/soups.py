@@ -51,9 +51,13 @@ class Ingredient:
     config: ml_collections.ConfigDict
     val_metric: float  # the run's recorded selection-split metric (val_accuracy for classification)
     trained_units: bool  # False: only the head trained (a linear probe)
+    _weights: dict | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def weights(self) -> dict:
-        return weights_lib.load_weights(self.run_dir / "weights")[0]
+        """The run's exported weights, read once (the compatibility check, the soups and WiSE-FT share them)."""
+        if self._weights is None:
+            self._weights = weights_lib.load_weights(self.run_dir / "weights")[0]
+        return self._weights
 
 
 def _get(cfg, dotted: str):
