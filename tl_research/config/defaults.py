@@ -57,6 +57,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.source = config_dict.placeholder(ml_collections.ConfigDict)  # the source run, for init='source'
     # int k: units 0..k-1 frozen; -1 or 'all': a linear probe. Typed `object` so that both kinds fit.
     c.frozen_depth = config_dict.FieldReference(0, field_type=object)
+    # With init from weights: load depth units 0..n-1 only; units n and above start fresh from config.seed, as
+    # the head does (Yosinski et al.'s AnB / AnB+ re-initialise the layers above n). -1: every unit loaded.
+    c.transfer_depth = -1
     c.schedule = schedules.default_config()
     # how the run fine-tunes: phases (two_phase, gradual_unfreezing), discriminative LRs, regulariser, BN
     c.strategy = strategies.default_config()

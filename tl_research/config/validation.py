@@ -142,6 +142,7 @@ def validate(config, *, prefix: str = "") -> None:
             raise err("model.name", config.model.name, ", ".join(models.names()))
         units = _num_units(config.model.to_json())
         resolve_frozen_depth(config.frozen_depth, units)
+        _check_transfer_depth(config, units, err)
         schedules.build(config.schedule, 10**7, 1000)  # the real run length is checked again in setup
         strategies.check(config)
         recipes.check(config)  # weight EMA, SAM
@@ -209,3 +210,12 @@ def check_feature_cache(config) -> None:
     if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not math.isfinite(cap) or cap < 0:
         raise ConfigError("train.feature_cache_max_gb", cap, "a size in GB > 0, or 0 (automatic: the smaller of "
                           f"{AUTO_MAX_GB:g} GB and {AUTO_FREE_FRACTION:.0%} of the workdir's free space)")
+
+
+def _check_transfer_depth(config, units: int, err) -> None:
+    """transfer_depth: -1 (every unit loaded) or 0..units, and only with initial weights to load from."""
+    n = config.get("transfer_depth", -1)
+    if isinstance(n, bool) or not isinstance(n, int) or not -1 <= n <= units:
+        raise err("transfer_depth", n, f"-1 (every unit) or 0..{units} (this model has {units} depth units)")
+    if n != -1 and config.init == "scratch":
+        raise err("transfer_depth", n, "-1 with init='scratch'", why="there are no initial weights to load")
