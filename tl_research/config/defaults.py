@@ -120,6 +120,10 @@ def _train_config() -> ml_collections.ConfigDict:
         checkpoint_seconds=60.0,
         label_smoothing=0.0,
         class_weights="none",  # loss weight per class: none | inverse (frequency) | effective (Cui et al. 2019)
+        class_weights_beta=0.999,  # effective: beta of the effective number (1 - beta^n) / (1 - beta)
+        # classes: mean weight 1 over the classes (Cui et al.); examples: mean weight 1 over the training
+        # examples, so the loss's scale, and the effective learning rate, stay those of the unweighted loss
+        class_weights_norm="classes",
         # segmentation: the loss weight of a background (class 0) pixel, every other pixel's being 1; below 1
         # it counters the background's share of the pixels (the eval loss stays the plain mean)
         background_weight=1.0,

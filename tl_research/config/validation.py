@@ -166,6 +166,10 @@ def validate(config, *, prefix: str = "") -> None:
         check_feature_cache(config)
         if config.train.class_weights not in sampling.WEIGHTINGS:
             raise err("train.class_weights", config.train.class_weights, ", ".join(sampling.WEIGHTINGS))
+        if config.train.class_weights_norm not in sampling.NORMS:
+            raise err("train.class_weights_norm", config.train.class_weights_norm, ", ".join(sampling.NORMS))
+        if not 0.0 <= config.train.class_weights_beta < 1.0:
+            raise err("train.class_weights_beta", config.train.class_weights_beta, "0 <= beta < 1")
         pipeline.check_subset_config(config.data, task.target_spec)
         task.parse_augment(tuple(config.augment))  # the ops its objective applies
         num_classes = _num_classes(config.data, task.target_spec)
