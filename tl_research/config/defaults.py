@@ -89,10 +89,8 @@ def base_config() -> ml_collections.ConfigDict:
     #   shots=(1, 5, 10, 25) (training examples per class), seeds=3 (draws per shot count; the metric is their
     #   mean), l2_reg=2**10 (ridge strength on whitened features), e.g.
     #   c.evals.fewshot = dict(type="fewshot", every=0, shots=(1, 5, 10, 25), seeds=3, l2_reg=2.0 ** 10)
-    # type="logreg": Kornblith et al.'s fixed-feature probe (L-BFGS logistic regression on the penultimate
-    #   features of the training split; C from cs chosen on val, refit on train + val, scored on test: metrics
-    #   accuracy, val_accuracy, c), every=-1 by default, cs=12 values from 1e-6 to 1e5, max_iter=1000,
-    #   max_examples=0 (all), e.g. c.evals.logreg = dict(type="logreg")
+    # type="logreg": Kornblith et al.'s fixed-feature L-BFGS logistic regression probe (evals/logreg.py: cs,
+    #   max_iter, max_examples; every=-1 by default), e.g. c.evals.logreg = dict(type="logreg")
     # type="classification": accuracy, loss, balanced_accuracy, macro_f1 of one more split
     #   split="test": train | val | test (the run's own, as it selected them) or a TFDS split string
     #   data="": the run's dataset, or another data.name with the same classes (read with the run's data
