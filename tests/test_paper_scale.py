@@ -117,7 +117,10 @@ def test_command_refuses_bad_flags_in_one_line_and_dry_runs(tmp_path, capsys, mo
            "--dry_run": ["report", "lp_ft", "--dry_run"], "--slurm.partition": ["run", "lp_ft", "--slurm.partition", "p"],
            "--jobs ": ["run", "lp_ft", "--launcher", "slurm", "--jobs", "2"],
            "--scale ": ["check", "lp_ft", "--scale", "paper"], "--tolerance": ["run", "lp_ft", "--tolerance", "0.1"],
-           "--tolerance ": ["check", "lp_ft", "--tolerance", "-1"], "--launcher": ["run", "lp_ft", "--launcher", "pbs"]}
+           "--tolerance ": ["check", "lp_ft", "--tolerance", "-1"], "--launcher": ["run", "lp_ft", "--launcher", "pbs"],
+           "--launcher ": ["run", "lp_ft", "--launcher", "slurm", "--slurm.partition", "gpu"]}  # no sbatch
+    from tl_research.sweeps import slurm_launcher
+    monkeypatch.setattr(slurm_launcher.shutil, "which", lambda name: None)
     monkeypatch.setattr(runner, "run", lambda *a, **kw: pytest.fail("a refused command trained"))
     for flag, argv in bad.items():
         assert cli.main(argv) == 2, argv

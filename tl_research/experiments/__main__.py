@@ -102,7 +102,10 @@ def launch_options(args):
         if args.jobs != -1:
             raise ConfigError("--jobs", args.jobs, "no --jobs with --launcher slurm (SLURM runs "
                               "--slurm.array_parallelism tasks at once)")
-        return launchers.Options(launcher="slurm", wait=True, slurm={k: v for k, v in slurm.items() if v is not None})
+        from tl_research.sweeps import slurm_launcher
+        given = {k: v for k, v in slurm.items() if v is not None}
+        slurm_launcher.check(given)  # no sbatch here, an unknown partition, numbers out of range: now, in one line
+        return launchers.Options(launcher="slurm", wait=True, slurm=given)
     n = jobs(args.jobs)
     return runner.local_options(n) if n else None
 
