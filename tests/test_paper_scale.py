@@ -31,7 +31,7 @@ def test_every_paper_config_dry_runs_and_validates_on_mock_data(tmp_path, monkey
     missing-input line per unprepared dataset and per absent weights path (an empty data dir, no weights here);
     then every value of every swept key (one seed) passes config validation on mock data laid out with the
     datasets' real split sizes, with random weights in place of the converted ones. Mock splits hold 64
-    examples, so the batch is 8 and per_class 1 for validation; the sizes themselves are the dry run's. A sweep
+    examples, so the batch is 8, per_class 1 and train_examples 16 for validation; the sizes themselves are the dry run's. A sweep
     of over 100 runs is dry-run on every value of every key it sets (each config copy costs milliseconds)."""
     import tensorflow_datasets as tfds
     from test_experiments import _split_metadata, covering
@@ -66,6 +66,7 @@ def test_every_paper_config_dry_runs_and_validates_on_mock_data(tmp_path, monkey
                 cfg = config_lib.apply_overrides(base, p)
                 small = {"data.data_dir": data_dir, "data.batch_size": 8,
                          **({"data.per_class": 1} if cfg.data.per_class else {}),
+                         **({"data.train_examples": 16} if cfg.data.train_examples else {}),
                          **({"init": "scratch"} if dry_run.weights_of(cfg) else {})}
                 if cfg.init == "source":
                     small.update({"source.data.data_dir": data_dir, "source.data.batch_size": 8})

@@ -33,6 +33,7 @@ KNOWN: dict[str, tuple[dict[str, int], int | None, int | None]] = {
     "i_naturalist2017": ({"train": 579184, "validation": 95986}, 5089, None),
     "food101": ({"train": 75750, "validation": 25250}, 101, None),
     "stanford_dogs": ({"train": 12000, "test": 8580}, 120, None),
+    "cars196": ({"train": 8144, "test": 8041}, 196, None),
     "caltech_birds2011": ({"train": 5994, "test": 5794}, 200, None),
     "sun397/tfds": ({"train": 76128, "validation": 10875, "test": 21750}, 397, None),
     "cifar10": ({"train": 50000, "test": 10000}, 10, 32),
