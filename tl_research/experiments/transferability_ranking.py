@@ -292,8 +292,9 @@ scores are the means over its seeds (each seed trains its own source model, then
 a target ranks 6 units (the 6 of SOURCES). Per target: the weighted Kendall tau (scipy's weightedtau, as You et al. and TLlib
 report) and Spearman's rho between a score and the measured test accuracy, a two-sided permutation p-value over
 all 720 orders of the 6 sources (the smallest possible p is 2/720 = 0.003) and a 95% percentile bootstrap
-interval over the sources. Pooled: the mean of the per-target statistics, its p-value from permuting each
-target's sources independently, its interval from resampling the 6 sources (one draw for every target). LogME
+interval over the sources. Pooled: the mean of the per-target statistics, its p-value from 1,000 random
+permutations of each target's sources, independent across targets (the smallest p is 1/1001 = 0.001), its
+interval from resampling the 6 sources (one draw for every target). LogME
 minus a rival: both statistics on the same resamples. *held*: p < 0.05 with tau > 0, or the difference's
 interval above 0; *did not hold*: p < 0.05 with tau < 0, or the interval below 0; *within noise*: otherwise.
 Seeds are not units and give no interval here; 6 units make every interval wide."""
@@ -356,6 +357,8 @@ def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
                         lambda path: plots.bars({}, path, ylabel="", title=""))
     df = attach_scores(df.assign(kind=kind_of(df)), workdir)
     ft, lp = units(df, FINE_TUNE), units(df, "linear probe")
+    order = {s.name: i for i, s in enumerate(SOURCES)}
+    df = df.sort_values(["label", "kind"], key=lambda c: c.map(order) if c.name == "label" else c, kind="stable")
     acc = tables.ci_table(df, METRIC, ["label", "kind"], "data.name", "Test accuracy per source model and target "
                           "(digits 5-9): mean [95% CI over seeds, each seed its own source model] (n)",
                           order=list(ft or lp))
