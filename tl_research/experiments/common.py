@@ -10,6 +10,8 @@ SEEDS = (0, 1, 2)
 TARGET_CLASSES = (5, 6, 7, 8, 9)  # task B, relabelled 0-4
 SOURCE_CLASSES = (0, 1, 2, 3, 4)  # task A
 UNITS = 4  # depth units of the model below: frozen_depth 4 = all = a linear probe
+CHANCE = 1 / len(TARGET_CLASSES)  # per-class chance of a 5-class target: an arm at it cannot test a claim
+DELTA = 0.01  # equivalence margin of a difference of accuracies: one point, below every published effect here
 
 
 def small_base(name: str, *, steps: int = 60, classes=TARGET_CLASSES):
