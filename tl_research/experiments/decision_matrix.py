@@ -47,7 +47,7 @@ def cell_verdict(by_cell: dict, chance_cells: dict, size: str, dom: str) -> verd
     return verdict.greater(f"{size} + {dom}: hard (the lowest best accuracy of the four cells)",
                            "lowest best of the other cells - this cell's best",
                            stats.paired_difference(floor, _best(acc, ARMS)[1]), delta=DELTA, published=PUBLISHED,
-                           untestable="every arm of every cell at chance" if why else "")
+                           untestable="no arm of any cell shown above chance" if why else "")
 
 
 def verdicts(df: pd.DataFrame) -> list[verdict.Verdict]:

@@ -36,9 +36,10 @@ def ood_pair(df: pd.DataFrame, a: str, b: str) -> tuple[pd.Series, pd.Series, st
     mean = df[kept or dropped].mean(axis=1) if kept or dropped else pd.Series(float("nan"), index=df.index)
     at = df.assign(_ood=mean)
     a_acc, b_acc = (stats.per_seed(at, "_ood", {"label": arm}) for arm in (a, b))
-    left_out = f" ({', '.join(map(_name, dropped))} left out: {a} and {b} at chance)" if dropped and kept else ""
+    left_out = f" ({', '.join(map(_name, dropped))} left out: {a} and {b} at chance there)" if dropped and kept else ""
     name = f"{a} - {b}, mean OOD test" + left_out
-    untestable = f"{a} and {b} at chance on every OOD test set" if dropped and not kept else ""
+    untestable = (f"{a} and {b} not shown above chance (1/{round(1 / CHANCE)}) on any OOD test set"
+                  if dropped and not kept else "")
     return a_acc, b_acc, name, untestable
 
 

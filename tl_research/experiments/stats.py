@@ -147,13 +147,13 @@ def at_chance(values, chance: float, level: float = LEVEL) -> bool:
 
 
 def chance_reason(arms: Mapping[str, Iterable[float]], chance: float) -> str:
-    """Why a comparison of these arms is not testable: every arm's accuracy at chance (one line), else ''."""
+    """Why a comparison of these arms is not testable: no arm's accuracy shown above chance (one line), else ''."""
     values = {name: list(v) for name, v in arms.items()}
     if not values or not all(len(_clean(v)) and at_chance(v, chance) for v in values.values()):
         return ""
     names = list(values)
     who = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-    return f"{who} at chance ({chance:.3f} = 1/{round(1 / chance)}: no {LEVEL:.0%} interval above it)"
+    return f"{who} not shown above chance (1/{round(1 / chance)} = {chance:.3f}: no {LEVEL:.0%} interval lies above it)"
 
 
 def rank_agreement(x, y, statistic: str = "spearman") -> rank_correlation.Agreement:
