@@ -17,7 +17,7 @@ METHOD = ("mean over seeds and its 95% Student-t interval, within the metric's r
 OUTCOME_TEXT = (f"*{HELD}*: the interval is on the claimed side; *{FAILED}*: on the other side; *{EQUIVALENT} "
                 f"within ±delta*: the whole interval inside ±delta of the threshold (the verdict states delta); "
                 f"*{NOISE}*: it straddles the threshold otherwise; *{NOT_TESTABLE}*: the runs cannot speak to the "
-                f"claim (the reason given: one seed, every arm compared at chance, too few units for a rank "
+                f"claim (the reason given: one seed, no arm compared shown above chance, too few units for a rank "
                 f"test); *{NOT_RUN}*: no finished runs")
 
 

@@ -2,7 +2,7 @@
 computed from an interval.
 
 A claim is a direction of an effect (greater or less than a threshold, usually 0). Its outcome, first match:
-- "not testable here": the runs cannot speak to it (every arm compared at chance, or another reason the
+- "not testable here": the runs cannot speak to it (no arm compared shown above chance, or another reason the
   analysis gives);
 - "not run": no finished runs;
 - "not testable here" again: one seed (no interval), or a rank correlation over too few units to reach the
