@@ -84,10 +84,11 @@ def test_four_outcomes_equivalence_and_chance():
 # --------------------------------------------------------------------------------- one test per experiment
 
 def _layer_transfer(anb, bnb, plus, base):
-    return rows([({"label": "AnB", "frozen_depth": n}, a) for n, a in zip((1, 2, 3, 4), anb)]
-                + [({"label": "BnB", "frozen_depth": n}, b) for n, b in zip((1, 2, 3, 4), bnb)]
-                + [({"label": "AnB+", "frozen_depth": 0}, plus), ({"label": "BnB+", "frozen_depth": 0}, plus),
-                   ({"label": "baseB", "frozen_depth": 0, "init": "scratch"}, base)])
+    """AnB, BnB at n = 1..4 (transfer_depth n), AnB+ and BnB+ at `plus` for every n, baseB (transfer_depth -1)."""
+    return rows([({"label": "AnB", "transfer_depth": n}, a) for n, a in zip((1, 2, 3, 4), anb)]
+                + [({"label": "BnB", "transfer_depth": n}, b) for n, b in zip((1, 2, 3, 4), bnb)]
+                + [({"label": lab, "transfer_depth": n}, plus) for lab in ("AnB+", "BnB+") for n in (1, 2, 3, 4)]
+                + [({"label": "baseB", "transfer_depth": -1, "init": "scratch"}, base)])
 
 
 def test_layer_transfer():
@@ -120,7 +121,7 @@ def test_cyclical_lr(tmp_path):
     assert statuses(a, _cyclical(tmp_path / "f", .9, 40, 110, .85), tmp_path / "f") == [FAILED] * 4
     assert statuses(a, _cyclical(tmp_path / "c", .2, 40, 110, .2), tmp_path / "c") == [UNTESTABLE] * 4
     same = statuses(a, _cyclical(tmp_path / "e", .9, 50, 50, .9), tmp_path / "e")
-    assert same == [EQUIVALENT] * 4  # within 10 steps (the evaluation grid) and one point of accuracy
+    assert same == [EQUIVALENT] * 4  # within 10 steps (the curves' evaluation interval) and one point of accuracy
 
 
 def _data_size(small: dict, large: dict):
@@ -198,11 +199,11 @@ def _imbalance(balanced: float, plain: float, fixes: float):
 
 
 def test_class_imbalance():
-    a = class_imbalance.analyse
-    assert statuses(a, _imbalance(.8, .4, .75)) == [HELD] * 3
-    assert statuses(a, _imbalance(.8, .4, .45)) == [HELD, FAILED, FAILED]
-    assert statuses(a, _imbalance(.4, .8, .45)) == [FAILED, UNTESTABLE, UNTESTABLE]  # no loss to recover
-    assert statuses(a, _imbalance(.1, .1, .1)) == [UNTESTABLE] * 3  # 10 classes: chance 0.1
+    a, fixes = class_imbalance.analyse, len(class_imbalance.FIXES)
+    assert statuses(a, _imbalance(.8, .4, .75)) == [HELD] * (1 + fixes)
+    assert statuses(a, _imbalance(.8, .4, .45)) == [HELD] + [FAILED] * fixes
+    assert statuses(a, _imbalance(.4, .8, .45)) == [FAILED] + [UNTESTABLE] * fixes  # no loss to recover
+    assert statuses(a, _imbalance(.1, .1, .1)) == [UNTESTABLE] * (1 + fixes)  # 10 classes: chance 0.1
 
 
 def _matrix(levels: dict):

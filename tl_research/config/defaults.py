@@ -57,6 +57,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.source = config_dict.placeholder(ml_collections.ConfigDict)  # the source run, for init='source'
     # int k: units 0..k-1 frozen; -1 or 'all': a linear probe. Typed `object` so that both kinds fit.
     c.frozen_depth = config_dict.FieldReference(0, field_type=object)
+    # With init from weights: load depth units 0..n-1 only; units n and above start fresh from config.seed, as
+    # the head does (Yosinski et al.'s AnB / AnB+ re-initialise the layers above n). -1: every unit loaded.
+    c.transfer_depth = -1
     c.schedule = schedules.default_config()
     # how the run fine-tunes: phases (two_phase, gradual_unfreezing), discriminative LRs, regulariser, BN
     c.strategy = strategies.default_config()
@@ -117,6 +120,10 @@ def _train_config() -> ml_collections.ConfigDict:
         checkpoint_seconds=60.0,
         label_smoothing=0.0,
         class_weights="none",  # loss weight per class: none | inverse (frequency) | effective (Cui et al. 2019)
+        class_weights_beta=0.999,  # effective: beta of the effective number (1 - beta^n) / (1 - beta)
+        # classes: mean weight 1 over the classes (Cui et al.); examples: mean weight 1 over the training
+        # examples, so the loss's scale, and the effective learning rate, stay those of the unweighted loss
+        class_weights_norm="classes",
         # segmentation: the loss weight of a background (class 0) pixel, every other pixel's being 1; below 1
         # it counters the background's share of the pixels (the eval loss stays the plain mean)
         background_weight=1.0,

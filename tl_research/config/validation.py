@@ -151,6 +151,7 @@ def validate(config, *, prefix: str = "") -> None:
             raise err("model.name", config.model.name, ", ".join(models.names()))
         units = _num_units(config.model.to_json())
         resolve_frozen_depth(config.frozen_depth, units)
+        _check_transfer_depth(config, units, err)
         schedules.build(config.schedule, 10**7, 1000)  # the real run length is checked again in setup
         strategies.check(config)
         recipes.check(config)  # weight EMA, SAM
@@ -174,6 +175,10 @@ def validate(config, *, prefix: str = "") -> None:
         check_feature_cache(config)
         if config.train.class_weights not in sampling.WEIGHTINGS:
             raise err("train.class_weights", config.train.class_weights, ", ".join(sampling.WEIGHTINGS))
+        if config.train.class_weights_norm not in sampling.NORMS:
+            raise err("train.class_weights_norm", config.train.class_weights_norm, ", ".join(sampling.NORMS))
+        if not 0.0 <= config.train.class_weights_beta < 1.0:
+            raise err("train.class_weights_beta", config.train.class_weights_beta, "0 <= beta < 1")
         pipeline.check_subset_config(config.data, task.target_spec)
         task.parse_augment(tuple(config.augment))  # the ops its objective applies
         num_classes = _num_classes(config.data, task.target_spec)
@@ -220,3 +225,12 @@ def check_feature_cache(config) -> None:
     if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not math.isfinite(cap) or cap < 0:
         raise ConfigError("train.feature_cache_max_gb", cap, "a size in GB > 0, or 0 (automatic: the smaller of "
                           f"{AUTO_MAX_GB:g} GB and {AUTO_FREE_FRACTION:.0%} of the workdir's free space)")
+
+
+def _check_transfer_depth(config, units: int, err) -> None:
+    """transfer_depth: -1 (every unit loaded) or 0..units, and only with initial weights to load from."""
+    n = config.get("transfer_depth", -1)
+    if isinstance(n, bool) or not isinstance(n, int) or not -1 <= n <= units:
+        raise err("transfer_depth", n, f"-1 (every unit) or 0..{units} (this model has {units} depth units)")
+    if n != -1 and config.init == "scratch":
+        raise err("transfer_depth", n, "-1 with init='scratch'", why="there are no initial weights to load")

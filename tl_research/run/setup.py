@@ -120,6 +120,7 @@ def setup(config, init_path: str | None = None, timer: timing.RunTimer | None = 
                            frozen_depth=freezing.resolve_frozen_depth(config.frozen_depth, model.num_units),
                            paths=names)
     counts = np.bincount(data.train.labels, minlength=data.num_classes)
-    class_w = sampling.class_weights(counts, config.train.class_weights, key="train.class_weights")
+    class_w = sampling.class_weights(counts, config.train.class_weights, config.train.class_weights_beta,
+                                     key="train.class_weights", norm=config.train.class_weights_norm)
     return Setup(data, model, run_meta(meta or ModelMeta(), data), plan.phases[-1].lowest_trainable_unit(names),
                  names, plan, total, steps_per_epoch, np.asarray(class_w, np.float32), report, task)
