@@ -20,6 +20,7 @@ from tl_research import models, tasks
 from tl_research.checkpoints.initial import init_weights
 from tl_research.config.defaults import AUTO_FREE_FRACTION, AUTO_MAX_GB, OPTIMIZERS, WANDB_MODES
 from tl_research.config.loading import import_extensions
+from tl_research.config.overrides import RUN_SEED, copy_config, resolve_source_seed
 from tl_research.core import sharding
 from tl_research.core.errors import ConfigError
 from tl_research.data import pipeline, sampling
@@ -40,6 +41,13 @@ def _check_cadences_and_batches(config, err) -> None:
     if not config.train.checkpoint_seconds >= 0:
         raise err("train.checkpoint_seconds", config.train.checkpoint_seconds,
                   "0 (a checkpoint at every eval) or a positive number of seconds between checkpoints")
+
+
+def _check_seed(config, err) -> None:
+    """seed: an integer >= 0 (a source's -1, "the run's seed", is filled in before its source is checked)."""
+    seed = config.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise err("seed", seed, f"an integer >= 0 (source.seed also {RUN_SEED}: the run's seed)")
 
 
 @functools.lru_cache(maxsize=64)
@@ -138,6 +146,7 @@ def validate(config, *, prefix: str = "") -> None:
 
     import_extensions(config)  # first: the names it registers are what the checks below allow
     try:
+        _check_seed(config, err)
         if config.model.name not in models.names():
             raise err("model.name", config.model.name, ", ".join(models.names()))
         units = _num_units(config.model.to_json())
@@ -189,7 +198,9 @@ def validate(config, *, prefix: str = "") -> None:
         if init == "source":
             if config.source is None:
                 raise err("init", init, "'source' together with a config.source run config")
-            validate(config.source, prefix=prefix + "source.")
+            unresolved = config.source.seed == RUN_SEED  # a config that skipped apply_overrides
+            validate(resolve_source_seed(copy_config(config)).source if unresolved else config.source,
+                     prefix=prefix + "source.")
         elif sep and fmt in ("keras", "torch", "npz"):
             if not pathlib.Path(path).is_file():
                 raise err("init", init, f"{fmt}:PATH with an existing file", why="file not found")
