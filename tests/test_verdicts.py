@@ -169,25 +169,27 @@ def test_lp_ft_leaves_out_a_test_set_where_both_arms_are_at_chance():
     assert statuses(a, _lp_ft(chance, chance)) == [UNTESTABLE] * 4
 
 
-def _domains(gain_by_similarity, targets: int):
-    """Targets t0..t{n-1} of similarity 0.90 + 0.01 i; fine-tune and linear probe gain `gain_by_similarity(i)`
-    over scratch (0.5)."""
-    settings = []
-    for i in range(targets):
+def _domains(gain_by_similarity, sources: int):
+    """Source domains s0..s{n-1} of similarity 0.90 + 0.01 i to the one target; fine-tune and linear probe gain
+    `gain_by_similarity(i)` over scratch (0.5); the common extractor's own probe run is never ranked."""
+    settings = [({"label": "scratch", "init": "scratch", "frozen_depth": 0}, {"test_accuracy": 0.5}),
+                ({"label": "extractor (mnist 0-9)", "init": "source", "frozen_depth": "all"},
+                 {"test_accuracy": 0.99, "domain_similarity": 0.5})]
+    for i in range(sources):
         sim, gain = 0.90 + 0.01 * i, gain_by_similarity(i)
-        settings += [({"data.name": f"t{i}", "init": "scratch", "frozen_depth": 0}, {"test_accuracy": 0.5}),
-                     *[({"data.name": f"t{i}", "init": "source", "frozen_depth": fd},
-                        {"test_accuracy": 0.5 + gain, "domain_similarity": sim}) for fd in (0, "all")]]
+        settings += [({"label": f"s{i}", "init": "source", "frozen_depth": fd},
+                      {"test_accuracy": 0.5 + gain, "domain_similarity": sim}) for fd in (0, "all")]
     return rows(settings)
 
 
-def test_domain_similarity_ranks_targets_not_seeds():
+def test_domain_similarity_ranks_sources_not_seeds():
     a = domain_similarity.analyse
     held = a(_domains(lambda i: 0.05 * i, 6), HERE).verdicts
     assert [v.status for v in held] == [HELD] * 2
-    assert "n=6 targets, each the mean of 3 seeds" in held[0].figure and "permutation p = 0.00278" in held[0].figure
+    assert "n=6 source domains, each the mean of 3 seeds" in held[0].figure
+    assert "permutation p = 0.00278" in held[0].figure
     assert statuses(a, _domains(lambda i: 0.3 - 0.05 * i, 6)) == [FAILED] * 2
-    four = a(_domains(lambda i: 0.05 * i, 4), HERE).verdicts  # the ladder's 4 targets: p >= 2/24 whatever they show
+    four = a(_domains(lambda i: 0.05 * i, 4), HERE).verdicts  # 4 units: p >= 2/24 whatever they show
     assert [v.status for v in four] == [UNTESTABLE] * 2 and "smallest permutation p is 0.083" in four[0].reason
 
 

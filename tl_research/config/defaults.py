@@ -175,6 +175,7 @@ def _report_config() -> ml_collections.ConfigDict:
     # source model's features (tl_research.analysis.domain_similarity): a results column; cached in the workdir.
     report.similarity = False
     report.similarity_gamma = 0.01  # sim = exp(-gamma * EMD)
+    report.similarity_features = ""  # a run directory (e.g. "sources/<hash>"): one common feature extractor
     # Transferability scores of each run's source model on its target, computed after the runs from one pass
     # over the target's training split (tl_research.analysis.transferability): any of "logme", "leep", "nce",
     # "hscore", "hscore_lw" (Ledoit-Wolf-shrunk H-score), "fewshot", "similarity"; () = off. Writes
