@@ -24,6 +24,9 @@ registry: strategies/base.py; one module per strategy beside it). It decides, as
                   vpt_shallow         prompt tokens at the first ViT block's input, and the head (VPT, Jia et
                                       al. 2022, arXiv 2203.12119; strategy.vpt)
                   vpt_deep            a block's own prompt tokens at every ViT block's input, and the head
+                  a run with several phases selects its best validation step in the last (the result's
+                  best_any_phase_* hold the whole run's); phases the run ends before (a Shortfall) are refused
+                  when the config is validated (check_plan)
     what trains   on top of any strategy's phases: strategy.trainable_units (those units and the head) and
                   strategy.trainable (first-match (regex, train|freeze) rules over parameter paths), both
                   restricting what a phase trains (selection.py)
