@@ -57,6 +57,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.source = config_dict.placeholder(ml_collections.ConfigDict)  # the source run, for init='source'
     # int k: units 0..k-1 frozen; -1 or 'all': a linear probe. Typed `object` so that both kinds fit.
     c.frozen_depth = config_dict.FieldReference(0, field_type=object)
+    # With init from weights: load depth units 0..n-1 only; units n and above start fresh from config.seed, as
+    # the head does (Yosinski et al.'s AnB / AnB+ re-initialise the layers above n). -1: every unit loaded.
+    c.transfer_depth = -1
     c.schedule = schedules.default_config()
     # how the run fine-tunes: phases (two_phase, gradual_unfreezing), discriminative LRs, regulariser, BN
     c.strategy = strategies.default_config()
@@ -88,6 +91,8 @@ def base_config() -> ml_collections.ConfigDict:
     #   shots=(1, 5, 10, 25) (training examples per class), seeds=3 (draws per shot count; the metric is their
     #   mean), l2_reg=2**10 (ridge strength on whitened features), e.g.
     #   c.evals.fewshot = dict(type="fewshot", every=0, shots=(1, 5, 10, 25), seeds=3, l2_reg=2.0 ** 10)
+    # type="logreg": Kornblith et al.'s fixed-feature L-BFGS logistic regression probe (evals/logreg.py: cs,
+    #   max_iter, max_examples; every=-1 by default), e.g. c.evals.logreg = dict(type="logreg")
     # type="classification": accuracy, loss, balanced_accuracy, macro_f1 of one more split
     #   split="test": train | val | test (the run's own, as it selected them) or a TFDS split string
     #   data="": the run's dataset, or another data.name with the same classes (read with the run's data
@@ -119,6 +124,10 @@ def _train_config() -> ml_collections.ConfigDict:
         checkpoint_seconds=60.0,
         label_smoothing=0.0,
         class_weights="none",  # loss weight per class: none | inverse (frequency) | effective (Cui et al. 2019)
+        class_weights_beta=0.999,  # effective: beta of the effective number (1 - beta^n) / (1 - beta)
+        # classes: mean weight 1 over the classes (Cui et al.); examples: mean weight 1 over the training
+        # examples, so the loss's scale, and the effective learning rate, stay those of the unweighted loss
+        class_weights_norm="classes",
         # segmentation: the loss weight of a background (class 0) pixel, every other pixel's being 1; below 1
         # it counters the background's share of the pixels (the eval loss stays the plain mean)
         background_weight=1.0,

@@ -28,15 +28,22 @@ def load(exp: Experiment, root: pathlib.Path = ROOT):
 
 
 def run(exp: Experiment, experiments: list[Experiment], *, root: pathlib.Path = ROOT, workdir=None,
-        progress: bool = False, echo=print) -> Analysis:
+        progress: bool = False, jobs: int = 0, echo=print) -> Analysis:
     """The experiment's sweep (resumable: finished runs are skipped), then its report. The wall time is
-    recorded when this call trained every run (a fresh workdir); a resumed or finished one keeps the old."""
+    recorded when this call trained every run (a fresh workdir); a resumed or finished one keeps the old.
+    jobs=0 trains every run in this process; jobs=N trains the source models here, then the runs in N local
+    one-core workers (launch.py's default launch): a run's row is the same either way."""
     base, points = load(exp, root)
     workdir = pathlib.Path(workdir or default_workdir(exp))
     fresh = not results.read_rows(workdir / sweep.RESULTS)
     t0 = time.time()
     echo(f"{exp.name}: {len(points)} run(s) into {workdir}")
-    sweep.run_sweep(base, points, workdir, progress=progress, echo=echo)
+    if jobs:
+        from tl_research.sweeps import launchers
+        opts = launchers.Options(launcher="local", jobs=jobs, wait=True, sources_first=True, stop_on_interrupt=True)
+        launchers.launch(base, points, workdir, opts, echo=echo)
+    else:
+        sweep.run_sweep(base, points, workdir, progress=progress, echo=echo)
     wall = time.time() - t0 if fresh else None
     return report(exp, experiments, root=root, workdir=workdir, wall_time=wall, echo=echo)
 

@@ -124,6 +124,7 @@ def setup(config, init_path: str | None = None, timer: timing.RunTimer | None = 
     if plan.shortfall is not None:  # validation refuses what it can plan; this plan needed the model's paths
         log.warning("%s", plan.shortfall.warning())  # the result records frozen_depth_reached and plan_shortfall
     counts = np.bincount(data.train.labels, minlength=data.num_classes)
-    class_w = sampling.class_weights(counts, config.train.class_weights, key="train.class_weights")
+    class_w = sampling.class_weights(counts, config.train.class_weights, config.train.class_weights_beta,
+                                     key="train.class_weights", norm=config.train.class_weights_norm)
     return Setup(data, model, run_meta(meta or ModelMeta(), data), plan.phases[-1].lowest_trainable_unit(names),
                  names, plan, total, steps_per_epoch, np.asarray(class_w, np.float32), report, task)
