@@ -4,8 +4,10 @@ training, each raising a ConfigError that names the key.
 Each check lives in one place. `validate` is the one run before any run starts: a sweep validates all its runs
 first, and `trainer.run` calls `validate_once`, which validates a config this process has not yet passed (by its
 content), so a run started directly is checked the same way and a sweep's runs are not checked again. The run's
-setup (tl_research.run.setup) checks only what needs the built model and the real run length: the strategy's
-plan."""
+length is computed here as the run computes it (strategies.run_length over the drawn training set), so the
+strategy's phases and schedules are checked over it (a two_phase boundary past the last step, gradual
+unfreezing that the run ends before frozen_depth); the run's setup (tl_research.run.setup) plans again with the
+built model's parameter paths."""
 from __future__ import annotations
 
 import math
@@ -193,6 +195,10 @@ def validate(config, *, prefix: str = "") -> None:
         if config.data.batch_size > n_train and not subset:
             raise err("data.batch_size", config.data.batch_size, f"at most the {n_train} training examples "
                       "(or a data.per_class / data.train_examples subset, whose batches repeat examples)")
+        # the run's length is known now: the strategy's phases and schedules over it, and what they leave undone
+        total, per_epoch = strategies.run_length(config.train, config.data.batch_size, n_train)
+        strategies.check_plan(config, num_units=units, frozen_depth=resolve_frozen_depth(config.frozen_depth, units),
+                              total_steps=total, steps_per_epoch=per_epoch)
         init = config.init
         fmt, sep, path = init.partition(":")
         if init == "source":
