@@ -135,6 +135,10 @@ def test_data_size():
     assert statuses(a, _data_size({"linear probe": .5, "fine-tune": .45, "scratch": .30}, large)) == [HELD] * 3
     failed = _data_size({"linear probe": .25, "fine-tune": .31, "scratch": .30}, {**large, "scratch": .80})
     assert statuses(a, failed) == [FAILED] * 3
+    # "competitive" (Kornblith et al.): a probe 0.005 below fine-tuning still holds; 0.05 below does not
+    close = _data_size({"linear probe": .445, "fine-tune": .45, "scratch": .30}, large)
+    assert statuses(a, close)[1] == HELD
+    assert statuses(a, _data_size({"linear probe": .40, "fine-tune": .45, "scratch": .30}, large))[1] == FAILED
     assert statuses(a, _data_size(dict.fromkeys(data_size.ARMS, .2), dict.fromkeys(data_size.ARMS, .2))) \
         == [UNTESTABLE] * 3
 
