@@ -12,39 +12,72 @@ from tl_research.experiments import __main__ as cli
 from tl_research.experiments import check, costs, dry_run, registry, runner
 from tl_research.experiments.spec import Experiment
 
+# the paper.py files validated here; every other experiment's is validated by its own test (surgical's and
+# peft_vs_full's in tests/test_experiments.py, transferability's in tests/test_exp_transferability.py)
 OURS = ("layer_transfer", "cyclical_lr", "data_size", "lp_ft", "domain_similarity", "class_imbalance",
         "decision_matrix")
-VALIDATED_ELSEWHERE = ("surgical", "peft_vs_full")  # tests/test_experiments.py validates these two
 
 
 def _flops(model_cfg, size, channels=3):
     return 1e9 * (size / 224) ** 2  # a stand-in for XLA's count (checked on its own below)
 
 
+def _covering(points: list[dict], ignored=("label", "schedule.lr")) -> list[dict]:
+    """The points that each bring a (key, value) no earlier one has, the free-text label and the LR's value (any
+    positive number passes) apart: every value of every other swept key, once."""
+    seen, out = set(), []
+    for p in points:
+        pairs = {(k, repr(v)) for k, v in p.items() if k not in ignored}
+        if pairs - seen:
+            seen |= pairs
+            out.append(p)
+    return out
+
+
 def _paper_experiments():
     return [runner.at_scale(e, "paper") for e in registry.EXPERIMENTS if (runner.ROOT / e.name / "paper.py").is_file()]
 
 
-def test_every_paper_config_dry_runs_and_validates_on_mock_data(tmp_path, monkeypatch):
-    """Each paper.py (any experiment that has one joins): the dry run names every dataset with its TFDS name and
-    split sizes, each weights path, as many runs as the sweep has, a GPU-hours figure for every run, and one
-    missing-input line per unprepared dataset and per absent weights path (an empty data dir, no weights here);
-    then every value of every swept key (one seed) passes config validation on mock data laid out with the
-    datasets' real split sizes, with random weights in place of the converted ones. Mock splits hold 64
-    examples, so the batch is 8, per_class 1 and train_examples 16 for validation; the sizes themselves are the dry run's. A sweep
-    of over 100 runs is dry-run on every value of every key it sets (each config copy costs milliseconds)."""
-    import tensorflow_datasets as tfds
-    from test_experiments import _split_metadata, covering
+def _validate(exp, points: list[dict], tmp_path) -> None:
+    """config validation of `points` of exp's paper.py on mock TFDS data laid out with the datasets' real split
+    sizes, with random weights in place of the converted ones. Mock splits hold 64 examples, so the batch is 8,
+    per_class 1 and train_examples 16 here; the sizes themselves are the dry run's."""
+    from test_experiments import _split_metadata
     from test_vtab import _mock_tfds
     from tl_research import config as config_lib
+    module = runner.load_module(exp)
+    base = module.get_config()
+    plan = dry_run.plan(base, points, flops=_flops)
+    data_dir = str(tmp_path / exp.name)
+    with _mock_tfds(data_dir, 64):
+        _split_metadata(data_dir, {d.tfds: d.sizes for d in plan.datasets.values() if d.tfds})
+        for p in points:
+            cfg = config_lib.apply_overrides(base, p)
+            small = {"data.data_dir": data_dir, "data.batch_size": 8,
+                     **({"data.per_class": 1} if cfg.data.per_class else {}),
+                     **({"data.train_examples": 16} if cfg.data.train_examples else {}),
+                     **({"init": "scratch"} if dry_run.weights_of(cfg) else {})}
+            if cfg.init == "source":
+                small.update({"source.data.data_dir": data_dir, "source.data.batch_size": 8})
+            config_lib.validate(config_lib.apply_overrides(base, {**p, **small}))
+
+
+def test_every_paper_config_dry_runs(tmp_path, monkeypatch):
+    """Each paper.py (any experiment that has one joins): the dry run names every dataset with its TFDS name
+    and split sizes, each weights path, as many runs as the sweep has, a GPU-hours figure for every run, and
+    one missing-input line per unprepared dataset and per absent weights path (an empty data dir, no weights
+    here); a sweep of over 100 runs is dry-run on every value of every key it sets (a config copy costs
+    milliseconds). Config validation on mock data: the long test below (building the abstract models, ResNet-50
+    and ViT-B/16 among them, costs seconds)."""
+    from test_experiments import covering
     monkeypatch.chdir(tmp_path)  # weights/... are relative paths: absent here
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "empty"))
     experiments = _paper_experiments()
-    assert set(OURS) | set(VALIDATED_ELSEWHERE) <= {e.name for e in experiments}
+    assert set(OURS) | {"surgical", "peft_vs_full"} <= {e.name for e in experiments}
     for exp in experiments:
         module = runner.load_module(exp)
         base, points = module.get_config(), module.get_sweep()
-        points = points if len(points) <= 100 else covering(points)  # a config copy costs ms: big sweeps in part
+        points = points if len(points) <= 100 else covering(points)
         lines = []
         plan = dry_run.report(exp.name, base, points, getattr(module, "WEIGHTS", None), echo=lines.append,
                               flops=_flops)
@@ -56,22 +89,17 @@ def test_every_paper_config_dry_runs_and_validates_on_mock_data(tmp_path, monkey
         assert tfds_sets and all(d.problem.startswith("not prepared in") for d in tfds_sets), exp.name
         assert len(plan.missing) == len(tfds_sets) + len(plan.weights), exp.name
         assert all(f"weights {w} " in text and "missing" in text for w in plan.weights), exp.name
-        if exp.name in VALIDATED_ELSEWHERE:
-            continue
-        data_dir = str(tmp_path / exp.name)
-        with _mock_tfds(data_dir, 64):
-            _split_metadata(data_dir, {d.tfds: d.sizes for d in tfds_sets})
-            first = [p for p in points if p.get("seed") == points[0].get("seed")]
-            for p in covering(first):
-                cfg = config_lib.apply_overrides(base, p)
-                small = {"data.data_dir": data_dir, "data.batch_size": 8,
-                         **({"data.per_class": 1} if cfg.data.per_class else {}),
-                         **({"data.train_examples": 16} if cfg.data.train_examples else {}),
-                         **({"init": "scratch"} if dry_run.weights_of(cfg) else {})}
-                if cfg.init == "source":
-                    small.update({"source.data.data_dir": data_dir, "source.data.batch_size": 8})
-                config_lib.validate(config_lib.apply_overrides(base, {**p, **small}))
     assert not os.path.exists(tmp_path / "empty") and not os.path.exists(tmp_path / "runs")  # nothing read, written
+
+
+@pytest.mark.long  # every value of every swept key of the 7 paper configs: about 15 s (6 large abstract models)
+def test_paper_configs_validate_every_swept_value_on_mock_data(tmp_path):
+    """Every value of every key OURS' sweeps set (one seed; labels and LR values apart) passes config validation
+    on mock data with random weights."""
+    for name in OURS:
+        exp = runner.at_scale(registry.get(name)[0], "paper")
+        points = runner.load_module(exp).get_sweep()
+        _validate(exp, _covering([p for p in points if p.get("seed") == points[0].get("seed")]), tmp_path)
 
 
 def test_cost_model_counts_steps_evaluations_and_flops(tmp_path):

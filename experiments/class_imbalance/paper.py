@@ -6,15 +6,18 @@ Data: TFDS cifar10, train[:45000] made long-tailed (class c keeps n_max x ratio^
 validation train[45000:] and the 10,000 test images stay balanced. Recipe (Cui et al.'s CIFAR setting):
 ResNet-32 (resnet_cifar, stage sizes (5, 5, 5), width 16) from scratch, 200 epochs of batch 128, SGD with momentum
 0.9, lr 0.1 after a 5-epoch linear warmup, divided by 100 at epochs 160 and 180, weight decay 2e-4, flips and
-4-pixel crops. Arms: plain, class weights (train.class_weights=inverse: inverse class frequency), oversampling
+4-pixel crops. Arms: plain, class weights (train.class_weights=inverse: inverse class frequency), effective
+number (Cui et al.'s class-balanced loss, beta BETA = 0.9999, their best on CIFAR-10-LT), oversampling
 (data.balance=oversample: every class drawn equally often); 3 seeds (the same subset for every arm of a seed).
-Cui et al.'s class-balanced loss is train.class_weights=effective.
+The weights average to 1 over the training examples (train.class_weights_norm=examples), so a weighted run keeps
+the plain run's loss scale and effective learning rate, as in the digits-scale config.
 
     python -m tl_research.experiments run class_imbalance --scale paper [--dry_run]
 """
 from tl_research.config import axis, base_config, chain, product
 
 RATIOS = (10.0, 20.0, 50.0, 100.0, 200.0)
+BETA = 0.9999
 EPOCHS, WARMUP, DECAYS = 200.0, 5.0, (160, 180)
 SEEDS = (0, 1, 2)
 
@@ -46,7 +49,10 @@ def get_config(arg=None):
 
 
 def get_sweep(arg=None):
-    arms = [{"label": "plain"}, {"label": "class weights", "train.class_weights": "inverse"},
+    weighted = {"train.class_weights_norm": "examples"}
+    arms = [{"label": "plain"}, {"label": "class weights", "train.class_weights": "inverse", **weighted},
+            {"label": "effective number", "train.class_weights": "effective", "train.class_weights_beta": BETA,
+             **weighted},
             {"label": "oversampling", "data.balance": "oversample"}]
     balanced = [{"label": "plain", "data.imbalance_ratio": 1.0}]
     return product(axis("seed", list(SEEDS)), chain(balanced, product(axis("data.imbalance_ratio", list(RATIOS)), arms)))

@@ -8,19 +8,20 @@ Network: ResNet-18 from scratch at 224 px (resnet18: 9 depth units, the stem and
 Yosinski et al. used an 8-layer AlexNet-like network, n = 1..7), SGD with momentum 0.9, lr 0.1, weight decay
 1e-4, cosine decay with a 1-epoch warmup, batch 256, random resized crops and flips, bfloat16, EPOCHS epochs for
 every network (the paper trains each for the same 450k iterations of batch 256, about 180 epochs of a half).
-  baseA / baseB  the source models (init=source, once per workdir): all of A's / B's training images
-  AnB (n=1..8)   baseA's units, the first n frozen, the rest trained on B from baseA's weights
-  BnB (n=1..8)   the same from baseB
-  AnB+ / BnB+    every unit fine-tuned on B
-  baseB          from scratch on B with the same recipe: the trained B network
-3 seeds. Yosinski et al. re-initialise the layers above n; here they keep the source's weights (see the
-experiment's README), as in the digits-scale config beside this one.
+Per seed, two base networks (the source models, init=source, with the run's seed): baseA on all of A's training
+images and baseB on B's. Every target run trains on B for the same EPOCHS from the base network's first n units
+(transfer_depth = n), the units above n re-initialised, as in the paper:
+  AnB  (n=1..8)  baseA's first n units copied and frozen, the rest re-initialised and trained on B
+  BnB  (n=1..8)  the same from baseB
+  AnB+ / BnB+    (n=1..8) the first n units copied and fine-tuned with the rest
+  baseB          the B network itself (from scratch on B, the same recipe)
+3 seeds, as the digits-scale config beside this one.
 
     python -m tl_research.experiments run layer_transfer --scale paper [--dry_run]
 """
 import numpy as np
 
-from tl_research.config import axis, base_config, chain, copy_config, product
+from tl_research.config import RUN_SEED, base_config, chain, copy_config, product
 
 HALVES_SEED = 0
 _ORDER = np.random.RandomState(HALVES_SEED).permutation(1000)
@@ -52,19 +53,20 @@ def get_config(arg=None):
     source = copy_config(c)
     source.name = "layer_transfer_paper-source"
     source.data.classes = HALF_A
+    source.seed = RUN_SEED  # one pair of base networks per seed
     c.init = "source"
     c.source = source
-    c.report.x = "frozen_depth"
+    c.report.x = "transfer_depth"
     c.report.series = ("label",)
     c.report.metric = "test_accuracy"
     return c
 
 
 def get_sweep(arg=None):
-    from_b = {"source.data.classes": HALF_B}
-    depths = axis("frozen_depth", list(range(1, UNITS)))
-    arms = chain(product([{"label": "AnB"}], depths),
-                 product([{"label": "BnB", **from_b}], depths),
-                 [{"label": "AnB+", "frozen_depth": 0}, {"label": "BnB+", "frozen_depth": 0, **from_b},
-                  {"label": "baseB", "init": "scratch", "frozen_depth": 0}])
-    return product(axis("seed", list(SEEDS)), arms)
+    from_a, from_b = {"source.data.classes": HALF_A}, {"source.data.classes": HALF_B}
+    arms = chain(*[[{"label": "AnB", "frozen_depth": n, "transfer_depth": n, **from_a},
+                    {"label": "BnB", "frozen_depth": n, "transfer_depth": n, **from_b},
+                    {"label": "AnB+", "frozen_depth": 0, "transfer_depth": n, **from_a},
+                    {"label": "BnB+", "frozen_depth": 0, "transfer_depth": n, **from_b}] for n in range(1, UNITS)],
+                 [{"label": "baseB", "init": "scratch", "frozen_depth": 0}])
+    return product([{"seed": s} for s in SEEDS], arms)

@@ -212,23 +212,33 @@ def weights_present(path: str) -> bool:
     return os.path.exists(path)
 
 
+def _source_key(source) -> str:
+    """A source model's identity apart from its seed (the seed is counted on its own)."""
+    seed, source.seed = source.seed, 0
+    try:
+        return config_lib.config_hash(source)
+    finally:
+        source.seed = seed
+
+
 def sweep_configs(base, points) -> tuple[list, list]:
     """([(config, how many runs it stands for)], [the distinct source models' configs]) of a sweep. Runs that
-    differ only in their seed share one config (their data and cost are the same), unless a source model
-    depends on the seed; then every run is one (apply_overrides copies the config: a few ms a point)."""
+    differ only in their seed share one config (their data and cost are the same: apply_overrides copies the
+    config, a few ms a point); a source model that takes the run's seed (source.seed = -1) counts once per seed."""
     groups: dict[str, list[dict]] = {}
     for p in points:
         groups.setdefault(json.dumps({k: v for k, v in p.items() if k != "seed"}, sort_keys=True, default=repr),
                           []).append(p)
     runs = [(config_lib.apply_overrides(base, g[0]), g) for g in groups.values()]
     probe = next(((c, g) for c, g in runs if c.init == "source" and c.source is not None and len(g) > 1), None)
-    if probe and config_lib.config_hash(config_lib.apply_overrides(base, probe[1][1]).source) != \
-            config_lib.config_hash(probe[0].source):
-        runs = [(config_lib.apply_overrides(base, p), [p]) for p in points]
+    per_seed = probe is not None and probe[0].source.seed != \
+        config_lib.apply_overrides(base, probe[1][1]).source.seed
     sources = {}
-    for c, _ in runs:
+    for c, g in runs:
         if c.init == "source" and c.source is not None:
-            sources.setdefault(config_lib.config_hash(c.source), c.source)
+            key = _source_key(c.source)
+            for p in g if per_seed else g[:1]:
+                sources.setdefault((key, p.get("seed", base.seed) if per_seed else c.source.seed), c.source)
     return [(c, len(g)) for c, g in runs], list(sources.values())
 
 
