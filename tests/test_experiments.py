@@ -63,7 +63,7 @@ def test_verdict_reads_held_did_not_hold_and_within_noise():
     assert verdict.less("c", "x", down).status == verdict.HELD
     assert verdict.less("c", "x", up).status == verdict.FAILED
     assert verdict.greater("c", "x", up, threshold=0.5).status == verdict.FAILED
-    assert verdict.greater("c", "x", stats.mean_ci([0.3])).status == verdict.NOISE  # one seed: no interval
+    assert verdict.greater("c", "x", stats.mean_ci([0.3])).status == verdict.NOT_TESTABLE  # one seed: no interval
     assert verdict.greater("c", "x", stats.mean_ci([])).status == verdict.NOT_RUN
     assert verdict.greater("c", "x", down).line().startswith("DID NOT HOLD: c: x = -0.110 [95% CI")
 
@@ -105,7 +105,7 @@ def test_layer_transfer_verdicts_follow_the_numbers():
         acc += [({"label": "baseB", "transfer_depth": -1}, [{"test_accuracy": .94 + j} for j in (0, .01, .02)])]
         return _rows(acc)
     held = layer_transfer.analyse(rows(0.80), pathlib.Path(".")).verdicts
-    assert [v.status for v in held] == [verdict.HELD, verdict.HELD, verdict.NOISE, verdict.HELD]
+    assert [v.status for v in held] == [verdict.HELD, verdict.HELD, verdict.EQUIVALENT, verdict.HELD]  # BnB flat
     failed = layer_transfer.analyse(rows(0.99), pathlib.Path(".")).verdicts
     assert failed[0].status == verdict.FAILED and failed[3].status == verdict.FAILED
 

@@ -66,7 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer = ml_collections.ConfigDict(dict(
         name="sgd",  # sgd (with momentum) | adam (AdamW when weight_decay > 0: the decay is decoupled)
         momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
-        weight_decay=0.0,  # decoupled (Loshchilov & Hutter 2019), times the LR; kernels of trainable units only
+        weight_decay=0.0,  # decoupled, times the LR; every trainable *.kernel, the head's too (freezing.decays)
         grad_clip=0.0,  # global gradient norm clip; 0 = off
         # SAM (Foret et al. 2021): the gradient taken again at w + rho g / ||g|| over the trainable parameters,
         # applied at w by the optimizer above (two passes a step); 0 = off. sam_adaptive: ASAM (Kwon et al.
@@ -175,6 +175,7 @@ def _report_config() -> ml_collections.ConfigDict:
     # source model's features (tl_research.analysis.domain_similarity): a results column; cached in the workdir.
     report.similarity = False
     report.similarity_gamma = 0.01  # sim = exp(-gamma * EMD)
+    report.similarity_features = ""  # a run directory (e.g. "sources/<hash>"): one common feature extractor
     # Transferability scores of each run's source model on its target, computed after the runs from one pass
     # over the target's training split (tl_research.analysis.transferability): any of "logme", "leep", "nce",
     # "hscore", "hscore_lw" (Ledoit-Wolf-shrunk H-score), "fewshot", "similarity"; () = off. Writes

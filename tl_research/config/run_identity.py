@@ -81,7 +81,8 @@ NEUTRAL: frozenset[str] = frozenset({"train.checkpoint_seconds", "train.feature_
                                      "data.workers",  # worker processes: the same batches, whatever their count
                                      "imports",  # where extension code is found; the names it registers count
                                      # how the results are analysed after the runs, never what a run trains
-                                     "report.transferability", "report.transferability_examples"})
+                                     "report.transferability", "report.transferability_examples",
+                                     "report.similarity_features"})
 
 
 def _plain(value):
