@@ -12,7 +12,7 @@ from tl_research.experiments import few_shot_curves as fsc
 from tl_research.experiments import runner, verdict
 
 
-def _few_shot_rows(sign: float) -> list[dict]:
+def _few_shot_rows(sign: float, base: float = 0.5) -> list[dict]:
     """3 seeds x 2 targets: accuracy = base + sign * (rise with shots, fine-tune over the linear probe over
     scratch); sign -1 reverses every claimed direction."""
     rows, rng = [], np.random.default_rng(0)
@@ -20,27 +20,29 @@ def _few_shot_rows(sign: float) -> list[dict]:
     for seed in range(3):
         for target in fsc.TARGETS:
             noise = lambda: float(rng.normal(0, 0.005))  # noqa: E731
-            probe = {f"fewshot_{k}shot_accuracy": 0.5 + sign * 0.02 * k + noise() for k in fsc.SHOTS}
+            probe = {f"fewshot_{k}shot_accuracy": base + sign * 0.02 * k + noise() for k in fsc.SHOTS}
             rows.append({"run_id": f"p{seed}{target}", "status": "done", "label": fsc.PROBE, "seed": seed,
                          "data.name": target, "data.per_class": 0, "test_accuracy": 0.3, **probe})
             for k in fsc.SHOTS:
                 for arm, gap in arm_gap.items():
                     rows.append({"run_id": f"{arm}{k}{seed}{target}", "status": "done", "label": arm, "seed": seed,
                                  "data.name": target, "data.per_class": k, "fewshot_1shot_accuracy": 0.9,
-                                 "test_accuracy": 0.5 + sign * (0.01 * k + gap) + noise()})
+                                 "test_accuracy": base + sign * (0.01 * k + gap) + noise()})
     return rows
 
 
 def test_few_shot_curves_verdicts_follow_the_numbers(tmp_path):
     held = fsc.analyse(_few_shot_rows(+1), tmp_path)
     assert [v.status for v in held.verdicts] == [verdict.HELD] * 4
-    assert "n=3, paired by seed" in held.verdicts[0].figure
+    assert "n=3 seeds, paired" in held.verdicts[0].figure and "+0.283" in held.verdicts[0].published
     # the probe arm is read from its fewshot columns, the trained arms from test_accuracy at their data.per_class
     assert "closed-form probe 0.52" in held.headline and "fine-tune 0.60" in held.headline
     failed = fsc.analyse(_few_shot_rows(-1), tmp_path)
     assert [v.status for v in failed.verdicts] == [verdict.FAILED] * 4
     no_probe = fsc.analyse([r for r in _few_shot_rows(+1) if r["label"] != fsc.PROBE], tmp_path)
     assert [v.status for v in no_probe.verdicts] == [verdict.HELD, verdict.NOT_RUN, verdict.HELD, verdict.HELD]
+    at_chance = fsc.analyse(_few_shot_rows(+0.1, base=0.0), tmp_path)  # every arm below 1/5: nothing testable
+    assert [v.status for v in at_chance.verdicts] == [verdict.NOT_TESTABLE] * 4
     held.plot(tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 0
 
@@ -75,10 +77,10 @@ def test_better_models_transfer_correlation_and_verdicts():
             assert corr[arm].pearson.low <= r <= corr[arm].pearson.high
         verdicts = bmt.verdicts(corr)
         assert [v.status for v in verdicts] == [status, status]
-        assert "the 8 models" in verdicts[0].figure and "(paper: r = 0.99)" in verdicts[0].claim
+        assert "n=8 models" in verdicts[0].figure and "r = 0.99" in verdicts[0].published
     flat = bmt.pearson_agreement([0.1, 0.2, 0.3], [0.5, 0.5, 0.5])  # a constant side: no correlation, no verdict
     assert math.isnan(flat.value) and bmt.verdicts({a: bmt.Correlation(a, flat, flat) for a in bmt.ARMS})[0].status \
-        == verdict.NOT_RUN
+        == verdict.NOT_TESTABLE
 
 
 def test_source_accuracy_is_the_run_s_source_model_s_or_the_published_top1(tmp_path):
@@ -105,45 +107,23 @@ def test_source_accuracy_is_the_run_s_source_model_s_or_the_published_top1(tmp_p
 
 def test_paper_scale_configs_validate_on_mock_data(tmp_path):
     """experiments/{few_shot_curves,better_models_transfer}/paper.py pass config validation at every value of every
-    key their sweeps set (every arm, shot count and seed; two of the zoo's models, the rest registered) on two
-    datasets each, on mock TFDS data laid out with the datasets' real split sizes, with random weights
-    (init=scratch) at a small input size."""
-    import tensorflow_datasets as tfds
-    from unittest import mock
-    from test_experiments import _split_metadata, covering
-    from test_vtab import _Batched
-    from tl_research import config as config_lib, models
-    fs_paper = config_lib.load_module(str(runner.ROOT / "few_shot_curves" / "paper.py"))
-    bm_paper = config_lib.load_module(str(runner.ROOT / "better_models_transfer" / "paper.py"))
-    assert set(fs_paper.TARGETS) == {"cifar10", "cifar100", "oxford_iiit_pet", "oxford_flowers102"}
-    assert len(bm_paper.DATASETS) == 9 and set(bm_paper.ZOO) == set(bmt.IMAGENET_TOP1)
-    assert set(bm_paper.ZOO) <= set(models.names())
-    checked = {fs_paper: ("cifar10", "oxford_flowers102"), bm_paper: ("sun397/tfds", "oxford_iiit_pet")}
-    zoo = ("resnet18", "mobilenet_v3_small")  # each model's abstract build costs seconds: two of the twelve
-    sizes = {"cifar10": {"train": 50000, "test": 10000}, "oxford_flowers102": {"train": 1020, "validation": 1020,
-             "test": 6149}, "sun397/tfds": {"train": 76128, "validation": 10875, "test": 21750},
-             "oxford_iiit_pet": {"train": 3680, "test": 3669}}
-    validated = {}
-    for module in (fs_paper, bm_paper):
-        data_dir = str(tmp_path / module.__name__)
-        with tfds.testing.mock_data(num_examples=64, data_dir=data_dir):
-            mocked = tfds.core.DatasetBuilder.as_data_source
-            with mock.patch.object(tfds.core.DatasetBuilder, "as_data_source",
-                                   lambda self, *a, **kw: _Batched(mocked(self, *a, **kw))):
-                _split_metadata(data_dir, {b: sizes[b] for b in checked[module]})
-                base = module.get_config()
-                points = covering([p for p in module.get_sweep() if p["data.name"] in checked[module]
-                                   and p.get("model.name", zoo[0]) in zoo])
-                for p in points:  # mock splits hold 64 random labels: a class has a few examples
-                    small = {"data.data_dir": data_dir, "init": "scratch", "data.image_size": 32,
-                             "data.batch_size": 32, "data.per_class": min(p.get("data.per_class", 0), 1)}
-                    config_lib.validate(config_lib.apply_overrides(base, {**p, **small}))
-                validated[module] = points
-    assert {p["label"] for p in validated[fs_paper]} == set(fsc.ARMS)
-    assert {p.get("data.per_class") for p in validated[fs_paper]} >= set(fsc.SHOTS)
-    # the real training splits' smallest classes: CIFAR-10's train[:45000] about 4,500, Flowers-102's train 10
-    most = {name: max(p.get("data.per_class", 0) for p in fs_paper.get_sweep() if p["data.name"] == name)
-            for name in fs_paper.TARGETS}
+    key their sweeps set (one seed; every arm and shot count; two of the zoo's twelve models, each abstract build
+    costing seconds, the rest registered names) on mock TFDS data laid out with the real split sizes, with random
+    weights (tests/test_paper_scale.py's helper; its dry-run test covers both configs whole)."""
+    from test_paper_scale import _covering, _validate
+    from tl_research import models
+    fs_paper, bm_paper = (runner.at_scale(e, "paper") for e in (fsc.EXPERIMENT, bmt.EXPERIMENT))
+    fs_points = runner.load_module(fs_paper).get_sweep()
+    bm_module = runner.load_module(bm_paper)
+    zoo = ("resnet18", "mobilenet_v3_small")
+    fs_checked = _covering([p for p in fs_points if p["seed"] == 0])
+    bm_checked = _covering([p for p in bm_module.get_sweep() if p["model.name"] in zoo])
+    _validate(fs_paper, fs_checked, tmp_path)
+    _validate(bm_paper, bm_checked, tmp_path)
+    assert {p["label"] for p in fs_checked} == set(fsc.ARMS) and {p["model.name"] for p in bm_checked} == set(zoo)
+    assert len({p["data.name"] for p in bm_checked}) == len(bm_module.DATASETS) == 9
+    assert set(bm_module.ZOO) == set(bmt.IMAGENET_TOP1) and set(bm_module.ZOO) <= set(models.names())
+    # the real training splits' smallest classes: CIFAR's train[:45000] about 4,500, Flowers-102's train 10
+    most = {name: max(p.get("data.per_class", 0) for p in fs_points if p["data.name"] == name)
+            for name in runner.load_module(fs_paper).TARGETS}
     assert most == {"cifar10": 25, "cifar100": 25, "oxford_iiit_pet": 25, "oxford_flowers102": 10}
-    assert {p["model.name"] for p in validated[bm_paper]} == set(zoo)
-    assert {p["frozen_depth"] for p in validated[bm_paper]} == {"all", 0}

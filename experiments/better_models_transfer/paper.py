@@ -4,9 +4,9 @@ datasets of Kornblith, Shlens, Le 2019 (arXiv 1805.08974) that TFDS has, with th
 ImageNet top-1 (better_models_transfer.IMAGENET_TOP1).
 
 Weights: every model of ZOO from https://download.pytorch.org/models/ (the IMAGENET1K_V1 files, e.g.
-resnet18-f37072fd.pth), converted once into WEIGHTS/<name> (docs/pretrained.md):
+resnet18-f37072fd.pth), converted once into weights/<name> (docs/pretrained.md; WEIGHTS below lists each
+command, and the dry run says which are missing):
     python -m tl_research.convert resnet18-f37072fd.pth --arch resnet18 --out weights/resnet18
-WEIGHTS below is a placeholder for the folder that holds them: set it before running.
 Datasets: 9 of the paper's 12 (python -m tl_research.prepare NAME): Food-101, CIFAR-10, CIFAR-100, SUN397, Stanford
 Cars, DTD, Oxford-IIIT Pet, Caltech-101, Oxford Flowers-102. Birdsnap and FGVC Aircraft are not in TFDS; PASCAL
 VOC 2007 is multi-label (the paper scores it by mAP), which the classification task here does not train.
@@ -19,7 +19,7 @@ random-resized crops, the test accuracy at the best validation step). The LR and
 every model and dataset; Kornblith et al. choose them per model and dataset on validation. Images at each
 checkpoint's own input size (224; Inception v3: 299).
 
-    python launch.py --config experiments/better_models_transfer/paper.py --workdir runs/better_models_transfer_paper
+    python -m tl_research.experiments run better_models_transfer --scale paper [--dry_run]
 
 tests/test_exp_new.py validates every point of this sweep's config (tl_research.config.validate) on mock TFDS
 data with random weights (init=scratch in place of the converted checkpoints).
@@ -28,8 +28,17 @@ from tl_research.config import axis, base_config, product
 from tl_research.evals import logreg
 from tl_research.experiments import better_models_transfer as bmt
 
-WEIGHTS = "weights"  # placeholder: the folder of the converted checkpoints, one sub-folder per model name
 ZOO = tuple(bmt.IMAGENET_TOP1)  # resnet18 ... densenet121: 12 torchvision models with a converter here
+FILES = {  # the IMAGENET1K_V1 files of https://download.pytorch.org/models/
+    "resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth", "resnet50": "resnet50-0676ba61.pth",
+    "resnet101": "resnet101-63fe2227.pth", "resnet152": "resnet152-394f9c45.pth", "vgg16": "vgg16-397923af.pth",
+    "mobilenet_v2": "mobilenet_v2-b0353104.pth", "mobilenet_v3_large": "mobilenet_v3_large-8738ca79.pth",
+    "mobilenet_v3_small": "mobilenet_v3_small-047dcff4.pth",
+    "efficientnet_b0": "efficientnet_b0_rwightman-7f5810bc.pth",
+    "inception_v3": "inception_v3_google-0cc3c7bd.pth", "densenet121": "densenet121-a639ec97.pth"}
+INIT = {name: f"weights/{name}" for name in ZOO}  # placeholders: the converted checkpoints
+WEIGHTS = {INIT[name]: f"python -m tl_research.convert {FILES[name]} --arch {name} --out {INIT[name]} (the file: "
+                       f"https://download.pytorch.org/models/{FILES[name]})" for name in ZOO}
 STEPS = 5000
 # the fine-tuned runs carry the logreg evaluator too (evaluators cannot be set per run) and nobody reads it
 # there: one C on 1,000 examples instead of 12 on the whole training split (SUN397: 76k images)
@@ -54,7 +63,7 @@ def get_config(arg=None):
     c = base_config()
     c.name = "better_models_transfer_paper"
     c.model.name = ZOO[0]
-    c.init = f"{WEIGHTS}/{ZOO[0]}"
+    c.init = INIT[ZOO[0]]
     c.data.name = "cifar10"
     c.data.batch_size = 256
     c.optimizer.name = "sgd"
@@ -74,6 +83,6 @@ def get_config(arg=None):
 
 
 def get_sweep(arg=None):
-    models = [{"label": name, "model.name": name, "init": f"{WEIGHTS}/{name}"} for name in ZOO]
+    models = [{"label": name, "model.name": name, "init": INIT[name]} for name in ZOO]
     arms = [bmt.ARMS[bmt.PROBE], {**bmt.ARMS[bmt.FINE_TUNE], **UNREAD_PROBE}]
     return product(models, list(DATASETS.values()), arms, axis("seed", [0]))

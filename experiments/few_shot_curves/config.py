@@ -2,7 +2,7 @@
 a target, from a source model, four ways.
 
 Source: the shared small ResNet (tl_research/experiments/common.py) trained from scratch on all 1,750 training
-images of digits 0-4 of mnist_subset for 5 epochs; each seed trains its own (source.seed = seed).
+images of digits 0-4 of mnist_subset for 5 epochs; each seed trains its own (source.seed = -1: the run's seed).
 Targets: digits 5-9 on two rungs of the domain ladder, mnist_subset (the source's own domain) and mnist_inverted
 (inverted contrast, read in grey), 1, 5, 10 or 25 training images per class (data.per_class, a stratified draw
 seeded by the run's seed, nested across sizes), scored on the whole test split (500 images).
@@ -52,5 +52,6 @@ def get_sweep():
     arms = [{"label": fsc.PROBE, **fsc.ARMS[fsc.PROBE]}]
     arms += product(axis("data.per_class", list(fsc.SHOTS)),
                     [{"label": name, **keys} for name, keys in fsc.ARMS.items() if name != fsc.PROBE])
-    # each seed trains its own source model: an interval over seeds includes the source's variance
-    return product([{"seed": s, "source.seed": s} for s in SEEDS], axis("data.name", list(fsc.TARGETS)), arms)
+    # the source model takes the run's seed (common.with_source): each seed trains its own, so an interval over
+    # seeds includes the source's variance
+    return product(axis("seed", list(SEEDS)), axis("data.name", list(fsc.TARGETS)), arms)

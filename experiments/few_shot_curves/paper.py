@@ -4,7 +4,7 @@ Pet and Oxford Flowers-102 with 1, 5, 10 and 25 examples per class, as BiT's few
 
 Weights: BiT-M-R50x1.npz from https://storage.googleapis.com/bit_models/, converted once (docs/pretrained.md):
     python -m tl_research.convert BiT-M-R50x1.npz --arch resnetv2_50x1_bit --out weights/bit_m_r50x1
-INIT below is a placeholder for that directory (or npz:PATH): set it, or pass --config.init=... .
+INIT below names that directory (a placeholder until converted); the dry run says whether it is there.
 Data: the four TFDS datasets prepared in data.data_dir (python -m tl_research.prepare cifar10 ...).
 
 Protocol, BiT-HyperRule for datasets under 20k examples (github.com/google-research/big_transfer,
@@ -17,8 +17,7 @@ linear probe, full fine-tuning and scratch train on data.per_class examples per 
 seed. 5 seeds. Flowers-102's training split holds 10 images per class: 1, 5 and 10 shots there (the probe's
 draws of 25 take the 10 there are); the analysis compares shot counts on the targets that have both.
 
-    python launch.py --config experiments/few_shot_curves/paper.py --config.init=weights/bit_m_r50x1 \
-        --workdir runs/few_shot_curves_paper
+    python -m tl_research.experiments run few_shot_curves --scale paper [--dry_run]
 
 tests/test_exp_new.py validates every point of this sweep's config (tl_research.config.validate) on mock TFDS
 data with random weights (init=scratch in place of the converted checkpoint).
@@ -26,7 +25,9 @@ data with random weights (init=scratch in place of the converted checkpoint).
 from tl_research.config import axis, base_config, product
 from tl_research.experiments import few_shot_curves as fsc
 
-INIT = "weights/bit_m_r50x1"  # placeholder: the converted BiT-M R50x1 (set it before running)
+INIT = "weights/bit_m_r50x1"  # placeholder: the converted BiT-M R50x1
+WEIGHTS = {INIT: "python -m tl_research.convert BiT-M-R50x1.npz --arch resnetv2_50x1_bit --out " + INIT
+                 + " (BiT-M-R50x1.npz: https://storage.googleapis.com/bit_models/)"}
 SEEDS = (0, 1, 2, 3, 4)
 STEPS, WARMUP, DRAWS = 500, 100, 5
 TARGETS = {  # name -> its data keys: splits (a validation split where TFDS has none) and BiT's resolution
@@ -47,6 +48,7 @@ def get_config(arg=None):
     c.init = INIT
     c.data.name = "cifar10"
     c.data.batch_size = 512
+    c.precision = "bfloat16"
     c.optimizer.name = "sgd"
     c.optimizer.momentum = 0.9
     c.optimizer.weight_decay = 0.0
