@@ -16,8 +16,8 @@ Arms (tl_research.experiments.few_shot_curves.ARMS):
 The three trained arms share one fixed schedule whatever the number of examples, as BiT-HyperRule fixes one
 per dataset-size bracket (under 20k examples: 500 steps, 100 warm-up, the LR divided by 10 at 200, 300 and
 400): STEPS steps of batch 32, WARMUP warm-up steps, the LR divided by 10 at 25%, 50% and 75% of the rest,
-SGD with momentum 0.9, no weight decay (BiT's fine-tuning has none), the weights at the last step (no
-selection on validation: BiT's few-shot runs have no validation set).
+SGD with momentum 0.9, no weight decay (BiT's fine-tuning has none), the weights at the last step (nothing
+selected on validation: BiT-HyperRule reports the end of its fixed schedule).
 
     python -m tl_research.experiments run few_shot_curves
 """

@@ -97,8 +97,9 @@ def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
     curves = {arm: [(k, stats.mean_ci(per_seed(long, arm, k).tolist())) for k in SHOTS] for arm in ARMS}
 
     def plot(path):
-        plots.lines(curves, path, xlabel="training examples per class", ylabel="test accuracy (mean of 2 targets)",
-                    logx=True, references={f"chance ({CHANCE:.1f})": stats.Estimate(CHANCE, CHANCE, CHANCE, 1)},
+        plots.lines(curves, path, xlabel="training examples per class", logx=True,
+                    ylabel=f"test accuracy (mean of {n} targets)",
+                    references={f"chance ({CHANCE:.1f})": stats.Estimate(CHANCE, CHANCE, CHANCE, 1)},
                     title="Few-shot transfer: digits 0-4 source, digits 5-9 targets (95% CI over seeds)")
     fig = lambda arm, k: f"{stats.mean_ci(per_seed(long, arm, k).tolist()).mean:.3f}"  # noqa: E731
     headline = "; ".join(f"{arm} {fig(arm, SHOTS[0])} at 1 shot, {fig(arm, SHOTS[-1])} at 25" for arm in ARMS)
