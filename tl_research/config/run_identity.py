@@ -67,7 +67,9 @@ INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight":
                               "strategy.delta_alpha": 0.48, "strategy.delta_beta": 0.01,
                               "strategy.delta_units": (), "strategy.delta_attention": True,
                               "strategy.delta_attention_examples": 320, "strategy.bss_eta": 0.001,
-                              "strategy.bss_k": 1, "strategy.stochnorm_p": 0.5, "strategy.co_tuning_lambda": 2.3}
+                              "strategy.bss_k": 1, "strategy.stochnorm_p": 0.5, "strategy.co_tuning_lambda": 2.3,
+                              # co_tuning's relationship before the calibrated one was built: TLlib's average
+                              "strategy.co_tuning_relationship": "direct", "strategy.co_tuning_source_scale": 1.0}
 
 
 # Keys that never change what a run computes (how often it checkpoints, how much disk the feature cache may
