@@ -104,7 +104,11 @@ def _gain_table(acc: pd.Series) -> str:
 
 def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
     df = tables.done(rows)
-    df = df.assign(fraction=fractions(df)) if not df.empty else pd.DataFrame(columns=["label", "fraction", "seed"])
+    if df.empty:
+        df = pd.DataFrame(columns=["label", "fraction", "seed"])
+    else:  # the methods in METHODS' order, plain fine-tuning first
+        rank = {m: i for i, m in enumerate(METHODS)}
+        df = df.assign(fraction=fractions(df)).sort_values("label", key=lambda c: c.map(rank), kind="stable")
     acc = accuracies(df)
     table = tables.ci_table(df, "test_accuracy", ["label"], "fraction", "Test accuracy per method and label "
                             "fraction (percent of the training images): mean [95% CI] (n seeds)",
