@@ -9,11 +9,13 @@ from tl_research.analysis import soups as soups_lib
 from tl_research.experiments import runner, soups, verdict
 
 OOD = ("test_mnist_m_accuracy", "test_digits_upsampled_accuracy")
+INVERTED = 0.2  # a third OOD set where every model is at chance (its balanced accuracy exactly 1/5)
 
 
 def _row(model, val, test, ood, alpha="", members=1, run_ids="a", val_loss=0.3):
     return {"model": model, "alpha": alpha, "members": members, "run_ids": run_ids, "val_accuracy": val,
-            "val_loss": val_loss, "test_accuracy": test, **{c: ood for c in OOD}}
+            "val_loss": val_loss, "test_accuracy": test, **{c: ood for c in OOD},
+            "test_mnist_inverted_accuracy": INVERTED, "test_mnist_inverted_balanced_accuracy": INVERTED}
 
 
 def _group(rng, d: dict) -> dict:
@@ -40,21 +42,34 @@ def _group(rng, d: dict) -> dict:
     return {soups.MAIN: rows, soups.PLAIN: rows[:4] + rows[-len(soups_lib.ALPHAS):]}
 
 
-HOLDS = {"greedy": (0.01, 0.03), "uniform": (-0.01, 0.03), "wise_val": 0.02, "half": (-0.002, 0.05),
+HOLDS = {"greedy": (0.02, 0.03), "uniform": (-0.02, 0.03), "wise_val": 0.02, "half": (0.02, 0.05),
          "barrier": 0.0}
 FAILS = {"greedy": (-0.02, -0.03), "uniform": (0.01, -0.05), "wise_val": -0.05, "half": (-0.05, -0.05),
          "barrier": 0.10}
 
 
-def test_verdicts_hold_and_fail_from_synthetic_soups(tmp_path):
+def test_verdicts_hold_fail_and_cannot_be_tested_from_synthetic_soups(tmp_path):
+    """soups' verdict test (tests/test_verdicts.py's OWN_FILES): rows built to hold, to fail, and with every OOD
+    test set at chance (not testable); a set where both models compared are at chance is left out and named."""
     rng = np.random.default_rng(0)
     held = soups.compare({g: _group(rng, HOLDS) for g in range(4)}, labels={"a": "lr0.1 crop"})
     assert [v.status for v in held.verdicts] == [verdict.HELD] * 8, [v.line() for v in held.verdicts]
-    assert all("n=4" in v.figure for v in held.verdicts)  # the independent units each interval rests on
+    assert all("n=4 source seeds" in v.figure for v in held.verdicts)  # the independent units of each interval
+    assert "mnist_inverted left out: both at chance there" in held.verdicts[1].figure
+    assert held.verdicts[0].published.startswith("+0.006")
     assert "4 source seed(s)" in held.tables[0] and "| greedy soup |" in held.tables[1]
     assert "| 0 | lr0.1 crop | +0.000 / +0.000 |" in held.tables[3]  # the basin table, both BatchNorm modes
     failed = soups.compare({g: _group(rng, FAILS) for g in range(4)})
     assert [v.status for v in failed.verdicts] == [verdict.FAILED] * 8, [v.line() for v in failed.verdicts]
+    chance = {g: _group(rng, HOLDS) for g in range(4)}
+    for modes in chance.values():
+        for rows in modes.values():
+            for r in rows:
+                r.update({c: INVERTED for c in OOD}, **{c.replace("_accuracy", "_balanced_accuracy"): INVERTED
+                                                        for c in OOD})
+    statuses = [v.status for v in soups.compare(chance).verdicts]
+    assert statuses == [verdict.HELD, verdict.NOT_TESTABLE, verdict.HELD, verdict.NOT_TESTABLE,
+                        verdict.NOT_TESTABLE, verdict.NOT_TESTABLE, verdict.HELD, verdict.HELD], statuses
     held.plot(tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 0
 
@@ -72,33 +87,20 @@ def test_sweep_groups_each_train_their_own_source_and_subset():
 
 
 def test_paper_scale_config_validates_on_mock_data(tmp_path):
-    """experiments/soups/paper.py passes config validation at every value of every key its sweep sets, on mock
-    TFDS data laid out with ImageNet's, ImageNet-V2's and ImageNet-Sketch's real split sizes, with random
-    weights (init=scratch in place of the converted ViT-B/16)."""
-    import tensorflow_datasets as tfds
-    from unittest import mock
-    from test_experiments import _split_metadata
-    from test_vtab import _Batched
-    from tl_research import config as config_lib
-    paper = config_lib.load_module(str(runner.ROOT / "soups" / "paper.py"))
+    """experiments/soups/paper.py passes config validation on mock TFDS data laid out with ImageNet's,
+    ImageNet-V2's and ImageNet-Sketch's real split sizes, with random weights (init=scratch in place of the
+    converted ViT-B/16), as tests/test_paper_scale.py validates the others: a recipe with RandAugment, one with
+    mixup and the linear probe (tests/test_paper_scale.py dry-runs every point)."""
+    from test_paper_scale import _validate
+    paper = runner.load_module(runner.at_scale(soups.EXPERIMENT, "paper"))
     points = paper.get_sweep()
-    assert len(points) == len(paper.GROUPS) * (paper.INGREDIENTS + 1) and paper.INIT != "scratch"
+    assert len(points) == len(paper.GROUPS) * (paper.INGREDIENTS + 1) and paper.INIT in paper.WEIGHTS
     assert paper.draw(1) == paper.draw(1) != paper.draw(2)  # fixed draws, one set per group
     ra, mix = ([p for p in points if any(op.startswith(kind) for op in p.get("augment", ()))][:1]
                for kind in ("randaugment", "mixup"))
     chosen = ra + mix + [p for p in points if p["label"] == "LP"][:1]
     assert len(chosen) == 3
-    data_dir = str(tmp_path)
-    with tfds.testing.mock_data(num_examples=512, data_dir=data_dir):  # a split holds a batch
-        mocked = tfds.core.DatasetBuilder.as_data_source
-        with mock.patch.object(tfds.core.DatasetBuilder, "as_data_source",
-                               lambda self, *a, **kw: _Batched(mocked(self, *a, **kw))):
-            _split_metadata(data_dir, {"imagenet2012": {"train": 1281167, "validation": 50000},
-                                       "imagenet_v2": {"test": 10000}, "imagenet_sketch": {"test": 50889}})
-            base = paper.get_config()
-            for p in chosen:  # a recipe with RandAugment, one with mixup, the linear probe
-                config_lib.validate(config_lib.apply_overrides(base, {**p, "data.data_dir": data_dir,
-                                                                      "init": "scratch"}))
+    _validate(runner.at_scale(soups.EXPERIMENT, "paper"), chosen, tmp_path)
 
 
 def test_registered():

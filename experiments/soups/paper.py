@@ -2,36 +2,41 @@
 ImageNet, tested on ImageNet's validation set and on the shifted ImageNets with ImageNet's 1,000 classes (Wortsman
 et al., ICML 2022, arXiv 2203.05482; CVPR 2022, arXiv 2109.01903).
 
-Weights: ViT-B/16 pre-trained on ImageNet-21k (the big_vision / AugReg checkpoint, converted once, docs/pretrained.md),
-standing in for the paper's CLIP ViT-B/32 and JFT ViT-G/14 (a pre-training that is not ImageNet-1k itself):
+Weights: ViT-B/16 pre-trained on ImageNet-21k (the big_vision / AugReg checkpoint, converted once,
+docs/pretrained.md), standing in for the paper's CLIP ViT-B/32 and JFT ViT-G/14 (a pre-training that is not
+ImageNet-1k itself):
     python -m tl_research.convert B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz --arch vit_b16 \
         --out weights/vit_b16_i21k
 INIT below is a placeholder for that directory: set it, or pass --config.init=... .
-Data: imagenet2012 (manual download into data.data_dir, TFDS's instructions), imagenet_v2 and imagenet_sketch
-(TFDS downloads them). In distribution: training on train[:98%], the held-out val split train[98%:] (the paper's
-"ImageNet2p": what the best run, the greedy soup and alpha are chosen on), test = ImageNet's validation set. Out of
-distribution (data.extra_test_sets): ImageNet-V2 and ImageNet-Sketch, two of the paper's five shifts; ImageNet-R and
-ImageNet-A have 200 of the classes (an extra test set must have the run's 1,000) and ObjectNet is not in TFDS.
+Data: imagenet2012 (TFDS, a manual download: docs/data.md), imagenet_v2 (matched-frequency) and imagenet_sketch. In
+distribution: training on train[:1255167], the held-out split train[1255167:] (26,000 images, the paper's
+"ImageNet2p", 2% of ImageNet's training set: what the best run, the greedy soup and alpha are chosen on), test =
+ImageNet's validation set. Out of distribution (data.extra_test_sets, read with ImageNet's 1,000 classes): ImageNet-V2
+and ImageNet-Sketch, two of the paper's five shifts; ImageNet-R and ImageNet-A have 200 of the classes (an extra
+test set must have the run's 1,000) and ObjectNet is not in TFDS.
 
 Ingredients: GROUPS independent sweeps of INGREDIENTS fine-tuning runs each, hyper-parameters drawn at random as
 the paper's CLIP sweep (its released hparam_info.json: LR log-uniform in [1e-6, 1e-4], weight decay log-uniform in
 [1e-4, 0.5], 4 to 16 epochs, label smoothing 0 or up to 0.25, mixup 0 or up to 0.9, RandAugment off or n 1-2 at
-magnitude up to 20), AdamW, cosine with 500 warmup steps, batch 512, random-resized crops and flips at 224; each group
-also trains a linear probe (frozen_depth all, 10 epochs), WiSE-FT's theta_0. `data.subset_seed` tags the group
-(the whole training split is used): the analysis builds the soups per group, e.g.
-    python launch.py --config experiments/soups/paper.py --config.init=weights/vit_b16_i21k --workdir runs/soups_paper
-    python -m tl_research.soup runs/soups_paper --select data.subset_seed=0 --out soups/group_0
-(a ViT has no BatchNorm, so --bn_stats does not matter), or tl_research.experiments.soups.build / compare on the
-workdir for the experiment's tables and verdicts.
+magnitude up to 20), AdamW, cosine after 0.2 epochs of warmup (about 500 steps), batch 512, random-resized crops
+and flips at 224, bfloat16; each group also trains a linear probe (frozen_depth all, 10 epochs at lr 1e-3),
+WiSE-FT's theta_0. `data.subset_seed` tags the group (the whole training split is used): the experiment's
+analysis builds the soups per group (a ViT has no BatchNorm, so re-estimating statistics changes nothing) and
+reads the same verdicts:
+    python -m tl_research.experiments run soups --scale paper [--dry_run]
+or one group by hand: python -m tl_research.soup WORKDIR --select data.subset_seed=0 --out soups/group_0.
+The analysis's chance level is still the digits' 1/5 (common.CHANCE); at ImageNet's 1,000 classes it is 0.001.
 
-tests/test_exp_soups.py validates every point of this sweep's config (tl_research.config.validate) on mock TFDS data
-with random weights (init=scratch).
+tests/test_paper_scale.py dry-runs this sweep; tests/test_exp_soups.py validates a recipe with RandAugment, one with
+mixup and the linear probe (tl_research.config.validate) on mock TFDS data with random weights (init=scratch).
 """
 import numpy as np
 
 from tl_research.config import base_config
 
 INIT = "weights/vit_b16_i21k"  # placeholder: the converted ImageNet-21k ViT-B/16 (set it before running)
+WEIGHTS = {INIT: "python -m tl_research.convert B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz "
+                 f"--arch vit_b16 --out {INIT} (the file: gs://vit_models/augreg/, docs/pretrained.md)"}
 GROUPS = (0, 1, 2)
 INGREDIENTS = 24  # per group: 72 in all, the size of the paper's CLIP ViT-B/32 sweep
 OOD = ("imagenet_v2", "imagenet_sketch")
@@ -61,13 +66,14 @@ def get_config(arg=None):
     c.model.name = "vit_b16"
     c.init = INIT
     c.data.name = "imagenet2012"
-    c.data.train_split, c.data.val_split, c.data.test_split = "train[:98%]", "train[98%:]", "validation"
+    c.data.train_split, c.data.val_split, c.data.test_split = "train[:1255167]", "train[1255167:]", "validation"
     c.data.image_size = 224
     c.data.batch_size = 512
     c.data.extra_test_sets = OOD
+    c.precision = "bfloat16"
     c.optimizer.name = "adam"  # with weight decay: AdamW
     c.schedule.name = "cosine"
-    c.schedule.warmup_steps = 500
+    c.schedule.warmup_epochs = 0.2  # about 500 steps of batch 512, the paper's warmup
     c.train.epochs = 10.0
     c.augment = ("rrc(0.08)", "flip")
     c.report.x = "label"
