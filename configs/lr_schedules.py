@@ -6,20 +6,13 @@ units (frozen depth 2), with each schedule of tl_research.finetune.schedules at 
 accuracy is also measured at every eval (train.eval_test), so the table can count the steps each schedule
 needs to reach the constant LR's best.
 
-    python launch.py --config configs/lr_schedules.py            # 11 min on 2 busy CPU cores
+    python launch.py --config configs/lr_schedules.py            # runs/lr_schedules/table.md
 
 table.md then holds, per schedule and frozen depth, the peak LR chosen on validation accuracy, the best test
 accuracy seen during training, the final one, the one at the best validation step, and the steps to reach
-the constant LR's best test accuracy (Smith 2017's comparison). What it showed here (2 seeds): every
-schedule that anneals or cycles ends above the constant LR when everything is fine-tuned (final test
-accuracy: cosine .973, one_cycle .968, step .967, slanted_triangular .951, cyclical .944 vs constant .921),
-each from a peak LR (0.1) that validation rejects for the constant LR. The constant LR's best (.939, mean
-over seeds) is reached by step 56 (step), 64 (cyclical, slanted_triangular) or 72 (cosine, one_cycle) of
-80, while one of the two constant runs never reaches it: a small-scale echo of Smith's result. With two
-units frozen the spread is within noise (.963-.967 vs .958).
-
-The time and figures above were measured with data.batch_size=50 (80 steps of 50). The batch is now 40, which
-1, 2, 4 and 8 devices split evenly (the same images per epoch, 25 steps per epoch); not re-measured yet.
+the constant LR's best test accuracy (Smith 2017's comparison). No figures are quoted here: the ones that
+were came from batches of 50 (80 steps); with batches of 40 (100 steps, 25 per epoch) the sweep has not been
+run to the end since (it took about 11 minutes on the 2-core CPU).
 
 To take cyclical bounds from an LR range test first:
 

@@ -11,20 +11,15 @@ Source: the quickstart's small ResNet trained on digits 0-4 (once per workdir). 
     l2_sp               fine_tune with L2-SP (alpha = beta = 0.01) instead of weight decay
     bn_source           fine_tune keeping the source BatchNorm statistics
 
-    python launch.py --config configs/strategies.py               # 6 min 44 s on 2 CPU cores
+    python launch.py --config configs/strategies.py               # runs/strategies/table.md
 
-What it showed here (test accuracy, mean ± std over 3 seeds): fine_tune .969 ± .006, l2_sp .971 ± .003,
-gradual_unfreezing .965 ± .008, two_phase .951 ± .007 (its head-only phase alone: .666-.684),
-discriminative .933 ± .008, feature_extraction .817 ± .017, bn_source .475 ± .193. Every strategy that
-fine-tunes beats feature extraction by 12-15 points (the source's top features are specific to digits 0-4);
-L2-SP and weight decay are within noise of each other; with 160 steps, recipes that hold the lower units
-back (two_phase's low LR, discriminative LRs) give up a little against plain fine-tuning at this small
-scale. Keeping the source BatchNorm statistics while every unit trains at this LR is unstable (the loss
-rises in the first 20 steps and some seeds never recover): train with batch statistics, or freeze the
-units whose statistics must stay.
-
-The time and figures above were measured with data.batch_size=50 (160 steps of 50, 10 per epoch). The batch is
-now 40, which 1, 2, 4 and 8 devices split evenly, for the same 16 epochs (200 steps); not re-measured yet.
+The table (test accuracy per strategy, mean ± std over 3 seeds) is what that command writes; no figures are
+quoted here, since the ones that were came from batches of 50 (160 steps) and from two_phase and
+gradual_unfreezing rows that selected their best step across all phases. two_phase and gradual_unfreezing
+rows report their final phase's best validation step; results.csv's best_any_phase_* columns say where the
+best step of the whole run fell (docs/strategies.md). Measured with batches of 40, on the 2-core CPU shared with
+other jobs (load average 9): `--run=label-fine_tune__schedule.lr-0.03__seed-0` took 3 min 20 s with its source
+model (60 s of CPU time), the run itself 69 s of it; the sweep is 21 such runs.
 """
 from tl_research.config import axis, base_config, copy_config, product, zip_axes
 

@@ -42,6 +42,7 @@ def _probe_test_loss(ref, head, data, mean: float, std: float) -> float:
     return float(np.mean(np.concatenate(losses)))
 
 
+@pytest.mark.long  # a converted ResNet-18 at every frozen depth: about 30 s
 def test_converted_resnet18_fine_tunes_at_every_frozen_depth(data_dir, tmp_path, capsys):
     src = tmp_path / "resnet18.safetensors"
     ref = build(tv.resnet18, seed=5)  # torchvision's own model, 1000 ImageNet classes

@@ -79,6 +79,33 @@ def test_sweep_column_is_cached_and_the_command_agrees(config_file, tmp_path, ca
     fresh = {tuple(r["target"]["classes"]): r for r in json.loads((tmp_path / "w2" / "similarity.json").read_text())}
     assert fresh[(5, 6, 7, 8, 9)]["emd"] == pytest.approx(far["emd"], rel=1e-5)
 
+    # report.similarity_features: one common extractor (here the scratch run of classes 5-9, relative to the
+    # workdir) measures every pair: nothing retrained, two new pairs, the source's own data still at 1
+    extractor = rows[OTHER, "scratch"]["run_id"]
+    assert launch.main([*args, f"--config.report.similarity_features={extractor}"]) == 0
+    assert "4 of 4 runs already" in (out := capsys.readouterr().out) and "2 (source, target) pair(s) measured" in out
+    common = {(r["data.classes"], r["init"]): r for r in results.read_rows(workdir / "results.csv")}
+    assert float(common[SAME, "source"]["domain_similarity"]) == pytest.approx(1.0, abs=1e-6)
+    measured = [json.loads(p.read_text()) for p in (workdir / "similarity").glob("*.json")]
+    emd = next(m["emd"] for m in measured if m["features"] == str((workdir / extractor / "weights").absolute())
+               and m["target"]["classes"] == [5, 6, 7, 8, 9])
+    assert float(common[OTHER, "source"]["domain_similarity"]) == pytest.approx(math.exp(-0.01 * emd), abs=1e-6)
+    assert abs(emd - far["emd"]) > 1e-3  # another network's features: another distance
+    # the reference: the extractor's class means of both training sets, and their EMD, computed here
+    from tl_research.analysis import domain_similarity as ds
+    from tl_research.checkpoints import weights as weights_lib
+    from tl_research.data import pipeline
+    from tl_research.evals import similarity
+    from tl_research.run.features import FeatureExtractor
+    net = ds.source_from_run_dir(workdir / extractor)
+    weights, meta = weights_lib.load_weights(net.weights_dir)
+    fx = FeatureExtractor(net.model, weights, meta, 1)
+    cfg = json.loads((workdir / rows[OTHER, "source"]["run_id"] / "config.json").read_text())
+    src = ds.source_of(__import__("ml_collections").ConfigDict(cfg), workdir)
+    means = [fx.class_means(d, d.train, 64, 1) for d in (pipeline.load(src.data, meta, seed=src.seed),
+                                                          pipeline.load(net.data, meta, seed=int(cfg["seed"])))]
+    assert emd == pytest.approx(similarity.earth_movers_distance(*means[0], *means[1]), rel=1e-4)
+
 
 @pytest.mark.parametrize("args, needle", [
     (["--config.init=torch:{weights}", "--config.report.tables=('mean',)"],

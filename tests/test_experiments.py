@@ -63,7 +63,7 @@ def test_verdict_reads_held_did_not_hold_and_within_noise():
     assert verdict.less("c", "x", down).status == verdict.HELD
     assert verdict.less("c", "x", up).status == verdict.FAILED
     assert verdict.greater("c", "x", up, threshold=0.5).status == verdict.FAILED
-    assert verdict.greater("c", "x", stats.mean_ci([0.3])).status == verdict.NOISE  # one seed: no interval
+    assert verdict.greater("c", "x", stats.mean_ci([0.3])).status == verdict.NOT_TESTABLE  # one seed: no interval
     assert verdict.greater("c", "x", stats.mean_ci([])).status == verdict.NOT_RUN
     assert verdict.greater("c", "x", down).line().startswith("DID NOT HOLD: c: x = -0.110 [95% CI")
 
@@ -95,16 +95,17 @@ def test_data_size_verdicts_follow_the_numbers():
 
 
 def test_layer_transfer_verdicts_follow_the_numbers():
-    def rows(anb_top):
-        acc = [({"label": "AnB", "frozen_depth": n}, [{"test_accuracy": v + j} for j in (0, .01, .02)])
+    def rows(anb_top):  # by n = transfer_depth (the units copied), baseB at -1 (the B network itself)
+        acc = [({"label": "AnB", "transfer_depth": n}, [{"test_accuracy": v + j} for j in (0, .01, .02)])
                for n, v in {1: .95, 2: .94, 3: .93, 4: anb_top}.items()]
-        acc += [({"label": "BnB", "frozen_depth": n}, [{"test_accuracy": .95 + j} for j in (0, .02, .01)])
+        acc += [({"label": "BnB", "transfer_depth": n}, [{"test_accuracy": .95 + j} for j in (0, .02, .01)])
                 for n in (1, 2, 3, 4)]
-        acc += [({"label": lab, "frozen_depth": 0}, [{"test_accuracy": v + j} for j in (0, .01, .02)])
-                for lab, v in (("AnB+", .96), ("BnB+", .96), ("baseB", .94))]
+        acc += [({"label": lab, "transfer_depth": n}, [{"test_accuracy": v + j} for j in (0, .01, .02)])
+                for lab, v in (("AnB+", .96), ("BnB+", .96)) for n in (1, 2, 3, 4)]
+        acc += [({"label": "baseB", "transfer_depth": -1}, [{"test_accuracy": .94 + j} for j in (0, .01, .02)])]
         return _rows(acc)
     held = layer_transfer.analyse(rows(0.80), pathlib.Path(".")).verdicts
-    assert [v.status for v in held] == [verdict.HELD, verdict.HELD, verdict.NOISE, verdict.HELD]
+    assert [v.status for v in held] == [verdict.HELD, verdict.HELD, verdict.EQUIVALENT, verdict.HELD]  # BnB flat
     failed = layer_transfer.analyse(rows(0.99), pathlib.Path(".")).verdicts
     assert failed[0].status == verdict.FAILED and failed[3].status == verdict.FAILED
 

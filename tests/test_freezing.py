@@ -45,6 +45,27 @@ def test_labels_and_trainable_count_follow_frozen_depth(tiny_config):
     assert freezing.trainable(probe) == ["head.classifier.bias", "head.classifier.kernel"]
 
 
+def test_weight_decay_takes_the_trainable_kernels_head_included_and_nothing_else():
+    """optimizer.weight_decay decays every trainable kernel, the head's classifier (and hidden layers)
+    included; never a bias, a normalisation parameter, a parameter a strategy adds under another name (LoRA's
+    factors, prompts) or a frozen unit."""
+    import jax.numpy as jnp
+    import ml_collections
+    params = {n: jnp.full((2,), 2.0) for n in (
+        "units.0.conv.kernel", "units.1.conv.kernel", "units.1.conv.bias", "units.1.bn.scale",
+        "units.1.attn.query.lora.lora_a", "units.1.prompts", "head.hidden_0.kernel", "head.classifier.kernel",
+        "head.classifier.bias")}
+    opt = ml_collections.ConfigDict(dict(name="sgd", momentum=0.0, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
+                                         weight_decay=0.25, grad_clip=0.0))
+    tx = freezing.build_optimizer(opt, freezing.labels(list(params), 1))
+    state = tx.init(params)
+    state.hyperparams["learning_rate"] = jnp.asarray(1.0)
+    updates, _ = tx.update({n: jnp.zeros_like(v) for n, v in params.items()}, state, params)
+    decayed = {n for n, u in updates.items() if np.any(np.asarray(u) != 0)}
+    assert decayed == {"units.1.conv.kernel", "head.hidden_0.kernel", "head.classifier.kernel"}
+    np.testing.assert_allclose(updates["head.classifier.kernel"], -0.25 * 2.0)  # -lr * wd * w, decoupled
+
+
 def test_a_linear_probe_trains_only_the_head_and_costs_fewer_parameters(tiny_config, tmp_path):
     counts = {}
     for fd in (0, 1, "all"):

@@ -5,11 +5,14 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # the ViT section (and MFU) is left to the script's own --smoke run: it alone would double this test's time
 JAX_SECTIONS = ("resnet", "pipeline", "frozen", "cached")
 
 
+@pytest.mark.long  # the benchmark script end to end: about 20 s
 def test_gpu_throughput_smoke_jax_sections(tmp_path):
     out = tmp_path / "figures.json"
     proc = subprocess.run([sys.executable, "benchmarks/gpu_throughput.py", "--smoke", "--sections",

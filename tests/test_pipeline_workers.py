@@ -152,6 +152,7 @@ def _photo_folder(root, per_class: int = 20) -> None:
             Image.fromarray(photo).resize((64 + 4 * i, 48)).save(root / f"c{c}" / f"{i}.jpg", quality=90)
 
 
+@pytest.mark.long  # three runs over a streamed folder: about a minute (the batches themselves: the test above)
 def test_a_run_on_a_streamed_split_is_the_same_with_0_1_and_2_workers(tmp_path, monkeypatch):
     """Training batches, evaluations (val, test: last batch padded) and the feature cache's fill (its entry on
     disk, last batch padded) of a run over a folder not held in memory, with data.workers 0, 1 and 2: the same

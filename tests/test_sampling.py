@@ -27,6 +27,20 @@ def test_effective_number_weights():
     np.testing.assert_allclose(class_weights(counts, "none"), np.ones(4))
 
 
+def test_examples_normalisation_keeps_the_unweighted_losss_scale():
+    counts = np.array([1000, 100, 10])  # a 100:1 imbalance
+    by_class = class_weights(counts, "inverse")
+    by_example = class_weights(counts, "inverse", norm="examples")
+    np.testing.assert_allclose(by_example / by_example[0], by_class / by_class[0])  # the same proportions
+    # the mean weight of a training example: 1 (the unweighted loss's scale), where the class normalisation
+    # leaves this imbalance's examples at 3 * 3 / (1/1000 + 1/100 + 1/10) / 1110 = 0.073 of it, and the
+    # effective learning rate with them
+    assert (by_example * counts).sum() / counts.sum() == pytest.approx(1.0)
+    assert (by_class * counts).sum() / counts.sum() == pytest.approx(9 / 0.111 / 1110)
+    with pytest.raises(ConfigError, match="k_norm"):
+        class_weights(counts, "inverse", key="k", norm="batch")
+
+
 def test_absent_class_gets_zero_weight_and_bad_method_is_a_config_error():
     w = class_weights(np.array([10, 0, 30]), "inverse")
     assert w[1] == 0 and w[[0, 2]].mean() == pytest.approx(1.0)

@@ -1,5 +1,6 @@
 """Scaling out: batch sizes checked against the devices, FSDP on 8 simulated devices, every shipped config on 8
-devices, two processes on localhost, bfloat16 and gradient accumulation.
+devices (a long check: `python -m pytest -m long`), two processes on localhost, bfloat16 and gradient
+accumulation.
 
 The multi-device checks run in subprocesses (XLA_FLAGS=--xla_force_host_platform_device_count=8; two processes
 joined by jax.distributed on 127.0.0.1 with JAX's CPU collectives); the 1-device references run here.
@@ -112,6 +113,23 @@ info["shares"] = {{k: [s.data.size / v.size for s in v.addressable_shards] for k
 cached = trainer.run(tiny(data_dir, **{reference!r}, frozen_depth=2), out / "cached", progress=False, cache=cache)
 info.update(cached=cached.metrics)
 
+print(json.dumps(info))
+"""
+
+_CONFIGS = r"""
+import glob, json, pathlib, sys
+sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+import jax, numpy as np
+from PIL import Image
+from sklearn.datasets import load_digits
+from conftest import tiny
+from tl_research import config as C
+from tl_research.run import loop, trainer
+out, data_dir = pathlib.Path({out!r}), {data!r}
+cache = trainer.StepCache()
+trainer.enable_compilation_cache()
+info = {{"devices": jax.device_count()}}
+
 # every shipped config: the first run of its sweep, one step and the evaluation after it
 photos = out / "photos"
 digits = load_digits()
@@ -147,12 +165,17 @@ print(json.dumps(info))
 """
 
 
-def test_fsdp_and_every_shipped_config_on_eight_devices(reference, data_dir, tmp_path):
-    script = _EIGHT.format(root=str(ROOT), tests=str(ROOT / "tests"), data=data_dir, out=str(tmp_path),
-                           reference=REFERENCE, configs=str(ROOT / "configs" / "*.py"))
+def _on_eight_devices(template: str, data_dir, tmp_path) -> dict:
+    """The script `template` in a subprocess with 8 simulated devices: the dict it prints last."""
+    script = template.format(root=str(ROOT), tests=str(ROOT / "tests"), data=data_dir, out=str(tmp_path),
+                             reference=REFERENCE, configs=str(ROOT / "configs" / "*.py"))
     out = subprocess.run([sys.executable, "-c", script], env=_env(8), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    info = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_fsdp_on_eight_devices(reference, data_dir, tmp_path):
+    info = _on_eight_devices(_EIGHT, data_dir, tmp_path)
     assert info["devices"] == 8 and info["status"] == ["done", "interrupted", "done"]
     one, one_losses = reference
     # the same losses as one device, and the same evaluation (eval batch 50 -> 56 on 8 devices, 6 rows masked)
@@ -179,7 +202,12 @@ def test_fsdp_and_every_shipped_config_on_eight_devices(reference, data_dir, tmp
     np.testing.assert_allclose(_losses(tmp_path / "cached"), _losses(images), rtol=0, atol=1e-5)
     for key in ("val_accuracy", "test_accuracy", "best_step"):
         assert info["cached"][key] == one_images.metrics[key], key
-    # every shipped config trains a step and evaluates on 8 devices
+
+
+@pytest.mark.long  # every shipped config compiled for 8 devices: about a minute (python -m pytest -m long)
+def test_every_shipped_config_trains_a_step_and_evaluates_on_eight_devices(data_dir, tmp_path):
+    info = _on_eight_devices(_CONFIGS, data_dir, tmp_path)
+    assert info["devices"] == 8
     names = {p.stem for p in (ROOT / "configs").glob("*.py")}
     assert set(info["configs"]) == names
     for run, (status, reason, val_accuracy) in info["configs"].items():

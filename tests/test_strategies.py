@@ -9,7 +9,7 @@ from conftest import tiny
 from tl_research import config as C
 from tl_research.finetune import freezing, strategies
 from tl_research import models
-from tl_research.run import setup, steps, trainer
+from tl_research.run import loop, setup, steps, trainer
 from tl_research.tasks.classification import task as classification
 from tl_research.checkpoints import weights as W
 from tl_research.core.errors import ConfigError
@@ -64,9 +64,19 @@ def test_plans_place_the_phase_boundaries_where_the_config_says():
     assert [(ph.start, ph.end, ph.frozen_depth) for ph in p.phases] == [(0, 3, 3), (3, 6, 2), (6, 9, 1), (9, 12, 0)]
     p = strategies.plan(g, num_units=3, frozen_depth=2, total_steps=12, steps_per_epoch=4)
     assert [(ph.start, ph.end, ph.frozen_depth) for ph in p.phases] == [(0, 3, 3), (3, 12, 2)]
+    assert p.shortfall is None
     g.strategy.unfreeze_every_steps, g.strategy.unfreeze_every_epochs = 0, 2.0  # 8 steps: the run ends first
     p = strategies.plan(g, num_units=3, frozen_depth=0, total_steps=12, steps_per_epoch=4)
     assert [(ph.start, ph.end, ph.frozen_depth) for ph in p.phases] == [(0, 8, 3), (8, 12, 2)]
+    # a plan made where validation could not refuse it: the run warns and records where it stopped
+    assert p.shortfall.frozen_depth_reached == 2 and p.shortfall.key == "strategy.unfreeze_every_epochs"
+    columns = loop.plan_columns(p, {"metric": 0.5, "step": 8, "phase": "head", "val_metric": 0.5, "val_loss": 1.0},
+                                "accuracy")
+    assert columns == {"best_any_phase_val_accuracy": 0.5, "best_any_phase_val_loss": 1.0, "best_any_phase_step": 8,
+                       "best_any_phase_name": "head", "frozen_depth_reached": 2,
+                       "plan_shortfall": p.shortfall.why}
+    assert loop.plan_columns(strategies.plan(C.base_config(), num_units=3, frozen_depth=0, total_steps=12,
+                                             steps_per_epoch=4), {"step": 12}, "accuracy") == {}  # one phase
 
 
 def test_discriminative_multipliers_divide_by_the_decay_per_unit_below_the_head():
@@ -91,24 +101,33 @@ def test_bad_strategy_values_name_their_key(tiny_config, overrides, key):
     assert e.value.key == key and "allowed" in str(e.value)
 
 
-def test_a_head_phase_that_fills_the_run_is_refused(tiny_config, source, tmp_path):
-    cfg = tiny_config(init=source, **{"strategy.name": "two_phase", "strategy.boundary_steps": 12})
+def test_phases_the_run_ends_before_are_refused_when_the_config_is_validated(tiny_config):
     with pytest.raises(ConfigError, match="strategy.boundary_steps=12"):
-        setup.setup(cfg, None)
+        C.validate(tiny_config(**{"strategy.name": "two_phase", "strategy.boundary_steps": 12}))
+    # 3 units unfrozen one every 5 steps need 15 steps: the run's 12 would stop at frozen depth 1
+    gradual = {"strategy.name": "gradual_unfreezing", "strategy.unfreeze_every_steps": 5}
+    with pytest.raises(ConfigError) as e:
+        C.validate(tiny_config(**gradual))
+    assert e.value.key == "strategy.unfreeze_every_steps" and "\n" not in str(e.value)
+    assert str(e.value) == (
+        "config.strategy.unfreeze_every_steps=5 is not allowed (unfreezing a unit every 5 steps from the head "
+        "down to frozen_depth=0 (3 unfreezings) needs more than 15 steps; the run's 12 stop at frozen depth 1); "
+        "allowed: at most 3 steps, or train.steps above 15, or frozen_depth >= 1")
+    C.validate(tiny_config(frozen_depth=1, **gradual))  # 2 unfreezings by step 10: reached
 
 
 # ---------------------------------------------------------------------------------------------- runs
 
 def test_two_phase_trains_the_head_alone_then_switches_at_the_boundary(tiny_config, source, tmp_path):
-    common = {"init": source, "train.steps": 10, "train.log_every": 1, "train.eval_every": 5,
-              "schedule.lr": 0.01}
+    common = {"init": source, "train.steps": 10, "train.log_every": 1, "train.eval_every": 5}
+    # phase 2 at an LR that harms it (0.5): the head-only phase's last eval is the best of the run on val
     cfg = tiny_config(**common, **{"strategy.name": "two_phase", "strategy.boundary_steps": 4,
-                                   "strategy.head_schedule.lr": 0.2})
+                                   "strategy.head_schedule.lr": 0.2, "schedule.lr": 0.5})
     whole = _run(cfg, tmp_path / "whole")
     rows = read_metrics(tmp_path / "whole" / "metrics.jsonl")
     lrs = {r["step"]: r["learning_rate"] for r in rows if "learning_rate" in r}
     np.testing.assert_allclose([lrs[t] for t in range(1, 5)], 0.2, rtol=1e-6)
-    np.testing.assert_allclose([lrs[t] for t in range(5, 11)], 0.01, rtol=1e-6)
+    np.testing.assert_allclose([lrs[t] for t in range(5, 11)], 0.5, rtol=1e-6)
     sizes = _unit_sizes(source + "/weights")
     head = 8 * 5 + 5
     starts = [(r["step"], r["phase"], r["trainable_params"]) for r in rows if r.get("event") == "phase_start"]
@@ -116,17 +135,32 @@ def test_two_phase_trains_the_head_alone_then_switches_at_the_boundary(tiny_conf
     assert whole.metrics["phase1_step"] == 4
     assert whole.metrics["strategy_resolved"] == "two_phase, phases at 4, no weight decay"
 
+    # the run reports its final phase's best step (val, test, weights/ and best/); the head phase's, better on
+    # val, is in its own columns
+    m, val = whole.metrics, {r["step"]: r["val_accuracy"] for r in rows if "val_accuracy" in r and "event" not in r}
+    final = max((t for t in val if t > 4), key=lambda t: (val[t], -t))  # the earliest of equals
+    assert val[4] > max(val[t] for t in val if t > 4)  # the construction holds
+    assert (m["best_step"], m["val_accuracy"]) == (final, val[final])
+    assert (m["best_any_phase_step"], m["best_any_phase_name"], m["best_any_phase_val_accuracy"]) == (4, "head", val[4])
+    exported, best = (W.load_weights(tmp_path / "whole" / d)[0]["params"] for d in ("weights", "best"))
+    start = W.load_weights(source + "/weights")[0]["params"]
+    assert all(np.array_equal(exported[k], best[k]) for k in best)
+    assert not np.array_equal(exported["units.2.conv1.kernel"], start["units.2.conv1.kernel"])  # phase 2's
+
     # phase 1 is exactly a 4-step linear probe at the head schedule's LR
     probe = _run(tiny_config(**{**common, "strategy.name": "feature_extraction", "train.steps": 4,
                                 "schedule.lr": 0.2}), tmp_path / "probe")
     assert whole.metrics["phase1_val_accuracy"] == probe.metrics["val_accuracy"]
     assert whole.metrics["phase1_test_accuracy"] == probe.metrics["test_accuracy"]
 
-    # killed right at the boundary, the run resumes into phase 2 and ends where the whole run did
-    part = trainer.run(cfg, tmp_path / "resumed", progress=False, stop_at_step=4)
-    assert part.status == "interrupted"
+    # killed right at the boundary, then in phase 2 (after its first eval's checkpoint, step 5), the run
+    # resumes each time and ends where the whole run did
+    for stop in (4, 7):
+        part = trainer.run(cfg, tmp_path / "resumed", progress=False, stop_at_step=stop)
+        assert part.status == "interrupted"
     resumed = _run(cfg, tmp_path / "resumed")
-    for key in ("val_accuracy", "test_accuracy", "test_loss", "phase1_test_accuracy"):
+    for key in ("val_accuracy", "test_accuracy", "test_loss", "phase1_test_accuracy", "best_step",
+                "best_any_phase_step", "best_any_phase_name", "best_any_phase_val_accuracy"):
         assert resumed.metrics[key] == whole.metrics[key], key
 
 
@@ -147,9 +181,9 @@ def test_gradual_unfreezing_adds_one_unit_at_a_time_and_its_bn_statistics_from_t
     # BatchNorm statistics moved (policy 'update'), or only its weights (policy 'source')
     before = W.load_weights(source + "/weights")[0]
     for bn in ("update", "source"):
-        short = tiny_config(init=source, **{"strategy.name": "gradual_unfreezing", "strategy.bn": bn,
-                                            "strategy.unfreeze_every_steps": 3, "train.steps": 5,
-                                            "train.restore_best": False})
+        short = tiny_config(init=source, frozen_depth=2, **{"strategy.name": "gradual_unfreezing",
+                                                            "strategy.bn": bn, "strategy.unfreeze_every_steps": 3,
+                                                            "train.steps": 5, "train.restore_best": False})
         _run(short, tmp_path / bn)
         after = W.load_weights(tmp_path / bn / "weights")[0]
         for coll in ("params", "batch_stats"):

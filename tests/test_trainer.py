@@ -143,7 +143,8 @@ def test_the_host_state_reads_the_json_that_checkpoints_hold():
              "best_val_metric": 0.2, "best_val_loss": 1.6, "best_seen_test_metric": None,
              "phases": [{"phase": 1, "name": "head", "step": 4, "val_accuracy": 0.2, "val_loss": 1.6,
                          "test_accuracy": 0.3}],
-             "pending": [{"loss": 1.5, "accuracy": 0.25}], "metrics_lines": 7}
+             "pending": [{"loss": 1.5, "accuracy": 0.25}], "metrics_lines": 7,
+             "best_any_phase": {"metric": 0.2, "step": 4, "phase": "head", "val_metric": 0.2, "val_loss": 1.6}}
     host = state.HostState.from_json(saved)
     assert host.best_step == 4 and host.phases[0]["name"] == "head"
     assert list(host.to_json().items()) == list(saved.items())  # the same JSON, key order included

@@ -134,6 +134,18 @@ def test_rank_agreement_exact_permutations_and_bootstrap():
     assert rc.agreement([1, 2, 3, 4], [0.1, 0.2, 0.5, 0.9], "spearman") == perfect  # deterministic
 
 
+def test_weighted_tau_of_many_rows_at_once_equals_scipys():
+    """The permutation test and the bootstrap compute the weighted tau of thousands of rows at once; ties (which
+    a bootstrap resample always has) and constant sides (NaN) as scipy.stats.weightedtau."""
+    from scipy import stats
+    rng = np.random.default_rng(0)
+    for n in (3, 6, 11):
+        a, b = rng.integers(0, 3, (40, n)).astype(float), rng.integers(0, 3, (40, n)).astype(float)
+        a[:20] = rng.random((20, n))  # no ties on one side in half the rows
+        want = [stats.weightedtau(x, y).statistic if np.ptp(x) and np.ptp(y) else np.nan for x, y in zip(a, b)]
+        np.testing.assert_allclose(rc.STATISTICS["weighted_tau"](a, b), want, atol=1e-12)
+
+
 def test_per_layer_table_finds_the_best_depth_and_the_regret():
     from tl_research.analysis import transferability_report as report
     key = {"candidate_key": "c", "target_key": "t", "units": 3}

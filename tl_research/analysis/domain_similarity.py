@@ -12,6 +12,13 @@ examples (the source run's data config and seed) and over the target's training 
 config and seed, so its training subset if it has one), target images brought to the source's input size and
 channels; classes weighted by their image counts; sim = exp(-gamma * EMD), gamma = 0.01 as in the paper.
 
+Cui et al. measure every (source, target) pair with one common feature extractor (an Inception-v3 trained on
+JFT), so that similarities of several sources to one target compare: `report.similarity_features` = a run
+directory (absolute, or relative to the workdir, e.g. `sources/<hash>` for a source model the sweep trains)
+does that here: both sides' class means come from that network's features, the source's training images and
+the target's brought to its input size and channels. "" (the default) measures each pair with the run's own
+source model.
+
 Each (source, target) EMD is cached as JSON in WORKDIR/similarity/, so a relaunched sweep or the command after
 a sweep recomputes nothing; gamma is applied when reading, so changing it is free.
 """
@@ -105,38 +112,48 @@ class Measurer:
         self._sources: dict[str, tuple] = {}
         self.computed = self.cached = 0
 
-    def _source_key(self, source: Source) -> dict:
-        meta = source.weights_dir / weights_lib.META_FILE
-        return {"weights": str(source.weights_dir), "written": os.stat(meta).st_mtime_ns,
-                "data": data_key(source.data, source.seed)}
+    def _source_key(self, source: Source, features: Source | None = None) -> dict:
+        net = features or source
+        meta = net.weights_dir / weights_lib.META_FILE
+        key = {"weights": str(net.weights_dir), "written": os.stat(meta).st_mtime_ns,
+               "data": data_key(source.data, source.seed)}
+        return key if features is None else {**key, "common_features": True}
 
-    def pair_key(self, source: Source, target_data, seed: int) -> str:
-        return _digest([self._source_key(source), data_key(target_data, seed)])
+    def pair_key(self, source: Source, target_data, seed: int, features: Source | None = None) -> str:
+        return _digest([self._source_key(source, features), data_key(target_data, seed)])
 
-    def _source(self, source: Source):
+    def _source(self, source: Source, features: Source | None = None):
+        """(feature extractor, its meta, the input shape, the class means of the source's training images),
+        on the source model's features or on `features`' (the common extractor)."""
         from tl_research.data import pipeline
         from tl_research.run.features import FeatureExtractor
-        key = _digest(self._source_key(source))
+        key = _digest(self._source_key(source, features))
         if key not in self._sources:
-            weights, meta = weights_lib.load_weights(source.weights_dir)
-            data = pipeline.load(source.data, meta, seed=source.seed)
-            extractor = FeatureExtractor(source.model, weights, meta, data.image_shape[2])
+            net = features or source
+            weights, meta = weights_lib.load_weights(net.weights_dir)
+            data_cfg = config_lib.copy_config(source.data)
+            if features is not None:  # the source's images as the common extractor reads its own
+                data_cfg.channels, data_cfg.image_size = features.data.channels, features.data.image_size
+            data = pipeline.load(data_cfg, meta, seed=source.seed)
+            extractor = FeatureExtractor(net.model, weights, meta, data.image_shape[2])
             means = extractor.class_means(data, data.train, source.data.eval_batch_size, source.data.threads)
             self._sources[key] = (extractor, meta, data.image_shape, means)
         return self._sources[key]
 
-    def emd(self, source: Source, target_data, seed: int) -> dict:
-        """{"emd", "source", "target", ...} for the training images of `target_data` (drawn with `seed`)."""
-        if not weights_lib.is_weights_dir(source.weights_dir):
-            raise ConfigError("init", str(source.weights_dir), RUN_DIR, why="no source weights there")
-        path = self.cache_dir / f"{self.pair_key(source, target_data, seed)}.json"
+    def emd(self, source: Source, target_data, seed: int, features: Source | None = None) -> dict:
+        """{"emd", "source", "target", ...} for the training images of `target_data` (drawn with `seed`), on
+        the source model's features or, given `features` (a run directory's network), on those."""
+        for net in (source, features):
+            if net is not None and not weights_lib.is_weights_dir(net.weights_dir):
+                raise ConfigError("init", str(net.weights_dir), RUN_DIR, why="no weights there")
+        path = self.cache_dir / f"{self.pair_key(source, target_data, seed, features)}.json"
         cached = durable.read_json(path)  # torn by a crash: measured again
         if cached is not None:
             self.cached += 1
             return cached
         from tl_research.evals import similarity
         from tl_research.data import pipeline
-        extractor, meta, (h, w, c), (src_means, src_counts) = self._source(source)
+        extractor, meta, (h, w, c), (src_means, src_counts) = self._source(source, features)
         target = config_lib.copy_config(target_data)
         target.channels = c  # the source model's input: its channels and, for square inputs, its size
         if h == w:
@@ -147,6 +164,7 @@ class Measurer:
             "emd": similarity.earth_movers_distance(src_means, src_counts, means, counts),
             "source": {"weights": str(source.weights_dir), "data": source.data.name,
                        "classes": list(source.data.classes), "images": int(src_counts.sum())},
+            "features": str((features or source).weights_dir),
             "target": {**data_key(target_data, seed), "images": int(counts.sum())},
         }
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -160,12 +178,28 @@ def similarity_of(emd: float, gamma: float) -> float:
     return math.exp(-gamma * emd)
 
 
+def common_features(cfg, workdir) -> Source | None:
+    """report.similarity_features: the common extractor's run directory (relative to the workdir, or
+    absolute), as a Source; None for "" (each run's own source model). Its weights may not exist yet when
+    the sweep trains it (a source model): `emd` checks them when measuring."""
+    path = cfg.report.get("similarity_features", "")
+    if not path:
+        return None
+    d = pathlib.Path(path) if os.path.isabs(path) else pathlib.Path(workdir).absolute() / path
+    if (d / "config.json").is_file():
+        return source_from_run_dir(d, key="report.similarity_features")
+    raise ConfigError("report.similarity_features", path, "'' (each run's source model) or " + RUN_DIR +
+                      ", absolute or relative to the workdir", why="no run config there (yet)")
+
+
 def check(cfg, workdir) -> None:
     """ConfigError before any work when `report.similarity` is on and the run's source cannot be compared."""
     if cfg.report.similarity:
         source_of(cfg, workdir)
         if not cfg.report.similarity_gamma > 0:
             raise ConfigError("report.similarity_gamma", cfg.report.similarity_gamma, "a number > 0 (0.01)")
+        if not isinstance(cfg.report.get("similarity_features", ""), str):
+            raise ConfigError("report.similarity_features", cfg.report.similarity_features, "a path string")
 
 
 def for_runs(runs, workdir, gamma: float) -> tuple[dict[str, float], Measurer]:
@@ -175,5 +209,6 @@ def for_runs(runs, workdir, gamma: float) -> tuple[dict[str, float], Measurer]:
     for rid, cfg in runs:
         source = source_of(cfg, workdir)
         if source is not None:
-            out[rid] = similarity_of(measurer.emd(source, cfg.data, cfg.seed)["emd"], gamma)
+            features = common_features(cfg, workdir)
+            out[rid] = similarity_of(measurer.emd(source, cfg.data, cfg.seed, features)["emd"], gamma)
     return out, measurer

@@ -12,16 +12,25 @@ import pandas as pd
 from tl_research.core import durable, locks
 
 # the tasks' headline metrics (each task's `result_columns`, tl_research.tasks: accuracy; segmentation mIoU and
-# pixel accuracy; detection COCO mAP@[.5:.95], @.5, @.75) lead, between these; a column no row has is left out
-LEADING_COLUMNS, TRAILING_COLUMNS = ["run_id", "status", "reason"], ["best_step", "trainable_params", "wall_time"]
+# pixel accuracy; detection COCO mAP@[.5:.95], @.5, @.75) lead, between these; a column no row has is left out.
+# A phased strategy's headline metrics are its final phase's; the best eval of any phase (best_any_phase_*,
+# loop.plan_columns) follows best_step, and frozen_depth_reached and plan_shortfall where a run stopped short.
+LEADING_COLUMNS = ["run_id", "status", "reason"]
+TRAILING_COLUMNS = ["best_step", "best_any_phase_step", "best_any_phase_name", "frozen_depth_reached",
+                    "plan_shortfall", "trainable_params", "wall_time"]
+# the result's columns about the plan (not settings): never a grouping key of a table
+PLAN_COLUMNS = ("phase", "best_any_phase_", "frozen_depth_reached", "plan_shortfall")
 SUFFIXES = ("_accuracy", "_loss", "_f1", "_std", "_time", "similarity")  # and the tasks' metrics
 
 
 def first_columns() -> list[str]:
     """results.csv's leading columns: the run's identity and status, every registered task's result columns
-    (a task registered from outside included), then the best step, trainable parameters and wall time."""
+    (a task registered from outside included), then the best step (and of a phased run the best of any phase:
+    its val metrics, step and phase), trainable parameters and wall time."""
     from tl_research import tasks
-    return [*LEADING_COLUMNS, *tasks.result_columns(), *TRAILING_COLUMNS]
+    columns = tasks.result_columns()
+    any_phase = [f"best_any_phase_{c}" for c in columns if c.startswith("val_")]
+    return [*LEADING_COLUMNS, *columns, TRAILING_COLUMNS[0], *any_phase, *TRAILING_COLUMNS[1:]]
 
 
 def metric_suffixes() -> tuple[str, ...]:
@@ -301,7 +310,7 @@ def _setting_keys(df: pd.DataFrame, metric: str) -> list[str]:
     ignore = set(first_columns()) | {"steps", "stopped_early", "num_units", "frozen_depth_resolved", "val_loss",
                                    "strategy_resolved", "feature_path", "feature_path_reason", "test_loss",
                                    metric}
-    metric_like = {c for c in df.columns if c.endswith(metric_suffixes()) or c.startswith("phase")}
+    metric_like = {c for c in df.columns if c.endswith(metric_suffixes()) or c.startswith(PLAN_COLUMNS)}
     return [c for c in df.columns if c not in ignore and c not in metric_like]
 
 

@@ -141,6 +141,7 @@ class TransferReport:
     ignored_source: list[str]
     # (classes of the checkpoint's classifier or None when it has none, classes of the model's)
     head_classes: tuple[int | None, int] | None = None
+    fresh_units: set = dataclasses.field(default_factory=set)  # depth units left at their fresh initialisation
 
     def summary(self) -> str:
         parts = [f"{len(self.loaded)} tensors loaded"]
@@ -150,6 +151,8 @@ class TransferReport:
                 src, new = self.head_classes
                 head += f" for {new} classes" + (f", the checkpoint's {src}-class head not loaded" if src else "")
             parts.append(head)
+        if self.fresh_units:
+            parts.append(f"units {min(self.fresh_units)}-{max(self.fresh_units)} re-initialised (transfer_depth)")
         if self.adapted:
             parts.append(f"adapted: {', '.join(self.adapted)}")
         if self.ignored_source:
@@ -169,9 +172,10 @@ def adapt_first_conv(kernel: np.ndarray, in_channels: int) -> np.ndarray:
 
 
 def transfer(model: UnitModel, weights: Weights, *, reinit_head: bool = True,
-             first_conv: str | None = None) -> TransferReport:
+             first_conv: str | None = None, fresh_from_unit: int = -1) -> TransferReport:
     """Loads `weights` into `model`. Everything must match by name and shape except the head (classifier and
-    hidden layers), which keeps the model's fresh initialisation when `reinit_head` (a new task has new classes).
+    hidden layers), which keeps the model's fresh initialisation when `reinit_head` (a new task has new classes),
+    and, with fresh_from_unit=n >= 0, depth units n and above, which keep theirs too (config.transfer_depth).
     A first conv whose input channels differ is adapted (see adapt_first_conv). Any other difference is an
     error naming every tensor involved; nothing is loaded in that case."""
     target = flat_state(model)
@@ -180,6 +184,7 @@ def transfer(model: UnitModel, weights: Weights, *, reinit_head: bool = True,
     # the whole head module (the classifier and an mlp head's hidden layers) starts fresh on a new task
     head = classifier.split(".")[0]
     is_head = lambda k: k == head or k.startswith(head + ".")
+    fresh = lambda k: fresh_from_unit >= 0 and k.startswith("units.") and int(k.split(".")[1]) >= fresh_from_unit
     missing, unexpected, mismatched = [], [], []
     report = TransferReport([], [], [], [])
     new: Weights = {}
@@ -189,6 +194,9 @@ def transfer(model: UnitModel, weights: Weights, *, reinit_head: bool = True,
         for key, t in tgt.items():
             if reinit_head and is_head(key):
                 report.head_reinitialised.append(key)
+                continue
+            if fresh(key):
+                report.fresh_units.add(int(key.split(".")[1]))
                 continue
             if key not in src:
                 missing.append(key)

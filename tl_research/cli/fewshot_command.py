@@ -90,7 +90,7 @@ def parse_args(argv: list[str]) -> Args | None:
 
 def check(args: Args) -> str:
     """Every check before any work; returns the weights to load (an init value without 'source')."""
-    run = config_lib.copy_config(args.config)
+    run = config_lib.resolve_source_seed(config_lib.copy_config(args.config))  # the source the sweep trained
     if args.weights:
         run.init = args.weights
     try:

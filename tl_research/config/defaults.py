@@ -57,13 +57,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.source = config_dict.placeholder(ml_collections.ConfigDict)  # the source run, for init='source'
     # int k: units 0..k-1 frozen; -1 or 'all': a linear probe. Typed `object` so that both kinds fit.
     c.frozen_depth = config_dict.FieldReference(0, field_type=object)
+    # With init from weights: load depth units 0..n-1 only; units n and above start fresh from config.seed, as
+    # the head does (Yosinski et al.'s AnB / AnB+ re-initialise the layers above n). -1: every unit loaded.
+    c.transfer_depth = -1
     c.schedule = schedules.default_config()
     # how the run fine-tunes: phases (two_phase, gradual_unfreezing), discriminative LRs, regulariser, BN
     c.strategy = strategies.default_config()
     c.optimizer = ml_collections.ConfigDict(dict(
         name="sgd",  # sgd (with momentum) | adam (AdamW when weight_decay > 0: the decay is decoupled)
         momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
-        weight_decay=0.0,  # decoupled (Loshchilov & Hutter 2019), times the LR; kernels of trainable units only
+        weight_decay=0.0,  # decoupled, times the LR; every trainable *.kernel, the head's too (freezing.decays)
         grad_clip=0.0,  # global gradient norm clip; 0 = off
         # SAM (Foret et al. 2021): the gradient taken again at w + rho g / ||g|| over the trainable parameters,
         # applied at w by the optimizer above (two passes a step); 0 = off. sam_adaptive: ASAM (Kwon et al.
@@ -86,6 +89,8 @@ def base_config() -> ml_collections.ConfigDict:
     #   shots=(1, 5, 10, 25) (training examples per class), seeds=3 (draws per shot count; the metric is their
     #   mean), l2_reg=2**10 (ridge strength on whitened features), e.g.
     #   c.evals.fewshot = dict(type="fewshot", every=0, shots=(1, 5, 10, 25), seeds=3, l2_reg=2.0 ** 10)
+    # type="logreg": Kornblith et al.'s fixed-feature L-BFGS logistic regression probe (evals/logreg.py: cs,
+    #   max_iter, max_examples; every=-1 by default), e.g. c.evals.logreg = dict(type="logreg")
     # type="classification": accuracy, loss, balanced_accuracy, macro_f1 of one more split
     #   split="test": train | val | test (the run's own, as it selected them) or a TFDS split string
     #   data="": the run's dataset, or another data.name with the same classes (read with the run's data
@@ -117,6 +122,10 @@ def _train_config() -> ml_collections.ConfigDict:
         checkpoint_seconds=60.0,
         label_smoothing=0.0,
         class_weights="none",  # loss weight per class: none | inverse (frequency) | effective (Cui et al. 2019)
+        class_weights_beta=0.999,  # effective: beta of the effective number (1 - beta^n) / (1 - beta)
+        # classes: mean weight 1 over the classes (Cui et al.); examples: mean weight 1 over the training
+        # examples, so the loss's scale, and the effective learning rate, stay those of the unweighted loss
+        class_weights_norm="classes",
         # segmentation: the loss weight of a background (class 0) pixel, every other pixel's being 1; below 1
         # it counters the background's share of the pixels (the eval loss stays the plain mean)
         background_weight=1.0,
@@ -166,6 +175,7 @@ def _report_config() -> ml_collections.ConfigDict:
     # source model's features (tl_research.analysis.domain_similarity): a results column; cached in the workdir.
     report.similarity = False
     report.similarity_gamma = 0.01  # sim = exp(-gamma * EMD)
+    report.similarity_features = ""  # a run directory (e.g. "sources/<hash>"): one common feature extractor
     # Transferability scores of each run's source model on its target, computed after the runs from one pass
     # over the target's training split (tl_research.analysis.transferability): any of "logme", "leep", "nce",
     # "hscore", "hscore_lw" (Ledoit-Wolf-shrunk H-score), "fewshot", "similarity"; () = off. Writes

@@ -62,8 +62,24 @@ def apply_overrides(config, overrides: dict[str, Any]) -> ml_collections.ConfigD
     config = copy_config(config)
     for key, value in overrides.items():
         set_value(config, key, value)
+    resolve_source_seed(config)
     resolve_task_targets(config)
     return expand_extra_test_sets(config)
+
+
+RUN_SEED = -1  # source.seed = RUN_SEED: the source model's seed is the run's (data.subset_seed's convention)
+
+
+def resolve_source_seed(config) -> ml_collections.ConfigDict:
+    """source.seed = seed where it is RUN_SEED (-1, "the run's seed"), in place, down a source's own source;
+    returns config. So a sweep of `seed` trains one source model per seed (the sweep keys source models by
+    their config) and an interval over seeds holds the source's variance; a source.seed >= 0 stays fixed."""
+    source = config.get("source")
+    if isinstance(source, ml_collections.ConfigDict):
+        if source.get("seed") == RUN_SEED:
+            source.seed = config.seed
+        resolve_source_seed(source)
+    return config
 
 
 def resolve_task_targets(config) -> None:

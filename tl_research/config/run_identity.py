@@ -68,6 +68,9 @@ INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight":
                               "strategy.delta_units": (), "strategy.delta_attention": True,
                               "strategy.delta_attention_examples": 320, "strategy.bss_eta": 0.001,
                               "strategy.bss_k": 1, "strategy.stochnorm_p": 0.5, "strategy.co_tuning_lambda": 2.3,
+                              "transfer_depth": -1,  # every unit of the initial weights loaded
+                              # the class weights' beta and normalisation as they were fixed before
+                              "train.class_weights_beta": 0.999, "train.class_weights_norm": "classes",
                               # co_tuning's relationship before the calibrated one was built: TLlib's average
                               "strategy.co_tuning_relationship": "direct", "strategy.co_tuning_source_scale": 1.0}
 
@@ -80,7 +83,8 @@ NEUTRAL: frozenset[str] = frozenset({"train.checkpoint_seconds", "train.feature_
                                      "data.workers",  # worker processes: the same batches, whatever their count
                                      "imports",  # where extension code is found; the names it registers count
                                      # how the results are analysed after the runs, never what a run trains
-                                     "report.transferability", "report.transferability_examples"})
+                                     "report.transferability", "report.transferability_examples",
+                                     "report.similarity_features"})
 
 
 def _plain(value):

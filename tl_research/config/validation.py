@@ -4,8 +4,10 @@ training, each raising a ConfigError that names the key.
 Each check lives in one place. `validate` is the one run before any run starts: a sweep validates all its runs
 first, and `trainer.run` calls `validate_once`, which validates a config this process has not yet passed (by its
 content), so a run started directly is checked the same way and a sweep's runs are not checked again. The run's
-setup (tl_research.run.setup) checks only what needs the built model and the real run length: the strategy's
-plan."""
+length is computed here as the run computes it (strategies.run_length over the drawn training set), so the
+strategy's phases and schedules are checked over it (a two_phase boundary past the last step, gradual
+unfreezing that the run ends before frozen_depth); the run's setup (tl_research.run.setup) plans again with the
+built model's parameter paths."""
 from __future__ import annotations
 
 import math
@@ -20,6 +22,7 @@ from tl_research import models, tasks
 from tl_research.checkpoints.initial import init_weights
 from tl_research.config.defaults import AUTO_FREE_FRACTION, AUTO_MAX_GB, OPTIMIZERS, WANDB_MODES
 from tl_research.config.loading import import_extensions
+from tl_research.config.overrides import RUN_SEED, copy_config, resolve_source_seed
 from tl_research.core import sharding
 from tl_research.core.errors import ConfigError
 from tl_research.data import pipeline, sampling
@@ -40,6 +43,13 @@ def _check_cadences_and_batches(config, err) -> None:
     if not config.train.checkpoint_seconds >= 0:
         raise err("train.checkpoint_seconds", config.train.checkpoint_seconds,
                   "0 (a checkpoint at every eval) or a positive number of seconds between checkpoints")
+
+
+def _check_seed(config, err) -> None:
+    """seed: an integer >= 0 (a source's -1, "the run's seed", is filled in before its source is checked)."""
+    seed = config.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise err("seed", seed, f"an integer >= 0 (source.seed also {RUN_SEED}: the run's seed)")
 
 
 @functools.lru_cache(maxsize=64)
@@ -138,10 +148,12 @@ def validate(config, *, prefix: str = "") -> None:
 
     import_extensions(config)  # first: the names it registers are what the checks below allow
     try:
+        _check_seed(config, err)
         if config.model.name not in models.names():
             raise err("model.name", config.model.name, ", ".join(models.names()))
         units = _num_units(config.model.to_json())
         resolve_frozen_depth(config.frozen_depth, units)
+        _check_transfer_depth(config, units, err)
         schedules.build(config.schedule, 10**7, 1000)  # the real run length is checked again in setup
         strategies.check(config)
         recipes.check(config)  # weight EMA, SAM
@@ -165,6 +177,10 @@ def validate(config, *, prefix: str = "") -> None:
         check_feature_cache(config)
         if config.train.class_weights not in sampling.WEIGHTINGS:
             raise err("train.class_weights", config.train.class_weights, ", ".join(sampling.WEIGHTINGS))
+        if config.train.class_weights_norm not in sampling.NORMS:
+            raise err("train.class_weights_norm", config.train.class_weights_norm, ", ".join(sampling.NORMS))
+        if not 0.0 <= config.train.class_weights_beta < 1.0:
+            raise err("train.class_weights_beta", config.train.class_weights_beta, "0 <= beta < 1")
         pipeline.check_subset_config(config.data, task.target_spec)
         task.parse_augment(tuple(config.augment))  # the ops its objective applies
         num_classes = _num_classes(config.data, task.target_spec)
@@ -179,12 +195,18 @@ def validate(config, *, prefix: str = "") -> None:
         if config.data.batch_size > n_train and not subset:
             raise err("data.batch_size", config.data.batch_size, f"at most the {n_train} training examples "
                       "(or a data.per_class / data.train_examples subset, whose batches repeat examples)")
+        # the run's length is known now: the strategy's phases and schedules over it, and what they leave undone
+        total, per_epoch = strategies.run_length(config.train, config.data.batch_size, n_train)
+        strategies.check_plan(config, num_units=units, frozen_depth=resolve_frozen_depth(config.frozen_depth, units),
+                              total_steps=total, steps_per_epoch=per_epoch)
         init = config.init
         fmt, sep, path = init.partition(":")
         if init == "source":
             if config.source is None:
                 raise err("init", init, "'source' together with a config.source run config")
-            validate(config.source, prefix=prefix + "source.")
+            unresolved = config.source.seed == RUN_SEED  # a config that skipped apply_overrides
+            validate(resolve_source_seed(copy_config(config)).source if unresolved else config.source,
+                     prefix=prefix + "source.")
         elif sep and fmt in ("keras", "torch", "npz"):
             if not pathlib.Path(path).is_file():
                 raise err("init", init, f"{fmt}:PATH with an existing file", why="file not found")
@@ -209,3 +231,12 @@ def check_feature_cache(config) -> None:
     if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not math.isfinite(cap) or cap < 0:
         raise ConfigError("train.feature_cache_max_gb", cap, "a size in GB > 0, or 0 (automatic: the smaller of "
                           f"{AUTO_MAX_GB:g} GB and {AUTO_FREE_FRACTION:.0%} of the workdir's free space)")
+
+
+def _check_transfer_depth(config, units: int, err) -> None:
+    """transfer_depth: -1 (every unit loaded) or 0..units, and only with initial weights to load from."""
+    n = config.get("transfer_depth", -1)
+    if isinstance(n, bool) or not isinstance(n, int) or not -1 <= n <= units:
+        raise err("transfer_depth", n, f"-1 (every unit) or 0..{units} (this model has {units} depth units)")
+    if n != -1 and config.init == "scratch":
+        raise err("transfer_depth", n, "-1 with init='scratch'", why="there are no initial weights to load")

@@ -12,12 +12,16 @@ import numpy as np
 from tl_research.core.errors import ConfigError
 
 WEIGHTINGS = ("none", "inverse", "effective")
+NORMS = ("classes", "examples")  # what the class weights average to 1 over (class_weights' norm)
 
 
 def class_weights(counts: np.ndarray, method: str, beta: float = 0.999, *,
-                  key: str = "class_weights") -> np.ndarray:
-    """Loss weight per class from its number of training examples n_c, normalised to mean 1 over the
-    classes present (absent classes get 0).
+                  key: str = "class_weights", norm: str = "classes") -> np.ndarray:
+    """Loss weight per class from its number of training examples n_c, normalised (norm="classes") to mean 1
+    over the classes present (absent classes get 0), as Cui et al., or (norm="examples") to mean 1 over the
+    training examples, sum_c w_c n_c = sum_c n_c: the weighted loss then has the unweighted loss's scale, so
+    a weighting does not also change the effective learning rate (under a 100:1 imbalance, "classes" scales
+    the mean example weight, and with it every gradient, to a fraction of 1).
 
     - "none": 1 for every class.
     - "inverse": proportional to 1 / n_c.
@@ -43,6 +47,10 @@ def class_weights(counts: np.ndarray, method: str, beta: float = 0.999, *,
             raise ConfigError(key + "_beta", beta, "0 <= beta < 1")
         w = np.divide(1.0 - beta, 1.0 - beta ** counts, out=np.zeros_like(counts), where=present)
     w = np.where(present, w, 0.0)
+    if norm not in NORMS:
+        raise ConfigError(key + "_norm", norm, ", ".join(NORMS))
+    if norm == "examples":
+        return w * counts.sum() / (w * counts).sum()
     return w * present.sum() / w.sum()
 
 

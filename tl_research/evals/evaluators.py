@@ -7,6 +7,9 @@ predictions (the few-shot probe's features are the exception: the closed-form pr
                      extra split: of the run's dataset or of another dataset with the same classes)
     fewshot          the closed-form few-shot linear probe (tl_research.evals.fewshot) on the model's frozen
                      penultimate features: 1, 5, 10, 25 shots per class of the training split, scored on test
+    logreg           Kornblith et al.'s fixed-feature probe (tl_research.evals.logreg): L-BFGS logistic
+                     regression on the penultimate features of the whole training split, C chosen on val,
+                     refit on train + val, scored on test (by default only at the end: every=-1)
 
 `config.evals` names the extra evaluators of a run (see config.base_config); `build` makes them and `check`
 validates their settings before any work.
@@ -20,7 +23,7 @@ from typing import Any, Callable, Iterator
 import ml_collections
 import numpy as np
 
-from tl_research.evals import fewshot, metrics
+from tl_research.evals import fewshot, logreg, metrics
 
 from tl_research.core import sharding
 from tl_research.data import pipeline
@@ -31,6 +34,7 @@ RUN_SPLITS = ("train", "val", "test")  # the run's own splits, as it selected th
 DEFAULTS = {
     "classification": dict(every=0, split="test", data=""),
     "fewshot": dict(every=0, **fewshot.default_config().to_dict()),
+    "logreg": dict(every=-1, **logreg.default_config().to_dict()),
 }
 RESERVED = ("val", "test", "train", "final", "best")  # names whose metrics would shadow the run's own keys
 
@@ -70,7 +74,7 @@ def check(evals) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < -1:
             raise ConfigError(f"evals.{name}.every", every, "0 (at every validation eval), k > 0 (every k "
                                                             "steps) or -1 (only at the end)")
-        (_check_fewshot if s["type"] == "fewshot" else _check_classification)(name, s)
+        {"fewshot": _check_fewshot, "logreg": _check_logreg}.get(s["type"], _check_classification)(name, s)
 
 
 def _check_fewshot(name: str, s: dict) -> None:
@@ -82,6 +86,17 @@ def _check_fewshot(name: str, s: dict) -> None:
         raise ConfigError(f"evals.{name}.seeds", s["seeds"], "a positive number of draws")
     if isinstance(s["l2_reg"], bool) or not isinstance(s["l2_reg"], (int, float)) or not s["l2_reg"] > 0:
         raise ConfigError(f"evals.{name}.l2_reg", s["l2_reg"], "a number > 0")
+
+
+def _check_logreg(name: str, s: dict) -> None:
+    cs = s["cs"]
+    if (not isinstance(cs, (tuple, list)) or not cs
+            or any(isinstance(c, bool) or not isinstance(c, (int, float)) or not c > 0 for c in cs)):
+        raise ConfigError(f"evals.{name}.cs", cs, "a tuple of values of C > 0, e.g. (0.01, 1.0, 100.0)")
+    for key in ("max_iter", "max_examples"):
+        v, low = s[key], 1 if key == "max_iter" else 0
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ConfigError(f"evals.{name}.{key}", v, f"an integer >= {low}")
 
 
 def _check_classification(name: str, s: dict) -> None:
@@ -200,6 +215,31 @@ class FewShot:
                                  self.data.num_classes, self.shots, self.seeds, self.l2_reg).items()
 
 
+class LogReg(FewShot):
+    """logreg.probe on the model's penultimate features of the training split (all of it, or a seeded
+    stratified draw of max_examples), the validation split (choosing C) and the test split."""
+
+    def __init__(self, features: Callable, data: pipeline.Dataset, put: Put, *, batch_size: int,
+                 threads: int = 2, every: int = -1, cs=logreg.C_GRID, max_iter: int = 1000, max_examples: int = 0):
+        self.features, self.data, self.put = features, data, put
+        self.batch_size, self.threads, self.every = batch_size, threads, every
+        self.cs, self.max_iter = tuple(float(c) for c in cs), int(max_iter)
+        t = data.train
+        keep = np.arange(len(t))
+        if max_examples and max_examples < len(t):
+            per_class = -(-max_examples // data.num_classes)
+            keep = fewshot.draw(t.labels, per_class, 0, data.num_classes)[:max_examples]
+        self.train_pool = pipeline.Split(t.source, t.indices[keep], t.labels[keep],
+                                         None if t.images is None else t.images[keep])
+
+    def run(self, params, stats) -> Iterator[tuple[str, Any]]:
+        d = self.data
+        out = logreg.probe(self._featurise(params, stats, self.train_pool), self.train_pool.labels,
+                           self._featurise(params, stats, d.val), d.val.labels,
+                           self._featurise(params, stats, d.test), d.test.labels, cs=self.cs, max_iter=self.max_iter)
+        yield from out.items()
+
+
 # ---------------------------------------------------------------------------------------------- build
 
 def build(evals, *, data: pipeline.Dataset, data_cfg, eval_step: Callable, features: Callable, put: Put,
@@ -214,6 +254,9 @@ def build(evals, *, data: pipeline.Dataset, data_cfg, eval_step: Callable, featu
                       every=s["every"])
         if s["type"] == "fewshot":
             out[name] = FewShot(features, data, shots=s["shots"], seeds=s["seeds"], l2_reg=s["l2_reg"], **common)
+        elif s["type"] == "logreg":
+            out[name] = LogReg(features, data, cs=s["cs"], max_iter=s["max_iter"], max_examples=s["max_examples"],
+                               **common)
         else:
             split_data = extra_split(name, s, data, data_cfg)
             out[name] = Classification(eval_step, split_data, split_data.test, **common)

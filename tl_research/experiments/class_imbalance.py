@@ -1,43 +1,70 @@
 """Class imbalance (Buda et al. 2018, Cui et al. 2019): balanced accuracy lost to a long tail and won back."""
 from __future__ import annotations
 
+import math
 import pathlib
 
 from tl_research.experiments import plots, stats, tables, verdict
+from tl_research.experiments.common import DELTA
 from tl_research.experiments.spec import Analysis, Experiment
 
-FIXES = ("class weights", "oversampling")
+FIXES = ("class weights", "effective number", "oversampling")
 MOST = 0.5  # "most of the loss": more than half of it
+CLASSES = 10  # all ten digits: chance is 1/10
+METRIC = "test_balanced_accuracy"  # a constant prediction scores exactly 1/CLASSES on it
+PUBLISHED = {"loss": "no number quoted: 'imbalance hurts' (Buda et al. 2018)",
+             "oversampling": "no number quoted: almost all of the loss at MNIST scale (Buda et al. 2018)",
+             "class weights": "no number quoted: re-weighting improves long-tailed CIFAR (Cui et al. 2019)",
+             "effective number": "no number quoted: re-weighting improves long-tailed CIFAR (Cui et al. 2019)"}
+
+
+def verdicts(df) -> list[verdict.Verdict]:
+    """The claims from the finished runs, paired by seed (the same subset for every arm of a seed). A fix's
+    share recovered is not testable unless imbalance cost balanced accuracy (the first claim held), or when
+    the fix and the plain run are both at chance."""
+    ratios = sorted(float(r) for r in df["data.imbalance_ratio"].unique()) if "data.imbalance_ratio" in df else []
+    worst = ratios[-1] if ratios else float("nan")
+    at = lambda label, r: stats.per_seed(df, METRIC, {"label": label, "data.imbalance_ratio": r})
+    balanced, plain = at("plain", 1.0), at("plain", worst)
+    chance = 1 / CLASSES
+    cost = verdict.greater("imbalance costs balanced accuracy", f"plain ratio 1 - plain ratio {worst:g}",
+                           stats.paired_difference(balanced, plain), delta=DELTA, published=PUBLISHED["loss"],
+                           untestable=stats.chance_reason({"plain ratio 1": balanced,
+                                                           f"plain ratio {worst:g}": plain}, chance))
+    out = [cost]
+    for fix in FIXES:
+        recovered = (at(fix, worst) - plain) / (balanced - plain)
+        recovered = recovered.replace([math.inf, -math.inf], math.nan).dropna()
+        why = (stats.chance_reason({fix: at(fix, worst), "plain": plain}, chance)
+               or ("" if cost.status in (verdict.HELD, verdict.NOT_RUN) else
+                   "no loss of balanced accuracy shown to recover"))
+        out.append(verdict.greater(f"{fix} recovers most of the balanced accuracy lost",
+                                   f"fraction recovered at ratio {worst:g}",
+                                   stats.mean_ci(recovered.tolist(), paired=True), threshold=MOST,
+                                   published=PUBLISHED[fix], untestable=why))
+    return out
 
 
 def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
     df = tables.done(rows)
-    metric = "test_balanced_accuracy"
     ratios = sorted(float(r) for r in df["data.imbalance_ratio"].unique())
     worst = ratios[-1]
-    at = lambda label, r: stats.per_seed(df, metric, {"label": label, "data.imbalance_ratio": r})
-    balanced, plain = at("plain", 1.0), at("plain", worst)
-    loss = balanced - plain
-    verdicts = [verdict.greater("imbalance costs balanced accuracy", f"plain ratio 1 - plain ratio {worst:g}",
-                                stats.paired_difference(balanced, plain))]
-    for fix in FIXES:
-        recovered = ((at(fix, worst) - plain) / loss).dropna()
-        verdicts.append(verdict.greater(f"{fix} recovers most of the balanced accuracy lost",
-                                        f"fraction recovered at ratio {worst:g}",
-                                        stats.mean_ci(recovered.tolist(), paired=True), threshold=MOST))
-    t1 = tables.ci_table(df, metric, ["label"], "data.imbalance_ratio",
+    at = lambda label, r: stats.per_seed(df, METRIC, {"label": label, "data.imbalance_ratio": r})
+    found = verdicts(df)
+    t1 = tables.ci_table(df, METRIC, ["label"], "data.imbalance_ratio",
                          "Balanced test accuracy: mean [95% CI] (n seeds), by imbalance ratio")
     t2 = tables.ci_table(df, "test_macro_f1", ["label"], "data.imbalance_ratio", "Test macro-F1")
 
     def plot(path):
-        ref = {"balanced (ratio 1)": stats.mean_ci(balanced.tolist())}
-        plots.lines({lab: [(r, stats.mean_ci(at(lab, r).tolist())) for r in ratios if r > 1]
+        est = lambda s: stats.mean_ci(s.tolist(), bounds=stats.ACCURACY)
+        ref = {"balanced (ratio 1)": est(at("plain", 1.0))}
+        plots.lines({lab: [(r, est(at(lab, r))) for r in ratios if r > 1]
                      for lab in ("plain", *FIXES)}, path, xlabel="imbalance ratio", ylabel="balanced test accuracy",
                     title="Class imbalance, 95% CI over seeds", references=ref, logx=True)
-    return Analysis([t1, t2], verdicts, plot,
-                    headline=f"loss {verdicts[0].figure.split(' = ')[1].split(' [')[0]} at ratio {worst:g}; "
-                             + "; ".join(f"{fix} recovers {v.figure.split(' = ')[1].split(' [')[0]}"
-                                         for fix, v in zip(FIXES, verdicts[1:])))
+    figure = lambda v: v.figure.split(" = ")[1].split(" [")[0].split(" (")[0]
+    return Analysis([t1, t2], found, plot,
+                    headline=f"loss {figure(found[0])} at ratio {worst:g}; "
+                             + "; ".join(f"{fix} recovers {figure(v)}" for fix, v in zip(FIXES, found[1:])))
 
 
 EXPERIMENT = Experiment(
@@ -53,11 +80,13 @@ loss (by inverse frequency or effective number) improves long-tailed CIFAR at im
 tested: each fix recovers more than half the balanced accuracy lost at the largest ratio.""",
     differences="""- All 10 digits of mnist_subset from scratch, 350 images of the largest class, ratio 1, 10, 100
   (exponential profile, as Cui et al.'s long-tailed CIFAR), 100 steps of batch 32; 3 seeds. Inverse-frequency
-  weights (`train.class_weights=inverse`), not the effective number.
-- "Most" is read as more than half; the recovered fraction is computed per seed.
+  weights and Cui et al.'s effective-number weights at beta 0.999 (`train.class_weights_beta`; their
+  long-tailed CIFAR runs pick beta per dataset), both normalised to mean 1 over the training examples
+  (`train.class_weights_norm=examples`) so that weighting does not also lower the effective learning rate.
+- "Most" is read as more than half; the recovered fraction is computed per seed, and only where imbalance
+  cost balanced accuracy (a loss shown by the first verdict).
 - 100 steps from scratch is short for 10 classes: even the balanced run is far from converged (about 0.57
-  balanced accuracy here), and inverse-frequency weights of up to 100x at the same SGD LR make the weighted
-  loss's steps far larger on the rare classes. Not tuned to change the verdict.""",
+  balanced accuracy here). Not tuned to change the verdict.""",
     claim="oversampling and re-weighting recover most of the balanced accuracy lost to imbalance",
     analyse=analyse,
 )

@@ -1,15 +1,17 @@
 """The setting the experiments share, so that their numbers compare: the quickstart's small ResNet (stem + 3
 residual blocks = 4 depth units, width 16) on the built-in MNIST digits, SGD with momentum, short cosine runs,
 W&B off (the tables are the record; offline W&B costs seconds a run), and the source model (task A: digits
-0-4, trained from scratch once per workdir)."""
+0-4, trained from scratch once per workdir and seed: its seed is the run's)."""
 from __future__ import annotations
 
-from tl_research.config import base_config, copy_config
+from tl_research.config import RUN_SEED, base_config, copy_config
 
 SEEDS = (0, 1, 2)
 TARGET_CLASSES = (5, 6, 7, 8, 9)  # task B, relabelled 0-4
 SOURCE_CLASSES = (0, 1, 2, 3, 4)  # task A
 UNITS = 4  # depth units of the model below: frozen_depth 4 = all = a linear probe
+CHANCE = 1 / len(TARGET_CLASSES)  # per-class chance of a 5-class target: an arm at it cannot test a claim
+DELTA = 0.01  # equivalence margin of a difference of accuracies: one point, below every published effect here
 
 
 def small_base(name: str, *, steps: int = 60, classes=TARGET_CLASSES):
@@ -39,13 +41,15 @@ def small_base(name: str, *, steps: int = 60, classes=TARGET_CLASSES):
 
 def with_source(c, classes=SOURCE_CLASSES):
     """c with init=source: the same model trained from scratch on all training images of `classes` for 5
-    epochs (once per workdir; the sweep keys it by its config)."""
+    epochs, with the run's seed (source.seed = -1): one source model per seed and workdir (the sweep keys it
+    by its config), so an interval over seeds holds the source model's variance as well as the target run's."""
     source = copy_config(c)
     source.name = f"{c.name}-source"
     source.data.classes = tuple(classes)
     for key, value in dict(train_examples=0, per_class=0, imbalance_ratio=1.0, balance="none").items():
         source.data[key] = value
     source.init = "scratch"
+    source.seed = RUN_SEED
     source.frozen_depth = 0
     source.evals = base_config().evals
     source.train.steps = 0

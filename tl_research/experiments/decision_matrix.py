@@ -6,6 +6,7 @@ import pathlib
 import pandas as pd
 
 from tl_research.experiments import plots, stats, tables, verdict
+from tl_research.experiments.common import CHANCE, DELTA
 from tl_research.experiments.spec import Analysis, Experiment
 
 ARMS = ("feature extraction", "fine-tuning", "scratch")
@@ -13,6 +14,7 @@ SIZES = {"small": 10, "large": 350}
 DOMAINS = {"similar": "mnist_subset", "different": "mnist_m"}
 RULE = {("small", "similar"): ("feature extraction",), ("large", "similar"): ("fine-tuning",),
         ("large", "different"): ("fine-tuning", "scratch")}  # small + different: "hard" (checked apart)
+PUBLISHED = "no number: a rule of thumb"
 
 
 def _best(acc: dict, arms) -> tuple[str, pd.Series]:
@@ -20,43 +22,58 @@ def _best(acc: dict, arms) -> tuple[str, pd.Series]:
     return arm, acc[arm]
 
 
-def cells(df: pd.DataFrame) -> dict:
-    return {(size, dom): {arm: stats.per_seed(df, "test_accuracy", {"label": arm, "data.per_class": k,
-                                                                     "data.name": name}) for arm in ARMS}
+def cells(df: pd.DataFrame, metric: str = "test_accuracy") -> dict:
+    return {(size, dom): {arm: stats.per_seed(df, metric, {"label": arm, "data.per_class": k, "data.name": name})
+                          for arm in ARMS}
             for size, k in SIZES.items() for dom, name in DOMAINS.items()}
 
 
+def cell_verdict(by_cell: dict, chance_cells: dict, size: str, dom: str) -> verdict.Verdict:
+    """The rule's verdict for one cell: its arm(s) against the best other arm, paired by seed; "hard": the
+    lowest best of the other cells against this cell's best. Not testable when every arm compared is at chance
+    (for "hard": every arm of every cell)."""
+    acc, rule = by_cell[(size, dom)], RULE.get((size, dom))
+    if rule:
+        expected, exp_acc = _best(acc, rule)
+        other, other_acc = _best(acc, [a for a in ARMS if a not in rule])
+        why = stats.chance_reason({a: chance_cells[(size, dom)][a] for a in (expected, other)}, CHANCE)
+        return verdict.greater(f"{size} + {dom}: {' or '.join(rule)}", f"{expected} - {other}",
+                               stats.paired_difference(exp_acc, other_acc), delta=DELTA, published=PUBLISHED,
+                               untestable=why)
+    others = [_best(a, ARMS)[1] for c, a in by_cell.items() if c != (size, dom)]
+    floor = pd.concat(others, axis=1).min(axis=1) if others else pd.Series(dtype=float)
+    why = stats.chance_reason({f"{a} ({s} + {d})": v for (s, d), arms in chance_cells.items()
+                               for a, v in arms.items()}, CHANCE)
+    return verdict.greater(f"{size} + {dom}: hard (the lowest best accuracy of the four cells)",
+                           "lowest best of the other cells - this cell's best",
+                           stats.paired_difference(floor, _best(acc, ARMS)[1]), delta=DELTA, published=PUBLISHED,
+                           untestable="no arm of any cell shown above chance" if why else "")
+
+
+def verdicts(df: pd.DataFrame) -> list[verdict.Verdict]:
+    by_cell, chance_cells = cells(df), cells(df, stats.chance_metric(df, "test_accuracy"))
+    return [cell_verdict(by_cell, chance_cells, size, dom) for size, dom in by_cell]
+
+
 def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
-    by_cell = cells(tables.done(rows))
-    verdicts, table = [], []
-    for (size, dom), acc in by_cell.items():
+    df = tables.done(rows)
+    by_cell = cells(df)
+    found, table = verdicts(df), []
+    for ((size, dom), acc), v in zip(by_cell.items(), found):
         winner, win = _best(acc, ARMS)
         runner, second = _best(acc, [a for a in ARMS if a != winner])
         margin = stats.paired_difference(win, second)
-        rule = RULE.get((size, dom))
-        if rule:
-            expected, exp_acc = _best(acc, rule)
-            other, other_acc = _best(acc, [a for a in ARMS if a not in rule])
-            v = verdict.greater(f"{size} + {dom}: {' or '.join(rule)}", f"{expected} - {other}",
-                                stats.paired_difference(exp_acc, other_acc))
-        else:  # hard: the best this cell reaches is below the worst best of the other three
-            others = [_best(a, ARMS)[1] for c, a in by_cell.items() if c != (size, dom)]
-            floor = pd.concat(others, axis=1).min(axis=1)
-            v = verdict.greater(f"{size} + {dom}: hard (the lowest best accuracy of the four cells)",
-                                "lowest best of the other cells - this cell's best",
-                                stats.paired_difference(floor, win))
-        verdicts.append(v)
-        table.append({"cell": f"{size} + {dom}", **{a: tables.cell(acc[a]) for a in ARMS}, "winner": winner,
-                      "margin over the runner-up": f"{margin.text()} over {runner}",
-                      "rule of thumb": v.claim.split(": ", 1)[1], "verdict": v.status})
+        table.append({"cell": f"{size} + {dom}", **{a: tables.cell(acc[a], bounds=stats.ACCURACY) for a in ARMS},
+                      "winner": winner, "margin over the runner-up": f"{margin.text()} over {runner}",
+                      "rule of thumb": v.claim.split(": ", 1)[1], "verdict": v.outcome()})
 
     def plot(path):
-        plots.bars({f"{s} + {d}": {a: stats.mean_ci(acc[a].tolist()) for a in ARMS}
+        plots.bars({f"{s} + {d}": {a: stats.mean_ci(acc[a].tolist(), bounds=stats.ACCURACY) for a in ARMS}
                     for (s, d), acc in by_cell.items()}, path, ylabel="test accuracy",
                    title="Decision matrix: size x similarity (95% CI over seeds)")
     md = tables.results.frame_to_markdown(pd.DataFrame(table), "Test accuracy of digits 5-9 per cell: mean [95% CI] "
                                                                "(n seeds); the winner and its paired margin")
-    return Analysis([md], verdicts, plot,
+    return Analysis([md], found, plot,
                     headline="; ".join(f"{r['cell']}: {r['winner']}" for r in table))
 
 

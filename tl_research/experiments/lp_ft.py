@@ -6,9 +6,12 @@ import pathlib
 import pandas as pd
 
 from tl_research.experiments import plots, stats, tables, verdict
+from tl_research.experiments.common import CHANCE, DELTA
 from tl_research.experiments.spec import Analysis, Experiment
 
 ARMS = ("LP", "FT", "LP-FT")
+PUBLISHED = {"id": "+0.02 (about 2%, the mean of 10 shifts)", "ood": "-0.07 (about 7%)",
+             "lpft_ft": "+0.10 (about 10%)", "lpft_lp": "+0.03 (derived: +10% over FT, which is 7% below LP)"}
 
 
 def ood_columns(df: pd.DataFrame) -> list[str]:
@@ -17,35 +20,66 @@ def ood_columns(df: pd.DataFrame) -> list[str]:
                   and not c.endswith("_balanced_accuracy") and c != "test_accuracy")
 
 
+def _name(col: str) -> str:
+    return col[len("test_"):-len("_accuracy")]
+
+
+def ood_pair(df: pd.DataFrame, a: str, b: str) -> tuple[pd.Series, pd.Series, str, str]:
+    """Arms a and b's accuracy per seed, the mean over the OOD test sets where not both are at chance (judged
+    on each set's balanced accuracy where the rows have it; all of them when every one is); the figure's name
+    for that mean; and why the pair is not testable ('' when some set is kept)."""
+    kept, dropped = [], []
+    for col in ood_columns(df):
+        cm = stats.chance_metric(df, col)
+        reason = stats.chance_reason({arm: stats.per_seed(df, cm, {"label": arm}) for arm in (a, b)}, CHANCE)
+        (dropped if reason else kept).append(col)
+    mean = df[kept or dropped].mean(axis=1) if kept or dropped else pd.Series(float("nan"), index=df.index)
+    at = df.assign(_ood=mean)
+    a_acc, b_acc = (stats.per_seed(at, "_ood", {"label": arm}) for arm in (a, b))
+    left_out = f" ({', '.join(map(_name, dropped))} left out: {a} and {b} at chance there)" if dropped and kept else ""
+    name = f"{a} - {b}, mean OOD test" + left_out
+    untestable = (f"{a} and {b} not shown above chance (1/{round(1 / CHANCE)}) on any OOD test set"
+                  if dropped and not kept else "")
+    return a_acc, b_acc, name, untestable
+
+
+def verdicts(df: pd.DataFrame) -> list[verdict.Verdict]:
+    """The four claims from the finished runs, paired by seed; an OOD test set where both arms compared are at
+    chance is left out of their mean (named in the figure), and a claim with none left is not testable."""
+    cm = stats.chance_metric(df, "test_accuracy")
+    id_acc = {arm: stats.per_seed(df, "test_accuracy", {"label": arm}) for arm in ("FT", "LP")}
+    out = [verdict.greater("FT beats LP in distribution", "FT - LP, ID test",
+                           stats.paired_difference(id_acc["FT"], id_acc["LP"]), delta=DELTA, published=PUBLISHED["id"],
+                           untestable=stats.chance_reason({arm: stats.per_seed(df, cm, {"label": arm})
+                                                           for arm in ("FT", "LP")}, CHANCE))]
+    for claim, a, b, key, greater in (("FT loses to LP out of distribution", "FT", "LP", "ood", False),
+                                      ("LP-FT beats FT out of distribution", "LP-FT", "FT", "lpft_ft", True),
+                                      ("LP-FT beats LP out of distribution", "LP-FT", "LP", "lpft_lp", True)):
+        a_acc, b_acc, name, untestable = ood_pair(df, a, b)
+        make = verdict.greater if greater else verdict.less
+        out.append(make(claim, name, stats.paired_difference(a_acc, b_acc), delta=DELTA, published=PUBLISHED[key],
+                        untestable=untestable))
+    return out
+
+
 def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
     df = tables.done(rows)
     ood = ood_columns(df)
+    found = verdicts(df)
     df = df.assign(ood_accuracy=df[ood].mean(axis=1) if ood else float("nan"))
-    get = lambda metric, arm: stats.per_seed(df, metric, {"label": arm})
-    d = stats.paired_difference
-    verdicts = [
-        verdict.greater("FT beats LP in distribution", "FT - LP, ID test", d(get("test_accuracy", "FT"),
-                                                                              get("test_accuracy", "LP"))),
-        verdict.less("FT loses to LP out of distribution", "FT - LP, mean OOD test",
-                     d(get("ood_accuracy", "FT"), get("ood_accuracy", "LP"))),
-        verdict.greater("LP-FT beats FT out of distribution", "LP-FT - FT, mean OOD test",
-                        d(get("ood_accuracy", "LP-FT"), get("ood_accuracy", "FT"))),
-        verdict.greater("LP-FT beats LP out of distribution", "LP-FT - LP, mean OOD test",
-                        d(get("ood_accuracy", "LP-FT"), get("ood_accuracy", "LP"))),
-    ]
     long = pd.concat([df.assign(test_set=name, accuracy=df[col]) for name, col in
                       [("ID: mnist_subset", "test_accuracy"),
-                       *[(c[len("test_"):-len("_accuracy")], c) for c in ood], ("mean OOD", "ood_accuracy")]])
+                       *[(_name(c), c) for c in ood], ("mean OOD", "ood_accuracy")]])
     table = tables.ci_table(long, "accuracy", ["test_set"], "label",
                             "Test accuracy of digits 5-9 per test set: mean [95% CI] (n seeds)", order=ARMS)
 
     def plot(path):
-        groups = {s: {arm: stats.mean_ci(g[g["label"] == arm]["accuracy"].tolist()) for arm in ARMS}
-                  for s, g in long.groupby("test_set", sort=False)}
+        groups = {s: {arm: stats.mean_ci(g[g["label"] == arm]["accuracy"].tolist(), bounds=stats.ACCURACY)
+                      for arm in ARMS} for s, g in long.groupby("test_set", sort=False)}
         plots.bars(groups, path, ylabel="test accuracy", title="LP vs FT vs LP-FT, ID and OOD (95% CI)")
-    return Analysis([table], verdicts, plot,
+    return Analysis([table], found, plot,
                     headline="; ".join(f"{v.figure.split(' = ')[0]} {v.figure.split(' = ')[1].split(' [')[0]}"
-                                       for v in verdicts[:3]))
+                                       for v in found[:3]))
 
 
 EXPERIMENT = Experiment(

@@ -2,13 +2,23 @@
 and summary.json (nothing in them is written by hand but the texts of tl_research/experiments/<name>.py)."""
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import pandas as pd
 
 from tl_research.experiments import tables
 from tl_research.experiments.spec import Analysis, Experiment
-from tl_research.experiments.verdict import FAILED, HELD, NOISE
+from tl_research.experiments.verdict import EQUIVALENT, FAILED, HELD, NOISE, NOT_RUN, NOT_TESTABLE, OUTCOMES, Verdict
+
+METHOD = ("mean over seeds and its 95% Student-t interval, within the metric's range (an accuracy's [0, 1], a "
+          "difference of accuracies' [-1, 1]), paired by seed where the runs pair; a rank correlation over the "
+          "units it names, with a permutation p-value and a bootstrap interval")
+OUTCOME_TEXT = (f"*{HELD}*: the interval is on the claimed side; *{FAILED}*: on the other side; *{EQUIVALENT} "
+                f"within ±delta*: the whole interval inside ±delta of the threshold (the verdict states delta); "
+                f"*{NOISE}*: it straddles the threshold otherwise; *{NOT_TESTABLE}*: the runs cannot speak to the "
+                f"claim (the reason given: one seed, no arm compared shown above chance, too few units for a rank "
+                f"test); *{NOT_RUN}*: no finished runs")
 
 
 def command(name: str) -> str:
@@ -43,32 +53,62 @@ def sources_text(sources: int) -> str:
     return {0: "", 1: ", source model included"}.get(sources, f", {sources} source models included")
 
 
+def verdict_of(record: dict) -> Verdict:
+    """A Verdict from its summary.json record (an older record lacks the later fields: their defaults)."""
+    names = {f.name for f in dataclasses.fields(Verdict)}
+    return Verdict(**{k: v for k, v in record.items() if k in names})
+
+
+def verdict_table(verdicts: list[Verdict]) -> str:
+    """One row per claim: ours, the paper's effect size, the outcome."""
+    rows = [{"claim": v.claim, "ours": v.figure, "published": v.published or "(no number)",
+             "outcome": f"**{v.outcome()}**"} for v in verdicts]
+    return tables.results.frame_to_markdown(pd.DataFrame(rows)) if rows else "(no verdicts)\n"
+
+
+def outcome_counts(verdicts: list[Verdict]) -> str:
+    """'2 held, 1 did not hold of 3' in OUTCOMES order."""
+    counts = [(o, sum(v.status == o for v in verdicts)) for o in OUTCOMES]
+    return ", ".join(f"{n} {o}" for o, n in counts if n) + f" of {len(verdicts)}"
+
+
 def render(exp: Experiment, analysis: Analysis, summary: dict, rows: list[dict], sources: int = 0) -> str:
-    verdicts = "\n".join(f"- **{v.status}**: {v.claim}: {v.figure}" for v in analysis.verdicts)
+    verdicts = verdict_table(analysis.verdicts)
     out = [f"# {exp.title}", "", "## Question", "", exp.question.strip(), "",
            "## Published", "", exp.published.strip(), "",
            "## Command", "", "```bash", command(exp.name), f"python -m tl_research.experiments report {exp.name}"
            "   # tables, plot and verdicts again from the workdir", "```", "",
            f"Config: [`config.py`]({exp.config}). Wall time: {wall_time_text(summary.get('wall_time_s'))} "
            f"(the whole command from an empty workdir{sources_text(sources)}, on a shared 2-core CPU).", "",
-           "## Verdict", "", "Computed from the results: mean and 95% Student-t interval over seeds (paired by "
-           f"seed where the runs pair); *{HELD}*: the interval is on the claimed side, *{FAILED}*: on the other "
-           f"side, *{NOISE}*: it straddles the threshold.", "", verdicts, "",
+           "## Verdict", "", f"Computed from the results: {METHOD}. {OUTCOME_TEXT}. *published*: the paper's "
+           "effect size for the claim, where it gives one.", "", verdicts,
            f"Runs: {basis(rows)}", "", "## Results", "", "![plot](plot.png)", ""]
     out += [t.strip() + "\n" for t in analysis.tables]
     out += ["## What differs from the paper", "", exp.differences.strip(), ""]
     return "\n".join(out)
 
 
+def claims_table(experiments: list[Experiment], summaries: dict[str, dict]) -> str:
+    """One row per claim of every experiment: ours, the paper's, the outcome and where the README says why a
+    difference is expected."""
+    rows = []
+    for exp in experiments:
+        for v in (verdict_of(r) for r in summaries.get(exp.name, {}).get("verdicts", [])):
+            rows.append({"experiment": exp.name, "claim": v.claim, "ours": v.figure,
+                         "published": v.published or "(no number)", "outcome": v.outcome(),
+                         "why it may differ": f"[{exp.name}]({exp.name}/README.md#what-differs-from-the-paper)"})
+    return tables.results.frame_to_markdown(pd.DataFrame(rows)) if rows else "(no experiment run yet)\n"
+
+
 def index(root: pathlib.Path, experiments: list[Experiment], summaries: dict[str, dict]) -> str:
     rows = []
     for exp in experiments:
         s = summaries.get(exp.name, {})
-        statuses = [v["status"] for v in s.get("verdicts", [])]
-        verdict = "; ".join(f"{v['status']}: {v['claim']}" for v in s.get("verdicts", [])) or "not run yet"
+        verdicts = [verdict_of(r) for r in s.get("verdicts", [])]
+        outcomes = "; ".join(f"{v.status}: {v.claim}" for v in verdicts)
         rows.append({"experiment": f"[{exp.name}]({exp.name}/README.md)", "published claim": exp.claim,
                      "our figure": s.get("headline", ""),
-                     "verdict": f"{statuses.count(HELD)} of {len(statuses)} held — {verdict}" if statuses else verdict,
+                     "verdict": f"{outcome_counts(verdicts)} — {outcomes}" if verdicts else "not run yet",
                      "command": f"`{command(exp.name)}`", "wall time": wall_time_text(s.get("wall_time_s"))})
     table = tables.results.frame_to_markdown(pd.DataFrame(rows))
     walls = [summaries.get(e.name, {}).get("wall_time_s") for e in experiments]
@@ -77,12 +117,13 @@ def index(root: pathlib.Path, experiments: list[Experiment], summaries: dict[str
     return "\n".join([
         "# Experiments", "",
         "Paper-style reproductions on the built-in MNIST digits (the quickstart's small ResNet, and a small ViT "
-        "in peft_vs_full; 40 to 150 steps a run, 3 seeds). Each row is one command; its README sets our table "
-        "and plot beside the "
-        "published numbers, and the verdict is computed from the results (mean and 95% Student-t interval over "
-        "seeds, paired where the design pairs runs). `python -m tl_research.experiments run all` regenerates "
+        "in peft_vs_full; 40 to 150 steps a run, 3 seeds, each seed with its own source model). Each row is one "
+        "command; its README sets our table and plot beside the published numbers, and the verdict is computed "
+        f"from the results: {METHOD}. `python -m tl_research.experiments run all` regenerates "
         "every table and plot; `report NAME` rebuilds one from its workdir (default `runs/experiments/NAME`).",
         "", "Wall times: the whole command from an empty workdir on this project's shared 2-core CPU (other jobs "
         "ran at the same time, so they are upper bounds), with JAX's persistent compilation cache "
         "(`~/.cache/tl_research/jax`, or `$TL_RESEARCH_CACHE`) already filled by earlier runs; an empty cache "
-        f"adds compilation, about a minute per experiment on this CPU.{total}", "", table])
+        f"adds compilation, about a minute per experiment on this CPU.{total}", "", table,
+        "## Every claim: ours, the paper's, the outcome", "", f"Outcomes: {OUTCOME_TEXT}.", "",
+        claims_table(experiments, summaries)])

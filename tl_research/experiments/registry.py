@@ -9,6 +9,8 @@ from tl_research.experiments.spec import Experiment
 EXPERIMENTS: list[Experiment] = [m.EXPERIMENT for m in (layer_transfer, cyclical_lr, data_size, lp_ft,
                                                         domain_similarity, class_imbalance, decision_matrix,
                                                         surgical, peft_vs_full)]
+EXPERIMENTS.append(__import__("tl_research.experiments.transferability_ranking", fromlist=["EXPERIMENT"]).EXPERIMENT)
+EXPERIMENTS.append(__import__("tl_research.experiments.soups", fromlist=["EXPERIMENT"]).EXPERIMENT)
 EXPERIMENTS.append(__import__("tl_research.experiments.regularizers", fromlist=["EXPERIMENT"]).EXPERIMENT)
 
 

@@ -1,7 +1,10 @@
 """Running an experiment (its sweep into a workdir) and reporting it (README, plot.png, summary.json under
-experiments/<name>/, and the index experiments/README.md)."""
+experiments/<name>/, and the index experiments/README.md), at either scale: the built-in digits
+(experiments/<name>/config.py, the committed results) or the paper's (experiments/<name>/paper.py, reported under
+runs/experiments_paper/ unless told otherwise)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import time
@@ -15,50 +18,88 @@ from tl_research.experiments.spec import Analysis, Experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[2] / "experiments"  # the committed tables and plots
 SUMMARY = "summary.json"
+SCALES = {"digits": "config.py", "paper": "paper.py"}  # --scale -> the config file under experiments/<name>/
+PAPER_OUT = pathlib.Path("runs") / "experiments_paper"  # paper scale: OUT/<name>/{README.md,...}, OUT/<name>/runs
+
+
+def at_scale(exp: Experiment, scale: str, root: pathlib.Path = ROOT) -> Experiment:
+    """The experiment with its config at `scale` (digits: its own config, paper: paper.py beside it);
+    ConfigError for an unknown scale or an experiment without that file."""
+    if scale not in SCALES:
+        raise ConfigError("--scale", scale, ", ".join(SCALES))
+    if scale == "digits":
+        return exp
+    if not (pathlib.Path(root) / exp.name / SCALES[scale]).is_file():
+        raise ConfigError("--scale", scale, "digits", why=f"{exp.name} has no {SCALES[scale]} under {root}/{exp.name}")
+    return dataclasses.replace(exp, config=SCALES[scale])
 
 
 def default_workdir(exp: Experiment) -> pathlib.Path:
+    if exp.config == SCALES["paper"]:
+        return PAPER_OUT / exp.name / "runs"
     return pathlib.Path("runs") / "experiments" / exp.name
 
 
+def default_out(exp: Experiment, root: pathlib.Path = ROOT) -> pathlib.Path:
+    """Where the report goes: the committed experiments/ for the digits, runs/experiments_paper/ for paper.py."""
+    return PAPER_OUT if exp.config == SCALES["paper"] else pathlib.Path(root)
+
+
+def load_module(exp: Experiment, root: pathlib.Path = ROOT):
+    return config_lib.load_module(str(pathlib.Path(root) / exp.name / exp.config))
+
+
 def load(exp: Experiment, root: pathlib.Path = ROOT):
-    """(base config, sweep points) from experiments/<name>/config.py."""
-    module = config_lib.load_module(str(pathlib.Path(root) / exp.name / exp.config))
+    """(base config, sweep points) from experiments/<name>/config.py (or the file exp.config names)."""
+    module = load_module(exp, root)
     return module.get_config(), module.get_sweep()
 
 
-def run(exp: Experiment, experiments: list[Experiment], *, root: pathlib.Path = ROOT, workdir=None,
-        progress: bool = False, jobs: int = 0, echo=print) -> Analysis:
-    """The experiment's sweep (resumable: finished runs are skipped), then its report. The wall time is
-    recorded when this call trained every run (a fresh workdir); a resumed or finished one keeps the old.
-    jobs=0 trains every run in this process; jobs=N trains the source models here, then the runs in N local
-    one-core workers (launch.py's default launch): a run's row is the same either way."""
+def local_options(jobs: int):
+    """launch.py's local launch with `jobs` workers, waited for; on a CPU host the source models train first
+    in this process (on a GPU host the workers train them under the source lock: a GPU client here would hold
+    memory the workers need)."""
+    from tl_research.sweeps import launchers, sweep_job
+    return launchers.Options(launcher="local", jobs=jobs, wait=True, sources_first=not sweep_job.accelerator_plugin(),
+                             stop_on_interrupt=True)
+
+
+def run(exp: Experiment, experiments: list[Experiment], *, root: pathlib.Path = ROOT, out=None, workdir=None,
+        progress: bool = False, jobs: int = 0, opts=None, echo=print) -> Analysis:
+    """The experiment's sweep (resumable: finished runs are skipped), then its report under `out` (default:
+    default_out). The wall time is recorded when this call trained every run (a fresh workdir); a resumed or
+    finished one keeps the old. opts (a launchers.Options: local workers or SLURM, waited for) decides where
+    the runs go; else jobs=0 trains every run in this process and jobs=N in N local workers (local_options):
+    a run's row is the same either way."""
     base, points = load(exp, root)
     workdir = pathlib.Path(workdir or default_workdir(exp))
     fresh = not results.read_rows(workdir / sweep.RESULTS)
     t0 = time.time()
     echo(f"{exp.name}: {len(points)} run(s) into {workdir}")
-    if jobs:
+    opts = opts or (local_options(jobs) if jobs else None)
+    if opts is not None:
         from tl_research.sweeps import launchers
-        opts = launchers.Options(launcher="local", jobs=jobs, wait=True, sources_first=True, stop_on_interrupt=True)
         launchers.launch(base, points, workdir, opts, echo=echo)
     else:
         sweep.run_sweep(base, points, workdir, progress=progress, echo=echo)
     wall = time.time() - t0 if fresh else None
-    return report(exp, experiments, root=root, workdir=workdir, wall_time=wall, echo=echo)
+    return report(exp, experiments, root=root, out=out, workdir=workdir, wall_time=wall, echo=echo)
 
 
-def report(exp: Experiment, experiments: list[Experiment], *, root: pathlib.Path = ROOT, workdir=None,
+def report(exp: Experiment, experiments: list[Experiment], *, root: pathlib.Path = ROOT, out=None, workdir=None,
            wall_time: float | None = None, echo=print) -> Analysis:
-    """README.md, plot.png and summary.json of the experiment from the workdir's results, then the index."""
+    """README.md, plot.png and summary.json of the experiment from the workdir's results under out/<name>/
+    (default: default_out), then the index out/README.md. The config is read from root/<name>/."""
     base, points = load(exp, root)
     workdir = pathlib.Path(workdir or default_workdir(exp))
+    out_root = pathlib.Path(out or default_out(exp, root))
     ids = {config_lib.run_id(p) for p in points}
     rows = [r for r in results.read_rows(workdir / sweep.RESULTS) if r["run_id"] in ids]
     if not rows:
         raise ConfigError("--workdir", str(workdir), f"the workdir `run {exp.name}` filled",
                           why="it holds no results of this experiment")
-    out = pathlib.Path(root) / exp.name
+    out = out_root / exp.name
+    out.mkdir(parents=True, exist_ok=True)
     analysis = exp.analyse(rows, workdir)
     analysis.plot(out / "plot.png")
     old = read_summary(out)
@@ -68,7 +109,7 @@ def report(exp: Experiment, experiments: list[Experiment], *, root: pathlib.Path
     (out / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
     sources = source_count(base, points)
     (out / "README.md").write_text(readme.render(exp, analysis, summary, rows, sources=sources))
-    write_index(experiments, root)
+    write_index(experiments, out_root)
     for v in analysis.verdicts:
         echo(v.line())
     return analysis

@@ -8,7 +8,7 @@ import pathlib
 import pandas as pd
 
 from tl_research.experiments import plots, stats, tables, verdict
-from tl_research.experiments.common import SOURCE_CLASSES
+from tl_research.experiments.common import CHANCE, DELTA, SOURCE_CLASSES
 from tl_research.experiments.spec import Analysis, Experiment
 
 PERMUTED = (1, 2, 3, 4, 0)  # data.classes in this order: digit 1 -> label 0, ..., digit 0 -> label 4
@@ -25,6 +25,7 @@ ARMS = {"full": {"frozen_depth": 0}, "first": {"strategy.trainable_units": (0, 1
 PARTIAL = ("first", "middle", "last", "head")
 CLAIMED = {"input": "first", "feature": "middle", "label": "head"}  # the arm Lee et al. find best per level
 LEVEL_TEXT = {"input": "input-level shift", "feature": "feature-level shift", "label": "label-level shift"}
+PUBLISHED = "no number: the sign of Figure 2 (Table 1's numbers not in the copies searched)"
 PART_TEXT = {"first": "first block", "middle": "middle block", "last": "last block", "head": "last layer (the head)"}
 
 
@@ -48,10 +49,12 @@ def selected(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(keep)
 
 
-def by_target_and_seed(df: pd.DataFrame, level: str, arm: str) -> pd.Series:
-    """Test accuracy of `arm` on the level's targets, indexed by (target, seed)."""
+def by_target_and_seed(df: pd.DataFrame, level: str, arm: str, metric: str = "test_accuracy") -> pd.Series:
+    """`metric` of `arm` on the level's targets, indexed by (target, seed)."""
     rows = df[df["target"].isin([t for t, s in SHIFTS.items() if s[0] == level]) & stats.matches(df, {"label": arm})]
-    return pd.to_numeric(rows["test_accuracy"], errors="coerce").groupby([rows["target"], rows["seed"]]).mean()
+    if metric not in rows:
+        return pd.Series(dtype=float)
+    return pd.to_numeric(rows[metric], errors="coerce").groupby([rows["target"], rows["seed"]]).mean()
 
 
 def difference(df: pd.DataFrame, level: str, a: str, b: str) -> stats.Estimate:
@@ -59,7 +62,18 @@ def difference(df: pd.DataFrame, level: str, a: str, b: str) -> stats.Estimate:
     x, y = by_target_and_seed(df, level, a), by_target_and_seed(df, level, b)
     common = x.index.intersection(y.index)
     d = (x[common] - y[common]).groupby(level="seed").mean()
-    return stats.mean_ci(d.tolist(), paired=True)
+    return stats.mean_ci(d.tolist(), paired=True, bounds=stats.DIFFERENCE)
+
+
+def at_chance(df: pd.DataFrame, level: str, arms) -> str:
+    """Why a comparison of `arms` under the level's shift is not testable: each at chance (per seed, the mean
+    over the level's targets; balanced accuracy where the rows have it), else ''."""
+    metric = stats.chance_metric(df, "test_accuracy")
+
+    def per_seed(arm):
+        s = by_target_and_seed(df, level, arm, metric)
+        return s.groupby(level="seed").mean() if len(s) else s
+    return stats.chance_reason({arm: per_seed(arm) for arm in arms}, CHANCE)
 
 
 def level_verdicts(df: pd.DataFrame, level: str) -> tuple[list[verdict.Verdict], dict]:
@@ -69,19 +83,31 @@ def level_verdicts(df: pd.DataFrame, level: str) -> tuple[list[verdict.Verdict],
     rival = max(others, key=lambda a: relative[a].mean) if others else "last"
     text = LEVEL_TEXT[level]
     out = [verdict.greater(f"{text}: tuning only the {PART_TEXT[best]} beats full fine-tuning", f"{best} - full",
-                           relative[best]),
+                           relative[best], delta=DELTA, published=PUBLISHED,
+                           untestable=at_chance(df, level, (best, "full"))),
            verdict.greater(f"{text}: the {PART_TEXT[best]} is the best part to tune",
-                           f"{best} - {rival} (the best other part)", difference(df, level, best, rival))]
+                           f"{best} - {rival} (the best other part)", difference(df, level, best, rival),
+                           delta=DELTA, published=PUBLISHED, untestable=at_chance(df, level, (best, rival)))]
     return out, relative
 
 
-def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
-    df = tables.done(rows)
-    df = selected(df.assign(target=targets(df))) if not df.empty else df.assign(target=[], label=[])
-    verdicts, relative = [], {}
+def prepared(df: pd.DataFrame) -> pd.DataFrame:
+    """The finished runs with their target, at the LR chosen on validation."""
+    return selected(df.assign(target=targets(df))) if not df.empty else df.assign(target=[], label=[])
+
+
+def verdicts(df: pd.DataFrame) -> tuple[list[verdict.Verdict], dict]:
+    """The six verdicts (two per shift level) from prepared(df), and each level's arms relative to full."""
+    found, relative = [], {}
     for level in CLAIMED:
         v, relative[level] = level_verdicts(df, level)
-        verdicts += v
+        found += v
+    return found, relative
+
+
+def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
+    df = prepared(tables.done(rows))
+    found, relative = verdicts(df)
     acc = tables.ci_table(df, "test_accuracy", ["target"], "label", "Test accuracy per target and tuned part "
                           "(at the LR chosen on validation): mean [95% CI] (n seeds)", order=list(ARMS))
     rel = tables.results.frame_to_markdown(pd.DataFrame(
@@ -101,7 +127,7 @@ def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
                    title="Surgical fine-tuning: one part tuned vs all (95% CI, paired by seed)")
     headline = "; ".join(f"{lv}: {CLAIMED[lv]} - full {relative[lv][CLAIMED[lv]].text().split(' [')[0]}"
                          for lv in CLAIMED)
-    return Analysis([acc, rel, lrs, sizes], verdicts, plot, headline=headline)
+    return Analysis([acc, rel, lrs, sizes], found, plot, headline=headline)
 
 
 EXPERIMENT = Experiment(

@@ -1,4 +1,5 @@
-"""Tables of an experiment's README: the metric per setting as mean [95% CI] over seeds."""
+"""Tables of an experiment's README: the metric per setting as mean [95% CI] over seeds (the interval within the
+metric's range: stats.mean_ci)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -17,9 +18,9 @@ def done(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
-def cell(values, digits: int = 3) -> str:
-    """'mean [95% CI] (n)' of the values, `digits` decimals."""
-    e = stats.mean_ci(pd.to_numeric(pd.Series(list(values)), errors="coerce").tolist())
+def cell(values, digits: int = 3, bounds=None) -> str:
+    """'mean [95% CI] (n)' of the values, `digits` decimals; the interval within `bounds` (low, high) if given."""
+    e = stats.mean_ci(pd.to_numeric(pd.Series(list(values)), errors="coerce").tolist(), bounds=bounds)
     if e.n == 0:
         return ""
     if e.n < 2:
@@ -28,9 +29,10 @@ def cell(values, digits: int = 3) -> str:
 
 
 def ci_table(df: pd.DataFrame, metric: str, rows: Sequence[str], column: str | None, title: str,
-             order: Sequence | None = None, digits: int = 3) -> str:
+             order: Sequence | None = None, digits: int = 3, bounds=stats.AUTO) -> str:
     """One table row per combination of `rows`, one column per value of `column` (None: one metric column):
-    'mean [95% CI] (n)' with `digits` decimals."""
+    'mean [95% CI] (n)' with `digits` decimals, the interval within `bounds` (AUTO: stats.range_of(metric))."""
+    bounds = stats.range_of(metric) if isinstance(bounds, str) else bounds
     if df.empty or metric not in df:
         return f"{title}\n\n(no finished runs)\n"
     keys = [k for k in rows if k in df]
@@ -42,9 +44,9 @@ def ci_table(df: pd.DataFrame, metric: str, rows: Sequence[str], column: str | N
         if column and column in df:
             values = order if order is not None else sorted(df[column].dropna().unique(), key=_sort_key)
             for v in values:
-                row[f"{column}={v}"] = cell(g[stats.matches(g, {column: v})][metric], digits)
+                row[f"{column}={v}"] = cell(g[stats.matches(g, {column: v})][metric], digits, bounds)
         else:
-            row[metric] = cell(g[metric], digits)
+            row[metric] = cell(g[metric], digits, bounds)
         out.append(row)
     return results.frame_to_markdown(pd.DataFrame(out), title)
 

@@ -8,6 +8,10 @@
                best weights to best/ with them)
     finish     test metrics at the selected step, exported weights, config.evals there, the result's metrics
 
+Selection is per phase: each phase switch starts it again, so a phased strategy (two_phase, gradual_unfreezing)
+reports, tests and exports the best validation step of its final phase; the best step of any phase is
+recorded beside it (best_any_phase_* in the result; HostState.best_any_phase).
+
 With a weight EMA (train.ema_decay > 0) each eval also measures the EMA weights (ema_val_*, ema_test_* next to
 the raw weights' val_*, test_*), and train.ema_select says which of the two the run selects, tests and exports
 (`_weights`); the result records both kinds' metrics at the last step (raw_val_*, ema_test_*, ...).
@@ -140,6 +144,8 @@ class Training:
                 break
         else:
             self._fresh(0)
+        phases = self.plan.phases  # a checkpoint from before per-phase selection: its best sorted by phase
+        self.host.adopt(phases[self.phase_i].start, lambda step: phases[self.plan.phase_index(step - 1)].name)
         if self.start and self.host.best_step and self.config.train.restore_best:
             self._restore_best()
 
@@ -345,7 +351,8 @@ class Training:
             self.host.saw_test(self.test_now.metric)
         self.tracker.log(record)
         value = -val.loss if self.metric_name == "val_loss" else val.metric
-        if self.host.observe(step, value, val, last_phase=last_phase, patience=self.patience) and self.track_best:
+        if self.host.observe(step, value, val, last_phase=last_phase, patience=self.patience,
+                             phase=self.plan.phases[self.phase_i].name) and self.track_best:
             self.best = self.prog.copy_weights(*self._weights())
             self.best_written = False
 
@@ -376,14 +383,17 @@ class Training:
             self.batches = self._train_batches(step)
         self.state["opt_state"] = carry_over(self.state["opt_state"],
                                              self.prog.init_opt(self.steps.tx, self.state["params"]))
-        self.host.evals_since_best = 0
+        # selection starts again: the run reports its final phase's best step (best/ gets it), the best of any
+        # phase stays in host.best_any_phase
+        self.host.next_phase()
+        self.best, self.best_written = None, True
         self._log_phase_start(step)
 
     # ---- finish
 
     def finish(self, step: int, t0: float) -> dict:
-        """Test metrics at the selected step (the best validation step with train.restore_best, else the last),
-        the exported weights, config.evals at those weights; returns the result's metrics."""
+        """Test metrics at the selected step (the final phase's best validation step with train.restore_best,
+        else the last), the exported weights, config.evals at those weights; returns the result's metrics."""
         host, timer = self.host, self.timer
         use_best = self.config.train.restore_best and self.best is not None
         final = dict(zip(("params", "batch_stats"), self._weights()))  # the selected kind's (train.ema_select)
@@ -436,6 +446,7 @@ class Training:
         for ended in host.phases:  # e.g. two_phase: the head-only phase's metrics next to the final ones
             for k in (f"val_{m}", f"test_{m}", "step"):
                 metrics[f"phase{ended['phase']}_{k}"] = ended[k]
+        metrics.update(plan_columns(self.plan, host.best_any_phase, m))
         metrics.update(extras)
         with timer.phase("reporting"):
             self.tracker.log({"step": step, "event": "end", **{f"final_{k}": v for k, v in metrics.items()}})
@@ -475,6 +486,21 @@ class _NoTracker:
 
     def finish(self, summary: dict, failed: bool = False) -> None:
         pass
+
+
+def plan_columns(plan: strategies.Plan, best_any_phase: dict | None, metric: str) -> dict:
+    """The result's columns about the plan: with more than one phase, the best validation eval of any phase
+    (best_any_phase_val_<metric>, _val_loss, _step, _name: the phase's name), beside the final phase's that the
+    run reports; with a Shortfall (phases the run ends before), the final phase's frozen depth
+    (frozen_depth_reached) and the one-line reason (plan_shortfall)."""
+    out = {}
+    if len(plan.phases) > 1 and best_any_phase:
+        out.update({f"best_any_phase_val_{metric}": best_any_phase["val_metric"],
+                    "best_any_phase_val_loss": best_any_phase["val_loss"],
+                    "best_any_phase_step": best_any_phase["step"], "best_any_phase_name": best_any_phase["phase"]})
+    if plan.shortfall is not None:
+        out.update(frozen_depth_reached=plan.shortfall.frozen_depth_reached, plan_shortfall=plan.shortfall.why)
+    return out
 
 
 def _strategy_summary(cfg, plan: strategies.Plan) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
+import logging
 from typing import Any
 
 import jax
@@ -23,6 +23,8 @@ from tl_research.core import sharding, timing
 from tl_research.data import pipeline, sampling
 from tl_research.finetune import freezing, regularizers, strategies
 from tl_research.models.base import ModelMeta
+
+log = logging.getLogger(__name__)
 
 
 def mesh(config=None) -> jax.sharding.Mesh:
@@ -98,8 +100,9 @@ def _phase(timer, name: str):
 
 def setup(config, init_path: str | None = None, timer: timing.RunTimer | None = None) -> Setup:
     """Everything a run needs before anything compiles. After config.validate (trainer.run validates each
-    config once per process): the one check left here is what needs the built model and the real run length,
-    the strategy's plan (its phases must fit the run, e.g. a two_phase boundary before the last step)."""
+    config once per process), which checked the strategy's phases over the run's length: the plan is made
+    again here with the built model's parameter paths (a phase rule over them), and a Shortfall only such a
+    plan shows is warned in one line."""
     task = tasks_lib.of(config)
     with _phase(timer, "checkpoints"):
         weights, meta = init_weights(config.init, config.model, init_path)
@@ -114,12 +117,14 @@ def setup(config, init_path: str | None = None, timer: timing.RunTimer | None = 
         # the regulariser's model change: StochNorm layers, Co-Tuning's source classifier beside the head
         model = regularizers.extend(model, config, weights)
     names = list(weights_lib.flat_state(model)["params"])
-    steps_per_epoch = max(1, math.ceil(len(data.train) / config.data.batch_size))
-    total = config.train.steps or math.ceil(config.train.epochs * steps_per_epoch)
+    total, steps_per_epoch = strategies.run_length(config.train, config.data.batch_size, len(data.train))
     plan = strategies.plan(config, num_units=model.num_units, total_steps=total, steps_per_epoch=steps_per_epoch,
                            frozen_depth=freezing.resolve_frozen_depth(config.frozen_depth, model.num_units),
                            paths=names)
+    if plan.shortfall is not None:  # validation refuses what it can plan; this plan needed the model's paths
+        log.warning("%s", plan.shortfall.warning())  # the result records frozen_depth_reached and plan_shortfall
     counts = np.bincount(data.train.labels, minlength=data.num_classes)
-    class_w = sampling.class_weights(counts, config.train.class_weights, key="train.class_weights")
+    class_w = sampling.class_weights(counts, config.train.class_weights, config.train.class_weights_beta,
+                                     key="train.class_weights", norm=config.train.class_weights_norm)
     return Setup(data, model, run_meta(meta or ModelMeta(), data), plan.phases[-1].lowest_trainable_unit(names),
                  names, plan, total, steps_per_epoch, np.asarray(class_w, np.float32), report, task)

@@ -365,6 +365,7 @@ def range_test(base, workdir, *, progress: bool = True, echo=print) -> dict:
     into the same place the sweep will look for it)."""
     from tl_research.run import lr_range
     workdir = pathlib.Path(workdir).absolute()
+    base = config_lib.resolve_source_seed(config_lib.copy_config(base))  # source.seed -1: the base's seed
     config_lib.validate(base)
     config_lib.check_initial_weights(base)
     prepare_workdir(workdir)

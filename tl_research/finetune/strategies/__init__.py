@@ -24,6 +24,9 @@ registry: strategies/base.py; one module per strategy beside it). It decides, as
                   vpt_shallow         prompt tokens at the first ViT block's input, and the head (VPT, Jia et
                                       al. 2022, arXiv 2203.12119; strategy.vpt)
                   vpt_deep            a block's own prompt tokens at every ViT block's input, and the head
+                  a run with several phases selects its best validation step in the last (the result's
+                  best_any_phase_* hold the whole run's); phases the run ends before (a Shortfall) are refused
+                  when the config is validated (check_plan)
     what trains   on top of any strategy's phases: strategy.trainable_units (those units and the head) and
                   strategy.trainable (first-match (regex, train|freeze) rules over parameter paths), both
                   restricting what a phase trains (selection.py)
@@ -53,17 +56,17 @@ import ml_collections
 from tl_research.core.errors import ConfigError
 from tl_research.finetune import regularizers, schedules
 from tl_research.finetune.regularizers.l2_sp import l2_sp_penalty
-from tl_research.finetune.strategies.base import (Context, Phase, Plan, Strategy, StrategyBase, check_tiling,
-                                                  get, names, register, unregister)
+from tl_research.finetune.strategies.base import (Context, Phase, Plan, Shortfall, Strategy, StrategyBase,
+                                                  check_tiling, get, names, register, run_length, unregister)
 # the built-in strategies, registered in this order (the order `strategy.name`'s error lists them in)
 from tl_research.finetune.strategies import fine_tune, feature_extraction, two_phase, gradual_unfreezing  # noqa: F401
 from tl_research.finetune.strategies import bitfit, norm_only  # noqa: F401
 from tl_research.finetune.strategies import lora, ssf, adapter, vpt  # noqa: F401
 from tl_research.finetune.strategies import added, selection
 
-__all__ = ["BN_POLICIES", "Context", "NAMES", "Phase", "Plan", "REGULARIZERS", "Strategy", "StrategyBase", "check",
-           "default_config", "extend", "get", "l2_sp_penalty", "merged", "names", "plan", "register",
-           "unregister"]
+__all__ = ["BN_POLICIES", "Context", "NAMES", "Phase", "Plan", "REGULARIZERS", "Shortfall", "Strategy",
+           "StrategyBase", "check", "check_plan", "default_config", "extend", "get", "l2_sp_penalty", "merged",
+           "names", "plan", "register", "run_length", "unregister"]
 
 REGULARIZERS = regularizers.NAMES  # weight_decay, l2_sp, none, delta, bss, stochnorm, co_tuning
 BN_POLICIES = ("update", "source")
@@ -185,7 +188,28 @@ def plan(config, *, num_units: int, frozen_depth: int, total_steps: int, steps_p
     multipliers = strategy.lr_multipliers(config, ctx)
     wd = float(config.optimizer.weight_decay) if regularizers.weight_decay_applies(s.regularizer) else 0.0
     l2sp = (float(s.l2sp_alpha), float(s.l2sp_beta)) if s.regularizer == "l2_sp" else None
-    return Plan(phases, lrs, moms, multipliers, wd, l2sp, s.bn == "update", regularizers.term(config))
+    return Plan(phases, lrs, moms, multipliers, wd, l2sp, s.bn == "update", regularizers.term(config),
+                shortfall=_shortfall(strategy, config, ctx, phases))
+
+
+def _shortfall(strategy, config, ctx: Context, phases: list[Phase]) -> Shortfall | None:
+    check = getattr(strategy, "shortfall", None)  # optional for a strategy that implements the protocol whole
+    return check(config, ctx, phases) if check is not None else None
+
+
+def check_plan(config, *, num_units: int, frozen_depth: int, total_steps: int, steps_per_epoch: int) -> None:
+    """The plan's checks that need the run's length but not the model's parameter paths, for config validation:
+    the strategy's phases (a two_phase boundary past the last step), their schedules over their real lengths
+    (warmup longer than a phase) and a Shortfall (gradual unfreezing the run ends before frozen_depth), each a
+    ConfigError naming its key."""
+    strategy = get(config.strategy.name)
+    ctx = Context(num_units, frozen_depth, total_steps, steps_per_epoch)
+    phases = strategy.phases(config, ctx)
+    check_tiling(strategy.name, phases, total_steps)
+    strategy.schedule(config, ctx, phases)
+    shortfall = _shortfall(strategy, config, ctx, phases)
+    if shortfall is not None:
+        raise shortfall.error()
 
 
 def extend(model, config):

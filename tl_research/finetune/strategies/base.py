@@ -17,10 +17,16 @@ under weights/ (any later run can start from it), while its checkpoints and best
                     resolved frozen depth, the run's length, steps per epoch, and the parameter paths (when known)
     Strategy        name; check(config); phases(config, ctx); schedule(config, ctx, phases) -> (lrs, momenta);
                     lr_multipliers(config, ctx); extend(model, config) -> model; optionally merge(params, config)
-                    -> params (StrategyBase's: nothing to merge)
+                    -> params (StrategyBase's: nothing to merge) and shortfall(config, ctx, phases) -> Shortfall
+                    | None (StrategyBase's: None)
     StrategyBase    the defaults a strategy inherits: no extra checks, one schedule (config.schedule) over the
                     whole run, discriminative LR multipliers (strategy.lr_decay), no added parameters, nothing
-                    to merge
+                    to merge, no shortfall
+    Shortfall       a plan whose phases end before the config's request is met (gradual unfreezing that the run
+                    ends before it reaches frozen_depth): refused in config validation where the run's length is
+                    known from the config, else warned in one line at setup and recorded in the run's result
+    run_length      (total steps, steps per epoch) of a run from its config and training-set size: the one
+                    formula config validation and the run's setup share
     register/get    the registry; `names()` lists it in registration order
 
 A new strategy subclasses StrategyBase (or implements the protocol whole), overrides `phases` (and whatever else
@@ -29,6 +35,7 @@ it changes), and calls `register(MyStrategy())`: the config then accepts `strate
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -86,6 +93,7 @@ class Plan:
     update_stats: bool
     # the regulariser term the train step computes (finetune.regularizers.Term; None: weight_decay or none)
     regularizer: object = None
+    shortfall: "Shortfall | None" = None  # the phases end before the config's request is met (see Shortfall)
 
     def phase_index(self, step_index: int) -> int:
         """The phase of 0-based step index t (the step that makes `t + 1` steps done)."""
@@ -104,6 +112,33 @@ class Context:
     total_steps: int
     steps_per_epoch: int
     paths: tuple[str, ...] = ()  # the model's dotted parameter paths (after `extend`); () where not known
+
+
+@dataclasses.dataclass(frozen=True)
+class Shortfall:
+    """What a strategy's phases leave undone because the run ends first (gradual unfreezing that stops above
+    frozen_depth): the key whose value causes it, what would be allowed, and one line saying why. Config
+    validation raises `error()` where the run's length is known from the config; a plan that only the run's
+    setup can make (phases that depend on the model's parameter paths) warns with `warning()` and the run's
+    result records `frozen_depth_reached` and `plan_shortfall`."""
+
+    key: str  # e.g. strategy.unfreeze_every_steps
+    value: object
+    allowed: str
+    why: str  # one line: what the run reaches, and what the config asked for
+    frozen_depth_reached: int  # the frozen depth of the run's final phase
+
+    def error(self) -> ConfigError:
+        return ConfigError(self.key, self.value, self.allowed, why=self.why)
+
+    def warning(self) -> str:
+        return f"config.{self.key}={self.value!r}: {self.why} (allowed: {self.allowed})"
+
+
+def run_length(train_cfg, batch_size: int, train_examples: int) -> tuple[int, int]:
+    """(total steps, steps per epoch) of a run: train.steps, or train.epochs of ceil(examples / batch) steps."""
+    steps_per_epoch = max(1, math.ceil(train_examples / batch_size))
+    return train_cfg.steps or math.ceil(train_cfg.epochs * steps_per_epoch), steps_per_epoch
 
 
 @runtime_checkable
@@ -152,6 +187,11 @@ class StrategyBase:
 
     def extend(self, model, config):
         return model
+
+    def shortfall(self, config, ctx: Context, phases: list[Phase]) -> Shortfall | None:
+        """What `phases` leave undone of the config's request because the run ends first; None when nothing
+        (a strategy whose phases cannot fall short)."""
+        return None
 
     def merge(self, params: dict, config) -> dict:
         """The flat params ({dotted path: array}) of a model this strategy extended, with what `extend` added

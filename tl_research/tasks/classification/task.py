@@ -74,9 +74,12 @@ class Classification:
     def build_model(self, config, data, weights):
         if weights is None:
             return models.build(config.model, data.num_classes, data.image_shape[2], seed=config.seed), "scratch"
-        # every array comes from the checkpoint but the head, which starts at zero either way
-        model = models.zeros(config.model, data.num_classes, data.image_shape[2], seed=config.seed)
-        return model, weights_lib.transfer(model, weights).summary()
+        # every array comes from the checkpoint but the head, which starts at zero either way, and the units
+        # from config.transfer_depth up, which start from config.seed as a run from scratch does
+        n = config.get("transfer_depth", -1)
+        build = models.zeros if n == -1 else models.build
+        model = build(config.model, data.num_classes, data.image_shape[2], seed=config.seed)
+        return model, weights_lib.transfer(model, weights, fresh_from_unit=n).summary()
 
     def objective(self, config, data, augment_ops: tuple = (), normaliser=None) -> Objective:
         pixels = ()

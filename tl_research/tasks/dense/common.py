@@ -58,4 +58,5 @@ class DenseTask:
                             data.image_shape, seed=config.seed)
         if weights is None:
             return model, "scratch"
-        return model, weights_lib.transfer(model, weights).summary()
+        return model, weights_lib.transfer(model, weights,
+                                           fresh_from_unit=config.get("transfer_depth", -1)).summary()
