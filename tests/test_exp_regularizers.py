@@ -79,7 +79,7 @@ def _rows(gain_small: float, gain_large: float) -> list[dict]:
 def test_verdicts_follow_the_numbers():
     held = R.analyse(_rows(0.05, 0.005), pathlib.Path("."))
     assert [v.status for v in held.verdicts] == [verdict.HELD] * 6
-    assert "n=5, paired by seed" in held.verdicts[0].figure and "gain over plain at 15%" in held.headline
+    assert "n=5 seeds, paired" in held.verdicts[0].figure and "+0.064" in held.verdicts[4].published and "gain over plain at 15%" in held.headline
     assert "l2_sp" in held.tables[1] and "mean of the five" in held.tables[1]
     failed = R.analyse(_rows(-0.05, 0.0), pathlib.Path("."))  # they hurt with few labels: both claims fail
     assert [v.status for v in failed.verdicts] == [verdict.FAILED] * 6
