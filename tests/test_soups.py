@@ -87,3 +87,36 @@ def test_runs_that_cannot_be_averaged_are_refused_in_one_line(workdir, tmp_path,
     assert soup_cli.main([str(other)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "differs in its model" in err
+
+
+def test_bn_recompute_reestimates_mixtures_only_and_a_stored_make_builds_no_model(workdir, monkeypatch):
+    """bn_stats="recompute": every run is evaluated as trained (the same stored evaluation as "average"), a
+    mixture under its own key with BatchNorm statistics from the training split; the re-estimated statistics
+    do not depend on the ones the weights carried (momentum 0: each running statistic is replaced). With every
+    evaluation stored, make builds no model (loop.Training is never called)."""
+    rows = soups.make(workdir, wise=False, path=False, bn_stats="recompute", echo=lambda *_: None)
+    plain = {r["model"]: r for r in soups.make(workdir, wise=False, path=False,  
+                                               echo=lambda *_: None)}
+    got = {r["model"]: r for r in rows}
+    done = json.loads((workdir / "soups" / "evals.json").read_text())
+    assert sum(k.endswith(" bn-recompute") for k in done) == 1  # the uniform soup of the two runs
+    for model, r in got.items():
+        if model.startswith("run "):
+            assert r == plain[model]
+    assert got["uniform soup"]["val_loss"] != plain["uniform soup"]["val_loss"]
+    assert (workdir / "soups" / "soups_bn_recompute.csv").is_file() and (workdir / "soups" / "soups.csv").is_file()
+    ing = soups.runs(workdir, ["frozen_depth=0"])
+    ev = soups.Evaluations(ing[0].config, workdir / "soups", workdir, "recompute")
+    try:
+        w = soups.average([i.weights() for i in ing])
+        zeroed = {**w, "batch_stats": {k: np.zeros_like(v) for k, v in w["batch_stats"].items()}}
+        a, b = ev.recompute_stats(w)["batch_stats"], ev.recompute_stats(zeroed)["batch_stats"]
+        assert a.keys() == w["batch_stats"].keys()
+        assert all(np.allclose(a[k], b[k], atol=1e-6) for k in a)
+        assert not all(np.allclose(a[k], w["batch_stats"][k], atol=1e-3) for k in a)
+    finally:
+        ev.close()
+    from tl_research.run import loop
+    monkeypatch.setattr(loop, "Training", lambda *a, **kw: (_ for _ in ()).throw(AssertionError("built")))
+    again = soups.make(workdir, wise=False, path=False, bn_stats="recompute", echo=lambda *_: None)
+    assert again == rows

@@ -16,16 +16,23 @@ Ingredients are a workdir's finished runs (result.json status done, weights/ exp
 (runs that trained only the head are the WiSE-FT endpoints), narrowed by `select` ("key=value" on the runs'
 configs). They must share an architecture (the same parameter names and shapes), a label space (task, data
 name and classes) and an initialisation (the same source model, weights file or scratch seed): anything else
-is refused in one line naming what differs. BatchNorm running statistics are averaged with the parameters.
+is refused in one line naming what differs. BatchNorm running statistics are averaged with the parameters
+(bn_stats="average"), or, for every model that mixes two or more runs, estimated again from the training split
+(bn_stats="recompute": each BatchNorm's running mean and variance set to the mean over the split's full batches
+of the batch statistics of the mixed model in training mode, as SWA's bn_update does, Izmailov et al. 2018; the
+statistics of a mixture are not the mixture of the statistics). A single run's weights are evaluated as trained.
 
 Every model is evaluated by the runs' own evaluators (val, test, and config.evals' extra test sets: the
-out-of-distribution ones), built once from the first ingredient's config with the feature cache off. Each
-evaluation is stored in WORKDIR/soups/evals.json as it ends, so a command killed part way redoes only what was
-left; soups.csv (one row per model) and soups.md (the summary table) are written at the end.
+out-of-distribution ones), built from the first ingredient's config with the feature cache off, once and only
+when some evaluation is not stored yet. Each evaluation is stored in WORKDIR/soups/evals.json (`out`: another
+folder of the workdir) as it ends, so a command killed part way redoes only what was left, and a command whose
+evaluations are all stored reads them back without building a model; soups.csv (one row per model) and soups.md
+(the summary table) are written at the end.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import pathlib
@@ -157,31 +164,49 @@ def barrier(losses: list[float], alphas=ALPHAS) -> float:
     return float(max(l - ((1 - a) * losses[0] + a * losses[-1]) for a, l in zip(alphas, losses)))
 
 
-class Evaluations:
-    """The runs' evaluators (built once), and each model's metrics, stored as they are measured."""
+BN_STATS = ("average", "recompute")
 
-    def __init__(self, config, out_dir: pathlib.Path):
-        from tl_research.config import copy_config
-        from tl_research.run import loop, steps
-        cfg = copy_config(config)
-        cfg.train.feature_cache = False  # every model from the images: a prefix differs between soups
-        self.tmp = tempfile.TemporaryDirectory(prefix="soup-")
-        init_path = None
-        if cfg.init == "source":
-            from tl_research.config import config_hash
-            init_path = str(out_dir.parent / "sources" / config_hash(cfg.source) / "weights")
-        self.init_path = init_path
-        self.t = loop.Training(cfg, pathlib.Path(self.tmp.name) / "eval", init_path, steps.StepCache())
+
+class Evaluations:
+    """The runs' evaluators (built on the first evaluation not stored yet), and each model's metrics, stored as
+    they are measured. bn_stats="recompute": a model that mixes runs gets its BatchNorm statistics again from
+    the training split before it is evaluated (recompute_stats)."""
+
+    def __init__(self, config, out_dir: pathlib.Path, workdir: pathlib.Path, bn_stats: str = "average"):
+        from tl_research.config import config_hash
+        self.config, self.bn_stats, self._t, self.tmp = config, bn_stats, None, None
+        self.init_path = (str(pathlib.Path(workdir) / "sources" / config_hash(config.source) / "weights")
+                          if config.init == "source" else None)
         self.path = out_dir / "evals.json"
         self.done = durable.read_json(self.path) or {}
+        self._stats_step = None
+
+    @property
+    def t(self):
+        """The run's training setup (its data, evaluators and compiled eval step), built once when needed."""
+        if self._t is None:
+            from tl_research.config import copy_config
+            from tl_research.run import loop, steps
+            cfg = copy_config(self.config)
+            cfg.train.feature_cache = False  # every model from the images: a prefix differs between soups
+            self.tmp = tempfile.TemporaryDirectory(prefix="soup-")
+            self._t = loop.Training(cfg, pathlib.Path(self.tmp.name) / "eval", self.init_path, steps.StepCache())
+        return self._t
 
     def source_weights(self) -> dict | None:
         return weights_lib.load_weights(self.init_path)[0] if self.init_path else None
 
-    def __call__(self, key: str, weights: dict) -> dict:
+    def __call__(self, key: str, weights: Callable[[], dict], mixed: bool = False) -> dict:
+        """The metrics of the model `weights()` builds (called only when `key` is not stored yet); `mixed`: a
+        mixture of runs (its BatchNorm statistics re-estimated under bn_stats="recompute", under its own key)."""
+        recompute = mixed and self.bn_stats == "recompute"
+        key = f"{key} bn-recompute" if recompute else key
         if key in self.done:
             return self.done[key]
-        placed = self.t.prog.place_weights(weights)
+        w = weights()
+        if recompute and w.get("batch_stats"):
+            w = self.recompute_stats(w)
+        placed = self.t.prog.place_weights(w)
         p, s = placed["params"], placed["batch_stats"]
         out = {}
         for split, ev in (("val", self.t.val), ("test", self.t.test)):
@@ -192,9 +217,54 @@ class Evaluations:
         durable.write_json(self.path, self.done)
         return out
 
+    def recompute_stats(self, weights: dict) -> dict:
+        """`weights` with every depth unit's BatchNorm running mean and variance replaced by the mean, over the
+        training split's full batches (data.batch_size, fixed order, no augmentation), of the batch statistics
+        the model computes in training mode (SWA's bn_update, a cumulative average)."""
+        import jax
+        from tl_research.core import sharding
+        from tl_research.data import pipeline
+        from tl_research.run import steps
+        t = self.t
+        step = self._stats_step = self._stats_step or _stats_step(t.prog.base)
+        placed = t.prog.place_weights(weights)
+        total, n = None, 0
+        for batch in pipeline.eval_batches(t.s.data, t.s.data.train, int(self.config.data.batch_size),
+                                           self.config.data.threads):
+            if not np.all(batch["mask"]):  # the padded last batch: its padding would enter the statistics
+                continue
+            images = steps.to_device({"image": batch["image"]}, t.data_sharding)["image"]
+            out = step(placed["params"], placed["batch_stats"], images)
+            total = out if total is None else jax.tree.map(lambda a, b: a + b, total, out)
+            n += 1
+        if not n:
+            raise ConfigError("--bn_stats", "recompute", "average", why="the training split holds no full batch "
+                              f"of data.batch_size {self.config.data.batch_size}")
+        stats = {k: (np.asarray(v, np.float64) / n).astype(np.float32) for k, v in sharding.to_host(total).items()}
+        return {**weights, "batch_stats": {k: stats.get(k, v) for k, v in weights["batch_stats"].items()}}
+
     def close(self) -> None:
-        self.t.manager.close()
-        self.tmp.cleanup()
+        if self._t is not None:
+            self._t.manager.close()
+            self.tmp.cleanup()
+
+
+def _stats_step(spec):
+    """jitted (params, stats, images) -> every BatchNorm statistic after one training-mode pass of the depth
+    units over `images` with momentum 0 (so each running statistic becomes the batch's); dropout off."""
+    import jax
+    from flax import nnx
+    model_of, preprocess = spec.model_of(), spec.preprocess()
+
+    def step(params, stats, images):
+        model = model_of(params, stats)
+        model.set_attributes(use_running_average=False, deterministic=True, momentum=0.0, raise_if_not_found=False)
+        x = preprocess(images)
+        for unit in model.units:
+            x = unit(x)
+        return {".".join(str(q) for q in path): v.get_value()
+                for path, v in nnx.to_flat_state(nnx.state(model, nnx.BatchStat))}
+    return jax.jit(step)
 
 
 def digest(*parts) -> str:
@@ -203,35 +273,46 @@ def digest(*parts) -> str:
 
 # ---------------------------------------------------------------------------------------------- the command's work
 
-def make(workdir, select=(), *, wise: bool = True, path: bool = True, echo=print) -> list[dict]:
-    """Every model of the module docstring evaluated; soups.csv and soups.md written; the rows returned."""
+def make(workdir, select=(), *, wise: bool = True, path: bool = True, bn_stats: str = "average",
+         out: str = FOLDER, echo=print) -> list[dict]:
+    """Every model of the module docstring evaluated; WORKDIR/`out`/soups.csv and soups.md written; the rows
+    returned."""
     workdir = pathlib.Path(workdir).absolute()
+    if bn_stats not in BN_STATS:
+        raise ConfigError("--bn_stats", bn_stats, ", ".join(BN_STATS))
     found = runs(workdir, select)
     ingredients = sorted((r for r in found if r.trained_units), key=lambda r: (-r.val_metric, r.run_id))
     check_compatible(ingredients, workdir, select)
     probes = [r for r in found if not r.trained_units and not _differs(r, ingredients[0], workdir)]
-    out_dir = workdir / FOLDER
-    out_dir.mkdir(exist_ok=True)
-    ev = Evaluations(ingredients[0].config, out_dir)
+    out_dir = workdir / out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ev = Evaluations(ingredients[0].config, out_dir, workdir, bn_stats)
+    from tl_research import tasks
+    metric = f"val_{tasks.of(ingredients[0].config).metric}"
     try:
-        metric = f"val_{ev.t.metric}"
-        weights = {r.run_id: r.weights() for r in ingredients}
+        weights = {r.run_id: r.weights for r in ingredients}  # read when an evaluation needs them (once each)
         rows = [_row(f"run {r.run_id}", ev(digest("run", r.run_id), weights[r.run_id]), [r]) for r in ingredients]
         echo(f"{len(ingredients)} ingredient(s) sharing {init_identity(ingredients[0].config, workdir)}; best "
              f"single run {ingredients[0].run_id} ({metric} {rows[0][metric]:.4f})")
         soup = lambda members: ev(digest("soup", sorted(m.run_id for m in members)),  # noqa: E731
-                                  average([weights[m.run_id] for m in members]))
+                                  lambda: average([weights[m.run_id]() for m in members]), mixed=len(members) > 1)
         rows.append(_row("uniform soup", soup(ingredients), ingredients))
         chosen = greedy(ingredients, lambda members: soup(members)[metric])
         rows.append(_row("greedy soup", soup(chosen), chosen))
         if wise:
-            rows += _wise(ev, ingredients[0], weights[ingredients[0].run_id], probes, echo)
+            rows += _wise(ev, ingredients[0], probes, echo)
         if path and len(ingredients) > 1:
-            rows += _path(ev, ingredients[:2], weights)
+            rows += _path(ev, ingredients[:2])
     finally:
         ev.close()
-    _write(out_dir, rows, metric, echo)
+    _write(out_dir, rows, metric, echo, stem=table_stem(bn_stats))
     return rows
+
+
+def table_stem(bn_stats: str = "average") -> str:
+    """The name of the CSV and Markdown tables `make` writes: soups (BatchNorm statistics averaged), or
+    soups_bn_recompute; both modes share the folder's evals.json (a single run's evaluation is the same)."""
+    return "soups" if bn_stats == "average" else f"soups_bn_{bn_stats}"
 
 
 def _differs(run: Ingredient, ref: Ingredient, workdir) -> bool:
@@ -247,29 +328,34 @@ def _row(model: str, metrics: dict, members: list, alpha: float | None = None) -
             "run_ids": ";".join(m.run_id for m in members), **metrics}
 
 
-def _wise(ev: Evaluations, ft: Ingredient, ft_weights: dict, probes: list, echo) -> list[dict]:
+def _wise(ev: Evaluations, ft: Ingredient, probes: list, echo) -> list[dict]:
     """The WiSE-FT curve of the best run: from the linear probe run (best on val) if there is one, else from
     the source backbone carrying the fine-tuned head."""
     if probes:
         probe = max(probes, key=lambda r: (r.val_metric, r.run_id))
-        start, name, members = probe.weights(), f"linear probe {probe.run_id}", [probe, ft]
+        start, name, members = probe.weights, f"linear probe {probe.run_id}", [probe, ft]
     else:
-        source = ev.source_weights()
-        if source is None:
+        if ev.init_path is None:
             echo("WiSE-FT skipped: no linear probe run and no source model (the runs start from scratch)")
             return []
-        start = {coll: {k: (ft_weights[coll][k] if k.startswith("head.") or k not in source.get(coll, {})
-                            else source[coll][k]) for k in ft_weights[coll]} for coll in ft_weights}
+
+        @functools.cache
+        def start():
+            source, ft_weights = ev.source_weights(), ft.weights()
+            return {coll: {k: (ft_weights[coll][k] if k.startswith("head.") or k not in source.get(coll, {})
+                               else source[coll][k]) for k in ft_weights[coll]} for coll in ft_weights}
         name, members = "source backbone + fine-tuned head", [ft]
     echo(f"WiSE-FT: from {name} to {ft.run_id}")
-    return [_row(f"wise_ft from {name}", ev(digest("wise", name, ft.run_id, a), interpolate(start, ft_weights, a)),
+    return [_row(f"wise_ft from {name}", ev(digest("wise", name, ft.run_id, a),
+                                            lambda a=a: interpolate(start(), ft.weights(), a), mixed=0 < a < 1),
                  members, a) for a in ALPHAS]
 
 
-def _path(ev: Evaluations, pair: list, weights: dict) -> list[dict]:
-    a, b = (weights[r.run_id] for r in pair)
-    return [_row(f"path {pair[0].run_id} -> {pair[1].run_id}",
-                 ev(digest("path", pair[0].run_id, pair[1].run_id, x), interpolate(a, b, x)), pair, x)
+def _path(ev: Evaluations, pair: list) -> list[dict]:
+    a, b = pair
+    return [_row(f"path {a.run_id} -> {b.run_id}",
+                 ev(digest("path", a.run_id, b.run_id, x), lambda x=x: interpolate(a.weights(), b.weights(), x),
+                    mixed=0 < x < 1), pair, x)
             for x in ALPHAS]
 
 
@@ -287,9 +373,9 @@ def summary(rows: list[dict], metric: str) -> list[dict]:
     return lines
 
 
-def _write(out_dir: pathlib.Path, rows: list[dict], metric: str, echo) -> None:
+def _write(out_dir: pathlib.Path, rows: list[dict], metric: str, echo, stem: str = "soups") -> None:
     import pandas as pd
-    pd.DataFrame(rows).to_csv(out_dir / "soups.csv", index=False)
+    pd.DataFrame(rows).to_csv(out_dir / f"{stem}.csv", index=False)
     cols = [c for c in rows[0] if c not in ("model", "alpha", "run_ids") and not c.endswith("_loss")
             and c != "members"]
     lines = summary(rows, metric)
@@ -300,6 +386,6 @@ def _write(out_dir: pathlib.Path, rows: list[dict], metric: str, echo) -> None:
         b = barrier([r["val_loss"] for r in path])
         table.append(f"\nLoss barrier along the straight path {path[0]['model'][5:]}: {b:+.4f} (val loss; near 0: "
                      f"one basin)")
-    durable.write_text(out_dir / "soups.md", "\n".join(table) + "\n")
+    durable.write_text(out_dir / f"{stem}.md", "\n".join(table) + "\n")
     echo("\n".join(table))
-    echo(f"wrote {out_dir / 'soups.csv'} and {out_dir / 'soups.md'}")
+    echo(f"wrote {out_dir / f'{stem}.csv'} and {out_dir / f'{stem}.md'}")

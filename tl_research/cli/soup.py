@@ -2,9 +2,11 @@
 finished runs (tl_research/analysis/soups.py says what each is and which runs qualify).
 
     python -m tl_research.soup WORKDIR [--select KEY=VALUE ...] [--no_wise] [--no_path]
+        [--bn_stats average|recompute] [--out FOLDER]
 
 --select narrows the ingredients by their configs (e.g. --select strategy.name=fine_tune --select frozen_depth=0;
-values as the config holds them). Writes WORKDIR/soups/soups.csv (every model evaluated: each run, the uniform
+values as the config holds them). --bn_stats recompute estimates the BatchNorm statistics of every model that
+mixes runs again from the training split (default: averaged with the weights). Writes WORKDIR/soups/soups.csv (every model evaluated: each run, the uniform
 and greedy soups, the WiSE-FT curve, the path) and WORKDIR/soups/soups.md (the summary table), and prints the
 table. A killed command relaunched redoes only the evaluations it had not stored. Runs that cannot be averaged
 (another architecture, label space or initialisation) are refused in one `error:` line, exit code 2.
@@ -28,6 +30,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                     help="keep the runs whose config has KEY=VALUE (repeatable)")
     ap.add_argument("--no_wise", action="store_true", help="no WiSE-FT curve")
     ap.add_argument("--no_path", action="store_true", help="no loss along the path between the two best runs")
+    ap.add_argument("--bn_stats", default="average", help="BatchNorm statistics of a mixture of runs: average "
+                    "(with the weights) or recompute (from the training split)")
+    ap.add_argument("--out", default="soups", help="the folder of the workdir the results go to")
     return ap.parse_args(argv)
 
 
@@ -42,7 +47,11 @@ def main(argv: list[str]) -> int:
             if "=" not in item:
                 raise ConfigError("--select", item, "KEY=VALUE, e.g. strategy.name=fine_tune")
         from tl_research.analysis import soups
-        soups.make(workdir, args.select, wise=not args.no_wise, path=not args.no_path)
+        out = pathlib.PurePath(args.out)
+        if not args.out or out.is_absolute() or ".." in out.parts:
+            raise ConfigError("--out", args.out, "a folder name inside WORKDIR, e.g. soups/seed0")
+        soups.make(workdir, args.select, wise=not args.no_wise, path=not args.no_path, bn_stats=args.bn_stats,
+                   out=args.out)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -70,7 +70,9 @@ INTRODUCED: dict[str, Any] = {"model.stem_stride": 1, "train.background_weight":
                               "strategy.bss_k": 1, "strategy.stochnorm_p": 0.5, "strategy.co_tuning_lambda": 2.3,
                               "transfer_depth": -1,  # every unit of the initial weights loaded
                               # the class weights' beta and normalisation as they were fixed before
-                              "train.class_weights_beta": 0.999, "train.class_weights_norm": "classes"}
+                              "train.class_weights_beta": 0.999, "train.class_weights_norm": "classes",
+                              # co_tuning's relationship before the calibrated one was built: TLlib's average
+                              "strategy.co_tuning_relationship": "direct", "strategy.co_tuning_source_scale": 1.0}
 
 
 # Keys that never change what a run computes (how often it checkpoints, how much disk the feature cache may

@@ -10,6 +10,8 @@ EXPERIMENTS: list[Experiment] = [m.EXPERIMENT for m in (layer_transfer, cyclical
                                                         domain_similarity, class_imbalance, decision_matrix,
                                                         surgical, peft_vs_full)]
 EXPERIMENTS.append(__import__("tl_research.experiments.transferability_ranking", fromlist=["EXPERIMENT"]).EXPERIMENT)
+EXPERIMENTS.append(__import__("tl_research.experiments.soups", fromlist=["EXPERIMENT"]).EXPERIMENT)
+EXPERIMENTS.append(__import__("tl_research.experiments.regularizers", fromlist=["EXPERIMENT"]).EXPERIMENT)
 EXPERIMENTS.append(__import__("tl_research.experiments.few_shot_curves", fromlist=["EXPERIMENT"]).EXPERIMENT)
 EXPERIMENTS.append(__import__("tl_research.experiments.better_models_transfer", fromlist=["EXPERIMENT"]).EXPERIMENT)
 

@@ -58,7 +58,8 @@ def weight_decay_applies(name: str) -> bool:
 KEY_RANGES = {  # every term's numeric keys, checked whichever regulariser is chosen: (lo, hi, integer)
     "delta_alpha": (0.0, None, False), "delta_beta": (0.0, None, False),
     "delta_attention_examples": (1, None, True), "bss_eta": (0.0, None, False), "bss_k": (1, None, True),
-    "stochnorm_p": (0.0, 1.0, False), "co_tuning_lambda": (0.0, None, False)}
+    "stochnorm_p": (0.0, 1.0, False), "co_tuning_lambda": (0.0, None, False),
+    "co_tuning_source_scale": (0.0, None, False)}
 
 
 def check(config) -> None:
@@ -70,6 +71,12 @@ def check(config) -> None:
     if not isinstance(s.delta_attention, bool):
         raise err("delta_attention", s.delta_attention, "True (the paper's supervised channel attention) or False "
                                                         "(every channel weighs 1)")
+    if s.co_tuning_source_scale <= 0:
+        raise err("co_tuning_source_scale", s.co_tuning_source_scale, "a number > 0 (1: the source logits as they are)")
+    from tl_research.finetune.regularizers.co_tuning import RELATIONSHIPS
+    if s.co_tuning_relationship not in RELATIONSHIPS:
+        raise err("co_tuning_relationship", s.co_tuning_relationship, ", ".join(RELATIONSHIPS),
+                  why="calibrated: the paper's, learnt with held-out validation data; direct: TLlib's average")
     units = s.delta_units
     if not isinstance(units, (tuple, list)) or any(isinstance(u, bool) or not isinstance(u, int) or u < 0
                                                    for u in units):

@@ -113,3 +113,26 @@ def source_pass(fn: Callable, data, split, batch_size: int, threads: int):
         from jax.experimental import multihost_utils
         total = tuple(np.asarray(multihost_utils.process_allgather(t)).sum(0) for t in total)
     return total
+
+
+def source_rows(fn: Callable, data, split, batch_size: int, threads: int) -> tuple:
+    """The rows `fn(batch)` gives per example (a tuple of host arrays (B, ...), e.g. the source model's logits and
+    the labels), for the split's real examples in order, over every batch and every process's part of a batch
+    (a multi-process run gathers them all, so each process holds the same arrays)."""
+    from tl_research.data import pipeline
+
+    def every_process(x):
+        x = np.asarray(x)
+        if jax.process_count() == 1:
+            return x
+        from jax.experimental import multihost_utils
+        return np.concatenate(list(np.asarray(multihost_utils.process_allgather(x))))
+
+    parts = []
+    for batch in pipeline.eval_batches(data, split, batch_size, threads):
+        keep = every_process(batch["mask"])
+        parts.append(tuple(every_process(x)[keep] for x in jax.device_get(fn(batch))))
+    if not parts:
+        return ()
+    return tuple(np.concatenate(column) for column in zip(*parts))
+

@@ -112,6 +112,10 @@ def default_config() -> ml_collections.ConfigDict:
         bss_k=1,
         stochnorm_p=0.5,  # StochNorm: per channel, the probability of the batch statistics (else the moving)
         co_tuning_lambda=2.3,  # Co-Tuning: weight of the source head's loss (TLlib's trade-off)
+        # Co-Tuning's category relationship p(y_s | y_t): calibrated (the paper's: learnt on the training split,
+        # chosen and calibrated on the held-out validation split) | direct (TLlib's: per-class mean source softmax)
+        co_tuning_relationship="calibrated",
+        co_tuning_source_scale=1.0,  # Co-Tuning: the source logits' scale before its softmax (1 / temperature)
         bn="update",  # BatchNorm statistics of trainable units: update | source
         # on top of the strategy's phases (selection.py): only these depth units (and the head) train, e.g.
         # (0,) the first block only; () = every unit the strategy trains
