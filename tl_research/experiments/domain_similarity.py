@@ -71,7 +71,9 @@ def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
     table = tables.ci_table(g, "gain", ["arm"], "source", "Gain over scratch on MNIST 5-9 (test accuracy, paired "
                                                           "by seed), by source domain, most similar first",
                             order=order, bounds=stats.DIFFERENCE)
-    sims = tables.ci_table(g[g["arm"] == "fine-tune"], "similarity", ["source"], None,
+    rank = {s: i for i, s in enumerate(order)}
+    one_arm = g[g["arm"] == "fine-tune"].sort_values("source", key=lambda s: s.map(rank), kind="stable")
+    sims = tables.ci_table(one_arm, "similarity", ["source"], None,
                            "Measured similarity of each source domain's training images to the target's, "
                            "exp(-0.01 EMD) on the common extractor's features, most similar first",
                            bounds=(0.0, 1.0))
