@@ -54,3 +54,16 @@ def test_an_introduced_key_at_its_old_value_leaves_the_identity_unchanged():
         for p in parents:
             node = node.get(p, {})  # a block of introduced keys only is gone whole
         assert leaf not in node, key
+
+
+def test_a_key_read_only_under_a_regulariser_is_left_out_of_other_configs_identity():
+    from tl_research.config import run_identity
+    assert run_identity.READ_ONLY_UNDER
+    for key, (sibling, value) in run_identity.READ_ONLY_UNDER.items():
+        block, _, name = key.rpartition(".")
+        plain = C.base_config()
+        other = C.base_config()
+        other[block][name] = "x" if isinstance(plain[block][name], str) else plain[block][name] + 1
+        assert C.config_hash(plain) == C.config_hash(other), key  # not read: the same experiment
+        plain[block][sibling] = other[block][sibling] = value
+        assert C.config_hash(plain) != C.config_hash(other), key  # read: another experiment

@@ -15,7 +15,8 @@ runs, one network per source domain (the sources are the independent units of th
     python -m tl_research.experiments run domain_similarity
 """
 from tl_research import config as config_lib
-from tl_research.config import axis, base_config, chain, copy_config, product
+from tl_research.config import axis, chain, product
+from tl_research.experiments.common import small_base
 from tl_research.data.domains import LADDER
 
 SEEDS = (0, 1, 2)
@@ -30,25 +31,10 @@ EXTRACTOR = ("mnist 0-9", "mnist_subset", tuple(range(10)))
 
 
 def _target():
-    c = base_config()
-    c.name = "exp_domain_similarity"
-    c.data.name, c.data.classes = TARGET
-    c.data.channels = 1  # every domain read in grey: one input for every source and the extractor
-    c.data.batch_size = 32
-    c.model.name = "resnet_cifar"
-    c.model.stage_sizes = (1, 1, 1)  # stem + 3 residual blocks = 4 depth units
-    c.model.width = 16
-    c.optimizer.name = "sgd"
-    c.optimizer.momentum = 0.9
-    c.optimizer.weight_decay = 5e-4
-    c.schedule.name = "cosine"
-    c.schedule.lr = 0.05
-    c.schedule.warmup_steps = 5
-    c.train.steps = 60
-    c.train.eval_every = 20
-    c.train.log_every = 20
-    c.train.checkpoint_every = 1000
-    c.wandb.mode = "disabled"
+    """The target run: the experiments' small ResNet on MNIST digits 5-9, grey (every domain is read in grey: one
+    input for every source and the extractor), 60 steps."""
+    c = small_base("exp_domain_similarity", classes=TARGET[1])
+    c.data.name = TARGET[0]
     return c
 
 

@@ -97,12 +97,30 @@ def _introduced(path: str, value) -> bool:
     return path in NEUTRAL or (path in INTRODUCED and _plain(value) == _plain(INTRODUCED[path]))
 
 
+# Keys read only when a sibling key has a value (key -> (sibling, value)): left out of the identity otherwise,
+# whatever their value, so a default that differs from the INTRODUCED one changes no other config's identity.
+READ_ONLY_UNDER: dict[str, tuple[str, Any]] = {
+    "strategy.co_tuning_relationship": ("regularizer", "co_tuning"),
+    "strategy.co_tuning_source_scale": ("regularizer", "co_tuning"),
+}
+
+
+def _unread(path: str, tree: dict) -> bool:
+    while path.startswith("source."):
+        path = path[len("source."):]
+    sibling, value = READ_ONLY_UNDER.get(path, (None, None))
+    return sibling is not None and tree.get(sibling) != value
+
+
 def identity(tree: dict, prefix: str = "") -> dict:
     """A config as a nested dict (ConfigDict.to_dict() or its JSON) without the INTRODUCED keys that hold
-    their old-behaviour value: what decides whether two configs are the same experiment."""
+    their old-behaviour value, nor the READ_ONLY_UNDER keys their condition leaves unread: what decides whether
+    two configs are the same experiment."""
     out = {}
     for key, value in tree.items():
         path = f"{prefix}{key}"
+        if _unread(path, tree):
+            continue
         if isinstance(value, dict):
             inner = identity(value, path + ".")
             if inner or not value:  # a block all of whose keys are introduced at their old value was not there
