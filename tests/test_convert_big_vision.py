@@ -160,6 +160,7 @@ def vit_train_losses(steps: int = 3) -> list[float]:
     return losses
 
 
+@pytest.mark.long  # a ViT compiled for 8 devices and for one: about 20 s (FSDP on 8 devices stays in the suite)
 def test_vit_train_steps_on_eight_devices_match_one_device():
     # The trainer's data-parallel mesh (Auto axes) over 8 simulated devices: the batch split over them, the
     # parameters replicated; the ViT's steps must give the single-device losses.

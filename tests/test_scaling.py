@@ -1,5 +1,5 @@
 """Scaling out: batch sizes checked against the devices, FSDP on 8 simulated devices, every shipped config on 8
-devices (a long check: `python -m pytest -m long`), two processes on localhost, bfloat16 and gradient
+devices and bfloat16 (long checks: `python -m pytest -m long`), two processes on localhost and gradient
 accumulation.
 
 The multi-device checks run in subprocesses (XLA_FLAGS=--xla_force_host_platform_device_count=8; two processes
@@ -332,6 +332,7 @@ def test_a_slurm_task_sees_every_gpu_of_its_node_and_one_task_per_gpu_is_refused
 
 # ---------------------------------------------------------------------------------------------- bf16, accumulation
 
+@pytest.mark.long  # two quickstart-sized runs: about 16 s
 def test_bfloat16_trains_the_quickstart_model_to_float32_accuracy(data_dir, tmp_path):
     """The quickstart's network and optimizer, from scratch on the 8x8 digits (10 classes, 60 steps, a test
     split of 360): bfloat16 compute ends, over 3 seeds, within 2.5 points of float32's mean test accuracy.
