@@ -2,7 +2,7 @@
 
 Source: digits 0-4 (once per workdir). Target (in-distribution): digits 5-9 of mnist_subset, 600 training
 images. Out-of-distribution tests: digits 5-9 of the domain ladder's other rungs (data.extra_test_sets:
-mnist_inverted, mnist_m, digits_upsampled), read in grey. Arms, 3 seeds:
+mnist_inverted, mnist_m, digits_upsampled), read in grey. Arms, 5 seeds:
   LP    : all units frozen, a new head, 60 steps at lr 0.05 (cosine)
   FT    : every unit trained, 60 steps at lr 0.05 (cosine)
   LP-FT : the LP arm's 60 head steps (strategy two_phase, head at 0.05 cosine), then 60 steps of every unit at
@@ -11,7 +11,7 @@ mnist_inverted, mnist_m, digits_upsampled), read in grey. Arms, 3 seeds:
     python -m tl_research.experiments run lp_ft
 """
 from tl_research.config import axis, product
-from tl_research.experiments.common import SEEDS, small_base, with_source
+from tl_research.experiments.common import FIVE_SEEDS, small_base, with_source
 
 OOD = ("mnist_inverted", "mnist_m", "digits_upsampled")
 
@@ -34,4 +34,4 @@ def get_sweep():
     arms = [{"label": "LP", "frozen_depth": "all"}, {"label": "FT", "frozen_depth": 0},
             {"label": "LP-FT", "frozen_depth": 0, "strategy.name": "two_phase", "schedule.lr": 0.005,
              "train.steps": 120}]
-    return product(axis("seed", list(SEEDS)), arms)
+    return product(axis("seed", list(FIVE_SEEDS)), arms)

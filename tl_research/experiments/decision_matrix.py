@@ -89,7 +89,7 @@ fine-tune; small + different: hard (fine-tune from earlier layers, little to gai
 fine-tune, or train from scratch. No paper numbers: a rule, tested cell by cell.""",
     differences="""- Similar: digits 5-9 of MNIST (the source's own domain, digits 0-4); different: digits 5-9 of
   MNIST-M (digits over photographs), read in grey. Small: 10 images per class (50 steps); large: all 350 per
-  class (150 steps). 3 seeds, paired.
+  class (150 steps). 5 seeds, paired.
 - "Hard" is read as: the best accuracy in that cell is below the best of each other cell.""",
     claim="small+similar: feature extraction; large+similar: fine-tune; small+different: hard; "
           "large+different: fine-tune or scratch",

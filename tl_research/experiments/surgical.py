@@ -158,7 +158,7 @@ claims tested are the directions above.)""",
     differences="""- Source: the 4-unit ResNet (stem + 3 residual blocks, 77k parameters) trained on 1,750 MNIST digits
   0-4, not ResNet-26 / ResNet-50 on CIFAR-10 / ImageNet. Targets: 20 training images per class (100 in all; Lee
   et al.'s CIFAR-C: 1,000 against CIFAR-10's 50,000), 60 steps of SGD, the LR of each (target, arm) chosen among
-  0.01, 0.03 and 0.1 by mean validation accuracy over the 3 seeds.
+  0.01, 0.03 and 0.1 by mean validation accuracy over the 5 seeds.
 - Input-level shift: the same digits 0-4 inverted and tinted (`mnist_inverted`) or blended over photographs
   (`mnist_m`), read in grey, instead of synthetic corruptions.
 - Feature-level shift: digits 5-9 of the source's own domain. Like BREEDS' Living-17 / Entity-30 (the same
