@@ -307,9 +307,9 @@ def report_tables(report_cfg, rows: list[dict], summary: pd.DataFrame, workdir="
 def _setting_keys(df: pd.DataFrame, metric: str) -> list[str]:
     """The columns that describe a run's setting (swept keys, seed included): not results, not metrics (per-
     phase metrics of multi-phase strategies included)."""
-    ignore = set(first_columns()) | {"steps", "stopped_early", "num_units", "frozen_depth_resolved", "val_loss",
-                                   "strategy_resolved", "feature_path", "feature_path_reason", "test_loss",
-                                   metric}
+    ignore = set(first_columns()) | {"steps", "stopped_early", "num_units", "num_classes", "frozen_depth_resolved",
+                                     "val_loss", "strategy_resolved", "feature_path", "feature_path_reason",
+                                     "test_loss", metric}
     metric_like = {c for c in df.columns if c.endswith(metric_suffixes()) or c.startswith(PLAN_COLUMNS)}
     return [c for c in df.columns if c not in ignore and c not in metric_like]
 

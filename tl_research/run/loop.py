@@ -431,6 +431,7 @@ class Training:
             "best_step": best_step, "steps": step,
             "stopped_early": host.stopped_early, "trainable_params": self.trainable_params,
             "frozen_depth_resolved": self.s.frozen_depth, "num_units": self.s.model.num_units,
+            "num_classes": int(self.s.data.num_classes),  # the target's: chance is 1/num_classes (experiments)
             # the strategy in one cell (its keys are columns of their own only where a sweep varies them)
             "strategy_resolved": _strategy_summary(self.config.strategy, self.plan),
             "feature_path": paths["feature_path"],  # per phase: cached@k | input
