@@ -1,5 +1,6 @@
 """The experiments' machinery: intervals and verdicts follow the numbers (a claim the numbers contradict reads
 "did not hold"), and the command runs a tiny experiment, resumes it, and writes its README, plot and index."""
+import dataclasses
 import math
 import pathlib
 
@@ -139,8 +140,15 @@ def test_command_runs_resumes_and_writes_the_readme(tmp_path, data_dir, capsys):
     assert "4 of 4 runs already" in capsys.readouterr().out
     assert runner.read_summary(root / "tiny")["wall_time_s"] == first["wall_time_s"]
     assert (root / "tiny" / "README.md").read_text() == readme  # deterministic from the same results
-    runner.report(TINY, [TINY], root=root, workdir=workdir, wall_time=12.0, echo=print)
+    seen = {}  # an analysis of (rows, workdir, module) gets the config module; each row its run's class count
+
+    def with_module(rows, workdir, module):
+        seen.update(classes={r["num_classes"] for r in rows}, module=module)
+        return _analyse(rows, workdir)
+    runner.report(dataclasses.replace(TINY, analyse=with_module), [TINY], root=root, workdir=workdir, wall_time=12.0,
+                  echo=print)
     assert "0 min 12 s" in (root / "tiny" / "README.md").read_text()
+    assert seen["classes"] == {"3"} and seen["module"].get_config().name == "tiny_experiment"
 
 
 def test_command_line_refuses_bad_input_in_one_line(tmp_path, capsys):

@@ -5,6 +5,7 @@ runs/experiments_paper/ unless told otherwise)."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import pathlib
 import time
@@ -90,7 +91,8 @@ def report(exp: Experiment, experiments: list[Experiment], *, root: pathlib.Path
            wall_time: float | None = None, echo=print) -> Analysis:
     """README.md, plot.png and summary.json of the experiment from the workdir's results under out/<name>/
     (default: default_out), then the index out/README.md. The config is read from root/<name>/."""
-    base, points = load(exp, root)
+    module = load_module(exp, root)
+    base, points = module.get_config(), module.get_sweep()
     workdir = pathlib.Path(workdir or default_workdir(exp))
     out_root = pathlib.Path(out or default_out(exp, root))
     ids = {config_lib.run_id(p) for p in points}
@@ -100,7 +102,7 @@ def report(exp: Experiment, experiments: list[Experiment], *, root: pathlib.Path
                           why="it holds no results of this experiment")
     out = out_root / exp.name
     out.mkdir(parents=True, exist_ok=True)
-    analysis = exp.analyse(rows, workdir)
+    analysis = analyse(exp, rows, workdir, module)
     analysis.plot(out / "plot.png")
     old = read_summary(out)
     summary = {"name": exp.name, "verdicts": [v.to_dict() for v in analysis.verdicts],
@@ -113,6 +115,15 @@ def report(exp: Experiment, experiments: list[Experiment], *, root: pathlib.Path
     for v in analysis.verdicts:
         echo(v.line())
     return analysis
+
+
+def analyse(exp: Experiment, rows: list[dict], workdir: pathlib.Path, module) -> Analysis:
+    """exp's analysis of its rows, given the config module they come from (what differs at paper scale) when it
+    takes one: an analysis written as (rows, workdir) reads the rows alone."""
+    takes = inspect.signature(exp.analyse).parameters.values()
+    if len(takes) > 2 or any(p.kind == p.VAR_POSITIONAL for p in takes):
+        return exp.analyse(rows, workdir, module)
+    return exp.analyse(rows, workdir)
 
 
 def source_count(base, points) -> int:

@@ -25,5 +25,8 @@ class Experiment:
     published: str  # the claim, its source and numbers (Markdown)
     differences: str  # what differs from the paper's setting (Markdown)
     claim: str  # the published claim in one line, for experiments/README.md
-    analyse: Callable[[list[dict], pathlib.Path], Analysis]  # (results rows, workdir) -> Analysis
+    # (results rows, workdir, module) -> Analysis; module: the config module the rows come from (experiments/
+    # <name>/config.py or paper.py), whose constants (e.g. TEXTS) stand in for the digits' where it has them;
+    # None: the digits' setting. An analysis of (rows, workdir) alone is called without it (runner.analyse).
+    analyse: Callable[..., Analysis]
     config: str = "config.py"  # under experiments/<name>/: get_config() and get_sweep()
