@@ -40,6 +40,8 @@ INIT = {name: f"weights/{name}" for name in ZOO}  # placeholders: the converted 
 WEIGHTS = {INIT[name]: f"python -m tl_research.convert {FILES[name]} --arch {name} --out {INIT[name]} (the file: "
                        f"https://download.pytorch.org/models/{FILES[name]})" for name in ZOO}
 STEPS = 5000
+# the wording of the analysis's tables and verdicts where the digits' names the data (common.text)
+TEXTS = {"source": "ImageNet top-1, published"}
 # the fine-tuned runs carry the logreg evaluator too (evaluators cannot be set per run) and nobody reads it
 # there: one C on 1,000 examples instead of 12 on the whole training split (SUN397: 76k images)
 UNREAD_PROBE = {"evals.logreg.cs": (1.0,), "evals.logreg.max_examples": 1000}

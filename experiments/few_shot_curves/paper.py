@@ -41,6 +41,10 @@ TARGETS = {  # name -> its data keys: splits (a validation split where TFDS has 
                           "data.val_split": "validation", "data.image_size": 480},
 }
 MAX_SHOTS = {"oxford_flowers102": 10}  # Flowers-102's training split holds 10 images of each class
+# the wording of the analysis's tables and verdicts where the digits' names the data (common.text)
+TEXTS = {"target": "CIFAR-10, CIFAR-100, Oxford-IIIT Pet and Flowers-102",
+         "title": "BiT-M R50x1 source, CIFAR-10, CIFAR-100, Pet and Flowers-102 targets",
+         "seeds": "each seed its own draw of the examples, from the one checkpoint"}
 def get_config(arg=None):
     c = base_config()
     c.name = "few_shot_curves_paper"

@@ -27,6 +27,8 @@ WEIGHTS = {INIT: "python -m tl_research.convert B_16-i21k-300ep-lr_0.001-aug_med
 OOD = ("imagenet_v2", "imagenet_sketch")
 EPOCHS = 10.0
 SEEDS = (0, 1, 2)
+# the wording of the analysis's tables and verdicts where the digits' names the data (common.text)
+TEXTS = {"target": "ImageNet", "id": "imagenet2012"}
 
 
 def get_config(arg=None):

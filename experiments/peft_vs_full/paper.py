@@ -27,6 +27,9 @@ INIT = "weights/vit_b16_i21k"  # placeholder: the converted ImageNet-21k ViT-B/1
 SEEDS = (0, 1, 2)
 SOURCE = peft_vs_full.Source("ViT-B/16", "vit_b16", {}, lr_full=1e-3, lr_peft=1e-2)
 TASKS = tuple(f"vtab:{name}" for name in vtab.VTAB_TASKS)
+SOURCES = {SOURCE.name: SOURCE}  # what the analysis compares the methods on (its digits' ResNet and ViT)
+# the wording of the analysis's tables and verdicts where the digits' names the data (common.text)
+TEXTS = {"targets": "each VTAB-1k task", "kind": "VTAB-1k tasks"}
 
 
 def get_config(arg=None):

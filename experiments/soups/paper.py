@@ -25,7 +25,7 @@ analysis builds the soups per group (a ViT has no BatchNorm, so re-estimating st
 reads the same verdicts:
     python -m tl_research.experiments run soups --scale paper [--dry_run]
 or one group by hand: python -m tl_research.soup WORKDIR --select data.subset_seed=0 --out soups/group_0.
-The analysis's chance level is still the digits' 1/5 (common.CHANCE); at ImageNet's 1,000 classes it is 0.001.
+The analysis's chance level is 1/num_classes of the runs (ImageNet's 1,000 classes: 0.001).
 
 tests/test_paper_scale.py dry-runs this sweep; tests/test_exp_soups.py validates a recipe with RandAugment, one with
 mixup and the linear probe (tl_research.config.validate) on mock TFDS data with random weights (init=scratch).

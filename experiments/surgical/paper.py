@@ -38,6 +38,10 @@ ARMS = {"full": {"frozen_depth": 0}, "first": {"strategy.trainable_units": (0, 1
         "head": {"frozen_depth": "all"}}
 LRS = (1e-3, 1e-4, 1e-5)
 SEEDS = (0, 1, 2)
+# what the analysis reads (tl_research.experiments.surgical.setting): each target's shift level (the prefix of its
+# name) and keys, and the part Lee et al. find best per level (the middle of the three stages: feature-level)
+SHIFTS = {name: (name.split(":")[0], keys) for name, keys in TARGETS.items()}
+CLAIMED = {"input": "first", "feature": "second", "label": "head"}
 
 
 def get_config(arg=None):

@@ -45,6 +45,10 @@ TARGETS = {  # data.name -> its split keys
 SCORES = ("logme", "leep", "nce", "hscore", "hscore_lw", "fewshot")
 KINDS = {"fine-tune": {"frozen_depth": 0, "schedule.lr": 0.01}, "linear probe": {"frozen_depth": "all",
                                                                                    "schedule.lr": 0.1}}
+# the wording of the analysis's tables and verdicts where the digits' names the data (common.text)
+TEXTS = {"classes": "", "target": "natural-image targets", "zoo": "ZOO",
+         "seed": "each seed a fine-tuning and a probe of the one checkpoint",
+         "seeds": "each seed fine-tunes and probes the same converted checkpoint"}
 
 
 def get_config(arg=None):

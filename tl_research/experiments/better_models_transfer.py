@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from tl_research.analysis import rank_correlation
-from tl_research.experiments import plots, stats, tables, verdict
+from tl_research.experiments import common, plots, stats, tables, verdict
 from tl_research.experiments.spec import Analysis, Experiment
 
 PROBE, FINE_TUNE = "logistic regression", "fine-tuned"
@@ -76,8 +76,13 @@ def _source_accuracy(workdir: str, run_id: str) -> float:
 
 
 def source_accuracy(df: pd.DataFrame, workdir) -> list[float]:
-    """Each run's source accuracy (NaN where its source left no result)."""
-    return [_source_accuracy(str(workdir), rid) for rid in df["run_id"]]
+    """Each run's source accuracy (NaN where its source left no result): read off the row where the sweep varies
+    init and model.name and the run starts from a converted checkpoint (paper.py's zoo), else off the workdir."""
+    rows = df.to_dict("records")
+    if "init" in df and "model.name" in df:
+        return [IMAGENET_TOP1.get(r["model.name"], math.nan) if r["init"] != "source"
+                else _source_accuracy(str(workdir), r["run_id"]) for r in rows]
+    return [_source_accuracy(str(workdir), r["run_id"]) for r in rows]
 
 
 def per_model(df: pd.DataFrame, source: list[float]) -> pd.DataFrame:
@@ -151,15 +156,16 @@ def verdicts(corr: dict[str, Correlation]) -> list[verdict.Verdict]:
             for arm, paper in ((PROBE, 0.99), (FINE_TUNE, 0.96))]
 
 
-def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
+def analyse(rows: list[dict], workdir: pathlib.Path, module=None) -> Analysis:
     df = tables.done(rows)
+    source = common.text(module, "source", "digits 0-4")
     models = per_model(df, source_accuracy(df, workdir)) if not df.empty else pd.DataFrame()
     corr = correlations(models)
     if not models.empty:
         models = models.sort_values("source_accuracy", kind="stable")
     shown = models.round(4) if not models.empty else models
     t1 = tables.results.frame_to_markdown(shown, "Per model (one run each per target and arm): source test "
-                                          "accuracy (digits 0-4), transfer test accuracy per target, and the mean "
+                                          f"accuracy ({source}), transfer test accuracy per target, and the mean "
                                           "log-odds over the targets; models by source accuracy")
     t2 = tables.results.frame_to_markdown(pd.DataFrame(
         [{"arm": arm, "Pearson r (log-odds) [95% bootstrap]": c.pearson.text(),
@@ -171,7 +177,7 @@ def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
                                                                      1), r["model"]) for _, r in models.iterrows()
                         if not math.isnan(r.get(f"{arm}: mean log-odds", math.nan))] for arm in ARMS} \
             if not models.empty else {}
-        plots.scatter(series, path, xlabel="source test accuracy, digits 0-4 (r is computed on its log-odds)",
+        plots.scatter(series, path, xlabel=f"source test accuracy, {source} (r is computed on its log-odds)",
                       ylabel="mean log-odds of transfer accuracy over the targets", logx=False,
                       title="Source accuracy vs transfer accuracy across the zoo (one point per model)")
     headline = "; ".join(f"r {arm} {c.pearson.text()} over {c.pearson.n} models" for arm, c in corr.items())

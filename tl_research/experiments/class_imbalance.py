@@ -4,13 +4,13 @@ from __future__ import annotations
 import math
 import pathlib
 
-from tl_research.experiments import plots, stats, tables, verdict
+from tl_research.experiments import common, plots, stats, tables, verdict
 from tl_research.experiments.common import DELTA
 from tl_research.experiments.spec import Analysis, Experiment
 
 FIXES = ("class weights", "effective number", "oversampling")
 MOST = 0.5  # "most of the loss": more than half of it
-CLASSES = 10  # all ten digits: chance is 1/10
+CLASSES = 10  # all ten digits: chance is 1/10 (where the rows carry no num_classes)
 METRIC = "test_balanced_accuracy"  # a constant prediction scores exactly 1/CLASSES on it
 PUBLISHED = {"loss": "no number quoted: 'imbalance hurts' (Buda et al. 2018)",
              "oversampling": "no number quoted: almost all of the loss at MNIST scale (Buda et al. 2018)",
@@ -21,12 +21,12 @@ PUBLISHED = {"loss": "no number quoted: 'imbalance hurts' (Buda et al. 2018)",
 def verdicts(df) -> list[verdict.Verdict]:
     """The claims from the finished runs, paired by seed (the same subset for every arm of a seed). A fix's
     share recovered is not testable unless imbalance cost balanced accuracy (the first claim held), or when
-    the fix and the plain run are both at chance."""
+    the fix and the plain run are both at chance (1/num_classes of the runs)."""
     ratios = sorted(float(r) for r in df["data.imbalance_ratio"].unique()) if "data.imbalance_ratio" in df else []
     worst = ratios[-1] if ratios else float("nan")
     at = lambda label, r: stats.per_seed(df, METRIC, {"label": label, "data.imbalance_ratio": r})
     balanced, plain = at("plain", 1.0), at("plain", worst)
-    chance = 1 / CLASSES
+    chance = common.chance(df, default=1 / CLASSES)
     cost = verdict.greater("imbalance costs balanced accuracy", f"plain ratio 1 - plain ratio {worst:g}",
                            stats.paired_difference(balanced, plain), delta=DELTA, published=PUBLISHED["loss"],
                            untestable=stats.chance_reason({"plain ratio 1": balanced,
@@ -45,7 +45,7 @@ def verdicts(df) -> list[verdict.Verdict]:
     return out
 
 
-def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
+def analyse(rows: list[dict], workdir: pathlib.Path, module=None) -> Analysis:
     df = tables.done(rows)
     ratios = sorted(float(r) for r in df["data.imbalance_ratio"].unique())
     worst = ratios[-1]

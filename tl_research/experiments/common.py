@@ -1,17 +1,22 @@
 """The setting the experiments share, so that their numbers compare: the quickstart's small ResNet (stem + 3
 residual blocks = 4 depth units, width 16) on the built-in MNIST digits, SGD with momentum, short cosine runs,
 W&B off (the tables are the record; offline W&B costs seconds a run), and the source model (task A: digits
-0-4, trained from scratch once per workdir and seed: its seed is the run's)."""
+0-4, trained from scratch once per workdir and seed: its seed is the run's). And what every analysis reads at
+either scale: the chance level of its runs (`chance`, from their num_classes) and the wording that names the data
+(`text`, from the config module in use)."""
 from __future__ import annotations
 
+import pandas as pd
+
 from tl_research.config import RUN_SEED, base_config, copy_config
+from tl_research.experiments import stats
 
 SEEDS = (0, 1, 2)  # the longer sweeps (about 20 CPU minutes and more at 3 seeds)
 FIVE_SEEDS = (0, 1, 2, 3, 4)  # the sweeps cheap enough for 5 seeds on a 2-core CPU
 TARGET_CLASSES = (5, 6, 7, 8, 9)  # task B, relabelled 0-4
 SOURCE_CLASSES = (0, 1, 2, 3, 4)  # task A
 UNITS = 4  # depth units of the model below: frozen_depth 4 = all = a linear probe
-CHANCE = 1 / len(TARGET_CLASSES)  # per-class chance of a 5-class target: an arm at it cannot test a claim
+CHANCE = 1 / len(TARGET_CLASSES)  # per-class chance of a 5-class target (`chance` without a num_classes column)
 DELTA = 0.01  # equivalence margin of a difference of accuracies: one point, below every published effect here
 
 
@@ -59,3 +64,23 @@ def with_source(c, classes=SOURCE_CLASSES):
     c.init = "source"
     c.source = source
     return c
+
+
+def chance(df: pd.DataFrame, where=None, default: float = CHANCE) -> float:
+    """The per-class chance of the runs matching `where` (a stats.matches dict; None: every row): the mean over
+    them of 1/num_classes (their results rows' column), which is the balanced accuracy of a constant prediction,
+    and of an analysis's mean over runs of targets with different class counts. `default` (the digits' 1/5)
+    where the rows carry no num_classes (a workdir written before the column) or none match."""
+    if where:
+        df = df[stats.matches(df, where)]
+    if "num_classes" not in df:
+        return default
+    n = pd.to_numeric(df["num_classes"], errors="coerce")
+    n = n[n > 0]
+    return float((1.0 / n).mean()) if len(n) else default
+
+
+def text(module, key: str, digits: str) -> str:
+    """A piece of an analysis's text that names the data (e.g. the target in a table's title): `digits`, the
+    digits' wording, unless the config module in use (experiments/NAME/paper.py) gives TEXTS[key]."""
+    return getattr(module, "TEXTS", {}).get(key, digits)

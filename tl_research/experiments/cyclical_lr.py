@@ -5,8 +5,8 @@ import pathlib
 
 import pandas as pd
 
-from tl_research.experiments import plots, stats, tables, verdict
-from tl_research.experiments.common import CHANCE, DELTA
+from tl_research.experiments import common, plots, stats, tables, verdict
+from tl_research.experiments.common import DELTA
 from tl_research.experiments.spec import Analysis, Experiment
 from tl_research.core.tracking import read_metrics
 
@@ -32,10 +32,10 @@ def _steps_to(curve, target: float, total: int) -> int:
 def verdicts(df, best: str, grid: float = STEPS_DELTA) -> list[verdict.Verdict]:
     """The claims from the finished runs with their steps_to_target column, against the fixed LR `best` (steps
     equivalent within one evaluation interval, `grid`): not testable when the fixed LR's final accuracy (the
-    target) is at chance, or both arms of the final-accuracy claim are."""
+    target) is at chance, or both arms of the final-accuracy claim are (chance from the runs' num_classes)."""
     final = lambda lab, metric="final_test_accuracy": stats.per_seed(df, metric, {"label": lab})
-    cm = stats.chance_metric(df, "final_test_accuracy")
-    target_at_chance = stats.chance_reason({f"{best} (the target)": final(best, cm)}, CHANCE)
+    cm, chance = stats.chance_metric(df, "final_test_accuracy"), common.chance(df)
+    target_at_chance = stats.chance_reason({f"{best} (the target)": final(best, cm)}, chance)
     steps = {lab: stats.per_seed(df, "steps_to_target", {"label": lab}) for lab in (best, *MODES)}
     total = float(df["steps"].max()) if "steps" in df and len(df) else float("inf")  # a run's length bounds both
     out = [verdict.greater(f"{mode} reaches the fixed LR's final accuracy in fewer steps",
@@ -47,11 +47,11 @@ def verdicts(df, best: str, grid: float = STEPS_DELTA) -> list[verdict.Verdict]:
                                stats.paired_difference(final("triangular2"), final(best)), delta=DELTA,
                                published=PUBLISHED["final"],
                                untestable=stats.chance_reason({"triangular2": final("triangular2", cm),
-                                                               best: final(best, cm)}, CHANCE)))
+                                                               best: final(best, cm)}, chance)))
     return out
 
 
-def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
+def analyse(rows: list[dict], workdir: pathlib.Path, module=None) -> Analysis:
     df = tables.done(rows)
     fixed = df[df["label"].astype(str).str.startswith("fixed")]
     best = fixed.groupby("label")["val_accuracy"].mean().idxmax()

@@ -5,8 +5,8 @@ import pathlib
 
 import pandas as pd
 
-from tl_research.experiments import plots, stats, tables, verdict
-from tl_research.experiments.common import CHANCE, DELTA
+from tl_research.experiments import common, plots, stats, tables, verdict
+from tl_research.experiments.common import DELTA
 from tl_research.experiments.spec import Analysis, Experiment
 
 ARMS = ("linear probe", "fine-tune", "scratch")
@@ -25,13 +25,15 @@ def _accuracies(df, metric: str = "test_accuracy") -> tuple[list[int], dict]:
 
 def verdicts(df) -> list[verdict.Verdict]:
     """The three claims from the finished runs, paired by seed (the same subset for every arm of a seed); not
-    testable when every arm a claim compares is at chance (balanced accuracy where the rows have it)."""
+    testable when every arm a claim compares is at chance (balanced accuracy where the rows have it; chance from
+    the runs' num_classes)."""
     sizes, acc = _accuracies(df)
     _, chance_acc = _accuracies(df, stats.chance_metric(df, "test_accuracy"))
     small, large = (sizes[0], sizes[-1]) if sizes else (1, 350)
     get = lambda table, arm, k: table.get((arm, k), pd.Series(dtype=float))
+    chance = common.chance(df)
     at_chance = lambda *arms: stats.chance_reason({f"{a} at {k}/class": get(chance_acc, a, k) for a, k in arms},
-                                                  CHANCE)
+                                                  chance)
     gain = {k: get(acc, "fine-tune", k) - get(acc, "scratch", k) for k in (small, large)}
     d = stats.paired_difference
     return [
@@ -53,7 +55,7 @@ def verdicts(df) -> list[verdict.Verdict]:
     ]
 
 
-def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
+def analyse(rows: list[dict], workdir: pathlib.Path, module=None) -> Analysis:
     df = tables.done(rows)
     sizes, acc = _accuracies(df)
     small, large = sizes[0], sizes[-1]
@@ -64,7 +66,8 @@ def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
     gains["gain_over_scratch"] = [a - base.get((s, int(k)), float("nan")) for a, s, k in
                                   zip(gains["test_accuracy"], gains["seed"], gains["data.per_class"])]
     t1 = tables.ci_table(df, "test_accuracy", ["label"], "data.per_class",
-                         "Test accuracy on digits 5-9: mean [95% CI] (n seeds), by training examples per class")
+                         f"Test accuracy on {common.text(module, 'target', 'digits 5-9')}: mean [95% CI] (n seeds), "
+                         "by training examples per class")
     t2 = tables.ci_table(gains, "gain_over_scratch", ["label"], "data.per_class",
                          "Gain over scratch, paired by seed (the same subset)", bounds=stats.DIFFERENCE)
 

@@ -9,7 +9,7 @@ import pathlib
 
 import pandas as pd
 
-from tl_research.experiments import plots, stats, tables, verdict
+from tl_research.experiments import common, plots, stats, tables, verdict
 from tl_research.experiments.spec import Analysis, Experiment
 
 ARMS = {"fine-tune": {"init": "source", "frozen_depth": 0}, "linear probe": {"init": "source", "frozen_depth": "all"}}
@@ -63,13 +63,14 @@ def arm_names(df: pd.DataFrame) -> list[str]:
     return names.tolist()
 
 
-def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
+def analyse(rows: list[dict], workdir: pathlib.Path, module=None) -> Analysis:
     df = tables.done(rows)
     g = gains(df)
     found, rho = verdicts(g)
     order = g.groupby("source")["similarity"].mean().sort_values(ascending=False).index.tolist()
-    table = tables.ci_table(g, "gain", ["arm"], "source", "Gain over scratch on MNIST 5-9 (test accuracy, paired "
-                                                          "by seed), by source domain, most similar first",
+    table = tables.ci_table(g, "gain", ["arm"], "source", f"Gain over scratch on "
+                            f"{common.text(module, 'target', 'MNIST 5-9')} (test accuracy, paired by seed), by "
+                            "source domain, most similar first",
                             order=order, bounds=stats.DIFFERENCE)
     rank = {s: i for i, s in enumerate(order)}
     one_arm = g[g["arm"] == "fine-tune"].sort_values("source", key=lambda s: s.map(rank), kind="stable")

@@ -7,8 +7,8 @@ import pathlib
 
 import pandas as pd
 
-from tl_research.experiments import plots, stats, tables, verdict
-from tl_research.experiments.common import CHANCE, DELTA
+from tl_research.experiments import common, plots, stats, tables, verdict
+from tl_research.experiments.common import DELTA
 from tl_research.experiments.spec import Analysis, Experiment
 
 SHOTS = (1, 5, 10, 25)
@@ -27,10 +27,12 @@ PUBLISHED = "+0.283 from 1 to 5 shots (BiT-M R50x1, CIFAR-10; google-research/bi
 
 def _long(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (arm, target, shots, seed) with its test accuracy: a trained arm's run at data.per_class=k,
-    or the probe run's fewshot_{k}shot_accuracy (the mean of its draws)."""
+    or the probe run's fewshot_{k}shot_accuracy (the mean of its draws); and the run's num_classes where the
+    rows carry it."""
     out = []
     if df.empty:
         return pd.DataFrame(columns=["arm", "data.name", "shots", "seed", "accuracy"])
+    classes = "num_classes" in df
     for arm in ARMS:
         for k in SHOTS:
             where = {"label": arm} if arm == PROBE else {"label": arm, "data.per_class": k}
@@ -39,7 +41,8 @@ def _long(df: pd.DataFrame) -> pd.DataFrame:
             if rows.empty or metric not in rows:
                 continue
             out.append(pd.DataFrame({"arm": arm, "data.name": rows["data.name"], "shots": k, "seed": rows["seed"],
-                                     "accuracy": pd.to_numeric(rows[metric], errors="coerce")}))
+                                     "accuracy": pd.to_numeric(rows[metric], errors="coerce"),
+                                     **({"num_classes": rows["num_classes"]} if classes else {})}))
     return pd.concat(out, ignore_index=True) if out else _long(pd.DataFrame())
 
 
@@ -66,12 +69,18 @@ def difference(long: pd.DataFrame, a: str, ka: int, b: str, kb: int) -> stats.Es
                          bounds=stats.DIFFERENCE)
 
 
-def verdicts(long: pd.DataFrame) -> list[verdict.Verdict]:
+SEEDS_TEXT = "each seed its own source model and draw"  # what a seed varies (paper.py: the draw alone)
+
+
+def verdicts(long: pd.DataFrame, seeds: str = SEEDS_TEXT) -> list[verdict.Verdict]:
+    """The four claims, each not testable when both sides are at chance (the larger of their chances: the mean of
+    1/num_classes over each side's runs, the chance of its mean over the targets)."""
     def claim(text: str, a: str, ka: int, b: str, kb: int, published: str = "") -> verdict.Verdict:
         name = (f"{a} at {ka} - {b} at {kb} per class, test accuracy, mean over the targets, paired by target and "
-                "seed (each seed its own source model and draw)")
+                f"seed ({seeds})")
+        level = max(common.chance(long, {"arm": a, "shots": ka}), common.chance(long, {"arm": b, "shots": kb}))
         chance = stats.chance_reason({f"{a} at {ka}": per_seed(long, a, ka).tolist(),
-                                      f"{b} at {kb}": per_seed(long, b, kb).tolist()}, CHANCE)
+                                      f"{b} at {kb}": per_seed(long, b, kb).tolist()}, level)
         return verdict.greater(text, name, difference(long, a, ka, b, kb), delta=DELTA, published=published,
                                untestable=chance)
     lo, hi = SHOTS[0], SHOTS[-1]
@@ -81,15 +90,16 @@ def verdicts(long: pd.DataFrame) -> list[verdict.Verdict]:
             claim(f"pretraining beats scratch at {lo} shot", FINE_TUNE, lo, SCRATCH, lo)]
 
 
-def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
+def analyse(rows: list[dict], workdir: pathlib.Path, module=None) -> Analysis:
     long = _long(tables.done(rows))
+    chance = common.chance(long)
     rank = {name: i for i, name in enumerate([*ARMS, *TARGETS])}
     long = long.sort_values(["arm", "data.name"], key=lambda c: c.map(lambda v: rank.get(v, len(rank))),
                             kind="stable")
     n = long["data.name"].nunique()
     acc = tables.ci_table(long.assign(target=long["data.name"]), "accuracy", ["arm", "target"], "shots",
-                          "Test accuracy on digits 5-9 by training examples per class: mean [95% CI] (n seeds); "
-                          f"chance {CHANCE:.1f}", order=list(SHOTS))
+                          f"Test accuracy on {common.text(module, 'target', 'digits 5-9')} by training examples per "
+                          f"class: mean [95% CI] (n seeds); chance {chance:.3g}", order=list(SHOTS))
     means = (long.groupby(["arm", "shots", "seed"], as_index=False, sort=False)["accuracy"].mean()
              if not long.empty else long)
     mean_table = tables.ci_table(means, "accuracy", ["arm"], "shots", f"Mean of the {n} targets (what the plot "
@@ -99,11 +109,14 @@ def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
     def plot(path):
         plots.lines(curves, path, xlabel="training examples per class", logx=True,
                     ylabel=f"test accuracy (mean of {n} targets)",
-                    references={f"chance ({CHANCE:.1f})": stats.Estimate(CHANCE, CHANCE, CHANCE, 1)},
-                    title="Few-shot transfer: digits 0-4 source, digits 5-9 targets (95% CI over seeds)")
+                    references={f"chance ({chance:.3g})": stats.Estimate(chance, chance, chance, 1)},
+                    title=f"Few-shot transfer: {common.text(module, 'title', 'digits 0-4 source, digits 5-9 targets')}"
+                          " (95% CI over seeds)")
     fig = lambda arm, k: f"{stats.mean_ci(per_seed(long, arm, k).tolist()).mean:.3f}"  # noqa: E731
-    headline = "; ".join(f"{arm} {fig(arm, SHOTS[0])} at 1 shot, {fig(arm, SHOTS[-1])} at 25" for arm in ARMS)
-    return Analysis([acc, mean_table], verdicts(long), plot, headline=headline)
+    lo, hi = SHOTS[0], SHOTS[-1]
+    headline = "; ".join(f"{arm} {fig(arm, lo)} at {lo} shot, {fig(arm, hi)} at {hi}" for arm in ARMS)
+    return Analysis([acc, mean_table], verdicts(long, common.text(module, "seeds", SEEDS_TEXT)), plot,
+                    headline=headline)
 
 
 EXPERIMENT = Experiment(

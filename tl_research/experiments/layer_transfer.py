@@ -5,12 +5,11 @@ import pathlib
 
 import pandas as pd
 
-from tl_research.experiments import plots, stats, tables, verdict
-from tl_research.experiments.common import CHANCE, DELTA
+from tl_research.experiments import common, plots, stats, tables, verdict
+from tl_research.experiments.common import DELTA
 from tl_research.experiments.spec import Analysis, Experiment
 
-UNITS = 4
-MIDDLE = (2, 3)
+DEPTHS = (1, 2, 3, 4)  # n without rows to read it from: the digits' 4 units
 # the paper's effect per claim, ImageNet top-1 (the table under Published)
 PUBLISHED = {"fall": "-0.058: AnB(7) - AnB(4) = .542 - .600", "plus": "+0.017: mean over n = 1..7 of AnB+(n) "
              "(.642) - baseB (.625)", "dip": "-0.026: mean BnB(4, 5) .599 - mean BnB(1, 7) .625",
@@ -28,54 +27,73 @@ def _mean_over_n(arms: dict) -> pd.Series:
     return pd.concat(list(arms.values()), axis=1).dropna().mean(axis=1)
 
 
+def depths(df) -> list[int]:
+    """The n the runs copied (transfer_depth >= 1: 1..4 of the digits' 4 units, 1..8 of ResNet-18's 9 at paper
+    scale), in order; DEPTHS without any."""
+    found = (sorted({int(n) for n in pd.to_numeric(df["transfer_depth"], errors="coerce").dropna() if n >= 1})
+             if "transfer_depth" in df else [])
+    return found or list(DEPTHS)
+
+
+def landmarks(ns: list[int]) -> tuple[int, tuple[int, int]]:
+    """The top n and the two middle ones (Yosinski et al.'s n = 4, 5 of 1..7; here 2, 3 of 1..4)."""
+    lo = max(0, (len(ns) - 1) // 2)
+    return ns[-1], (ns[lo], ns[min(lo + 1, len(ns) - 1)])
+
+
 def verdicts(df) -> list[verdict.Verdict]:
     """The four claims from the finished runs (one row per run): paired by seed, each not testable when no arm
-    it compares is shown above chance (judged on balanced accuracy where the rows have it)."""
-    depths = range(1, UNITS + 1)
-    cm = stats.chance_metric(df, "test_accuracy")
+    it compares is shown above chance (judged on balanced accuracy where the rows have it; chance from the runs'
+    num_classes)."""
+    ns = depths(df)
+    top, middle = landmarks(ns)
+    cm, chance = stats.chance_metric(df, "test_accuracy"), common.chance(df)
 
     def untestable(*arms):  # (label, n) pairs; n None: the arm has no n (baseB); "all": its mean over n
-        at = lambda lab, n: (_mean_over_n({k: _arm(df, lab, k, cm) for k in depths}) if n == "all"  # noqa: E731
+        at = lambda lab, n: (_mean_over_n({k: _arm(df, lab, k, cm) for k in ns}) if n == "all"  # noqa: E731
                              else _arm(df, lab, n, cm))
         return stats.chance_reason({lab if n in (None, "all") else f"{lab}({n})": at(lab, n) for lab, n in arms},
-                                   CHANCE)
-    anb, bnb, anb_plus = ({n: _arm(df, label, n) for n in depths} for label in ("AnB", "BnB", "AnB+"))
+                                   chance)
+    anb, bnb, anb_plus = ({n: _arm(df, label, n) for n in ns} for label in ("AnB", "BnB", "AnB+"))
     base_b = _arm(df, "baseB")
-    middle = (bnb[MIDDLE[0]] + bnb[MIDDLE[1]]) / 2
-    ends = (bnb[1] + bnb[UNITS]) / 2
+    dip = (bnb[middle[0]] + bnb[middle[1]]) / 2
+    ends = (bnb[ns[0]] + bnb[top]) / 2
     d = stats.paired_difference
     return [
-        verdict.less("AnB falls as n grows past the middle", f"AnB(n={UNITS}) - AnB(n={MIDDLE[0]})",
-                     d(anb[UNITS], anb[MIDDLE[0]]), delta=DELTA, published=PUBLISHED["fall"],
-                     untestable=untestable(("AnB", UNITS), ("AnB", MIDDLE[0]))),
-        verdict.greater("AnB+ is at or above baseB", f"mean over n=1..{UNITS} of AnB+(n) - baseB",
+        verdict.less("AnB falls as n grows past the middle", f"AnB(n={top}) - AnB(n={middle[0]})",
+                     d(anb[top], anb[middle[0]]), delta=DELTA, published=PUBLISHED["fall"],
+                     untestable=untestable(("AnB", top), ("AnB", middle[0]))),
+        verdict.greater("AnB+ is at or above baseB", f"mean over n={ns[0]}..{top} of AnB+(n) - baseB",
                         d(_mean_over_n(anb_plus), base_b), delta=DELTA, published=PUBLISHED["plus"],
                         untestable=untestable(("AnB+", "all"), ("baseB", None))),
         verdict.less("BnB dips at middle n (co-adaptation)",
-                     f"mean BnB(n={MIDDLE[0]},{MIDDLE[1]}) - mean BnB(n=1,{UNITS})", d(middle, ends), delta=DELTA,
-                     published=PUBLISHED["dip"], untestable=untestable(*[("BnB", n) for n in (1, *MIDDLE, UNITS)])),
-        verdict.less("AnB at the top is below baseB (top features are specific)", f"AnB(n={UNITS}) - baseB",
-                     d(anb[UNITS], base_b), delta=DELTA, published=PUBLISHED["top"],
-                     untestable=untestable(("AnB", UNITS), ("baseB", None))),
+                     f"mean BnB(n={middle[0]},{middle[1]}) - mean BnB(n={ns[0]},{top})", d(dip, ends), delta=DELTA,
+                     published=PUBLISHED["dip"],
+                     untestable=untestable(*[("BnB", n) for n in (ns[0], *middle, top)])),
+        verdict.less("AnB at the top is below baseB (top features are specific)", f"AnB(n={top}) - baseB",
+                     d(anb[top], base_b), delta=DELTA, published=PUBLISHED["top"],
+                     untestable=untestable(("AnB", top), ("baseB", None))),
     ]
 
 
-def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
+def analyse(rows: list[dict], workdir: pathlib.Path, module=None) -> Analysis:
     df = tables.done(rows)
-    depths = range(1, UNITS + 1)
+    ns = depths(df)
+    top, middle = landmarks(ns)
     found = verdicts(df)
     table = tables.ci_table(df, "test_accuracy", ["label"], "transfer_depth",
-                            "Test accuracy on task B (digits 5-9): mean [95% CI] (n seeds), by n, the units "
-                            "copied from the base network (baseB: -1, the network itself)")
+                            f"Test accuracy on task B ({common.text(module, 'target', 'digits 5-9')}): mean [95% "
+                            "CI] (n seeds), by n, the units copied from the base network (baseB: -1, the network "
+                            "itself)")
 
     def plot(path):
         est = lambda s: stats.mean_ci(s.tolist(), bounds=stats.ACCURACY)  # noqa: E731
-        lines = {label: [(n, est(_arm(df, label, n))) for n in depths] for label in ("AnB", "BnB", "AnB+", "BnB+")}
+        lines = {label: [(n, est(_arm(df, label, n))) for n in ns] for label in ("AnB", "BnB", "AnB+", "BnB+")}
         plots.lines(lines, path, xlabel="n (units copied; AnB, BnB: and frozen)", ylabel="test accuracy on B",
                     title="Layer transfer (Yosinski et al. 2014), 95% CI over seeds",
                     references={"baseB": est(_arm(df, "baseB"))})
     fall, plus = (v.figure.split(" = ", 1)[1].split(" (claimed")[0] for v in found[:2])
-    return Analysis([table], found, plot, headline=f"AnB(4) - AnB(2) = {fall}; AnB+ - baseB = {plus}")
+    return Analysis([table], found, plot, headline=f"AnB({top}) - AnB({middle[0]}) = {fall}; AnB+ - baseB = {plus}")
 
 
 EXPERIMENT = Experiment(

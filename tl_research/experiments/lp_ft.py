@@ -5,8 +5,8 @@ import pathlib
 
 import pandas as pd
 
-from tl_research.experiments import plots, stats, tables, verdict
-from tl_research.experiments.common import CHANCE, DELTA
+from tl_research.experiments import common, plots, stats, tables, verdict
+from tl_research.experiments.common import DELTA
 from tl_research.experiments.spec import Analysis, Experiment
 
 ARMS = ("LP", "FT", "LP-FT")
@@ -26,19 +26,21 @@ def _name(col: str) -> str:
 
 def ood_pair(df: pd.DataFrame, a: str, b: str) -> tuple[pd.Series, pd.Series, str, str]:
     """Arms a and b's accuracy per seed, the mean over the OOD test sets where not both are at chance (judged
-    on each set's balanced accuracy where the rows have it; all of them when every one is); the figure's name
-    for that mean; and why the pair is not testable ('' when some set is kept)."""
+    on each set's balanced accuracy where the rows have it, chance from the runs' num_classes: every test set is
+    read with the target's classes; all of them when every one is); the figure's name for that mean; and why the
+    pair is not testable ('' when some set is kept)."""
     kept, dropped = [], []
+    chance = common.chance(df)
     for col in ood_columns(df):
         cm = stats.chance_metric(df, col)
-        reason = stats.chance_reason({arm: stats.per_seed(df, cm, {"label": arm}) for arm in (a, b)}, CHANCE)
+        reason = stats.chance_reason({arm: stats.per_seed(df, cm, {"label": arm}) for arm in (a, b)}, chance)
         (dropped if reason else kept).append(col)
     mean = df[kept or dropped].mean(axis=1) if kept or dropped else pd.Series(float("nan"), index=df.index)
     at = df.assign(_ood=mean)
     a_acc, b_acc = (stats.per_seed(at, "_ood", {"label": arm}) for arm in (a, b))
     left_out = f" ({', '.join(map(_name, dropped))} left out: {a} and {b} at chance there)" if dropped and kept else ""
     name = f"{a} - {b}, mean OOD test" + left_out
-    untestable = (f"{a} and {b} not shown above chance (1/{round(1 / CHANCE)}) on any OOD test set"
+    untestable = (f"{a} and {b} not shown above chance (1/{round(1 / chance)}) on any OOD test set"
                   if dropped and not kept else "")
     return a_acc, b_acc, name, untestable
 
@@ -51,7 +53,7 @@ def verdicts(df: pd.DataFrame) -> list[verdict.Verdict]:
     out = [verdict.greater("FT beats LP in distribution", "FT - LP, ID test",
                            stats.paired_difference(id_acc["FT"], id_acc["LP"]), delta=DELTA, published=PUBLISHED["id"],
                            untestable=stats.chance_reason({arm: stats.per_seed(df, cm, {"label": arm})
-                                                           for arm in ("FT", "LP")}, CHANCE))]
+                                                           for arm in ("FT", "LP")}, common.chance(df)))]
     for claim, a, b, key, greater in (("FT loses to LP out of distribution", "FT", "LP", "ood", False),
                                       ("LP-FT beats FT out of distribution", "LP-FT", "FT", "lpft_ft", True),
                                       ("LP-FT beats LP out of distribution", "LP-FT", "LP", "lpft_lp", True)):
@@ -62,16 +64,17 @@ def verdicts(df: pd.DataFrame) -> list[verdict.Verdict]:
     return out
 
 
-def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
+def analyse(rows: list[dict], workdir: pathlib.Path, module=None) -> Analysis:
     df = tables.done(rows)
     ood = ood_columns(df)
     found = verdicts(df)
     df = df.assign(ood_accuracy=df[ood].mean(axis=1) if ood else float("nan"))
     long = pd.concat([df.assign(test_set=name, accuracy=df[col]) for name, col in
-                      [("ID: mnist_subset", "test_accuracy"),
+                      [(f"ID: {common.text(module, 'id', 'mnist_subset')}", "test_accuracy"),
                        *[(_name(c), c) for c in ood], ("mean OOD", "ood_accuracy")]])
     table = tables.ci_table(long, "accuracy", ["test_set"], "label",
-                            "Test accuracy of digits 5-9 per test set: mean [95% CI] (n seeds)", order=ARMS)
+                            f"Test accuracy of {common.text(module, 'target', 'digits 5-9')} per test set: mean "
+                            "[95% CI] (n seeds)", order=ARMS)
 
     def plot(path):
         groups = {s: {arm: stats.mean_ci(g[g["label"] == arm]["accuracy"].tolist(), bounds=stats.ACCURACY)

@@ -14,8 +14,8 @@ import pandas as pd
 
 from tl_research.core.errors import ConfigError
 from tl_research.data.domains import LADDER
-from tl_research.experiments import plots, stats, tables, verdict
-from tl_research.experiments.common import CHANCE, DELTA
+from tl_research.experiments import common, plots, stats, tables, verdict
+from tl_research.experiments.common import DELTA
 from tl_research.experiments.spec import Analysis, Experiment
 
 METHODS = ("fine_tune", "feature_extraction", "bitfit", "norm_only", "lora", "adapter", "ssf", "vpt_shallow",
@@ -92,79 +92,102 @@ def methods_for(base, source: Source, methods=METHODS, echo=print, check: bool =
     return out
 
 
-def _source_of(model_name) -> str:
-    return next((s.name for s in SOURCES.values() if s.model == model_name), str(model_name))
+def sources(module=None) -> dict[str, Source]:
+    """The sources of the config module in use (its SOURCES: paper.py's one ViT-B/16), SOURCES without one."""
+    return dict(getattr(module, "SOURCES", SOURCES))
 
 
-def per_seed(df: pd.DataFrame, source: str, method: str, metric: str = "test_accuracy") -> pd.Series:
-    """`metric` per seed, the mean over the ladder's targets, of one method on one source."""
-    return stats.per_seed(df, metric, {"model.name": SOURCES[source].model, "strategy.name": method})
+def _where(df: pd.DataFrame, source: Source, method: str) -> dict:
+    """The keys of one method's runs on `source` (model.name only where the sweep varies it: one source else)."""
+    return {**({"model.name": source.model} if "model.name" in df else {}), "strategy.name": method}
 
 
-def params(df: pd.DataFrame, source: str, method: str) -> float:
-    rows = df[stats.matches(df, {"model.name": SOURCES[source].model, "strategy.name": method})]
+def _source_of(model_name, srcs: dict) -> str:
+    return next((s.name for s in srcs.values() if s.model == model_name), str(model_name))
+
+
+def per_seed(df: pd.DataFrame, source: str, method: str, metric: str = "test_accuracy",
+             srcs: dict | None = None) -> pd.Series:
+    """`metric` per seed, the mean over the targets, of one method on one source (a name of `srcs`, default
+    SOURCES)."""
+    return stats.per_seed(df, metric, _where(df, (srcs or SOURCES)[source], method))
+
+
+def params(df: pd.DataFrame, source: str, method: str, srcs: dict | None = None) -> float:
+    rows = df[stats.matches(df, _where(df, (srcs or SOURCES)[source], method))]
     values = pd.to_numeric(rows.get("trainable_params", pd.Series(dtype=float)), errors="coerce").dropna()
     return float(values.median()) if len(values) else float("nan")
 
 
-def verdicts(df: pd.DataFrame) -> list[verdict.Verdict]:
-    """The four claims (five verdicts) from the finished runs, paired by seed; each not testable when both methods
-    compared are at chance (balanced accuracy where the rows have it)."""
-    cm = stats.chance_metric(df, "test_accuracy")
+def verdicts(df: pd.DataFrame, module=None) -> list[verdict.Verdict]:
+    """The claims from the finished runs, paired by seed: VPT-deep against full fine-tuning, VPT-shallow and
+    BitFit, and full fine-tuning against BitFit, on each ViT source (the digits' ViT; paper.py's ViT-B/16), then
+    full fine-tuning against BitFit on each other source (the digits' ResNet); each not testable when both methods
+    compared are at chance (balanced accuracy where the rows have it, chance from the runs' num_classes)."""
+    cm, srcs = stats.chance_metric(df, "test_accuracy"), sources(module)
+    n = df["data.name"].nunique() if "data.name" in df else 1
 
     def v(claim, src, a, b, key):
-        return verdict.greater(claim, f"{a} - {b}, test accuracy, mean of the 4 targets",
-                               stats.paired_difference(per_seed(df, src, a), per_seed(df, src, b)), delta=DELTA,
-                               published=PUBLISHED[key],
-                               untestable=stats.chance_reason({m: per_seed(df, src, m, cm) for m in (a, b)}, CHANCE))
-    return [
-        v("VPT-deep beats full fine-tuning (ViT)", "ViT", "vpt_deep", FULL, "deep_full"),
-        v("VPT-deep beats VPT-shallow (ViT)", "ViT", "vpt_deep", "vpt_shallow", "deep_shallow"),
-        v("VPT-deep beats BitFit (ViT)", "ViT", "vpt_deep", "bitfit", "deep_bitfit"),
-        v("full fine-tuning beats BitFit (ViT)", "ViT", FULL, "bitfit", "full_bitfit"),
-        v("full fine-tuning beats BitFit (ResNet)", "ResNet", FULL, "bitfit", "full_bitfit"),
-    ]
+        at = lambda m, metric="test_accuracy": per_seed(df, src, m, metric, srcs)  # noqa: E731
+        chance = common.chance(df, {"model.name": srcs[src].model} if "model.name" in df else None)
+        return verdict.greater(f"{claim} ({src})", f"{a} - {b}, test accuracy, mean of the {n} targets",
+                               stats.paired_difference(at(a), at(b)), delta=DELTA, published=PUBLISHED[key],
+                               untestable=stats.chance_reason({m: at(m, cm) for m in (a, b)}, chance))
+    vits = [name for name, s in srcs.items() if s.model.startswith("vit_")]
+    return [claim for src in vits for claim in (
+        v("VPT-deep beats full fine-tuning", src, "vpt_deep", FULL, "deep_full"),
+        v("VPT-deep beats VPT-shallow", src, "vpt_deep", "vpt_shallow", "deep_shallow"),
+        v("VPT-deep beats BitFit", src, "vpt_deep", "bitfit", "deep_bitfit"),
+        v("full fine-tuning beats BitFit", src, FULL, "bitfit", "full_bitfit"))] + [
+        v("full fine-tuning beats BitFit", src, FULL, "bitfit", "full_bitfit") for src in srcs if src not in vits]
 
 
-def _long(df: pd.DataFrame) -> pd.DataFrame:
+def _long(df: pd.DataFrame, srcs: dict) -> pd.DataFrame:
     """One row per run plus one per (source, method, seed) for the mean of the targets, ordered by source and
     METHODS, with the source's display name and the method's trainable parameters."""
-    df = df.assign(source=[_source_of(m) for m in df["model.name"]], method=df["strategy.name"])
+    models = df["model.name"] if "model.name" in df else [next(iter(srcs.values())).model] * len(df)
+    df = df.assign(source=[_source_of(m, srcs) for m in models], method=df["strategy.name"])
     mean = (df.groupby(["source", "method", "seed"], as_index=False)["test_accuracy"].mean()
             .assign(**{"data.name": "mean"}))
     out = pd.concat([df[["source", "method", "seed", "data.name", "test_accuracy"]], mean], ignore_index=True)
-    out["trainable params"] = [f"{params(df, s, m):,.0f}" for s, m in zip(out["source"], out["method"])]
+    out["trainable params"] = [f"{params(df, s, m, srcs):,.0f}" for s, m in zip(out["source"], out["method"])]
     rank = {m: i for i, m in enumerate(METHODS)}
     key = lambda col: col.map(lambda v: rank.get(v, len(rank))) if col.name == "method" else col
     return out.sort_values(["source", "method"], key=key, kind="stable")
 
 
-def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
+def analyse(rows: list[dict], workdir: pathlib.Path, module=None) -> Analysis:
     df = tables.done(rows)
     if df.empty:
-        return Analysis(["(no finished runs)"], verdicts(df), lambda path: plots.scatter({}, path, xlabel="",
-                                                                                        ylabel="", title=""))
-    long = _long(df)
+        return Analysis(["(no finished runs)"], verdicts(df, module),
+                        lambda path: plots.scatter({}, path, xlabel="", ylabel="", title=""))
+    srcs = sources(module)
+    long = _long(df, srcs)
+    targets = common.text(module, "targets", "digits 5-9 per ladder target")
     table = tables.ci_table(long, "test_accuracy", ["source", "method", "trainable params"], "data.name",
-                            "Test accuracy of digits 5-9 per ladder target and their mean: mean [95% CI] (n seeds)",
-                            order=[*LADDER, "mean"])
-    ran = {s: [m for m in METHODS if len(per_seed(df, s, m))] for s in SOURCES}
+                            f"Test accuracy of {targets} and their mean: mean [95% CI] (n seeds)",
+                            order=[*getattr(module, "TASKS", LADDER), "mean"])
+    at = lambda s, m: per_seed(df, s, m, srcs=srcs)  # noqa: E731
+    ran = {s: [m for m in METHODS if len(at(s, m))] for s in srcs}
+    n = df["data.name"].nunique() if "data.name" in df else 1
 
     def plot(path):
-        est = lambda s, m: stats.mean_ci(per_seed(df, s, m).tolist(), bounds=stats.ACCURACY)
-        plots.scatter({s: [(params(df, s, m), est(s, m), m) for m in ms] for s, ms in ran.items()}, path,
-                      xlabel="trainable parameters (log scale)", ylabel="test accuracy, mean of the 4 ladder targets",
+        est = lambda s, m: stats.mean_ci(at(s, m).tolist(), bounds=stats.ACCURACY)  # noqa: E731
+        plots.scatter({s: [(params(df, s, m, srcs), est(s, m), m) for m in ms] for s, ms in ran.items()}, path,
+                      xlabel="trainable parameters (log scale)",
+                      ylabel=f"test accuracy, mean of the {n} {common.text(module, 'kind', 'ladder targets')}",
                       title="Accuracy against trainable parameters (95% CI over seeds)")
 
     def best(s):
         others = [m for m in ran[s] if m != FULL]
-        return max(others, key=lambda m: per_seed(df, s, m).mean()) if others else None
+        return max(others, key=lambda m: at(s, m).mean()) if others else None
     parts = []
     for s, ms in ran.items():
         shown = [m for m in (FULL, best(s)) if m in ms]
-        parts.append(f"{s}: " + ", ".join(f"{m} {per_seed(df, s, m).mean():.3f} at {params(df, s, m):,.0f} params"
+        parts.append(f"{s}: " + ", ".join(f"{m} {at(s, m).mean():.3f} at {params(df, s, m, srcs):,.0f} params"
                                           for m in shown))
-    return Analysis([table], verdicts(df), plot, headline="; ".join(p for p in parts if ": " in p and p[-1] != " "))
+    return Analysis([table], verdicts(df, module), plot,
+                    headline="; ".join(p for p in parts if ": " in p and p[-1] != " "))
 
 
 EXPERIMENT = Experiment(

@@ -12,8 +12,8 @@ import pathlib
 import numpy as np
 import pandas as pd
 
-from tl_research.experiments import plots, stats, tables, verdict
-from tl_research.experiments.common import CHANCE, DELTA
+from tl_research.experiments import common, plots, stats, tables, verdict
+from tl_research.experiments.common import DELTA
 from tl_research.experiments.spec import Analysis, Experiment
 
 # run label -> strategy.regularizer; plain fine-tuning is TLlib's ERM: SGD with weight decay 5e-4
@@ -31,7 +31,6 @@ EFFECTS = {"l2_sp": "", "delta": f"+0.036 ({_TLLIB})", "bss": f"+0.022 ({_TLLIB}
              "stochnorm": f"+0.036 ({_TLLIB})", "co_tuning": f"+0.064 ({_TLLIB})",
              "shrink": "+0.035 (TLlib, CUB-200: the mean gain of BSS, DELTA, StochNorm and Co-Tuning, +0.0395 at "
                        "15%, +0.0045 at 100%)"}
-SMALL, LARGE = FRACTIONS[0], FRACTIONS[-1]
 
 
 def train_examples(fraction: int, size: int = TRAIN_SIZE) -> int:
@@ -39,9 +38,10 @@ def train_examples(fraction: int, size: int = TRAIN_SIZE) -> int:
     return int(round(fraction / 100 * size))
 
 
-def fractions(df: pd.DataFrame, size: int = TRAIN_SIZE) -> list:
-    """Each run's label fraction (percent) from its data.train_examples (NaN for another count)."""
-    by_count = {train_examples(f, size): f for f in FRACTIONS}
+def fractions(df: pd.DataFrame, size: int = TRAIN_SIZE, fracs=FRACTIONS) -> list:
+    """Each run's label fraction (percent of `size` images, one of `fracs`) from its data.train_examples (0: every
+    image, 100%; NaN for another count)."""
+    by_count = {0: 100, **{train_examples(f, size): f for f in fracs}}
     counts = pd.to_numeric(df.get("data.train_examples", pd.Series(0, index=df.index)), errors="coerce")
     return [by_count.get(int(n), math.nan) if pd.notna(n) else math.nan for n in counts]
 
@@ -71,9 +71,9 @@ def gain(acc: pd.Series, method: str, fraction: int) -> stats.Estimate:
     return stats.mean_ci(gains(acc, method, fraction).tolist(), paired=True, bounds=stats.DIFFERENCE)
 
 
-def shrinks(acc: pd.Series, method: str) -> pd.Series:
-    """Per seed, the gain at the smallest fraction less the gain at the largest."""
-    small, large = gains(acc, method, SMALL), gains(acc, method, LARGE)
+def shrinks(acc: pd.Series, method: str, fracs=FRACTIONS) -> pd.Series:
+    """Per seed, the gain at the smallest fraction of `fracs` less the gain at the largest."""
+    small, large = gains(acc, method, min(fracs)), gains(acc, method, max(fracs))
     common = small.index.intersection(large.index)
     return small[common] - large[common]
 
@@ -84,62 +84,73 @@ def mean_over_methods(per_method: dict) -> stats.Estimate:
     return stats.mean_ci(pd.DataFrame(per_method).dropna().mean(axis=1).tolist(), paired=True)
 
 
-def mean_shrink(acc: pd.Series, methods=REGULARIZERS) -> stats.Estimate:
-    return mean_over_methods({m: shrinks(acc, m) for m in methods})
+def mean_shrink(acc: pd.Series, methods=REGULARIZERS, fracs=FRACTIONS) -> stats.Estimate:
+    return mean_over_methods({m: shrinks(acc, m, fracs) for m in methods})
 
 
-def verdicts(acc: pd.Series, chance_acc: pd.Series | None = None) -> list[verdict.Verdict]:
-    """The claims from accuracies(): each regulariser beats plain at the smallest fraction (not testable when
-    neither arm is shown above chance on `chance_acc`, accuracies() of the balanced accuracy where the rows have
-    it); the mean gain shrinks from the smallest fraction to the largest. Equivalence margin: DELTA."""
+def verdicts(acc: pd.Series, chance_acc: pd.Series | None = None, chance: float = common.CHANCE,
+             fracs=FRACTIONS, size: int = TRAIN_SIZE) -> list[verdict.Verdict]:
+    """The claims from accuracies(): each regulariser beats plain at the smallest fraction of `fracs` (of `size`
+    images; not testable when neither arm is shown above `chance`, 1/num_classes of the runs, on `chance_acc`,
+    accuracies() of the balanced accuracy where the rows have it); the mean gain shrinks from the smallest
+    fraction to the largest. Equivalence margin: DELTA."""
     chance_acc = acc if chance_acc is None else chance_acc
-    small = f"{SMALL}% labels ({train_examples(SMALL)} images)"
-    out = [verdict.greater(f"{m} beats plain fine-tuning at {SMALL}% labels", f"{m} - plain, test accuracy at {small}",
-                           gain(acc, m, SMALL), delta=DELTA, published=EFFECTS[m],
-                           untestable=stats.chance_reason({a: per_seed(chance_acc, a, SMALL) for a in (m, PLAIN)},
-                                                          CHANCE))
+    lo, hi = min(fracs), max(fracs)
+    small = f"{lo}% labels ({train_examples(lo, size)} images)"
+    out = [verdict.greater(f"{m} beats plain fine-tuning at {lo}% labels", f"{m} - plain, test accuracy at {small}",
+                           gain(acc, m, lo), delta=DELTA, published=EFFECTS[m],
+                           untestable=stats.chance_reason({a: per_seed(chance_acc, a, lo) for a in (m, PLAIN)},
+                                                          chance))
            for m in REGULARIZERS]
     out.append(verdict.greater("the regularisers' gain shrinks with more labels (mean of the five)",
-                               f"gain at {SMALL}% - gain at {LARGE}%, mean of the {len(REGULARIZERS)} regularisers",
-                               mean_shrink(acc), delta=DELTA, published=EFFECTS["shrink"]))
+                               f"gain at {lo}% - gain at {hi}%, mean of the {len(REGULARIZERS)} regularisers",
+                               mean_shrink(acc, fracs=fracs), delta=DELTA, published=EFFECTS["shrink"]))
     return out
 
 
-def _gain_table(acc: pd.Series) -> str:
-    last = f"gain at {SMALL}% - gain at {LARGE}%"
-    rows = [{"method": m, **{f"{f}%": gain(acc, m, f).text() for f in FRACTIONS},
-             last: stats.mean_ci(shrinks(acc, m).tolist(), paired=True).text()} for m in REGULARIZERS]
+def _gain_table(acc: pd.Series, fracs=FRACTIONS) -> str:
+    last = f"gain at {min(fracs)}% - gain at {max(fracs)}%"
+    rows = [{"method": m, **{f"{f}%": gain(acc, m, f).text() for f in fracs},
+             last: stats.mean_ci(shrinks(acc, m, fracs).tolist(), paired=True).text()} for m in REGULARIZERS]
     rows.append({"method": "mean of the five", **{f"{f}%": mean_over_methods(
-        {m: gains(acc, m, f) for m in REGULARIZERS}).text() for f in FRACTIONS}, last: mean_shrink(acc).text()})
+        {m: gains(acc, m, f) for m in REGULARIZERS}).text() for f in fracs},
+        last: mean_shrink(acc, fracs=fracs).text()})
     return tables.results.frame_to_markdown(pd.DataFrame(rows), "Gain over plain fine-tuning (test accuracy), "
                                             "paired by seed, per label fraction")
 
 
-def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
+def analyse(rows: list[dict], workdir: pathlib.Path, module=None) -> Analysis:
+    """The label fractions and the training set's size from the config module in use (paper.py's FRACTIONS and
+    TRAIN_SIZE), this module's without one."""
+    fracs, size = tuple(getattr(module, "FRACTIONS", FRACTIONS)), int(getattr(module, "TRAIN_SIZE", TRAIN_SIZE))
+    lo, hi = min(fracs), max(fracs)
     df = tables.done(rows)
+    chance = common.chance(df)
     if df.empty:
         df = pd.DataFrame(columns=["label", "fraction", "seed"])
     else:  # the methods in METHODS' order, plain fine-tuning first
         rank = {m: i for i, m in enumerate(METHODS)}
-        df = df.assign(fraction=fractions(df)).sort_values("label", key=lambda c: c.map(rank), kind="stable")
+        df = df.assign(fraction=fractions(df, size, fracs)).sort_values("label", key=lambda c: c.map(rank),
+                                                                        kind="stable")
     acc = accuracies(df)
     table = tables.ci_table(df, "test_accuracy", ["label"], "fraction", "Test accuracy per method and label "
                             "fraction (percent of the training images): mean [95% CI] (n seeds)",
-                            order=list(FRACTIONS))
+                            order=list(fracs))
 
     def plot(path):
-        plots.lines({m: [(f, gain(acc, m, f)) for f in FRACTIONS] for m in REGULARIZERS}, path,
+        plots.lines({m: [(f, gain(acc, m, f)) for f in fracs] for m in REGULARIZERS}, path,
                     xlabel="labelled fraction of the training images (%)",
                     ylabel="test accuracy - plain fine-tuning's", logx=True,
                     references={"plain fine-tuning": stats.Estimate(0.0, math.nan, math.nan, 1)},
                     title="Regulariser minus plain fine-tuning (95% CI over seeds, paired)")
-    small = {m: gain(acc, m, SMALL) for m in REGULARIZERS}
+    small = {m: gain(acc, m, lo) for m in REGULARIZERS}
     shown = ", ".join(f"{m} {e.mean:+.3f}" for m, e in small.items() if e.n)
-    shrink = mean_shrink(acc)
-    headline = (f"gain over plain at {SMALL}%: {shown}; mean gain shrink {SMALL}% -> {LARGE}% "
+    shrink = mean_shrink(acc, fracs=fracs)
+    headline = (f"gain over plain at {lo}%: {shown}; mean gain shrink {lo}% -> {hi}% "
                 f"{shrink.mean:+.3f}" if shown and not np.isnan(shrink.mean) else "")
     chance_acc = accuracies(df, stats.chance_metric(df, "test_accuracy"))
-    return Analysis([table, _gain_table(acc)], verdicts(acc, chance_acc), plot, headline=headline)
+    return Analysis([table, _gain_table(acc, fracs)], verdicts(acc, chance_acc, chance, fracs, size), plot,
+                    headline=headline)
 
 
 PUBLISHED = """TLlib's task-adaptation benchmark (github.com/thuml/Transfer-Learning-Library,

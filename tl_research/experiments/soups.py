@@ -15,7 +15,7 @@ import pandas as pd
 
 from tl_research.analysis import soups as soups_lib
 from tl_research.core.errors import ConfigError
-from tl_research.experiments import plots, stats, tables, verdict
+from tl_research.experiments import common, plots, stats, tables, verdict
 from tl_research.experiments.common import CHANCE, DELTA
 from tl_research.experiments.lp_ft import ood_columns
 from tl_research.experiments.spec import Analysis, Experiment
@@ -134,36 +134,38 @@ def _name(col: str) -> str:
     return col[len("test_"):-len("_accuracy")]
 
 
-def ood_difference(df: pd.DataFrame, a: str, b: str, bn: str = MAIN) -> tuple[stats.Estimate, str, str]:
+def ood_difference(df: pd.DataFrame, a: str, b: str, bn: str = MAIN,
+                   chance: float = CHANCE) -> tuple[stats.Estimate, str, str]:
     """a - b in the mean accuracy over the OOD test sets where not both are at chance (each set judged on its
     balanced accuracy, as lp_ft does; all of them when every one is), per group; the figure's note on the sets
     left out; why the pair is not testable ('' when some set is kept)."""
     kept, dropped = [], []
     for col in ood_columns(df) if not df.empty else []:
         cm = stats.chance_metric(df, col)
-        reason = stats.chance_reason({m: by_group(df, m, cm, bn) for m in (a, b)}, CHANCE)
+        reason = stats.chance_reason({m: by_group(df, m, cm, bn) for m in (a, b)}, chance)
         (dropped if reason else kept).append(col)
     cols = kept or dropped
     mean = lambda m: (pd.concat([by_group(df, m, c, bn) for c in cols], axis=1).mean(axis=1)  # noqa: E731
                       if cols else pd.Series(dtype=float))
     note = f"; {', '.join(map(_name, dropped))} left out: both at chance there" if dropped and kept else ""
-    untestable = (f"{a} and {b} not shown above chance (1/{round(1 / CHANCE)}) on any OOD test set"
+    untestable = (f"{a} and {b} not shown above chance (1/{round(1 / chance)}) on any OOD test set"
                   if dropped and not kept else "")
     return stats.paired_difference(mean(a), mean(b), units=UNITS), note, untestable
 
 
-def verdicts(df: pd.DataFrame) -> list[verdict.Verdict]:
-    """The eight claims, paired by group; accuracy differences with an equivalence margin of one point."""
+def verdicts(df: pd.DataFrame, chance: float = CHANCE) -> list[verdict.Verdict]:
+    """The eight claims, paired by group; accuracy differences with an equivalence margin of one point; an arm
+    at `chance` (1/num_classes of the runs) cannot test a claim."""
     g = "per source seed"
 
     def id_claim(claim, a, b, key, make=verdict.greater):
         cm = stats.chance_metric(df, "test_accuracy") if not df.empty else "test_accuracy"
-        untestable = stats.chance_reason({m: by_group(df, m, cm) for m in (a, b)}, CHANCE)
+        untestable = stats.chance_reason({m: by_group(df, m, cm) for m in (a, b)}, chance)
         return make(claim, f"{a} - {b}, ID test ({g})", difference(df, a, b, "test_accuracy"), delta=DELTA,
                     published=PUBLISHED[key], untestable=untestable)
 
     def ood_claim(claim, a, b, key, make=verdict.greater):
-        est, note, untestable = ood_difference(df, a, b)
+        est, note, untestable = ood_difference(df, a, b, chance=chance)
         return make(claim, f"{a} - {b}, mean OOD test ({g}{note})", est, delta=DELTA, published=PUBLISHED[key],
                     untestable=untestable)
     barrier = stats.mean_ci(by_group(df, BEST, "barrier_error").tolist(), units=UNITS)
@@ -243,15 +245,17 @@ def points_of(per_group: dict, prefix: str, labels: dict | None = None) -> pd.Da
     return df.assign(ood_accuracy=df[ood].mean(axis=1) if ood else float("nan"))
 
 
-def compare(per_group: dict, labels: dict | None = None) -> Analysis:
-    """Tables, verdicts and plot from {group: {MAIN: soup rows, PLAIN: soup rows}} (soups.make's rows)."""
+def compare(per_group: dict, labels: dict | None = None, chance: float = CHANCE,
+            ingredients: int = len(INGREDIENTS)) -> Analysis:
+    """Tables, verdicts and plot from {group: {MAIN: soup rows, PLAIN: soup rows}} (soups.make's rows), the
+    runs' chance level and the number of ingredients per group."""
     labels = labels or {}
     df = frame(per_group)
     curve, singles = points_of(per_group, "wise_ft"), points_of(per_group, "run ", labels)
-    vs = verdicts(df)
+    vs = verdicts(df, chance)
     n = len(per_group)
     count = (f"Independent units: {n} source seed(s), each its own source model, target subset, "
-             f"{len(INGREDIENTS)} ingredients and linear probe; every interval is over them.")
+             f"{ingredients} ingredients and linear probe; every interval is over them.")
     tabs = [count, accuracy_table(df), difference_table(df), basin_table(df, labels)] if not df.empty else [count]
     if not curve.empty:
         tabs.append(tables.ci_table(curve.assign(alpha=curve["alpha"].astype(float)), "ood_accuracy", ["alpha"],
@@ -278,11 +282,13 @@ def compare(per_group: dict, labels: dict | None = None) -> Analysis:
     return Analysis(tabs, vs, plot, headline=headline)
 
 
-def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
+def analyse(rows: list[dict], workdir: pathlib.Path, module=None) -> Analysis:
     df = tables.done(rows)
     groups = sorted(int(g) for g in df[GROUP_KEY].dropna().unique()) if GROUP_KEY in df else []
     labels = dict(zip(df["run_id"], df["label"])) if "label" in df else {}
-    return compare(build(pathlib.Path(workdir), groups), labels)
+    # the ingredients: every label but the linear probe's (INGREDIENTS' names here, "ingredient i" at paper scale)
+    names = df["label"][df["label"] != PROBE["label"]].nunique() if "label" in df else len(INGREDIENTS)
+    return compare(build(pathlib.Path(workdir), groups), labels, common.chance(df), names)
 
 
 EXPERIMENT = Experiment(

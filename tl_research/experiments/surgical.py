@@ -3,12 +3,13 @@ and which block depends on the shift: the first under an input-level shift, a mi
 shift, the last layer under a label-level shift."""
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import pandas as pd
 
-from tl_research.experiments import plots, stats, tables, verdict
-from tl_research.experiments.common import CHANCE, DELTA, SOURCE_CLASSES
+from tl_research.experiments import common, plots, stats, tables, verdict
+from tl_research.experiments.common import DELTA, SOURCE_CLASSES
 from tl_research.experiments.spec import Analysis, Experiment
 
 PERMUTED = (1, 2, 3, 4, 0)  # data.classes in this order: digit 1 -> label 0, ..., digit 0 -> label 4
@@ -22,18 +23,44 @@ SHIFTS = {  # target -> (level, data.name, data.classes)
 ARMS = {"full": {"frozen_depth": 0}, "first": {"strategy.trainable_units": (0, 1)},
         "middle": {"strategy.trainable_units": (2,)}, "last": {"strategy.trainable_units": (3,)},
         "head": {"frozen_depth": "all"}}
-PARTIAL = ("first", "middle", "last", "head")
 CLAIMED = {"input": "first", "feature": "middle", "label": "head"}  # the arm Lee et al. find best per level
 LEVEL_TEXT = {"input": "input-level shift", "feature": "feature-level shift", "label": "label-level shift"}
 PUBLISHED = "no number: the sign of Figure 2 (Table 1's numbers not in the copies searched)"
-PART_TEXT = {"first": "first block", "middle": "middle block", "last": "last block", "head": "last layer (the head)"}
+PART_TEXT = {"head": "last layer (the head)"}  # every other arm: "<arm> block"
 
 
-def targets(df: pd.DataFrame) -> list[str]:
-    """Each run's target name (a key of SHIFTS), from its data.name and data.classes."""
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """What the analysis reads off the config module in use (the digits' constants above without one):
+    shifts: target -> (level, the keys of its runs); arms: every arm's name, "full" first; claimed: the arm Lee
+    et al. find best per level."""
+    shifts: dict
+    arms: tuple
+    claimed: dict
+
+    @property
+    def partial(self) -> tuple:
+        return tuple(a for a in self.arms if a != "full")
+
+
+def setting(module=None) -> Setting:
+    """The config module's SHIFTS (target -> (level, data.name, data.classes), the digits' shape, or (level, a
+    dict of the target's keys), paper.py's), ARMS and CLAIMED; this module's where it has none."""
+    shifts = {t: (v[0], v[1] if len(v) == 2 else {"data.name": v[1], "data.classes": v[2]})
+              for t, v in getattr(module, "SHIFTS", SHIFTS).items()}
+    return Setting(shifts, tuple(getattr(module, "ARMS", ARMS)), dict(getattr(module, "CLAIMED", CLAIMED)))
+
+
+def part_text(arm: str) -> str:
+    return PART_TEXT.get(arm, f"{arm} block")
+
+
+def targets(df: pd.DataFrame, st: Setting | None = None) -> list[str]:
+    """Each run's target name (a key of the setting's shifts), from the keys of its runs (data.name and
+    data.classes on the digits)."""
     out = pd.Series("", index=df.index)
-    for name, (_, data_name, classes) in SHIFTS.items():
-        out[stats.matches(df, {"data.name": data_name, "data.classes": classes})] = name
+    for name, (_, where) in (st or setting()).shifts.items():
+        out[stats.matches(df, where)] = name
     return out.tolist()
 
 
@@ -49,75 +76,87 @@ def selected(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(keep)
 
 
-def by_target_and_seed(df: pd.DataFrame, level: str, arm: str, metric: str = "test_accuracy") -> pd.Series:
+def level_rows(df: pd.DataFrame, level: str, st: Setting) -> pd.DataFrame:
+    return df[df["target"].isin([t for t, s in st.shifts.items() if s[0] == level])]
+
+
+def by_target_and_seed(df: pd.DataFrame, level: str, arm: str, metric: str = "test_accuracy",
+                       st: Setting | None = None) -> pd.Series:
     """`metric` of `arm` on the level's targets, indexed by (target, seed)."""
-    rows = df[df["target"].isin([t for t, s in SHIFTS.items() if s[0] == level]) & stats.matches(df, {"label": arm})]
+    rows = level_rows(df, level, st or setting())
+    rows = rows[stats.matches(rows, {"label": arm})]
     if metric not in rows:
         return pd.Series(dtype=float)
     return pd.to_numeric(rows[metric], errors="coerce").groupby([rows["target"], rows["seed"]]).mean()
 
 
-def difference(df: pd.DataFrame, level: str, a: str, b: str) -> stats.Estimate:
+def difference(df: pd.DataFrame, level: str, a: str, b: str, st: Setting | None = None) -> stats.Estimate:
     """a - b per seed, the mean over the level's targets both ran on (paired by target and seed)."""
-    x, y = by_target_and_seed(df, level, a), by_target_and_seed(df, level, b)
-    common = x.index.intersection(y.index)
-    d = (x[common] - y[common]).groupby(level="seed").mean()
+    x, y = (by_target_and_seed(df, level, arm, st=st) for arm in (a, b))
+    common_ = x.index.intersection(y.index)
+    d = (x[common_] - y[common_]).groupby(level="seed").mean()
     return stats.mean_ci(d.tolist(), paired=True, bounds=stats.DIFFERENCE)
 
 
-def at_chance(df: pd.DataFrame, level: str, arms) -> str:
+def at_chance(df: pd.DataFrame, level: str, arms, st: Setting | None = None) -> str:
     """Why a comparison of `arms` under the level's shift is not testable: each at chance (per seed, the mean
-    over the level's targets; balanced accuracy where the rows have it), else ''."""
+    over the level's targets; balanced accuracy where the rows have it; chance: 1/num_classes of the level's
+    runs), else ''."""
+    st = st or setting()
     metric = stats.chance_metric(df, "test_accuracy")
 
     def per_seed(arm):
-        s = by_target_and_seed(df, level, arm, metric)
+        s = by_target_and_seed(df, level, arm, metric, st)
         return s.groupby(level="seed").mean() if len(s) else s
-    return stats.chance_reason({arm: per_seed(arm) for arm in arms}, CHANCE)
+    return stats.chance_reason({arm: per_seed(arm) for arm in arms}, common.chance(level_rows(df, level, st)))
 
 
-def level_verdicts(df: pd.DataFrame, level: str) -> tuple[list[verdict.Verdict], dict]:
-    best = CLAIMED[level]
-    relative = {arm: difference(df, level, arm, "full") for arm in PARTIAL}
-    others = [a for a in PARTIAL if a != best and relative[a].n]
-    rival = max(others, key=lambda a: relative[a].mean) if others else "last"
+def level_verdicts(df: pd.DataFrame, level: str, st: Setting) -> tuple[list[verdict.Verdict], dict]:
+    best = st.claimed[level]
+    relative = {arm: difference(df, level, arm, "full", st) for arm in st.partial}
+    others = [a for a in st.partial if a != best and relative[a].n]
+    rival = max(others, key=lambda a: relative[a].mean) if others else [a for a in st.partial if a != best][-1]
     text = LEVEL_TEXT[level]
-    out = [verdict.greater(f"{text}: tuning only the {PART_TEXT[best]} beats full fine-tuning", f"{best} - full",
+    out = [verdict.greater(f"{text}: tuning only the {part_text(best)} beats full fine-tuning", f"{best} - full",
                            relative[best], delta=DELTA, published=PUBLISHED,
-                           untestable=at_chance(df, level, (best, "full"))),
-           verdict.greater(f"{text}: the {PART_TEXT[best]} is the best part to tune",
-                           f"{best} - {rival} (the best other part)", difference(df, level, best, rival),
-                           delta=DELTA, published=PUBLISHED, untestable=at_chance(df, level, (best, rival)))]
+                           untestable=at_chance(df, level, (best, "full"), st)),
+           verdict.greater(f"{text}: the {part_text(best)} is the best part to tune",
+                           f"{best} - {rival} (the best other part)", difference(df, level, best, rival, st),
+                           delta=DELTA, published=PUBLISHED, untestable=at_chance(df, level, (best, rival), st))]
     return out, relative
 
 
-def prepared(df: pd.DataFrame) -> pd.DataFrame:
+def prepared(df: pd.DataFrame, module=None) -> pd.DataFrame:
     """The finished runs with their target, at the LR chosen on validation."""
-    return selected(df.assign(target=targets(df))) if not df.empty else df.assign(target=[], label=[])
+    return (selected(df.assign(target=targets(df, setting(module)))) if not df.empty
+            else df.assign(target=[], label=[]))
 
 
-def verdicts(df: pd.DataFrame) -> tuple[list[verdict.Verdict], dict]:
+def verdicts(df: pd.DataFrame, module=None) -> tuple[list[verdict.Verdict], dict]:
     """The six verdicts (two per shift level) from prepared(df), and each level's arms relative to full."""
+    st = setting(module)
     found, relative = [], {}
-    for level in CLAIMED:
-        v, relative[level] = level_verdicts(df, level)
+    for level in st.claimed:
+        v, relative[level] = level_verdicts(df, level, st)
         found += v
     return found, relative
 
 
-def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
-    df = prepared(tables.done(rows))
-    found, relative = verdicts(df)
+def analyse(rows: list[dict], workdir: pathlib.Path, module=None) -> Analysis:
+    st = setting(module)
+    df = prepared(tables.done(rows), module)
+    found, relative = verdicts(df, module)
     acc = tables.ci_table(df, "test_accuracy", ["target"], "label", "Test accuracy per target and tuned part "
-                          "(at the LR chosen on validation): mean [95% CI] (n seeds)", order=list(ARMS))
+                          "(at the LR chosen on validation): mean [95% CI] (n seeds)", order=list(st.arms))
     rel = tables.results.frame_to_markdown(pd.DataFrame(
         [{"shift": LEVEL_TEXT[lv], **{arm: e.text() for arm, e in r.items()}} for lv, r in relative.items()]),
         "Accuracy relative to full fine-tuning (Lee et al.'s Figure 2), mean over the level's targets, paired by seed")
     chosen = (df.groupby(["target", "label"], sort=False)["schedule.lr"].first().unstack()
-              .reindex(columns=list(ARMS)).reset_index() if "schedule.lr" in df and not df.empty else pd.DataFrame())
+              .reindex(columns=list(st.arms)).reset_index() if "schedule.lr" in df and not df.empty
+              else pd.DataFrame())
     lrs = tables.results.frame_to_markdown(chosen, "LR chosen on validation") if not chosen.empty else ""
     counts = {arm: pd.to_numeric(df[stats.matches(df, {"label": arm})].get("trainable_params", pd.Series(
-        dtype=float)), errors="coerce").median() for arm in ARMS} if not df.empty else {}
+        dtype=float)), errors="coerce").median() for arm in st.arms} if not df.empty else {}
     sizes = "Trainable parameters (the new head included): " + ", ".join(
         f"{arm} {n:,.0f}" for arm, n in counts.items() if pd.notna(n)) + "."
 
@@ -125,8 +164,8 @@ def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
         plots.bars({LEVEL_TEXT[lv]: r for lv, r in relative.items()}, path,
                    ylabel="test accuracy - full fine-tuning's",
                    title="Surgical fine-tuning: one part tuned vs all (95% CI, paired by seed)")
-    headline = "; ".join(f"{lv}: {CLAIMED[lv]} - full {relative[lv][CLAIMED[lv]].text().split(' [')[0]}"
-                         for lv in CLAIMED)
+    headline = "; ".join(f"{lv}: {st.claimed[lv]} - full {relative[lv][st.claimed[lv]].text().split(' [')[0]}"
+                         for lv in st.claimed)
     return Analysis([acc, rel, lrs, sizes], found, plot, headline=headline)
 
 

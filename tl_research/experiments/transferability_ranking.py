@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from tl_research.analysis import rank_correlation as rc
-from tl_research.experiments import plots, stats, tables, verdict
+from tl_research.experiments import common, plots, stats, tables, verdict
 from tl_research.experiments.spec import Analysis, Experiment
 
 SCORES = ("logme", "leep", "nce", "hscore", "hscore_lw", "fewshot", "similarity")
@@ -225,10 +225,11 @@ def statistic_of(by_target: dict, where: str, score: str, statistic: str = "weig
 
 class Rankings:
     """The units of one measured kind (by target) and their statistics (statistic_of), each computed once: the
-    verdicts, the tables, the plot and the headline read the same ones."""
+    verdicts, the tables, the plot and the headline read the same ones. `classes`: what follows a target's name
+    in a claim (the digits' " 5-9")."""
 
-    def __init__(self, by_target: dict):
-        self.by_target = by_target
+    def __init__(self, by_target: dict, classes: str = " 5-9"):
+        self.by_target, self.classes = by_target, classes
         self._memo: dict = {}
 
     def __call__(self, where: str, score: str, statistic: str = "weighted_tau", rival: str | None = None) -> Pooled:
@@ -248,7 +249,7 @@ class Rankings:
 
 def _where_text(where: str, rank: Rankings) -> str:
     return (f"pooled: the mean over the {len(rank.by_target)} targets" if where == POOLED else
-            f"target {where} 5-9")
+            f"target {where}{rank.classes}")
 
 
 def _units_text(est: Pooled, where: str) -> str:
@@ -287,17 +288,33 @@ def verdicts(rank: Rankings) -> list[verdict.Verdict]:
 
 # ---------------------------------------------------------------------------------------------- tables
 
-NOTE = """How the verdicts are computed. The units are the source models: on each target, a source's accuracy and
-scores are the means over its seeds (each seed trains its own source model, then fine-tunes and probes it), so
-a target ranks 6 units (the 6 of SOURCES). Per target: the weighted Kendall tau (scipy's weightedtau, as You et al. and TLlib
-report) and Spearman's rho between a score and the measured test accuracy, a two-sided permutation p-value over
-all 720 orders of the 6 sources (the smallest possible p is 2/720 = 0.003) and a 95% percentile bootstrap
-interval over the sources. Pooled: the mean of the per-target statistics, its p-value from 1,000 random
-permutations of each target's sources, independent across targets (the smallest p is 1/1001 = 0.001), its
-interval from resampling the 6 sources (one draw for every target). LogME
-minus a rival: both statistics on the same resamples. *held*: p < 0.05 with tau > 0, or the difference's
-interval above 0; *did not hold*: p < 0.05 with tau < 0, or the interval below 0; *within noise*: otherwise.
-Seeds are not units and give no interval here; 6 units make every interval wide."""
+NOTE_SEEDS = "each seed trains its own source model, then fine-tunes and probes it"
+
+
+def note(n: int, zoo: str = "SOURCES", seeds: str = NOTE_SEEDS) -> str:
+    """How the verdicts are computed, for n source models (`zoo`: where they are listed; `seeds`: what a seed
+    does)."""
+    exact = math.factorial(n) <= rc.PERMUTATIONS
+    orders = (f"all {math.factorial(n)} orders of the {n} sources (the smallest possible p is 2/{math.factorial(n)} = "
+              f"{2 / math.factorial(n):.3f})" if exact else
+              f"{rc.PERMUTATIONS:,} random orders of the {n} sources (the smallest possible p is "
+              f"1/{rc.PERMUTATIONS + 1} = {1 / (rc.PERMUTATIONS + 1):.3f})")
+    lines = [  # the digits' line breaks (their README's text)
+        "How the verdicts are computed. The units are the source models: on each target, a source's accuracy and",
+        f"scores are the means over its seeds ({seeds}), so",
+        f"a target ranks {n} units (the {n} of {zoo}). Per target: the weighted Kendall tau (scipy's weightedtau, as "
+        "You et al. and TLlib",
+        "report) and Spearman's rho between a score and the measured test accuracy, a two-sided permutation p-value "
+        "over",
+        f"{orders} and a 95% percentile bootstrap",
+        f"interval over the sources. Pooled: the mean of the per-target statistics, its p-value from {DRAWS:,} random",
+        "permutations of each target's sources, independent across targets (the smallest p is "
+        f"1/{DRAWS + 1} = {1 / (DRAWS + 1):.3f}), its",
+        f"interval from resampling the {n} sources (one draw for every target). LogME",
+        "minus a rival: both statistics on the same resamples. *held*: p < 0.05 with tau > 0, or the difference's",
+        "interval above 0; *did not hold*: p < 0.05 with tau < 0, or the interval below 0; *within noise*: otherwise.",
+        f"Seeds are not units and give no interval here; {n} units make every interval wide."]
+    return "\n".join(lines)
 
 
 def score_table(ft: dict, lp: dict) -> str:
@@ -350,20 +367,24 @@ def top1_table(ft: dict, lp: dict) -> str:
                                             f"given up by choosing it, regret). Best measured: {best}")
 
 
-def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
+def analyse(rows: list[dict], workdir: pathlib.Path, module=None) -> Analysis:
     df = tables.done(rows)
+    classes = common.text(module, "classes", " 5-9")
     if df.empty:
-        return Analysis(["(no finished runs)"], verdicts(Rankings({})),
+        return Analysis(["(no finished runs)"], verdicts(Rankings({}, classes)),
                         lambda path: plots.bars({}, path, ylabel="", title=""))
     df = attach_scores(df.assign(kind=kind_of(df)), workdir)
     ft, lp = units(df, FINE_TUNE), units(df, "linear probe")
-    order = {s.name: i for i, s in enumerate(SOURCES)}
+    order = {name: i for i, name in enumerate(getattr(module, "ZOO", [s.name for s in SOURCES]))}
     df = df.sort_values(["label", "kind"], key=lambda c: c.map(order) if c.name == "label" else c, kind="stable")
+    n = df["label"].nunique()
     acc = tables.ci_table(df, METRIC, ["label", "kind"], "data.name", "Test accuracy per source model and target "
-                          "(digits 5-9): mean [95% CI over seeds, each seed its own source model] (n)",
+                          f"({common.text(module, 'target', 'digits 5-9')}): mean [95% CI over seeds, "
+                          f"{common.text(module, 'seed', 'each seed its own source model')}] (n)",
                           order=list(ft or lp))
-    out = [NOTE, acc, score_table(ft, lp)]
-    ranks = {FINE_TUNE: Rankings(ft), "linear probe": Rankings(lp)}
+    out = [note(n, common.text(module, "zoo", "SOURCES"), common.text(module, "seeds", NOTE_SEEDS)), acc,
+           score_table(ft, lp)]
+    ranks = {FINE_TUNE: Rankings(ft, classes), "linear probe": Rankings(lp, classes)}
     for kind, rank in ranks.items():
         out += [agreement_table(rank, "weighted_tau", kind), agreement_table(rank, "spearman", kind),
                 agreement_table(rank, "weighted_tau", kind, versus_logme=True)]
@@ -374,7 +395,7 @@ def analyse(rows: list[dict], workdir: pathlib.Path) -> Analysis:
     def plot(path):
         plots.bars({w: {SCORE_TEXT[s]: rank(w, s).estimate() for s in shown} for w in rank.places()}, path,
                    ylabel="weighted tau with fine-tuned accuracy",
-                   title=f"Each score's ranking of {len(SOURCES)} source models (95% bootstrap over sources)")
+                   title=f"Each score's ranking of {n} source models (95% bootstrap over sources)")
     tau = rank(POOLED, "logme")
     headline = (f"pooled weighted tau(LogME, fine-tuned) {tau.value:+.2f} (p={tau.p:.2g}); " + "; ".join(
         f"LogME - {SCORE_TEXT[r]} {d.value:+.2f} [{d.low:+.2f}, {d.high:+.2f}]"
