@@ -12,7 +12,7 @@ rate (averaged over the classes instead, a 100:1 tail scales every step down to 
     python -m tl_research.experiments run class_imbalance
 """
 from tl_research.config import axis, chain, product
-from tl_research.experiments.common import FIVE_SEEDS, small_base
+from tl_research.experiments.common import SEEDS, small_base
 
 RATIOS = (10.0, 100.0)
 BETA = 0.999  # Cui et al.'s effective number: their best long-tailed CIFAR-10 runs use 0.9999 with 50,000 images
@@ -33,4 +33,4 @@ def get_sweep():
              **weighted},
             {"label": "oversampling", "data.balance": "oversample"}]
     balanced = [{"label": "plain", "data.imbalance_ratio": 1.0}]
-    return product(axis("seed", list(FIVE_SEEDS)), chain(balanced, product(axis("data.imbalance_ratio", list(RATIOS)), arms)))
+    return product(axis("seed", list(SEEDS)), chain(balanced, product(axis("data.imbalance_ratio", list(RATIOS)), arms)))
