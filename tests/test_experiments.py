@@ -131,14 +131,16 @@ def test_command_runs_resumes_and_writes_the_readme(tmp_path, data_dir, capsys):
     assert len(out.verdicts) == 1
     readme = (root / "tiny" / "README.md").read_text()
     assert "Test accuracy" in readme and "schedule.lr=0.05" in readme and "[95% CI" in readme
-    assert "empty workdir, on a shared" in readme  # no source model to count in its wall time
+    # no source model to count in its wall time; the machine that ran it named
+    assert f"empty workdir, analysis included, on {runner.host_text()})" in readme
     assert (root / "tiny" / "plot.png").exists() and "[tiny](tiny/README.md)" in (root / "README.md").read_text()
     first = runner.read_summary(root / "tiny")
     assert first["wall_time_s"] > 0 and first["verdicts"][0]["status"] in (verdict.HELD, verdict.FAILED, verdict.NOISE)
     capsys.readouterr()
     runner.run(TINY, [TINY], root=root, workdir=workdir, echo=print)  # resumes: nothing left to train
     assert "4 of 4 runs already" in capsys.readouterr().out
-    assert runner.read_summary(root / "tiny")["wall_time_s"] == first["wall_time_s"]
+    again = runner.read_summary(root / "tiny")
+    assert again["wall_time_s"] == first["wall_time_s"] and again["ran_on"] == first["ran_on"] == runner.host_text()
     assert (root / "tiny" / "README.md").read_text() == readme  # deterministic from the same results
     seen = {}  # an analysis of (rows, workdir, module) gets the config module; each row its run's class count
 

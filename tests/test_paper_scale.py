@@ -216,3 +216,22 @@ def test_check_reruns_into_a_temporary_directory(tmp_path, monkeypatch, capsys):
     seen["status"] = "did not hold"
     assert check.check(tiny, [tiny], root=root) == 1
     assert "STATUS DIFFERS: a beats b: committed held, now did not hold" in capsys.readouterr().out
+
+
+def test_readmes_at_paper_scale_name_the_scale_and_the_machine(tmp_path):
+    from tl_research.experiments import readme
+    from tl_research.experiments.spec import Analysis
+    digits = registry.get("lp_ft")[0]
+    paper = runner.at_scale(digits, "paper")
+    assert readme.command(digits) == "python -m tl_research.experiments run lp_ft"
+    assert readme.command(paper, "report") == "python -m tl_research.experiments report lp_ft --scale paper"
+    summaries = {"lp_ft": {"verdicts": [], "wall_time_s": 60.0, "ran_on": "SLURM partition gpu, 8 GPU(s) per node"}}
+    index = readme.index(tmp_path, [paper], summaries)
+    assert "papers' scale" in index and "built-in MNIST" not in index and "`python -m tl_research.experiments run lp_ft --scale paper`" in index
+    assert "built-in MNIST" in readme.index(tmp_path, [digits], summaries)
+    rows = [{"run_id": "a", "status": "done", "seed": 0, "test_accuracy": 0.5}]
+    page = readme.render(paper, Analysis([], [], lambda path: None), summaries["lp_ft"], rows)
+    assert "[`paper.py`](paper.py)" in page and "on SLURM partition gpu, 8 GPU(s) per node)" in page
+    assert "report lp_ft --scale paper" in page
+    old = readme.render(digits, Analysis([], [], lambda path: None), {"wall_time_s": 60.0}, rows)
+    assert "analysis included, on a shared 2-core CPU)" in old  # a summary from before the machine was recorded

@@ -5,7 +5,7 @@ From scratch on all 10 digits of mnist_subset, the training set made long-tailed
 350 * ratio^(-c/9) images) at imbalance ratio 1, 10 and 100; 100 steps of batch 32; val and test stay balanced.
 Arms: plain, class weights (train.class_weights=inverse, inverse frequency), effective-number weights (Cui et
 al.'s class-balanced loss, beta 0.999), oversampling (data.balance=oversample: every class drawn equally
-often); 3 seeds (the same subset for every arm of a seed). The weights average to 1 over the training examples
+often); 5 seeds (the same subset for every arm of a seed). The weights average to 1 over the training examples
 (train.class_weights_norm=examples), so a weighted run keeps the plain run's loss scale and effective learning
 rate (averaged over the classes instead, a 100:1 tail scales every step down to a fraction).
 

@@ -2,7 +2,7 @@
 
 From scratch on digits 5-9 (no transfer: Smith's comparison is about training), 1,100 steps of batch 32 (20
 epochs of the 1,750 training images), test accuracy evaluated every 22 steps (train.eval_test: a curve, never
-used for selection), 3 seeds:
+used for selection), 5 seeds:
   fixed LR 0.01, 0.03, 0.1 (the one with the best mean validation accuracy is "the fixed LR")
   cyclical triangular, triangular2, exp_range: base_lr 0.01, max_lr 0.1, half cycle 110 steps (2 epochs, the
   low end of Smith's "2-10 times the number of iterations in an epoch"), so 5 whole cycles; exp_range's gamma

@@ -9,7 +9,7 @@ fine-tuning (every unit), scratch; 5 seeds, paired (the same subset for every ar
     python -m tl_research.experiments run decision_matrix
 """
 from tl_research.config import axis, product, zip_axes
-from tl_research.experiments.common import FIVE_SEEDS, small_base, with_source
+from tl_research.experiments.common import SEEDS, small_base, with_source
 
 SIZES = {"small": (10, 50), "large": (350, 150)}  # examples per class, steps
 DOMAINS = {"similar": "mnist_subset", "different": "mnist_m"}
@@ -28,4 +28,4 @@ def get_sweep():
                      axis("train.steps", [v[1] for v in SIZES.values()]))
     arms = [{"label": "feature extraction", "frozen_depth": "all"}, {"label": "fine-tuning", "frozen_depth": 0},
             {"label": "scratch", "init": "scratch", "frozen_depth": 0}]
-    return product(axis("seed", list(FIVE_SEEDS)), axis("data.name", list(DOMAINS.values())), sizes, arms)
+    return product(axis("seed", list(SEEDS)), axis("data.name", list(DOMAINS.values())), sizes, arms)

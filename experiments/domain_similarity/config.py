@@ -9,7 +9,7 @@ feature extractor: the same network trained on all ten MNIST digits (Cui et al. 
 JFT, which holds their targets' images too); the sweep trains it as the source of one linear-probe run.
 `report.similarity_features` points at it, so every (source, target) pair's exp(-0.01 EMD) is measured on its
 features. Arms per source: full fine-tune and linear probe, 60 steps, cosine decay; scratch on the target is the
-baseline the gain is measured against (paired: the same seed draws the same 600 images); 3 seeds of the target
+baseline the gain is measured against (paired: the same seed draws the same 600 images); 5 seeds of the target
 runs, one network per source domain (the sources are the independent units of the ranking).
 
     python -m tl_research.experiments run domain_similarity
@@ -19,7 +19,7 @@ from tl_research.config import axis, chain, product
 from tl_research.experiments.common import small_base
 from tl_research.data.domains import LADDER
 
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4)
 TARGET = ("mnist_subset", (5, 6, 7, 8, 9))
 LOW, HIGH = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
 SHORT = {"mnist_subset": "mnist", "digits_upsampled": "upsampled", "mnist_inverted": "inverted",

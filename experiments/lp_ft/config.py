@@ -11,7 +11,7 @@ mnist_inverted, mnist_m, digits_upsampled), read in grey. Arms, 5 seeds:
     python -m tl_research.experiments run lp_ft
 """
 from tl_research.config import axis, product
-from tl_research.experiments.common import FIVE_SEEDS, small_base, with_source
+from tl_research.experiments.common import SEEDS, small_base, with_source
 
 OOD = ("mnist_inverted", "mnist_m", "digits_upsampled")
 
@@ -34,4 +34,4 @@ def get_sweep():
     arms = [{"label": "LP", "frozen_depth": "all"}, {"label": "FT", "frozen_depth": 0},
             {"label": "LP-FT", "frozen_depth": 0, "strategy.name": "two_phase", "schedule.lr": 0.005,
              "train.steps": 120}]
-    return product(axis("seed", list(FIVE_SEEDS)), arms)
+    return product(axis("seed", list(SEEDS)), arms)

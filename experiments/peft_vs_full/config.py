@@ -4,7 +4,7 @@ of VPT, Jia et al. 2022, arXiv 2203.12119), on two sources trained from scratch 
   resnet_cifar  the shared small ResNet (stem + 3 residual blocks, width 16), 28x28 grey, SGD, 5 epochs
   vit_micro     the 6-unit ViT (4x4 patches, width 64, 4 blocks) at 16x16 grey, AdamW (lr 3e-3), 10 epochs
 Targets: digits 5-9 on the 4 rungs of the domain ladder (mnist_subset, digits_upsampled, mnist_inverted,
-mnist_m), 600 training images each; 3 seeds. Arms: every method of tl_research.experiments.peft_vs_full.METHODS
+mnist_m), 600 training images each; 5 seeds. Arms: every method of tl_research.experiments.peft_vs_full.METHODS
 that is a registered strategy (those that are not are named in one printed line and left out; VPT only on the
 ViT), each `strategy.name` at its defaults. Full fine-tuning trains at one LR per source (ResNet SGD 0.05, ViT
 AdamW 1e-3), every other method at a higher one (ResNet 0.1, ViT 1e-2): partial or added parameters take a

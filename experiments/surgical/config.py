@@ -17,7 +17,7 @@ mean validation accuracy), 5 seeds.
     python -m tl_research.experiments run surgical
 """
 from tl_research.config import axis, product
-from tl_research.experiments.common import FIVE_SEEDS, SOURCE_CLASSES, small_base, with_source
+from tl_research.experiments.common import SEEDS, SOURCE_CLASSES, small_base, with_source
 from tl_research.experiments.surgical import ARMS, SHIFTS
 
 LRS = (0.01, 0.03, 0.1)
@@ -35,4 +35,4 @@ def get_config():
 def get_sweep():
     shifts = [{"data.name": name, "data.classes": classes} for _, name, classes in SHIFTS.values()]
     arms = [{"label": arm, **where} for arm, where in ARMS.items()]
-    return product(axis("seed", list(FIVE_SEEDS)), shifts, axis("schedule.lr", list(LRS)), arms)
+    return product(axis("seed", list(SEEDS)), shifts, axis("schedule.lr", list(LRS)), arms)

@@ -9,13 +9,19 @@ from tl_research.experiments.common import DELTA
 from tl_research.experiments.spec import Analysis, Experiment
 
 FIXES = ("class weights", "effective number", "oversampling")
-MOST = 0.5  # "most of the loss": more than half of it
+# the share of the balanced accuracy lost at the largest ratio each fix must win back: Buda et al.'s oversampling
+# "most" (more than half; almost all at MNIST scale), Cui et al.'s re-weighting a part (their Table 2 gain is
+# 0.18 of the loss at ratio 100)
+SHARE = {"class weights": 0.0, "effective number": 0.0, "oversampling": 0.5}
 CLASSES = 10  # all ten digits: chance is 1/10 (where the rows carry no num_classes)
 METRIC = "test_balanced_accuracy"  # a constant prediction scores exactly 1/CLASSES on it
-PUBLISHED = {"loss": "no number quoted: 'imbalance hurts' (Buda et al. 2018)",
-             "oversampling": "no number quoted: almost all of the loss at MNIST scale (Buda et al. 2018)",
-             "class weights": "no number quoted: re-weighting improves long-tailed CIFAR (Cui et al. 2019)",
-             "effective number": "no number quoted: re-weighting improves long-tailed CIFAR (Cui et al. 2019)"}
+_CUI = ("Cui et al. 2019 Table 2 (ResNet-32, long-tailed CIFAR-10, error): softmax 6.61% at ratio 1, 29.64% at "
+        "ratio 100")
+PUBLISHED = {"loss": f"+0.230 ({_CUI}); Buda et al. 2018: figures only",
+             "oversampling": "no number quoted: almost all of the loss at MNIST scale (Buda et al. 2018, figures "
+                             "only)",
+             "class weights": "no number quoted: Cui et al. 2019 tune beta; inverse frequency is beta -> 1",
+             "effective number": f"+0.18 ({_CUI}, class-balanced 25.43%: 4.21 of 23.03 points)"}
 
 
 def verdicts(df) -> list[verdict.Verdict]:
@@ -38,9 +44,10 @@ def verdicts(df) -> list[verdict.Verdict]:
         why = (stats.chance_reason({fix: at(fix, worst), "plain": plain}, chance)
                or ("" if cost.status in (verdict.HELD, verdict.NOT_RUN) else
                    "no loss of balanced accuracy shown to recover"))
-        out.append(verdict.greater(f"{fix} recovers most of the balanced accuracy lost",
+        share = "most of" if SHARE[fix] else "part of"
+        out.append(verdict.greater(f"{fix} recovers {share} the balanced accuracy lost",
                                    f"fraction recovered at ratio {worst:g}",
-                                   stats.mean_ci(recovered.tolist(), paired=True), threshold=MOST,
+                                   stats.mean_ci(recovered.tolist(), paired=True), threshold=SHARE[fix],
                                    published=PUBLISHED[fix], untestable=why))
     return out
 
@@ -76,17 +83,20 @@ EXPERIMENT = Experiment(
 neural networks* (arXiv 1710.05381): on MNIST, CIFAR-10 and ImageNet subsets, imbalance hurts and oversampling
 restores most of the loss (at MNIST scale almost all of it), with no overfitting from it. Cui, Jia, Lin, Song,
 Belongie 2019, *Class-Balanced Loss Based on Effective Number of Samples* (arXiv 1901.05555): re-weighting the
-loss (by inverse frequency or effective number) improves long-tailed CIFAR at imbalance 10 to 200. The claim
-tested: each fix recovers more than half the balanced accuracy lost at the largest ratio.""",
+loss (by inverse frequency or effective number) improves long-tailed CIFAR at imbalance 10 to 200; their Table 2
+(ResNet-32, error rates): long-tailed CIFAR-10 at ratio 100, softmax 29.64% against 6.61% at ratio 1, the
+class-balanced loss 25.43% (a gain of 4.21 points, 0.18 of the 23.03 lost; CIFAR-100: 61.68% to 60.40%). The
+claims tested: oversampling recovers more than half the balanced accuracy lost at the largest ratio (Buda et
+al.'s "most"), re-weighting recovers a part of it (more than none: Cui et al.'s gain).""",
     differences="""- All 10 digits of mnist_subset from scratch, 350 images of the largest class, ratio 1, 10, 100
-  (exponential profile, as Cui et al.'s long-tailed CIFAR), 100 steps of batch 32; 3 seeds. Inverse-frequency
+  (exponential profile, as Cui et al.'s long-tailed CIFAR), 100 steps of batch 32; 5 seeds. Inverse-frequency
   weights and Cui et al.'s effective-number weights at beta 0.999 (`train.class_weights_beta`; their
   long-tailed CIFAR runs pick beta per dataset), both normalised to mean 1 over the training examples
   (`train.class_weights_norm=examples`) so that weighting does not also lower the effective learning rate.
-- "Most" is read as more than half; the recovered fraction is computed per seed, and only where imbalance
+- "Most" is read as more than half, "a part" as more than none; the recovered fraction is computed per seed, and only where imbalance
   cost balanced accuracy (a loss shown by the first verdict).
 - 100 steps from scratch is short for 10 classes: even the balanced run is far from converged (about 0.57
   balanced accuracy here). Not tuned to change the verdict.""",
-    claim="oversampling and re-weighting recover most of the balanced accuracy lost to imbalance",
+    claim="oversampling recovers most of the balanced accuracy lost to imbalance, re-weighting a part of it",
     analyse=analyse,
 )

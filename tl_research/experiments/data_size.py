@@ -93,7 +93,7 @@ Zhai et al. 2019 (VTAB, arXiv 1910.04867): ImageNet-supervised vs scratch at 1k 
 89.6: the gain shrinks with data. Kornblith et al. 2019 (arXiv 1805.08974): fixed features (a linear probe)
 are competitive with fine-tuning when data is scarce and fall behind it as data grows.""",
     differences="""- Source: digits 0-4 (1,750 images); target digits 5-9 with 1, 10, 100, 350 (all) images per
-  class; steps grow with the data (40, 50, 100, 150); 3 seeds, the same subset for every arm of a seed.
+  class; steps grow with the data (40, 50, 100, 150); 5 seeds, the same subset for every arm of a seed.
 - A small ResNet trained for 5 epochs is a far weaker source than ImageNet-21k BiT models.""",
     claim="transfer's gain shrinks as data grows; a linear probe is competitive with fine-tuning at the smallest "
           "sizes",

@@ -108,7 +108,7 @@ iNat being the more similar). The claim: gain increases with similarity.""",
   al. rank large source datasets (ImageNet, iNat and subsets) for fine-grained targets with Inception-v3.
 - The common extractor is the same small ResNet trained on all ten MNIST digits (the target's images
   included, as JFT holds ImageNet's); Cui et al.'s is an Inception-v3 trained on JFT-300M.
-- The sources are the independent units: rho over the 7 sources (each the mean of 3 target seeds) with an
+- The sources are the independent units: rho over the 7 sources (each the mean of 5 target seeds) with an
   exact permutation p-value; one network per source domain (seed 0), so the source's training noise is not
   averaged. The gain is over scratch on the same target seed.""",
     claim="gain increases with similarity",

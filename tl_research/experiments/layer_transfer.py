@@ -116,7 +116,7 @@ Findings: AnB falls as n grows past the middle (upper layers are specific); AnB+
 n; BnB dips at middle n (fragile co-adaptation of neighbouring layers), then recovers.""",
     differences="""- MNIST digits 0-4 (A) vs 5-9 (B), 1,750 training images each, a 4-unit ResNet (stem + 3 residual
   blocks) instead of 8-layer AlexNet on 1.2M ImageNet images; every network (baseA, baseB, every target run)
-  trains 5 epochs of SGD with a cosine schedule; 3 seeds, each with its own baseA and baseB.
+  trains 5 epochs of SGD with a cosine schedule; 5 seeds, each with its own baseA and baseB.
 - As in the paper, the units above n are re-initialised (`transfer_depth = n`: from the run's seed, as a run
   from scratch) and trained on B; AnB/BnB keep the first n frozen, AnB+/BnB+ fine-tune them. baseB is the B
   network itself (the same config as BnB's source), not a shorter run from scratch.

@@ -21,8 +21,18 @@ OUTCOME_TEXT = (f"*{HELD}*: the interval is on the claimed side; *{FAILED}*: on 
                 f"test); *{NOT_RUN}*: no finished runs")
 
 
-def command(name: str) -> str:
-    return f"python -m tl_research.experiments run {name}"
+# where a summary without its own record of the machine was measured: the committed digit results on this
+# project's shared 2-core CPU
+DEFAULT_HOST = {"config.py": "a shared 2-core CPU", "paper.py": "a machine not recorded"}
+
+
+def scale_flag(exp: Experiment) -> str:
+    """' --scale paper' for an experiment at the paper's scale (its paper.py), '' for the digits' config.py."""
+    return " --scale paper" if exp.config == "paper.py" else ""
+
+
+def command(exp: Experiment, verb: str = "run") -> str:
+    return f"python -m tl_research.experiments {verb} {exp.name}{scale_flag(exp)}"
 
 
 def wall_time_text(seconds) -> str:
@@ -76,10 +86,11 @@ def render(exp: Experiment, analysis: Analysis, summary: dict, rows: list[dict],
     verdicts = verdict_table(analysis.verdicts)
     out = [f"# {exp.title}", "", "## Question", "", exp.question.strip(), "",
            "## Published", "", exp.published.strip(), "",
-           "## Command", "", "```bash", command(exp.name), f"python -m tl_research.experiments report {exp.name}"
-           "   # tables, plot and verdicts again from the workdir", "```", "",
-           f"Config: [`config.py`]({exp.config}). Wall time: {wall_time_text(summary.get('wall_time_s'))} "
-           f"(the whole command from an empty workdir{sources_text(sources)}, on a shared 2-core CPU).", "",
+           "## Command", "", "```bash", command(exp), command(exp, "report")
+           + "   # tables, plot and verdicts again from the workdir", "```", "",
+           f"Config: [`{exp.config}`]({exp.config}). Wall time: {wall_time_text(summary.get('wall_time_s'))} "
+           f"(the whole command from an empty workdir{sources_text(sources)}, analysis included, on "
+           f"{summary.get('ran_on') or DEFAULT_HOST[exp.config]}).", "",
            "## Verdict", "", f"Computed from the results: {METHOD}. {OUTCOME_TEXT}. *published*: the paper's "
            "effect size for the claim, where it gives one.", "", verdicts,
            f"Runs: {basis(rows)}", "", "## Results", "", "![plot](plot.png)", ""]
@@ -100,6 +111,18 @@ def claims_table(experiments: list[Experiment], summaries: dict[str, dict]) -> s
     return tables.results.frame_to_markdown(pd.DataFrame(rows)) if rows else "(no experiment run yet)\n"
 
 
+DIGITS_INTRO = (
+    "Paper-style reproductions on the built-in MNIST digits (the quickstart's small ResNet, and small ViTs in "
+    "some; 40 to 1,100 steps a run, 3 or 5 seeds, each seed with its own source model; each README gives its "
+    "own). `python -m tl_research.experiments run all` regenerates every table and plot; `report NAME` rebuilds "
+    "one from its workdir (default `runs/experiments/NAME`).")
+PAPER_INTRO = (
+    "Reproductions at the papers' scale (`--scale paper`: experiments/NAME/paper.py, the papers' datasets and "
+    "converted weights; each README names them). `python -m tl_research.experiments run NAME --scale paper` "
+    "regenerates one; `report NAME --scale paper` rebuilds it from its workdir (default "
+    "`runs/experiments_paper/NAME/runs`).")
+
+
 def index(root: pathlib.Path, experiments: list[Experiment], summaries: dict[str, dict]) -> str:
     rows = []
     for exp in experiments:
@@ -109,21 +132,18 @@ def index(root: pathlib.Path, experiments: list[Experiment], summaries: dict[str
         rows.append({"experiment": f"[{exp.name}]({exp.name}/README.md)", "published claim": exp.claim,
                      "our figure": s.get("headline", ""),
                      "verdict": f"{outcome_counts(verdicts)} — {outcomes}" if verdicts else "not run yet",
-                     "command": f"`{command(exp.name)}`", "wall time": wall_time_text(s.get("wall_time_s"))})
+                     "command": f"`{command(exp)}`", "wall time": wall_time_text(s.get("wall_time_s"))})
     table = tables.results.frame_to_markdown(pd.DataFrame(rows))
     walls = [summaries.get(e.name, {}).get("wall_time_s") for e in experiments]
     total = (f" All {len(walls)} together: {wall_time_text(sum(walls))}." if walls and None not in walls
              else " The total is given once every experiment has a measured wall time.")
+    intro = PAPER_INTRO if any(e.config == "paper.py" for e in experiments) else DIGITS_INTRO
     return "\n".join([
-        "# Experiments", "",
-        "Paper-style reproductions on the built-in MNIST digits (the quickstart's small ResNet, and a small ViT "
-        "in peft_vs_full; 40 to 150 steps a run, 3 seeds, each seed with its own source model). Each row is one "
-        "command; its README sets our table and plot beside the published numbers, and the verdict is computed "
-        f"from the results: {METHOD}. `python -m tl_research.experiments run all` regenerates "
-        "every table and plot; `report NAME` rebuilds one from its workdir (default `runs/experiments/NAME`).",
-        "", "Wall times: the whole command from an empty workdir on this project's shared 2-core CPU (other jobs "
-        "ran at the same time, so they are upper bounds), with JAX's persistent compilation cache "
-        "(`~/.cache/tl_research/jax`, or `$TL_RESEARCH_CACHE`) already filled by earlier runs; an empty cache "
-        f"adds compilation, about a minute per experiment on this CPU.{total}", "", table,
+        "# Experiments", "", intro + " Each row is one command; its README sets our table and plot beside the "
+        f"published numbers, and the verdict is computed from the results: {METHOD}.", "",
+        "Wall times: the whole command from an empty workdir, analysis included, on the machine each README names "
+        "(on a shared machine, such as this project's 2-core CPU, they are upper bounds), with JAX's persistent "
+        "compilation cache (`~/.cache/tl_research/jax`, or `$TL_RESEARCH_CACHE`) already filled by earlier runs; "
+        f"an empty cache adds compilation, about a minute per experiment on a CPU.{total}", "", table,
         "## Every claim: ours, the paper's, the outcome", "", f"Outcomes: {OUTCOME_TEXT}.", "",
         claims_table(experiments, summaries)])

@@ -83,14 +83,28 @@ def run(exp: Experiment, experiments: list[Experiment], *, root: pathlib.Path = 
         launchers.launch(base, points, workdir, opts, echo=echo)
     else:
         sweep.run_sweep(base, points, workdir, progress=progress, echo=echo)
-    wall = time.time() - t0 if fresh else None
-    return report(exp, experiments, root=root, out=out, workdir=workdir, wall_time=wall, echo=echo)
+    return report(exp, experiments, root=root, out=out, workdir=workdir, echo=echo,
+                  started=t0 if fresh else None, ran_on=host_text(opts))
+
+
+def host_text(opts=None) -> str:
+    """Where a run of the experiments command trained, for its README: SLURM's partition, or this host's cores
+    (and its accelerator, named without starting a JAX client here: the workers need its memory)."""
+    from tl_research.sweeps import sweep_job
+    if opts is not None and opts.launcher == "slurm":
+        slurm = opts.slurm or {}
+        gpus = f", {slurm['gpus_per_node']} GPU(s) per node" if slurm.get("gpus_per_node") else ""
+        return f"SLURM partition {slurm.get('partition') or '(default)'}{gpus}"
+    cores = len(sweep_job.host_cpus())
+    return f"this host's accelerator ({cores} CPU cores)" if sweep_job.accelerator_plugin() else f"a {cores}-core CPU"
 
 
 def report(exp: Experiment, experiments: list[Experiment], *, root: pathlib.Path = ROOT, out=None, workdir=None,
-           wall_time: float | None = None, echo=print) -> Analysis:
+           wall_time: float | None = None, echo=print, started: float | None = None, ran_on: str = "") -> Analysis:
     """README.md, plot.png and summary.json of the experiment from the workdir's results under out/<name>/
-    (default: default_out), then the index out/README.md. The config is read from root/<name>/."""
+    (default: default_out), then the index out/README.md. The config is read from root/<name>/. The wall time:
+    `wall_time`, else since `started` (time.time() when the sweep began, the analysis included), else the old
+    summary's, with `ran_on` (the machine, for the README) recorded beside a new one."""
     module = load_module(exp, root)
     base, points = module.get_config(), module.get_sweep()
     workdir = pathlib.Path(workdir or default_workdir(exp))
@@ -105,9 +119,13 @@ def report(exp: Experiment, experiments: list[Experiment], *, root: pathlib.Path
     analysis = analyse(exp, rows, workdir, module)
     analysis.plot(out / "plot.png")
     old = read_summary(out)
+    if wall_time is None and started is not None:
+        wall_time = time.time() - started
     summary = {"name": exp.name, "verdicts": [v.to_dict() for v in analysis.verdicts],
                "headline": analysis.headline or (analysis.verdicts[0].figure if analysis.verdicts else ""),
                "wall_time_s": round(wall_time, 1) if wall_time is not None else old.get("wall_time_s")}
+    if ran_on or (wall_time is None and old.get("ran_on")):
+        summary["ran_on"] = ran_on if wall_time is not None else old["ran_on"]
     (out / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
     sources = source_count(base, points)
     (out / "README.md").write_text(readme.render(exp, analysis, summary, rows, sources=sources))

@@ -257,18 +257,27 @@ def _units_text(est: Pooled, where: str) -> str:
     return f"n={est.n} source models (the units{same}; each the mean of its seeds)"
 
 
+# the published side of each claim: TLlib's weighted taus of 10 ImageNet models on 8 datasets (the table in
+# EXPERIMENT.published)
+_TLLIB = "TLlib model-selection table, 10 ImageNet models"
+PUBLISHED = {"chance": f"+0.665 (mean weighted tau over 8 datasets, {_TLLIB}; 0.502 to 0.790)",
+             "leep": f"+0.378 (mean difference, above LEEP on 7 of 8 datasets; {_TLLIB})",
+             "nce": f"+0.164 (mean difference, above NCE on 5 of 8 datasets; {_TLLIB})"}
+
+
 def chance_verdict(rank: Rankings, where: str) -> verdict.Verdict:
     """LogME's weighted tau with the fine-tuned accuracy is above 0 by its permutation test: held when p < 0.05
     and tau > 0, did not hold when p < 0.05 and tau < 0 (it ranks them backwards), within noise otherwise."""
     tau, rho = rank(where, "logme"), rank(where, "logme", "spearman")
     claim = f"LogME ranks the source models better than chance ({_where_text(where, rank)})"
     if math.isnan(tau.value):
-        return verdict.Verdict(claim, "no ranking (fewer than 3 source models or a constant side)", verdict.NOT_RUN)
+        return verdict.Verdict(claim, "no ranking (fewer than 3 source models or a constant side)", verdict.NOT_RUN,
+                               published=PUBLISHED["chance"])
     significant = tau.p < 0.05
     status = (verdict.HELD if significant and tau.value > 0 else verdict.FAILED if significant else verdict.NOISE)
     figure = (f"weighted tau(LogME, fine-tuned accuracy) = {tau.text()} (95% bootstrap interval, permutation "
               f"p; claimed > 0 at p < 0.05); Spearman rho = {rho.text()}; {_units_text(tau, where)}")
-    return verdict.Verdict(claim, figure, status)
+    return verdict.Verdict(claim, figure, status, published=PUBLISHED["chance"])
 
 
 def rival_verdict(rank: Rankings, where: str, rival: str) -> verdict.Verdict:
@@ -276,7 +285,7 @@ def rival_verdict(rank: Rankings, where: str, rival: str) -> verdict.Verdict:
     name = (f"weighted tau(LogME) - weighted tau({SCORE_TEXT[rival]}) with the fine-tuned accuracy, 95% bootstrap "
             f"interval over {_units_text(d, where)}, paired")
     return verdict.greater(f"LogME ranks the source models better than {SCORE_TEXT[rival]} "
-                           f"({_where_text(where, rank)})", name, d.estimate())
+                           f"({_where_text(where, rank)})", name, d.estimate(), published=PUBLISHED[rival])
 
 
 def verdicts(rank: Rankings) -> list[verdict.Verdict]:
