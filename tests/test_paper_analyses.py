@@ -148,3 +148,14 @@ def test_chance_is_the_mean_of_the_runs_one_over_classes():
     assert common.chance(runs) == pytest.approx((0.1 + 0.1 + 0.01) / 3)  # a mean over targets: their chances' mean
     assert common.chance(runs.drop(columns="num_classes")) == common.CHANCE  # a workdir from before the column
     assert common.chance(runs, {"data.name": "c"}, default=0.5) == 0.5
+
+
+def test_paper_scale_readmes_say_what_differs_at_that_scale():
+    """A paper-scale README's "what differs" section is its paper.py's setting, not the digits' text."""
+    for e in registry.EXPERIMENTS:
+        exp = runner.at_scale(e, "paper")
+        module = runner.load_module(exp)
+        text = runner.differences(exp, module)
+        assert module.__doc__.strip() in text and e.differences.strip() not in text, e.name
+    digits = registry.get("lp_ft")[0]
+    assert runner.differences(digits, runner.load_module(digits)) == digits.differences

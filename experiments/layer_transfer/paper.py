@@ -15,7 +15,7 @@ images and baseB on B's. Every target run trains on B for the same EPOCHS from t
   BnB  (n=1..8)  the same from baseB
   AnB+ / BnB+    (n=1..8) the first n units copied and fine-tuned with the rest
   baseB          the B network itself (from scratch on B, the same recipe)
-3 seeds, as the digits-scale config beside this one.
+3 seeds, each with its own baseA and baseB.
 
     python -m tl_research.experiments run layer_transfer --scale paper [--dry_run]
 """

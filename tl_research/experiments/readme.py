@@ -82,7 +82,10 @@ def outcome_counts(verdicts: list[Verdict]) -> str:
     return ", ".join(f"{n} {o}" for o, n in counts if n) + f" of {len(verdicts)}"
 
 
-def render(exp: Experiment, analysis: Analysis, summary: dict, rows: list[dict], sources: int = 0) -> str:
+def render(exp: Experiment, analysis: Analysis, summary: dict, rows: list[dict], sources: int = 0,
+           differences: str | None = None) -> str:
+    """The experiment's README; `differences`: what differs from the paper at the scale it ran (default: the
+    digits' text, exp.differences)."""
     verdicts = verdict_table(analysis.verdicts)
     out = [f"# {exp.title}", "", "## Question", "", exp.question.strip(), "",
            "## Published", "", exp.published.strip(), "",
@@ -95,7 +98,7 @@ def render(exp: Experiment, analysis: Analysis, summary: dict, rows: list[dict],
            "effect size for the claim, where it gives one.", "", verdicts,
            f"Runs: {basis(rows)}", "", "## Results", "", "![plot](plot.png)", ""]
     out += [t.strip() + "\n" for t in analysis.tables]
-    out += ["## What differs from the paper", "", exp.differences.strip(), ""]
+    out += ["## What differs from the paper", "", (differences or exp.differences).strip(), ""]
     return "\n".join(out)
 
 

@@ -128,7 +128,8 @@ def report(exp: Experiment, experiments: list[Experiment], *, root: pathlib.Path
         summary["ran_on"] = ran_on if wall_time is not None else old["ran_on"]
     (out / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
     sources = source_count(base, points)
-    (out / "README.md").write_text(readme.render(exp, analysis, summary, rows, sources=sources))
+    (out / "README.md").write_text(readme.render(exp, analysis, summary, rows, sources=sources,
+                                                 differences=differences(exp, module)))
     write_index(experiments, out_root)
     for v in analysis.verdicts:
         echo(v.line())
@@ -142,6 +143,16 @@ def analyse(exp: Experiment, rows: list[dict], workdir: pathlib.Path, module) ->
     if len(takes) > 2 or any(p.kind == p.VAR_POSITIONAL for p in takes):
         return exp.analyse(rows, workdir, module)
     return exp.analyse(rows, workdir)
+
+
+def differences(exp: Experiment, module) -> str:
+    """What differs from the paper at the module's scale: its DIFFERENCES where it has them; at the paper's scale
+    (paper.py) else its docstring, the setting it runs; at the digits' the experiment's own text."""
+    if getattr(module, "DIFFERENCES", None):
+        return module.DIFFERENCES
+    if exp.config == SCALES["paper"] and (module.__doc__ or "").strip():
+        return f"The setting of `{exp.config}`:\n\n```\n{module.__doc__.strip()}\n```"
+    return exp.differences
 
 
 def source_count(base, points) -> int:
