@@ -33,6 +33,7 @@ def test_verdicts_follow_the_rankings(monkeypatch):
     assert statuses == [verdict.HELD] * len(statuses), [v.line() for v in held.verdicts]
     assert "p=0.00278" in held.verdicts[3].figure  # a perfect ranking of 6: 2 of the 720 orders reach |tau| = 1
     assert "n=6 source models" in held.verdicts[0].figure and held.headline.startswith("pooled weighted tau")
+    assert "n=6 source models, paired]" in held.verdicts[1].figure and "seeds]" not in held.verdicts[1].figure
     failed = T.analyse(_rows(logme_sign=-1.0, rival_sign=1.0), pathlib.Path("."))
     assert [v.status for v in failed.verdicts] == [verdict.FAILED] * len(statuses)
     df = T.tables.done(_rows(logme_sign=1.0, rival_sign=1.0))  # LogME ties its rivals: within noise

@@ -159,7 +159,8 @@ class Pooled:
         return f"{self.value:+.2f}{ci}" + ("" if math.isnan(self.p) else f" p={self.p:.3g}")
 
     def estimate(self) -> stats.Estimate:
-        return stats.Estimate(self.value, self.low, self.high, self.n if not math.isnan(self.value) else 0)
+        return stats.Estimate(self.value, self.low, self.high, self.n if not math.isnan(self.value) else 0,
+                              paired=True, method="bootstrap", units="source models")
 
 
 def _mean_rows(statistic: str, score: np.ndarray, measured: np.ndarray, pick: np.ndarray) -> np.ndarray:
