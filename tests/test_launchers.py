@@ -79,6 +79,7 @@ def _wait_for_exit(pids, deadline_s=600):
             time.sleep(0.2)
 
 
+@pytest.mark.long  # two launches of local workers, killed and requeued: about 30 s
 def test_local_workers_of_two_launches_reproduce_the_sequential_sweep_through_a_kill_and_a_requeue(
         sweep_files, capsys):
     tmp, config, reference = sweep_files
@@ -301,6 +302,7 @@ def test_run_and_shard_select_runs(sweep_files, tmp_path, capsys):
     assert _rows(work) == _rows(reference)
 
 
+@pytest.mark.long  # the quickstart's baseB in one process and on a one-core worker: about 55 s
 def test_a_cpu_run_has_the_same_numbers_in_one_process_and_on_a_one_core_worker(tmp_path):
     """The reproducibility contract on a CPU (sweep_job.pin_cpu_run): `python launch.py --jobs=0` and a local
     worker each train a run on one core, so their losses agree bit for bit. The run is the quickstart's baseB
