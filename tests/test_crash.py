@@ -18,6 +18,9 @@ from tl_research.core import durable
 from tl_research.analysis import results
 from conftest import transfer_config
 
+# a sweep launched once per write point, killed there, then relaunched (the module's fixture): about a minute
+pytestmark = pytest.mark.long
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def config_text(data_dir, depths) -> str:

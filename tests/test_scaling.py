@@ -287,6 +287,7 @@ print(sweep_job.SweepJob(cfg, [{{}}], {workdir!r}, ["run"])())
 """
 
 
+@pytest.mark.long  # two SLURM-launched processes, then the comparison: about 20 s
 def test_a_two_node_slurm_run_gives_the_one_process_run(reference, data_dir, tmp_path):
     """--slurm.nodes=2: the job's two tasks (here two local processes with the SLURM environment srun gives
     one task per node) join through JAX's SLURM detection (distributed.initialize) and train one run to the
