@@ -124,8 +124,9 @@ def report(exp: Experiment, experiments: list[Experiment], *, root: pathlib.Path
     summary = {"name": exp.name, "verdicts": [v.to_dict() for v in analysis.verdicts],
                "headline": analysis.headline or (analysis.verdicts[0].figure if analysis.verdicts else ""),
                "wall_time_s": round(wall_time, 1) if wall_time is not None else old.get("wall_time_s")}
-    if ran_on or (wall_time is None and old.get("ran_on")):
-        summary["ran_on"] = ran_on if wall_time is not None else old["ran_on"]
+    machine = ran_on if wall_time is not None else old.get("ran_on")  # it goes with the wall time it measured
+    if machine:
+        summary["ran_on"] = machine
     (out / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
     sources = source_count(base, points)
     (out / "README.md").write_text(readme.render(exp, analysis, summary, rows, sources=sources,
